@@ -1,0 +1,113 @@
+//! The client: options, connection pool, cached token and cancellation, shared by every call made
+//! with it from any thread. Each call takes a `Session` (a snapshot of these) when it starts.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::TokenCache;
+use crate::config::{Affects, Settings};
+use crate::error::Result;
+use crate::http;
+use crate::runtime::{self, Callbacks, Reporter};
+
+pub struct Client {
+    state: RwLock<State>,
+    /// Cancelling it stops every call in flight; it is then replaced for later calls.
+    cancel: Mutex<CancellationToken>,
+}
+
+struct State {
+    settings: Arc<Settings>,
+    /// Built on first use after the transport options last changed.
+    http: Option<reqwest::Client>,
+    tokens: Arc<TokenCache>,
+}
+
+/// What one call works with: the options as they were when it started, the connection pool and
+/// the token cache.
+pub struct Session {
+    pub settings: Arc<Settings>,
+    pub http: reqwest::Client,
+    pub tokens: Arc<TokenCache>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Self {
+        let settings = Settings::default();
+        let tokens = Arc::new(TokenCache::new(&settings));
+        Self {
+            state: RwLock::new(State { settings: Arc::new(settings), http: None, tokens }),
+            cancel: Mutex::new(CancellationToken::new()),
+        }
+    }
+
+    /// Sets one option (see `config::KEYS`); `None` restores its default. Calls already running
+    /// keep the options they started with.
+    pub fn set(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut settings = Settings::clone(&state.settings);
+        match settings.set(key, value)? {
+            Affects::SignIn => state.tokens = Arc::new(TokenCache::new(&settings)),
+            Affects::Transport => state.http = None,
+            Affects::Behaviour => {}
+        }
+        state.settings = Arc::new(settings);
+        Ok(())
+    }
+
+    /// Makes every call in flight on this client return `CANCELLED` promptly. Later calls run normally.
+    pub fn cancel(&self) {
+        let mut cancel = self.cancel.lock().unwrap_or_else(|e| e.into_inner());
+        cancel.cancel();
+        *cancel = CancellationToken::new();
+    }
+
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.state.read().unwrap_or_else(|e| e.into_inner()).settings)
+    }
+
+    fn session(&self) -> Result<Arc<Session>> {
+        {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(http) = &state.http {
+                return Ok(Arc::new(Session {
+                    settings: Arc::clone(&state.settings),
+                    http: http.clone(),
+                    tokens: Arc::clone(&state.tokens),
+                }));
+            }
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let http = match &state.http {
+            Some(http) => http.clone(),
+            None => http::build_client(&state.settings)?,
+        };
+        state.http = Some(http.clone());
+        Ok(Arc::new(Session { settings: Arc::clone(&state.settings), http, tokens: Arc::clone(&state.tokens) }))
+    }
+
+    /// Runs one call: `work` gets the session and the reporter, runs on the library's runtime,
+    /// and this thread blocks until it is done, running `callbacks` meanwhile.
+    pub fn call<T, F>(
+        &self,
+        name: &str,
+        callbacks: Callbacks<'_>,
+        work: impl FnOnce(Arc<Session>, Arc<Reporter>) -> F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let session = self.session()?;
+        let cancel = self.cancel.lock().unwrap_or_else(|e| e.into_inner()).child_token();
+        let secrets = session.settings.secrets().into_iter().map(str::to_owned).collect();
+        runtime::run(name, cancel, secrets, callbacks, |reporter| work(session, reporter))
+    }
+}

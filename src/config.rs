@@ -1,0 +1,435 @@
+//! The client's options: string keys and values as `defender_client_set` receives them
+//! (librdkafka style), parsed into typed settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::cloud::Cloud;
+use crate::error::{Error, Result};
+use crate::redact::Secret;
+
+/// Which part of a client an option affects, so that changing one drops only what depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Affects {
+    /// The sign-in: cached tokens are dropped.
+    SignIn,
+    /// The HTTP connection settings: the connection pool is rebuilt.
+    Transport,
+    /// Only how later calls behave.
+    Behaviour,
+}
+
+/// How a managed identity is chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManagedIdentity {
+    SystemAssigned,
+    UserAssigned { client_id: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub base_url: Option<Url>,
+    pub cloud: Cloud,
+    pub authority_url: Option<Url>,
+    pub scope: Option<String>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    pub client_certificate_path: Option<PathBuf>,
+    pub client_assertion: Option<Secret>,
+    pub access_token: Option<Secret>,
+    pub managed_identity: Option<ManagedIdentity>,
+    pub managed_identity_endpoint: Option<Url>,
+    pub environment: bool,
+    /// Per request; `None` means no limit.
+    pub timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+    /// When set, get-URI and download first wait this long at most for the collection to finish.
+    pub wait_timeout: Option<Duration>,
+    pub overwrite: bool,
+    pub ca_file: Option<PathBuf>,
+    pub user_agent: Option<String>,
+    pub rate_limit: bool,
+    pub clock_scale: f64,
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            cloud: Cloud::default(),
+            authority_url: None,
+            scope: None,
+            tenant_id: None,
+            client_id: None,
+            client_secret: None,
+            client_certificate_path: None,
+            client_assertion: None,
+            access_token: None,
+            managed_identity: None,
+            managed_identity_endpoint: None,
+            environment: false,
+            timeout: Some(DEFAULT_TIMEOUT),
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            wait_timeout: None,
+            overwrite: false,
+            ca_file: None,
+            user_agent: None,
+            rate_limit: true,
+            clock_scale: 1.0,
+        }
+    }
+}
+
+/// Every key `defender_client_set` accepts, with what it affects.
+pub const KEYS: &[(&str, Affects)] = &[
+    ("base_url", Affects::Behaviour),
+    ("cloud", Affects::SignIn),
+    ("authority_url", Affects::SignIn),
+    ("scope", Affects::SignIn),
+    ("tenant_id", Affects::SignIn),
+    ("client_id", Affects::SignIn),
+    ("client_secret", Affects::SignIn),
+    ("client_certificate_path", Affects::SignIn),
+    ("client_assertion", Affects::SignIn),
+    ("access_token", Affects::SignIn),
+    ("managed_identity", Affects::SignIn),
+    ("managed_identity_endpoint", Affects::SignIn),
+    ("environment", Affects::SignIn),
+    ("timeout_ms", Affects::Transport),
+    ("connect_timeout_ms", Affects::Transport),
+    ("wait_timeout_ms", Affects::Behaviour),
+    ("overwrite", Affects::Behaviour),
+    ("ca_file", Affects::Transport),
+    ("user_agent", Affects::Transport),
+    ("rate_limit", Affects::Behaviour),
+    ("clock_scale", Affects::Behaviour),
+];
+
+impl Settings {
+    /// Sets `key` to `value`, or back to its default when `value` is `None`.
+    /// Returns what the change affects.
+    pub fn set(&mut self, key: &str, value: Option<&str>) -> Result<Affects> {
+        let Some(&(key, affects)) = KEYS.iter().find(|(known, _)| *known == key) else {
+            let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+            return Err(Error::invalid_argument(format!(
+                "unknown option '{}'; the options are: {}",
+                printable(key),
+                known.join(", ")
+            )));
+        };
+        let Some(value) = value else {
+            self.reset(key);
+            return Ok(affects);
+        };
+        match key {
+            "base_url" => self.base_url = Some(parse_service_url(key, value)?),
+            "cloud" => {
+                self.cloud = Cloud::parse(value).ok_or_else(|| {
+                    malformed(key, value, &format!("one of {}", Cloud::NAMES.join(", ")))
+                })?
+            }
+            "authority_url" => self.authority_url = Some(parse_service_url(key, value)?),
+            "scope" => self.scope = Some(parse_text(key, value)?),
+            "tenant_id" => self.tenant_id = Some(parse_identifier(key, value)?),
+            "client_id" => self.client_id = Some(parse_identifier(key, value)?),
+            "client_secret" => self.client_secret = Some(parse_secret(key, value)?),
+            "client_certificate_path" => self.client_certificate_path = Some(parse_path(key, value)?),
+            "client_assertion" => self.client_assertion = Some(parse_secret(key, value)?),
+            "access_token" => self.access_token = Some(parse_secret(key, value)?),
+            "managed_identity" => self.managed_identity = parse_managed_identity(value)?,
+            "managed_identity_endpoint" => {
+                self.managed_identity_endpoint = Some(parse_service_url(key, value)?)
+            }
+            "environment" => self.environment = parse_bool(key, value)?,
+            "timeout_ms" => self.timeout = parse_optional_millis(key, value)?,
+            "connect_timeout_ms" => self.connect_timeout = parse_optional_millis(key, value)?,
+            "wait_timeout_ms" => self.wait_timeout = parse_optional_millis(key, value)?,
+            "overwrite" => self.overwrite = parse_bool(key, value)?,
+            "ca_file" => self.ca_file = Some(parse_path(key, value)?),
+            "user_agent" => self.user_agent = Some(parse_text(key, value)?),
+            "rate_limit" => self.rate_limit = parse_on_off(key, value)?,
+            "clock_scale" => self.clock_scale = parse_clock_scale(key, value)?,
+            _ => unreachable!("every key in KEYS has a parser"),
+        }
+        Ok(affects)
+    }
+
+    fn reset(&mut self, key: &str) {
+        let defaults = Settings::default();
+        match key {
+            "base_url" => self.base_url = defaults.base_url,
+            "cloud" => self.cloud = defaults.cloud,
+            "authority_url" => self.authority_url = defaults.authority_url,
+            "scope" => self.scope = defaults.scope,
+            "tenant_id" => self.tenant_id = defaults.tenant_id,
+            "client_id" => self.client_id = defaults.client_id,
+            "client_secret" => self.client_secret = defaults.client_secret,
+            "client_certificate_path" => self.client_certificate_path = defaults.client_certificate_path,
+            "client_assertion" => self.client_assertion = defaults.client_assertion,
+            "access_token" => self.access_token = defaults.access_token,
+            "managed_identity" => self.managed_identity = defaults.managed_identity,
+            "managed_identity_endpoint" => self.managed_identity_endpoint = defaults.managed_identity_endpoint,
+            "environment" => self.environment = defaults.environment,
+            "timeout_ms" => self.timeout = defaults.timeout,
+            "connect_timeout_ms" => self.connect_timeout = defaults.connect_timeout,
+            "wait_timeout_ms" => self.wait_timeout = defaults.wait_timeout,
+            "overwrite" => self.overwrite = defaults.overwrite,
+            "ca_file" => self.ca_file = defaults.ca_file,
+            "user_agent" => self.user_agent = defaults.user_agent,
+            "rate_limit" => self.rate_limit = defaults.rate_limit,
+            "clock_scale" => self.clock_scale = defaults.clock_scale,
+            _ => unreachable!("every key in KEYS has a default"),
+        }
+    }
+
+    /// The API root: `base_url`, else the cloud's API host.
+    pub fn api_root(&self) -> Url {
+        self.base_url
+            .clone()
+            .unwrap_or_else(|| Url::parse(self.cloud.endpoints().api).expect("the cloud table holds valid URLs"))
+    }
+
+    /// The sign-in host: `authority_url`, else the cloud's authority.
+    pub fn authority(&self) -> Url {
+        self.authority_url
+            .clone()
+            .unwrap_or_else(|| Url::parse(self.cloud.endpoints().authority).expect("the cloud table holds valid URLs"))
+    }
+
+    /// The OAuth scope for client credentials: `scope`, else the cloud's resource + `/.default`.
+    pub fn scope(&self) -> String {
+        match &self.scope {
+            Some(scope) => scope.clone(),
+            None => format!("{}/.default", self.cloud.endpoints().resource),
+        }
+    }
+
+    /// The managed-identity resource: the scope without `/.default`.
+    pub fn resource(&self) -> String {
+        let scope = self.scope();
+        scope.strip_suffix("/.default").unwrap_or(&scope).to_owned()
+    }
+
+    /// Every configured secret value, for scrubbing text meant for people.
+    pub fn secrets(&self) -> Vec<&str> {
+        [&self.client_secret, &self.client_assertion, &self.access_token]
+            .into_iter()
+            .flatten()
+            .map(Secret::expose)
+            .collect()
+    }
+}
+
+/// A value as it may be shown in a message: control characters escaped, long values cut.
+fn printable(value: &str) -> String {
+    const MAX_CHARS: usize = 80;
+    let mut shown: String = value.chars().take(MAX_CHARS).flat_map(char::escape_debug).collect();
+    if value.chars().count() > MAX_CHARS {
+        shown.push('…');
+    }
+    shown
+}
+
+fn malformed(key: &str, value: &str, accepts: &str) -> Error {
+    Error::invalid_argument(format!("option '{key}' takes {accepts}, not '{}'", printable(value)))
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(malformed(key, value, "'true' or 'false'")),
+    }
+}
+
+fn parse_on_off(key: &str, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(malformed(key, value, "'on' or 'off'")),
+    }
+}
+
+/// Milliseconds; `0` means no limit.
+fn parse_optional_millis(key: &str, value: &str) -> Result<Option<Duration>> {
+    let millis: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| malformed(key, value, "a whole number of milliseconds (0 for none)"))?;
+    Ok((millis > 0).then(|| Duration::from_millis(millis)))
+}
+
+fn parse_clock_scale(key: &str, value: &str) -> Result<f64> {
+    const MAX: f64 = 1_000_000.0;
+    match value.trim().parse::<f64>() {
+        Ok(scale) if scale.is_finite() && scale > 0.0 && scale <= MAX => Ok(scale),
+        _ => Err(malformed(key, value, "a number above 0 and at most 1000000 (1 is real time)")),
+    }
+}
+
+/// Free text that goes into a request (a header or a form field): no control characters.
+fn parse_text(key: &str, value: &str) -> Result<String> {
+    if value.is_empty() || value.chars().any(char::is_control) {
+        return Err(malformed(key, value, "non-empty text without control characters"));
+    }
+    Ok(value.to_owned())
+}
+
+/// Tenant and client ids: GUIDs, or for tenants also a domain name. They go into URL paths.
+fn parse_identifier(key: &str, value: &str) -> Result<String> {
+    let valid = !value.is_empty()
+        && value.len() <= 256
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if !valid {
+        return Err(malformed(key, value, "a GUID or a domain name (letters, digits, '-', '.', '_')"));
+    }
+    Ok(value.to_owned())
+}
+
+/// Secrets are never repeated in a message, not even when malformed.
+fn parse_secret(key: &str, value: &str) -> Result<Secret> {
+    if value.is_empty() || value.chars().any(char::is_control) {
+        return Err(Error::invalid_argument(format!(
+            "option '{key}' takes non-empty text without control characters (the value is not shown)"
+        )));
+    }
+    Ok(Secret::new(value))
+}
+
+fn parse_path(key: &str, value: &str) -> Result<PathBuf> {
+    if value.is_empty() {
+        return Err(malformed(key, value, "a file path"));
+    }
+    Ok(PathBuf::from(value))
+}
+
+fn parse_managed_identity(value: &str) -> Result<Option<ManagedIdentity>> {
+    Ok(match value {
+        "" | "false" => None,
+        "system" | "true" => Some(ManagedIdentity::SystemAssigned),
+        client_id => Some(ManagedIdentity::UserAssigned {
+            client_id: parse_identifier("managed_identity", client_id).map_err(|_| {
+                malformed("managed_identity", value, "'system' or the client id of a user-assigned identity")
+            })?,
+        }),
+    })
+}
+
+/// Whether `url`'s host is this machine: plain `http` is allowed only there.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// A URL the library sends credentials to: absolute `https` (`http` only to loopback),
+/// no user name or password, no query or fragment.
+fn parse_service_url(key: &str, value: &str) -> Result<Url> {
+    let accepts = "an absolute https URL (http only for localhost), without query or fragment";
+    let url = Url::parse(value.trim()).map_err(|_| malformed(key, value, accepts))?;
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url));
+    let ok = scheme_ok
+        && url.host().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !ok {
+        return Err(malformed(key, value, accepts));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_parses_a_good_value_and_resets_to_its_default() {
+        let good = |key: &str| match key {
+            "base_url" | "authority_url" | "managed_identity_endpoint" => "https://example.test",
+            "cloud" => "gcc-high",
+            "tenant_id" | "client_id" => "00000000-0000-0000-0000-000000000001",
+            "managed_identity" => "system",
+            "environment" | "overwrite" => "true",
+            "rate_limit" => "off",
+            "clock_scale" => "60",
+            k if k.ends_with("_ms") => "1234",
+            _ => "value",
+        };
+        for (key, _) in KEYS {
+            let mut settings = Settings::default();
+            settings.set(key, Some(good(key))).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_ne!(settings, Settings::default(), "{key} changed nothing");
+            settings.set(key, None).unwrap();
+            assert_eq!(settings, Settings::default(), "{key} did not reset");
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_the_known_ones() {
+        let err = Settings::default().set("base_uri", Some("x")).unwrap_err();
+        assert_eq!(err.status(), crate::DefenderStatus::InvalidArgument);
+        assert!(err.message().contains("'base_uri'"), "{err}");
+        assert!(err.message().contains("base_url"), "{err}");
+    }
+
+    #[test]
+    fn malformed_values_say_what_the_key_accepts() {
+        let mut settings = Settings::default();
+        let err = settings.set("timeout_ms", Some("soon")).unwrap_err();
+        assert!(err.message().contains("milliseconds") && err.message().contains("'soon'"), "{err}");
+        let err = settings.set("overwrite", Some("yes")).unwrap_err();
+        assert!(err.message().contains("'true' or 'false'"), "{err}");
+        let err = settings.set("cloud", Some("mars")).unwrap_err();
+        assert!(err.message().contains("gcc-high"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_and_no_query() {
+        let mut settings = Settings::default();
+        assert!(settings.set("base_url", Some("http://127.0.0.1:8080")).is_ok());
+        assert!(settings.set("base_url", Some("http://localhost:1")).is_ok());
+        assert!(settings.set("base_url", Some("http://api.example.com")).is_err());
+        assert!(settings.set("base_url", Some("https://api.example.com/?x=1")).is_err());
+        assert!(settings.set("base_url", Some("https://user:pw@api.example.com")).is_err());
+        assert!(settings.set("base_url", Some("ftp://api.example.com")).is_err());
+    }
+
+    #[test]
+    fn malformed_secrets_are_not_repeated() {
+        let err = Settings::default().set("client_secret", Some("abc\ndef")).unwrap_err();
+        assert!(!err.message().contains("abc"), "{err}");
+    }
+
+    #[test]
+    fn zero_timeout_means_none() {
+        let mut settings = Settings::default();
+        settings.set("timeout_ms", Some("0")).unwrap();
+        assert_eq!(settings.timeout, None);
+    }
+
+    #[test]
+    fn cloud_sets_api_authority_and_scope_and_overrides_win() {
+        let mut settings = Settings::default();
+        settings.set("cloud", Some("gcc-high")).unwrap();
+        assert_eq!(settings.api_root().as_str(), "https://api-gov.securitycenter.microsoft.us/");
+        assert_eq!(settings.authority().as_str(), "https://login.microsoftonline.us/");
+        assert_eq!(settings.scope(), "https://api-gov.securitycenter.microsoft.us/.default");
+        assert_eq!(settings.resource(), "https://api-gov.securitycenter.microsoft.us");
+        settings.set("scope", Some("https://other/.default")).unwrap();
+        assert_eq!(settings.scope(), "https://other/.default");
+        let default = Settings::default();
+        assert_eq!(default.api_root().as_str(), "https://api.security.microsoft.com/");
+        assert_eq!(default.scope(), "https://api.securitycenter.microsoft.com/.default");
+    }
+}

@@ -1,0 +1,206 @@
+//! Where a package is written: a temporary file beside the destination, renamed into place only
+//! when it is complete, so nothing partial ever stands under the destination's name.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{DefenderStatus, Error, Result};
+
+/// The file a download ends up in: `destination` itself, or `<action_id>.zip` inside it when it
+/// names an existing directory. Fails early with `EXISTS` when that file exists and may not be
+/// replaced, so that no rate-limited link request is spent on a download that cannot land.
+pub fn resolve(destination: &str, action_id: &str, overwrite: bool) -> Result<PathBuf> {
+    if destination.is_empty() {
+        return Err(Error::invalid_argument("the destination path is empty"));
+    }
+    let given = Path::new(destination);
+    let path = if given.is_dir() {
+        given.join(format!("{}.zip", file_name_for(action_id)?))
+    } else {
+        given.to_path_buf()
+    };
+    let path = std::path::absolute(&path).map_err(|err| Error::io(format!("resolving '{}'", path.display()), &err))?;
+    let parent = path.parent().filter(|p| p.is_dir()).ok_or_else(|| {
+        Error::new(
+            DefenderStatus::Io,
+            format!("the folder for '{}' does not exist", path.display()),
+        )
+    })?;
+    debug_assert!(parent.is_absolute());
+    if path.is_dir() {
+        return Err(Error::new(DefenderStatus::Exists, format!("'{}' is a directory", path.display())));
+    }
+    if !overwrite && path.exists() {
+        return Err(exists(&path));
+    }
+    Ok(path)
+}
+
+fn exists(path: &Path) -> Error {
+    Error::new(
+        DefenderStatus::Exists,
+        format!("'{}' exists; set the option 'overwrite' to 'true' to replace it", path.display()),
+    )
+}
+
+/// An action id as a file name: refused when it holds a character that no file name may hold on
+/// Windows or Unix (the caller can always give a file path instead of a folder).
+fn file_name_for(action_id: &str) -> Result<&str> {
+    let forbidden = |c: char| c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|');
+    if action_id.is_empty() || action_id.contains(forbidden) || action_id.starts_with('.') {
+        return Err(Error::invalid_argument(format!(
+            "action id '{}' cannot be a file name; give the destination as a file path",
+            action_id.escape_debug()
+        )));
+    }
+    Ok(action_id)
+}
+
+/// A `.part` file beside the destination. Dropping it before `persist` removes it.
+pub struct PartFile {
+    file: Option<File>,
+    path: PathBuf,
+}
+
+impl PartFile {
+    /// Creates `.<name>.<random>.part` in the destination's folder, which must not exist yet.
+    pub fn create_beside(destination: &Path) -> Result<Self> {
+        let folder = destination.parent().expect("resolve() returns a path with a parent");
+        let name = destination.file_name().unwrap_or_default().to_string_lossy();
+        loop {
+            let path = folder.join(format!(".{name}.{:016x}.part", fastrand::u64(..)));
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => return Ok(Self { file: Some(file), path }),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(err) => return Err(Error::io(format!("creating a temporary file in '{}'", folder.display()), &err)),
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file_mut().write_all(bytes).map_err(|err| Error::io(format!("writing '{}'", self.path.display()), &err))
+    }
+
+    /// Flushes the bytes to the disk and closes the file.
+    pub fn sync_and_close(&mut self) -> Result<()> {
+        if let Some(file) = self.file.take() {
+            file.sync_all().map_err(|err| Error::io(format!("flushing '{}' to disk", self.path.display()), &err))?;
+        }
+        Ok(())
+    }
+
+    fn file_mut(&mut self) -> &mut File {
+        self.file.as_mut().expect("the part file is open until it is synced")
+    }
+
+    /// Moves the (synced) file to `destination`. Without `overwrite`, an existing destination is
+    /// never replaced, even one that appeared during the download: `EXISTS`.
+    pub fn persist(mut self, destination: &Path, overwrite: bool) -> Result<()> {
+        self.sync_and_close()?;
+        let moving = |err: &io::Error| Error::io(format!("moving the download to '{}'", destination.display()), err);
+        if overwrite {
+            std::fs::rename(&self.path, destination).map_err(|err| moving(&err))?;
+        } else {
+            // A hard link fails if the destination exists, atomically; file systems without hard
+            // links (FAT, some network shares) fall back to check-then-rename.
+            match std::fs::hard_link(&self.path, destination) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&self.path);
+                }
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => return Err(exists(destination)),
+                Err(_) if destination.exists() => return Err(exists(destination)),
+                Err(_) => std::fs::rename(&self.path, destination).map_err(|err| moving(&err))?,
+            }
+        }
+        sync_folder(destination);
+        self.path = PathBuf::new(); // moved: nothing to remove on drop
+        Ok(())
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        // Close before removing: Windows cannot remove an open file.
+        drop(self.file.take());
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Makes the rename itself durable (Unix: the folder's entry is flushed too). Best effort: the
+/// file's bytes are already synced, and Windows has no equivalent.
+fn sync_folder(path: &Path) {
+    #[cfg(unix)]
+    if let Some(folder) = path.parent() {
+        if let Ok(folder) = File::open(folder) {
+            let _ = folder.sync_all();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_destination_gets_the_action_id_as_file_name() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = resolve(folder.path().to_str().unwrap(), "abc-123", false).unwrap();
+        assert_eq!(path, folder.path().join("abc-123.zip"));
+        let err = resolve(folder.path().to_str().unwrap(), "../evil", false).unwrap_err();
+        assert_eq!(err.status(), DefenderStatus::InvalidArgument);
+    }
+
+    #[test]
+    fn an_existing_file_is_refused_without_overwrite_and_a_missing_folder_is_io() {
+        let folder = tempfile::tempdir().unwrap();
+        let file = folder.path().join("p.zip");
+        std::fs::write(&file, b"old").unwrap();
+        assert_eq!(resolve(file.to_str().unwrap(), "a", false).unwrap_err().status(), DefenderStatus::Exists);
+        assert_eq!(resolve(file.to_str().unwrap(), "a", true).unwrap(), file);
+        let nowhere = folder.path().join("missing").join("p.zip");
+        assert_eq!(resolve(nowhere.to_str().unwrap(), "a", false).unwrap_err().status(), DefenderStatus::Io);
+    }
+
+    #[test]
+    fn part_file_is_removed_when_dropped_and_moved_when_persisted() {
+        let folder = tempfile::tempdir().unwrap();
+        let destination = folder.path().join("p.zip");
+        let mut part = PartFile::create_beside(&destination).unwrap();
+        part.write_all(b"partial").unwrap();
+        let part_path = part.path().to_path_buf();
+        drop(part);
+        assert!(!part_path.exists());
+
+        let mut part = PartFile::create_beside(&destination).unwrap();
+        part.write_all(b"whole").unwrap();
+        part.persist(&destination, false).unwrap();
+        assert_eq!(std::fs::read(&destination).unwrap(), b"whole");
+        assert_eq!(std::fs::read_dir(folder.path()).unwrap().count(), 1, "only the destination is left");
+    }
+
+    #[test]
+    fn persist_never_replaces_a_file_that_appeared_meanwhile_unless_overwrite() {
+        let folder = tempfile::tempdir().unwrap();
+        let destination = folder.path().join("p.zip");
+        let mut part = PartFile::create_beside(&destination).unwrap();
+        part.write_all(b"new").unwrap();
+        std::fs::write(&destination, b"theirs").unwrap();
+        assert_eq!(part.persist(&destination, false).unwrap_err().status(), DefenderStatus::Exists);
+        assert_eq!(std::fs::read(&destination).unwrap(), b"theirs");
+        assert_eq!(std::fs::read_dir(folder.path()).unwrap().count(), 1, "the part file is gone");
+
+        let mut part = PartFile::create_beside(&destination).unwrap();
+        part.write_all(b"new").unwrap();
+        part.persist(&destination, true).unwrap();
+        assert_eq!(std::fs::read(&destination).unwrap(), b"new");
+    }
+}

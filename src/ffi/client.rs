@@ -1,0 +1,174 @@
+//! `DefenderClient`: creating, configuring, cancelling and freeing it.
+
+use std::ffi::{CString, c_char, c_void};
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use super::{boundary, optional_str, required_out, required_str};
+use crate::client::{Client, Session};
+use crate::error::{DefenderStatus, Error, Result};
+use crate::runtime::{Callbacks, DefenderLogLevel, Reporter};
+
+/// A connection to the Defender for Endpoint API: options, sign-in and a connection pool.
+///
+/// Opaque. Create it with `defender_client_new`, configure it with `defender_client_set`, free
+/// it with `defender_client_free`. One client may be used from many threads at once; it caches
+/// its access token, so reuse one client rather than creating one per call.
+pub struct DefenderClient {
+    client: Client,
+    log: RwLock<Option<LogSink>>,
+}
+
+/// Receives the library's log lines: waits, retries, throttling, each request's status. Never a secret.
+///
+/// Called only on the thread that made the call, and only while that call runs. `message` is
+/// NUL-terminated UTF-8, valid only during the callback. The callback must not call the library,
+/// except `defender_client_cancel`.
+pub type DefenderLogCallback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, level: DefenderLogLevel, message: *const c_char)>;
+
+#[derive(Clone, Copy)]
+struct LogSink {
+    callback: unsafe extern "C" fn(*mut c_void, DefenderLogLevel, *const c_char),
+    user_data: *mut c_void,
+}
+
+// SAFETY: the sink is only ever called on the thread that makes a call (see runtime::run); the
+// caller who registered it vouches for `user_data` on every thread that calls the library.
+unsafe impl Send for LogSink {}
+unsafe impl Sync for LogSink {}
+
+impl DefenderClient {
+    /// Runs one call on the client (see `Client::call`) with the caller's progress callback, if
+    /// any, and the client's log callback.
+    pub(crate) fn run<T, F>(
+        &self,
+        name: &str,
+        progress: Option<&mut dyn FnMut(u64, u64) -> bool>,
+        work: impl FnOnce(Arc<Session>, Arc<Reporter>) -> F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let sink = *self.log.read().unwrap_or_else(|e| e.into_inner());
+        let mut log = sink.map(|sink| {
+            move |level: DefenderLogLevel, line: &str| {
+                let line = CString::new(line.replace('\0', " ")).unwrap_or_default();
+                // SAFETY: the caller registered this callback for this purpose; the string lives
+                // until it returns.
+                unsafe { (sink.callback)(sink.user_data, level, line.as_ptr()) }
+            }
+        });
+        let callbacks = Callbacks {
+            // Shortens the trait object's lifetime to this call's, like the log callback's.
+            progress: progress.map(|progress| progress as &mut dyn FnMut(u64, u64) -> bool),
+            log: log.as_mut().map(|log| log as &mut dyn FnMut(DefenderLogLevel, &str)),
+        };
+        self.client.call(name, callbacks, work)
+    }
+}
+
+/// Turns a client pointer into a reference.
+///
+/// # Safety
+/// `client` is NULL or a live pointer from `defender_client_new`.
+pub(crate) unsafe fn client_ref<'a>(client: *const DefenderClient) -> Result<&'a DefenderClient> {
+    // SAFETY: the caller guarantees the pointer is NULL or live.
+    unsafe { client.as_ref() }.ok_or_else(|| Error::invalid_argument("client is NULL"))
+}
+
+/// Creates a client with default options (commercial cloud, no sign-in yet) into `*client_out`.
+///
+/// Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` when `client_out` is NULL.
+///
+/// # Safety
+/// `client_out` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_client_new(client_out: *mut *mut DefenderClient) -> DefenderStatus {
+    boundary("defender_client_new", || {
+        required_out(client_out, "client_out")?;
+        let client = Box::new(DefenderClient { client: Client::new(), log: RwLock::new(None) });
+        // SAFETY: checked non-NULL; the caller guarantees it is writable.
+        unsafe { client_out.write(Box::into_raw(client)) };
+        Ok(())
+    })
+}
+
+/// Frees a client. NULL is fine; freeing twice is not. No call may be running on it: cancel them
+/// with `defender_client_cancel` and wait for them to return first.
+///
+/// # Safety
+/// `client` is NULL or a pointer from `defender_client_new` not freed yet.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_client_free(client: *mut DefenderClient) {
+    if !client.is_null() {
+        // SAFETY: the caller passes a pointer from Box::into_raw, once.
+        let _ = std::panic::catch_unwind(|| drop(unsafe { Box::from_raw(client) }));
+    }
+}
+
+/// Sets the option `key` to `value`, both NUL-terminated UTF-8; a NULL `value` restores the
+/// option's default. Calls already running keep the options they started with.
+///
+/// Keys (see the README for the full table): `base_url`, `cloud`, `authority_url`, `scope`,
+/// `tenant_id`, `client_id`, `client_secret`, `client_certificate_path`, `client_assertion`,
+/// `access_token`, `managed_identity`, `managed_identity_endpoint`, `environment`, `timeout_ms`,
+/// `connect_timeout_ms`, `wait_timeout_ms`, `overwrite`, `ca_file`, `user_agent`, `rate_limit`,
+/// `clock_scale`.
+///
+/// Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL client or key,
+/// an unknown key or a malformed value (the message names the key and what it accepts, and
+/// never repeats a secret value).
+///
+/// # Safety
+/// `client` is NULL or live; `key` and `value` are NULL or NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_client_set(
+    client: *mut DefenderClient,
+    key: *const c_char,
+    value: *const c_char,
+) -> DefenderStatus {
+    boundary("defender_client_set", || {
+        let client = unsafe { client_ref(client) }?;
+        let key = unsafe { required_str(key, "key") }?;
+        let value = unsafe { optional_str(value, "value") }?;
+        client.client.set(key, value)
+    })
+}
+
+/// Registers a log callback for every later call on this client (NULL `callback` removes it).
+/// `user_data` is passed back to it as it is.
+///
+/// Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL client.
+///
+/// # Safety
+/// `client` is NULL or live; `callback` stays callable, and `user_data` valid, while calls run.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_client_set_log_callback(
+    client: *mut DefenderClient,
+    callback: DefenderLogCallback,
+    user_data: *mut c_void,
+) -> DefenderStatus {
+    boundary("defender_client_set_log_callback", || {
+        let client = unsafe { client_ref(client) }?;
+        *client.log.write().unwrap_or_else(|e| e.into_inner()) = callback.map(|callback| LogSink { callback, user_data });
+        Ok(())
+    })
+}
+
+/// Cancels every call running on this client: each returns `DEFENDER_STATUS_CANCELLED` promptly,
+/// leaving no partial file. Calls started afterwards run normally.
+///
+/// May be called from any thread, including from inside a progress or log callback.
+/// Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL client.
+///
+/// # Safety
+/// `client` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_client_cancel(client: *const DefenderClient) -> DefenderStatus {
+    boundary("defender_client_cancel", || {
+        unsafe { client_ref(client) }?.client.cancel();
+        Ok(())
+    })
+}
