@@ -228,6 +228,64 @@ size_t defender_last_error_message(char *buffer,
                                    size_t buffer_len);
 
 /**
+ * Looks up machine action `action_id` (`GET /api/machineactions/{id}`) into
+ * `*action_json_out`, to be freed with `defender_string_free`.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND`, or the
+ * request statuses (`UNAUTHORIZED`, `FORBIDDEN`, `RATE_LIMITED`, `HTTP`, `NETWORK`, `TIMEOUT`,
+ * `PROTOCOL`, `CANCELLED`, `INVALID_ARGUMENT`).
+ *
+ * # Safety
+ * `client` is NULL or live; `action_id` is NULL or NUL-terminated; `action_json_out` is NULL or writable.
+ */
+DefenderStatus defender_get_machine_action(const DefenderClient *client,
+                                           const char *action_id,
+                                           char **action_json_out);
+
+/**
+ * Starts collecting an investigation package on machine `machine_id`
+ * (`POST /api/machines/{id}/collectInvestigationPackage`) and returns the new machine action
+ * into `*action_json_out` (free it with `defender_string_free`); its `id` is what
+ * `defender_wait_for_action` and `defender_download_package` take.
+ *
+ * `comment` is recorded with the action (the API requires one; NULL gives a default). When a
+ * collection is already running on that machine, that action is returned instead of an error:
+ * it yields the same package. The request is never repeated blindly.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND` (no such
+ * machine), or the request statuses.
+ *
+ * # Safety
+ * `client` is NULL or live; `machine_id` and `comment` are NULL or NUL-terminated;
+ * `action_json_out` is NULL or writable.
+ */
+DefenderStatus defender_collect_investigation_package(const DefenderClient *client,
+                                                      const char *machine_id,
+                                                      const char *comment,
+                                                      char **action_json_out);
+
+/**
+ * Waits for machine action `action_id` to finish and returns it, Succeeded, into
+ * `*action_json_out` (free it with `defender_string_free`).
+ *
+ * Polls with back-off (5 s growing to 60 s, divided by the option `clock_scale`). Returns at
+ * once when the action has Succeeded; when it ends Failed, TimeOut or Cancelled, returns
+ * `DEFENDER_STATUS_ACTION_FAILED` at once. An action that is briefly unknown right after it was
+ * created is waited for. Gives up with `DEFENDER_STATUS_TIMEOUT` after the option
+ * `wait_timeout_ms` (default: one hour). `defender_client_cancel` stops it promptly.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_ACTION_FAILED`,
+ * `DEFENDER_STATUS_NOT_FOUND`, `DEFENDER_STATUS_TIMEOUT`, `DEFENDER_STATUS_CANCELLED`, or the
+ * request statuses.
+ *
+ * # Safety
+ * `client` is NULL or live; `action_id` is NULL or NUL-terminated; `action_json_out` is NULL or writable.
+ */
+DefenderStatus defender_wait_for_action(const DefenderClient *client,
+                                        const char *action_id,
+                                        char **action_json_out);
+
+/**
  * Creates a client with default options (commercial cloud, no sign-in yet) into `*client_out`.
  *
  * Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` when `client_out` is NULL.
@@ -294,6 +352,9 @@ DefenderStatus defender_client_cancel(const DefenderClient *client);
  * Gets a fresh, short-lived download link for the investigation package of machine action
  * `action_id` (`GET /api/machineactions/{id}/getPackageUri`) into `*uri_out`, to be freed with
  * `defender_string_free`. Download it at once: links expire within minutes.
+ *
+ * When the option `wait_timeout_ms` is above 0, first waits up to that long for the collection
+ * to finish (see `defender_wait_for_action`).
  *
  * The id is sent percent-encoded as one path segment. The link is unwrapped from literal
  * quotes when the service wraps it, and is always an absolute https URL (http only to

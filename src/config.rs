@@ -130,9 +130,8 @@ impl Settings {
         match key {
             "base_url" => self.base_url = Some(parse_service_url(key, value)?),
             "cloud" => {
-                self.cloud = Cloud::parse(value).ok_or_else(|| {
-                    malformed(key, value, &format!("one of {}", Cloud::NAMES.join(", ")))
-                })?
+                self.cloud = Cloud::parse(value)
+                    .ok_or_else(|| malformed(key, value, &format!("one of {}", Cloud::NAMES.join(", "))))?
             }
             "authority_url" => self.authority_url = Some(parse_service_url(key, value)?),
             "scope" => self.scope = Some(parse_text(key, value)?),
@@ -143,9 +142,7 @@ impl Settings {
             "client_assertion" => self.client_assertion = Some(parse_secret(key, value)?),
             "access_token" => self.access_token = Some(parse_secret(key, value)?),
             "managed_identity" => self.managed_identity = parse_managed_identity(value)?,
-            "managed_identity_endpoint" => {
-                self.managed_identity_endpoint = Some(parse_service_url(key, value)?)
-            }
+            "managed_identity_endpoint" => self.managed_identity_endpoint = Some(parse_service_url(key, value)?),
             "environment" => self.environment = parse_bool(key, value)?,
             "timeout_ms" => self.timeout = parse_optional_millis(key, value)?,
             "connect_timeout_ms" => self.connect_timeout = parse_optional_millis(key, value)?,
@@ -216,6 +213,12 @@ impl Settings {
         scope.strip_suffix("/.default").unwrap_or(&scope).to_owned()
     }
 
+    /// `duration` in the client's clock: divided by `clock_scale`, so that rate-limit windows,
+    /// back-off and polling match a simulator whose clock runs fast.
+    pub fn scaled(&self, duration: Duration) -> Duration {
+        duration.div_f64(self.clock_scale)
+    }
+
     /// Every configured secret value, for scrubbing text meant for people.
     pub fn secrets(&self) -> Vec<&str> {
         [&self.client_secret, &self.client_assertion, &self.access_token]
@@ -258,10 +261,8 @@ fn parse_on_off(key: &str, value: &str) -> Result<bool> {
 
 /// Milliseconds; `0` means no limit.
 fn parse_optional_millis(key: &str, value: &str) -> Result<Option<Duration>> {
-    let millis: u64 = value
-        .trim()
-        .parse()
-        .map_err(|_| malformed(key, value, "a whole number of milliseconds (0 for none)"))?;
+    let millis: u64 =
+        value.trim().parse().map_err(|_| malformed(key, value, "a whole number of milliseconds (0 for none)"))?;
     Ok((millis > 0).then(|| Duration::from_millis(millis)))
 }
 

@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod service;
 
 pub use error::{DefenderStatus, Error, Result};
+pub use ffi::action::*;
 pub use ffi::client::*;
 pub use ffi::package::*;
 pub use ffi::{defender_last_error_message, defender_string_free, defender_version};

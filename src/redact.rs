@@ -58,11 +58,9 @@ fn scrub_parameters(text: &str) -> String {
     let mut copied = 0;
     let mut i = 0;
     while i < text.len() {
-        let starts_parameter =
-            i == 0 || matches!(text.as_bytes()[i - 1], b'?' | b'&' | b' ' | b'"' | b'\'' | b'(');
-        let name = SECRET_PARAMETERS
-            .iter()
-            .find(|name| starts_parameter && lower[i..].starts_with(&format!("{name}=")));
+        let starts_parameter = i == 0 || matches!(text.as_bytes()[i - 1], b'?' | b'&' | b' ' | b'"' | b'\'' | b'(');
+        let name =
+            SECRET_PARAMETERS.iter().find(|name| starts_parameter && lower[i..].starts_with(&format!("{name}=")));
         if let Some(name) = name {
             let value_start = i + name.len() + 1;
             let value_len = text[value_start..].find(is_value_end).unwrap_or(text.len() - value_start);
@@ -128,10 +126,7 @@ mod tests {
     #[test]
     fn removes_sas_token_and_signature_but_keeps_the_rest_of_the_link() {
         let text = "GET https://host/safedownload/x.zip?token=abc123&sig=zz%2F&se=2026 failed";
-        assert_eq!(
-            scrub(text, &[]),
-            "GET https://host/safedownload/x.zip?token=REDACTED&sig=REDACTED&se=2026 failed"
-        );
+        assert_eq!(scrub(text, &[]), "GET https://host/safedownload/x.zip?token=REDACTED&sig=REDACTED&se=2026 failed");
     }
 
     #[test]
@@ -142,10 +137,7 @@ mod tests {
     #[test]
     fn removes_bearer_tokens_jwts_and_known_values() {
         let text = "Authorization: Bearer abc.def and eyJhbGciOi.eyJzdWIi.c2ln and s3cr3t-value";
-        assert_eq!(
-            scrub(text, &["s3cr3t-value", ""]),
-            "Authorization: Bearer REDACTED and REDACTED and REDACTED"
-        );
+        assert_eq!(scrub(text, &["s3cr3t-value", ""]), "Authorization: Bearer REDACTED and REDACTED and REDACTED");
     }
 
     #[test]

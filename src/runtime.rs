@@ -104,11 +104,15 @@ impl Reporter {
     }
 }
 
+/// Called with (bytes done, bytes total); returns `true` to cancel.
+pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, u64) -> bool;
+/// Called with each log line.
+pub type LogFn<'a> = &'a mut dyn FnMut(DefenderLogLevel, &str);
+
 /// The caller's side of a call: what to do with progress and log lines.
 pub struct Callbacks<'a> {
-    /// Called with (bytes done, bytes total); returns `true` to cancel.
-    pub progress: Option<&'a mut dyn FnMut(u64, u64) -> bool>,
-    pub log: Option<&'a mut dyn FnMut(DefenderLogLevel, &str)>,
+    pub progress: Option<ProgressFn<'a>>,
+    pub log: Option<LogFn<'a>>,
 }
 
 thread_local! {
@@ -201,9 +205,7 @@ where
             Ok(Event::Done(result)) => {
                 // Events are delivered in order, so the final progress has been reported by now.
                 let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-                return result.map_err(|err| {
-                    Error::new(err.status(), crate::redact::scrub(err.message(), &refs))
-                });
+                return result.map_err(|err| Error::new(err.status(), crate::redact::scrub(err.message(), &refs)));
             }
             Err(mpsc::RecvError) => {
                 return Err(Error::new(

@@ -48,9 +48,7 @@ impl Credential {
 }
 
 fn required(value: &Option<String>, key: &str, needed_by: &str) -> Result<String> {
-    value
-        .clone()
-        .ok_or_else(|| Error::invalid_argument(format!("option '{needed_by}' needs '{key}' to be set too")))
+    value.clone().ok_or_else(|| Error::invalid_argument(format!("option '{needed_by}' needs '{key}' to be set too")))
 }
 
 /// A token and when to stop using it.
@@ -126,15 +124,11 @@ async fn fetch(
             Ok(AccessToken { value: token.clone(), renew_at: Instant::now() + Duration::from_secs(u32::MAX.into()) })
         }
         Credential::ClientSecret { tenant_id, client_id, secret } => {
-            reporter.log(DefenderLogLevel::Debug, format!("signing in to tenant {tenant_id} as app {client_id} with a client secret"));
-            entra::client_credentials(
-                http,
-                settings,
-                tenant_id,
-                client_id,
-                entra::ClientProof::Secret(secret),
-            )
-            .await
+            reporter.log(
+                DefenderLogLevel::Debug,
+                format!("signing in to tenant {tenant_id} as app {client_id} with a client secret"),
+            );
+            entra::client_credentials(http, settings, tenant_id, client_id, entra::ClientProof::Secret(secret)).await
         }
     }
 }

@@ -15,18 +15,13 @@ pub fn resolve(destination: &str, action_id: &str, overwrite: bool) -> Result<Pa
         return Err(Error::invalid_argument("the destination path is empty"));
     }
     let given = Path::new(destination);
-    let path = if given.is_dir() {
-        given.join(format!("{}.zip", file_name_for(action_id)?))
-    } else {
-        given.to_path_buf()
-    };
+    let path =
+        if given.is_dir() { given.join(format!("{}.zip", file_name_for(action_id)?)) } else { given.to_path_buf() };
     let path = std::path::absolute(&path).map_err(|err| Error::io(format!("resolving '{}'", path.display()), &err))?;
-    let parent = path.parent().filter(|p| p.is_dir()).ok_or_else(|| {
-        Error::new(
-            DefenderStatus::Io,
-            format!("the folder for '{}' does not exist", path.display()),
-        )
-    })?;
+    let parent = path
+        .parent()
+        .filter(|p| p.is_dir())
+        .ok_or_else(|| Error::new(DefenderStatus::Io, format!("the folder for '{}' does not exist", path.display())))?;
     debug_assert!(parent.is_absolute());
     if path.is_dir() {
         return Err(Error::new(DefenderStatus::Exists, format!("'{}' is a directory", path.display())));
@@ -73,7 +68,9 @@ impl PartFile {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => return Ok(Self { file: Some(file), path }),
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(err) => return Err(Error::io(format!("creating a temporary file in '{}'", folder.display()), &err)),
+                Err(err) => {
+                    return Err(Error::io(format!("creating a temporary file in '{}'", folder.display()), &err));
+                }
             }
         }
     }

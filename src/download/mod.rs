@@ -52,18 +52,13 @@ pub async fn download_package(api: Api<'_>, action_id: &str, destination: &str) 
     let started = Instant::now();
     let overwrite = api.session.settings.overwrite;
     let path = destination::resolve(destination, action_id, overwrite)?;
-    let link = machine_actions::get_package_uri(api, action_id).await?;
+    let link = machine_actions::package_link(api, action_id).await?;
     let what = format!("downloading the package of machine action {action_id}");
     api.reporter.log(DefenderLogLevel::Info, format!("{what} to '{}'", path.display()));
 
     // The link carries its own credential (a SAS token): no Authorization header goes with it.
-    let response = api
-        .session
-        .http
-        .get(link)
-        .send()
-        .await
-        .map_err(|err| describe_transport_error(&err).context(&what))?;
+    let response =
+        api.session.http.get(link).send().await.map_err(|err| describe_transport_error(&err).context(&what))?;
     let status = response.status();
     if status != StatusCode::OK {
         return Err(download_refused(status).context(&what));

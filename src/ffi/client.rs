@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use super::{boundary, optional_str, required_out, required_str};
 use crate::client::{Client, Session};
 use crate::error::{DefenderStatus, Error, Result};
-use crate::runtime::{Callbacks, DefenderLogLevel, Reporter};
+use crate::runtime::{Callbacks, DefenderLogLevel, LogFn, ProgressFn, Reporter};
 
 /// A connection to the Defender for Endpoint API: options, sign-in and a connection pool.
 ///
@@ -44,7 +44,7 @@ impl DefenderClient {
     pub(crate) fn run<T, F>(
         &self,
         name: &str,
-        progress: Option<&mut dyn FnMut(u64, u64) -> bool>,
+        progress: Option<ProgressFn<'_>>,
         work: impl FnOnce(Arc<Session>, Arc<Reporter>) -> F,
     ) -> Result<T>
     where
@@ -62,8 +62,8 @@ impl DefenderClient {
         });
         let callbacks = Callbacks {
             // Shortens the trait object's lifetime to this call's, like the log callback's.
-            progress: progress.map(|progress| progress as &mut dyn FnMut(u64, u64) -> bool),
-            log: log.as_mut().map(|log| log as &mut dyn FnMut(DefenderLogLevel, &str)),
+            progress: progress.map(|progress| progress as ProgressFn<'_>),
+            log: log.as_mut().map(|log| log as LogFn<'_>),
         };
         self.client.call(name, callbacks, work)
     }
@@ -152,7 +152,8 @@ pub unsafe extern "C" fn defender_client_set_log_callback(
 ) -> DefenderStatus {
     boundary("defender_client_set_log_callback", || {
         let client = unsafe { client_ref(client) }?;
-        *client.log.write().unwrap_or_else(|e| e.into_inner()) = callback.map(|callback| LogSink { callback, user_data });
+        *client.log.write().unwrap_or_else(|e| e.into_inner()) =
+            callback.map(|callback| LogSink { callback, user_data });
         Ok(())
     })
 }

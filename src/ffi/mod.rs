@@ -2,6 +2,7 @@
 //! message for the calling thread) and takes its arguments through the checked conversions
 //! below; the code behind them is ordinary safe Rust returning `Result`.
 
+pub mod action;
 pub mod client;
 pub mod package;
 

@@ -5,6 +5,7 @@ use std::ffi::{c_char, c_void};
 use super::client::{DefenderClient, client_ref};
 use super::{boundary, required_out, required_str, write_string};
 use crate::error::DefenderStatus;
+use crate::runtime::ProgressFn;
 use crate::service::{Api, machine_actions};
 
 /// Reports download progress. Return non-zero to cancel the download (the call then returns
@@ -20,6 +21,9 @@ pub type DefenderProgressCallback =
 /// Gets a fresh, short-lived download link for the investigation package of machine action
 /// `action_id` (`GET /api/machineactions/{id}/getPackageUri`) into `*uri_out`, to be freed with
 /// `defender_string_free`. Download it at once: links expire within minutes.
+///
+/// When the option `wait_timeout_ms` is above 0, first waits up to that long for the collection
+/// to finish (see `defender_wait_for_action`).
 ///
 /// The id is sent percent-encoded as one path segment. The link is unwrapped from literal
 /// quotes when the service wraps it, and is always an absolute https URL (http only to
@@ -50,7 +54,7 @@ pub unsafe extern "C" fn defender_get_package_uri(
         required_out(uri_out, "uri_out")?;
         let link = client.run("defender_get_package_uri", None, |session, reporter| async move {
             let api = Api { session: &session, reporter: &reporter };
-            machine_actions::get_package_uri(api, &action_id).await.map(String::from)
+            machine_actions::package_link(api, &action_id).await.map(String::from)
         })?;
         unsafe { write_string(uri_out, link) }
     })
@@ -97,8 +101,9 @@ pub unsafe extern "C" fn defender_download_package(
         let action_id = unsafe { required_str(action_id, "action_id") }?.to_owned();
         let destination = unsafe { required_str(destination, "destination") }?.to_owned();
         // SAFETY: the caller vouches that `progress` may be called with `user_data` on this thread.
-        let mut report = progress.map(|progress| move |done: u64, total: u64| unsafe { progress(user_data, done, total) } != 0);
-        let progress = report.as_mut().map(|report| report as &mut dyn FnMut(u64, u64) -> bool);
+        let mut report =
+            progress.map(|progress| move |done: u64, total: u64| unsafe { progress(user_data, done, total) } != 0);
+        let progress = report.as_mut().map(|report| report as ProgressFn<'_>);
         let downloaded = client.run("defender_download_package", progress, |session, reporter| async move {
             let api = Api { session: &session, reporter: &reporter };
             crate::download::download_package(api, &action_id, &destination).await

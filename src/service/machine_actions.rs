@@ -1,4 +1,7 @@
-//! Machine actions: looking one up, and asking for its package's download link.
+//! Machine actions: starting a collection, looking one up, waiting for it to finish, and asking
+//! for its package's download link.
+
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -7,6 +10,7 @@ use url::Url;
 use super::{Api, Endpoint, check_id};
 use crate::config::is_loopback;
 use crate::error::{DefenderStatus, Error, Result};
+use crate::runtime::DefenderLogLevel;
 
 /// Where a machine action is in its life, from its `status` field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +59,57 @@ impl MachineAction {
     }
 }
 
+/// The comment the API requires, when the caller gives none.
+pub const DEFAULT_COMMENT: &str = concat!("Investigation package collected with defender ", env!("CARGO_PKG_VERSION"));
+
+/// `POST /api/machines/{id}/collectInvestigationPackage`: starts a collection and returns its action.
+///
+/// When one is already running on that machine (400 `ActiveRequestAlreadyExists`), that one is
+/// returned instead: it yields the same package. The POST itself is sent once; it is never
+/// repeated blindly, since a repeat could start a second collection.
+pub async fn collect(api: Api<'_>, machine_id: &str, comment: &str) -> Result<MachineAction> {
+    check_id("machine id", machine_id)?;
+    let what = format!("starting an investigation package collection on machine {machine_id}");
+    let url = api.url(&["machines", machine_id, "collectInvestigationPackage"], &[])?;
+    let body = serde_json::json!({ "Comment": comment });
+    let response = api.send(Method::POST, Endpoint::CollectInvestigationPackage, url, Some(&body), &what).await?;
+    if response.status == StatusCode::BAD_REQUEST
+        && response.service_error().code.as_deref() == Some("ActiveRequestAlreadyExists")
+    {
+        api.reporter
+            .log(DefenderLogLevel::Info, format!("a collection is already running on machine {machine_id}; using it"));
+        return running_collection(api, machine_id).await.map_err(|err| err.context(&what));
+    }
+    if response.status == StatusCode::NOT_FOUND {
+        return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine {machine_id}")));
+    }
+    MachineAction::from_json(response.success(&what)?.json(&what)?, &what)
+}
+
+/// The newest Pending or InProgress collection on `machine_id`.
+async fn running_collection(api: Api<'_>, machine_id: &str) -> Result<MachineAction> {
+    let filter = format!("machineId eq '{}' and type eq 'CollectInvestigationPackage'", machine_id.replace('\'', "''"));
+    let what = format!("looking up the running collection on machine {machine_id}");
+    let url = api.url(&["machineactions"], &[("$filter", &filter)])?;
+    let response = api.send(Method::GET, Endpoint::ListMachineActions, url, None, &what).await?;
+    #[derive(Deserialize)]
+    struct List {
+        value: Vec<serde_json::Value>,
+    }
+    let list: List = response.success(&what)?.json(&what)?;
+    let mut running: Vec<MachineAction> = list
+        .value
+        .into_iter()
+        .filter_map(|json| MachineAction::from_json(json, &what).ok())
+        .filter(|action| matches!(action.status, ActionStatus::Pending | ActionStatus::InProgress))
+        .collect();
+    // ISO 8601 timestamps in one format sort as text.
+    running.sort_by(|a, b| b.text("creationDateTimeUtc").cmp(&a.text("creationDateTimeUtc")));
+    running.into_iter().next().ok_or_else(|| {
+        Error::protocol("the service says a collection is running, but lists none that is Pending or InProgress")
+    })
+}
+
 /// `GET /api/machineactions/{id}`. A 404 is `NOT_FOUND`.
 pub async fn get(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
     check_id("action id", action_id)?;
@@ -65,6 +120,56 @@ pub async fn get(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
         return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine action {action_id}")));
     }
     MachineAction::from_json(response.success(&what)?.json(&what)?, &what)
+}
+
+/// How long `wait` keeps polling when `wait_timeout_ms` is not set.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60 * 60);
+/// A new action can be unknown to the API for a little while after it was created.
+const NEW_ACTION_GRACE: Duration = Duration::from_secs(30);
+const FIRST_POLL: Duration = Duration::from_secs(5);
+const MAX_POLL: Duration = Duration::from_secs(60);
+
+/// Polls the action until it has Succeeded (returned at once), ended Failed / TimeOut /
+/// Cancelled (`ACTION_FAILED` at once), or `wait_timeout_ms` (default one hour) ran out
+/// (`TIMEOUT`). Polls start 5 s apart and back off to a minute, all divided by `clock_scale`.
+pub async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
+    let settings = &api.session.settings;
+    let limit = settings.wait_timeout.unwrap_or(DEFAULT_WAIT);
+    let deadline = Instant::now() + settings.scaled(limit);
+    let grace_until = Instant::now() + settings.scaled(NEW_ACTION_GRACE);
+    let mut interval = FIRST_POLL;
+    loop {
+        match get(api, action_id).await {
+            Ok(action) => match &action.status {
+                ActionStatus::Succeeded => return Ok(action),
+                ActionStatus::Ended(status) => {
+                    return Err(Error::new(
+                        DefenderStatus::ActionFailed,
+                        format!("machine action {action_id} ended {status}: no package will come"),
+                    ));
+                }
+                ActionStatus::Pending | ActionStatus::InProgress | ActionStatus::Unknown(_) => {
+                    let status = action.text("status").unwrap_or("unknown").to_owned();
+                    api.reporter
+                        .log(DefenderLogLevel::Info, format!("machine action {action_id} is {status}; waiting"));
+                }
+            },
+            Err(err) if err.status() == DefenderStatus::NotFound && Instant::now() < grace_until => {
+                api.reporter
+                    .log(DefenderLogLevel::Debug, format!("machine action {action_id} is not visible yet; waiting"));
+            }
+            Err(err) => return Err(err),
+        }
+        let pause = settings.scaled(interval);
+        if Instant::now() + pause > deadline {
+            return Err(Error::new(
+                DefenderStatus::Timeout,
+                format!("machine action {action_id} did not finish within {} s", limit.as_secs()),
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        interval = (interval.mul_f64(1.5)).min(MAX_POLL);
+    }
 }
 
 /// `GET /api/machineactions/{id}/getPackageUri`: the package's short-lived download link.
@@ -85,6 +190,14 @@ pub async fn get_package_uri(api: Api<'_>, action_id: &str) -> Result<Url> {
     }
     let answer: PackageUri = response.success(&what)?.json(&what)?;
     parse_package_link(&answer.value).map_err(|err| err.context(&what))
+}
+
+/// The package link, after waiting for the collection to finish when `wait_timeout_ms` is set.
+pub async fn package_link(api: Api<'_>, action_id: &str) -> Result<Url> {
+    if api.session.settings.wait_timeout.is_some() {
+        wait(api, action_id).await?;
+    }
+    get_package_uri(api, action_id).await
 }
 
 /// What a 404 from getPackageUri means for this action.
@@ -128,10 +241,7 @@ async fn why_no_package(api: Api<'_>, action_id: &str) -> Error {
 /// Messages never show the link: its query holds the download's credential.
 pub fn parse_package_link(value: &str) -> Result<Url> {
     let trimmed = value.trim();
-    let unquoted = trimmed
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
-        .unwrap_or(trimmed);
+    let unquoted = trimmed.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')).unwrap_or(trimmed);
     let link = Url::parse(unquoted)
         .map_err(|err| Error::protocol(format!("the package link is not an absolute URL ({err})")))?;
     let allowed = link.scheme() == "https" || (link.scheme() == "http" && is_loopback(&link));

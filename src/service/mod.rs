@@ -190,7 +190,8 @@ impl Api<'_> {
             self.reporter.log(DefenderLogLevel::Debug, format!("{method} {}: HTTP {status}", url.path()));
             let body = read_limited(response, MAX_API_RESPONSE).await.map_err(|err| err.context(what))?;
             if status == StatusCode::UNAUTHORIZED && !renewed && session.tokens.can_renew() {
-                self.reporter.log(DefenderLogLevel::Warn, format!("{what}: the token was refused (HTTP 401); signing in again"));
+                self.reporter
+                    .log(DefenderLogLevel::Warn, format!("{what}: the token was refused (HTTP 401); signing in again"));
                 session.tokens.reject(&token).await;
                 renewed = true;
                 continue;

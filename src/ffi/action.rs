@@ -1,0 +1,106 @@
+//! Machine actions: starting a collection, looking one up, waiting for it.
+//!
+//! Each returns the service's MachineAction object as JSON, as it came (every field optional):
+//! `id`, `type`, `status` (Pending, InProgress, Succeeded, Failed, TimeOut, Cancelled),
+//! `machineId`, `computerDnsName`, `requestor`, `requestorComment`, `creationDateTimeUtc`,
+//! `lastUpdateDateTimeUtc`, `errorHResult`, ...
+
+use std::ffi::c_char;
+
+use super::client::{DefenderClient, client_ref};
+use super::{boundary, optional_str, required_out, required_str, write_string};
+use crate::error::DefenderStatus;
+use crate::service::{Api, machine_actions};
+
+/// Looks up machine action `action_id` (`GET /api/machineactions/{id}`) into
+/// `*action_json_out`, to be freed with `defender_string_free`.
+///
+/// Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND`, or the
+/// request statuses (`UNAUTHORIZED`, `FORBIDDEN`, `RATE_LIMITED`, `HTTP`, `NETWORK`, `TIMEOUT`,
+/// `PROTOCOL`, `CANCELLED`, `INVALID_ARGUMENT`).
+///
+/// # Safety
+/// `client` is NULL or live; `action_id` is NULL or NUL-terminated; `action_json_out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_get_machine_action(
+    client: *const DefenderClient,
+    action_id: *const c_char,
+    action_json_out: *mut *mut c_char,
+) -> DefenderStatus {
+    boundary("defender_get_machine_action", || {
+        let client = unsafe { client_ref(client) }?;
+        let action_id = unsafe { required_str(action_id, "action_id") }?.to_owned();
+        required_out(action_json_out, "action_json_out")?;
+        let action = client.run("defender_get_machine_action", None, |session, reporter| async move {
+            machine_actions::get(Api { session: &session, reporter: &reporter }, &action_id).await
+        })?;
+        unsafe { write_string(action_json_out, action.json.to_string()) }
+    })
+}
+
+/// Starts collecting an investigation package on machine `machine_id`
+/// (`POST /api/machines/{id}/collectInvestigationPackage`) and returns the new machine action
+/// into `*action_json_out` (free it with `defender_string_free`); its `id` is what
+/// `defender_wait_for_action` and `defender_download_package` take.
+///
+/// `comment` is recorded with the action (the API requires one; NULL gives a default). When a
+/// collection is already running on that machine, that action is returned instead of an error:
+/// it yields the same package. The request is never repeated blindly.
+///
+/// Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND` (no such
+/// machine), or the request statuses.
+///
+/// # Safety
+/// `client` is NULL or live; `machine_id` and `comment` are NULL or NUL-terminated;
+/// `action_json_out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_collect_investigation_package(
+    client: *const DefenderClient,
+    machine_id: *const c_char,
+    comment: *const c_char,
+    action_json_out: *mut *mut c_char,
+) -> DefenderStatus {
+    boundary("defender_collect_investigation_package", || {
+        let client = unsafe { client_ref(client) }?;
+        let machine_id = unsafe { required_str(machine_id, "machine_id") }?.to_owned();
+        let comment =
+            unsafe { optional_str(comment, "comment") }?.unwrap_or(machine_actions::DEFAULT_COMMENT).to_owned();
+        required_out(action_json_out, "action_json_out")?;
+        let action = client.run("defender_collect_investigation_package", None, |session, reporter| async move {
+            machine_actions::collect(Api { session: &session, reporter: &reporter }, &machine_id, &comment).await
+        })?;
+        unsafe { write_string(action_json_out, action.json.to_string()) }
+    })
+}
+
+/// Waits for machine action `action_id` to finish and returns it, Succeeded, into
+/// `*action_json_out` (free it with `defender_string_free`).
+///
+/// Polls with back-off (5 s growing to 60 s, divided by the option `clock_scale`). Returns at
+/// once when the action has Succeeded; when it ends Failed, TimeOut or Cancelled, returns
+/// `DEFENDER_STATUS_ACTION_FAILED` at once. An action that is briefly unknown right after it was
+/// created is waited for. Gives up with `DEFENDER_STATUS_TIMEOUT` after the option
+/// `wait_timeout_ms` (default: one hour). `defender_client_cancel` stops it promptly.
+///
+/// Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_ACTION_FAILED`,
+/// `DEFENDER_STATUS_NOT_FOUND`, `DEFENDER_STATUS_TIMEOUT`, `DEFENDER_STATUS_CANCELLED`, or the
+/// request statuses.
+///
+/// # Safety
+/// `client` is NULL or live; `action_id` is NULL or NUL-terminated; `action_json_out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_wait_for_action(
+    client: *const DefenderClient,
+    action_id: *const c_char,
+    action_json_out: *mut *mut c_char,
+) -> DefenderStatus {
+    boundary("defender_wait_for_action", || {
+        let client = unsafe { client_ref(client) }?;
+        let action_id = unsafe { required_str(action_id, "action_id") }?.to_owned();
+        required_out(action_json_out, "action_json_out")?;
+        let action = client.run("defender_wait_for_action", None, |session, reporter| async move {
+            machine_actions::wait(Api { session: &session, reporter: &reporter }, &action_id).await
+        })?;
+        unsafe { write_string(action_json_out, action.json.to_string()) }
+    })
+}
