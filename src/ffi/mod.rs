@@ -24,12 +24,15 @@ fn set_last_error(message: &str) {
     LAST_ERROR.with(|last| *last.borrow_mut() = message);
 }
 
-/// Runs an export's body: clears this thread's last error, turns `Err` into its status and
-/// message, and a panic into `DEFENDER_STATUS_INTERNAL`.
+/// Runs an export's body: turns `Err` into its status and message, a panic into
+/// `DEFENDER_STATUS_INTERNAL`, and success into an empty message (also when a callback made a
+/// refused call meanwhile).
 pub(crate) fn boundary(function: &str, body: impl FnOnce() -> Result<()>) -> DefenderStatus {
-    set_last_error("");
     match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => DefenderStatus::Ok,
+        Ok(Ok(())) => {
+            set_last_error("");
+            DefenderStatus::Ok
+        }
         Ok(Err(err)) => {
             set_last_error(err.message());
             err.status()

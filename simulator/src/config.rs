@@ -1,0 +1,260 @@
+//! The settings a running simulator can change (`/_sim/config`), and byte sizes such as `8MiB`.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::ControlError;
+use crate::package::MIN_PACKAGE_SIZE;
+
+/// The scope the real service's tokens are asked for.
+pub const DEFAULT_SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
+
+/// The simulator's settings; `GET /_sim/config` answers them in this shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Simulated time runs this many times faster than real time.
+    pub clock_scale: f64,
+    /// Lifetime of issued access tokens, in real seconds.
+    pub token_lifetime_secs: u64,
+    /// Lifetime of download links, in real seconds.
+    pub link_ttl_secs: u64,
+    /// Package size of actions that do not set their own, in bytes.
+    pub package_size: u64,
+    /// How long a collection started through the API stays Pending and InProgress.
+    pub collect_schedule: Schedule,
+    /// Whether the rate limits are enforced.
+    pub rate_limit: bool,
+    pub rate_limits: RateLimits,
+    /// Whether downloads carry `Content-MD5`.
+    pub content_md5: bool,
+    /// Whether getPackageUri wraps its link in literal double quotes.
+    pub quoted_links: bool,
+    /// Scopes the token endpoint accepts; managed identity accepts them without `/.default`.
+    pub accepted_scopes: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            clock_scale: 1.0,
+            token_lifetime_secs: 3600,
+            link_ttl_secs: 300,
+            package_size: 8 << 20,
+            collect_schedule: Schedule { pending_secs: 5, in_progress_secs: 30 },
+            rate_limit: true,
+            rate_limits: RateLimits {
+                get_package_uri: RateLimit { per_minute: 2, per_hour: 120 },
+                other: RateLimit { per_minute: 100, per_hour: 1500 },
+            },
+            content_md5: false,
+            quoted_links: false,
+            accepted_scopes: vec![DEFAULT_SCOPE.to_owned()],
+        }
+    }
+}
+
+/// How long an action stays Pending, then InProgress, in simulated seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub pending_secs: u64,
+    pub in_progress_secs: u64,
+}
+
+/// Requests allowed per (tenant, client id) in any sliding minute and hour of simulated time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_minute: u32,
+    pub per_hour: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// `GET /api/machineactions/{id}/getPackageUri`.
+    pub get_package_uri: RateLimit,
+    /// Every other API call.
+    pub other: RateLimit,
+}
+
+/// A partial update of [`Config`]: `POST /_sim/config`. Absent fields keep their value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_lifetime_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_ttl_secs: Option<u64>,
+    /// A number of bytes, or a string such as `"64KiB"`.
+    #[serde(default, deserialize_with = "optional_byte_size", skip_serializing_if = "Option::is_none")]
+    pub package_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect_schedule: Option<Schedule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimitsPatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_md5: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quoted_links: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_scopes: Option<Vec<String>>,
+}
+
+/// Replaces the limits of the classes it names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub get_package_uri: Option<RateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<RateLimit>,
+}
+
+impl Config {
+    /// This configuration with `patch` applied, or why the result would not be valid.
+    pub fn patched(&self, patch: ConfigPatch) -> Result<Config, ControlError> {
+        let mut config = self.clone();
+        let ConfigPatch {
+            clock_scale,
+            token_lifetime_secs,
+            link_ttl_secs,
+            package_size,
+            collect_schedule,
+            rate_limit,
+            rate_limits,
+            content_md5,
+            quoted_links,
+            accepted_scopes,
+        } = patch;
+        set(&mut config.clock_scale, clock_scale);
+        set(&mut config.token_lifetime_secs, token_lifetime_secs);
+        set(&mut config.link_ttl_secs, link_ttl_secs);
+        set(&mut config.package_size, package_size);
+        set(&mut config.collect_schedule, collect_schedule);
+        set(&mut config.rate_limit, rate_limit);
+        if let Some(limits) = rate_limits {
+            set(&mut config.rate_limits.get_package_uri, limits.get_package_uri);
+            set(&mut config.rate_limits.other, limits.other);
+        }
+        set(&mut config.content_md5, content_md5);
+        set(&mut config.quoted_links, quoted_links);
+        set(&mut config.accepted_scopes, accepted_scopes);
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ControlError> {
+        if !(self.clock_scale.is_finite() && self.clock_scale > 0.0) {
+            return Err(ControlError::invalid(format!(
+                "clock_scale must be a positive number, not {}",
+                self.clock_scale
+            )));
+        }
+        if self.token_lifetime_secs == 0 {
+            return Err(ControlError::invalid("token_lifetime_secs must be at least 1"));
+        }
+        validate_package_size(self.package_size)?;
+        for (class, limit) in [("get_package_uri", self.rate_limits.get_package_uri), ("other", self.rate_limits.other)]
+        {
+            if limit.per_minute == 0 || limit.per_hour == 0 {
+                return Err(ControlError::invalid(format!(
+                    "rate_limits.{class}: per_minute and per_hour must be at least 1 (turn rate_limit off instead)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
+pub(crate) fn validate_package_size(size: u64) -> Result<(), ControlError> {
+    if size < MIN_PACKAGE_SIZE {
+        return Err(ControlError::invalid(format!(
+            "package_size must be at least {MIN_PACKAGE_SIZE} bytes, not {size}"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses a byte size: a number of bytes, optionally followed by `B`, `KiB`, `MiB`, `GiB`, `TiB`
+/// (powers of 1024) or `KB`, `MB`, `GB`, `TB` (powers of 1000); units ignore case.
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let number: u64 = number.parse().map_err(|_| format!("'{text}' is not a size such as 4096, 64KiB or 8MiB"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{text}' (use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+            ));
+        }
+    };
+    number.checked_mul(multiplier).ok_or_else(|| format!("'{text}' is too large"))
+}
+
+/// Deserializes an optional byte size given as a number or as a string for [`parse_byte_size`].
+pub(crate) fn optional_byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ByteSize {
+        Bytes(u64),
+        Text(String),
+    }
+    match Option::<ByteSize>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(ByteSize::Bytes(bytes)) => Ok(Some(bytes)),
+        Some(ByteSize::Text(text)) => parse_byte_size(&text).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_byte_size("123"), Ok(123));
+        assert_eq!(parse_byte_size("64KiB"), Ok(65536));
+        assert_eq!(parse_byte_size("8mib"), Ok(8 << 20));
+        assert_eq!(parse_byte_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_byte_size("2 MB"), Ok(2_000_000));
+        assert!(parse_byte_size("8 parsecs").is_err());
+        assert!(parse_byte_size("MiB").is_err());
+        assert!(parse_byte_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn a_patch_changes_only_what_it_names_and_is_validated() {
+        let patch: ConfigPatch =
+            serde_json::from_str(r#"{"package_size":"64KiB","rate_limits":{"other":{"per_minute":5,"per_hour":10}}}"#)
+                .unwrap();
+        let config = Config::default().patched(patch).unwrap();
+        assert_eq!(config.package_size, 65536);
+        assert_eq!(config.rate_limits.other.per_minute, 5);
+        assert_eq!(config.rate_limits.get_package_uri, Config::default().rate_limits.get_package_uri);
+
+        let too_small = ConfigPatch { package_size: Some(100), ..ConfigPatch::default() };
+        assert!(Config::default().patched(too_small).is_err());
+        assert!(serde_json::from_str::<ConfigPatch>(r#"{"clock_scal":2}"#).is_err());
+    }
+}

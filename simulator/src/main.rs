@@ -1,0 +1,146 @@
+//! `defender-simulator`: runs the simulator until Ctrl+C or SIGTERM. Prints one JSON ready line
+//! on standard output, then logs to standard error (`RUST_LOG` filters, default `info`).
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use defender_simulator::{Config, ConfigPatch, Options, Schedule, Simulator, parse_byte_size};
+use tracing_subscriber::EnvFilter;
+
+/// Local simulator of the Microsoft Defender for Endpoint API, its download host and Entra ID
+/// sign-in. Listens on loopback only.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// API port (API, sign-in, managed identity, control); must be a loopback address
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Download host port [default: the IP of --listen, any free port]
+    #[arg(long, value_name = "ADDR")]
+    download_listen: Option<SocketAddr>,
+    /// Simulated time runs N times faster: rate-limit windows, Retry-After, action schedules [default: 1]
+    #[arg(long, value_name = "N")]
+    clock_scale: Option<f64>,
+    /// Default package size: 123, 64KiB, 8MiB, 4GiB, ... [default: 8MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_byte_size)]
+    package_size: Option<u64>,
+    /// Download links expire after N real seconds [default: 300]
+    #[arg(long, value_name = "N")]
+    link_ttl_secs: Option<u64>,
+    /// Access tokens live N real seconds [default: 3600]
+    #[arg(long, value_name = "N")]
+    token_lifetime_secs: Option<u64>,
+    /// A collection stays Pending P and InProgress I simulated seconds, then ends [default: 5,30]
+    #[arg(long, value_name = "P,I", value_parser = parse_schedule)]
+    collect_schedule: Option<Schedule>,
+    /// Enforce the documented rate limits [default: on]
+    #[arg(long, value_name = "on|off")]
+    rate_limit: Option<Switch>,
+    /// Send Content-MD5 on downloads
+    #[arg(long)]
+    content_md5: bool,
+    /// Wrap links from getPackageUri in literal double quotes, as the published example does
+    #[arg(long)]
+    quoted_links: bool,
+    /// Create N already-succeeded actions and list their ids in the ready line
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed_actions: usize,
+    /// Serve both ports over HTTPS with a generated certificate; its CA goes to ca_file
+    #[arg(long)]
+    tls: bool,
+    /// Where --tls writes its CA certificate (PEM) [default: a temporary file]
+    #[arg(long, value_name = "PATH", requires = "tls")]
+    ca_out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
+fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    let (pending, in_progress) =
+        text.split_once(',').ok_or_else(|| format!("'{text}' is not P,I (two numbers of seconds, such as 5,30)"))?;
+    let seconds = |part: &str| {
+        part.trim().parse::<u64>().map_err(|_| format!("'{part}' in '{text}' is not a whole number of seconds"))
+    };
+    Ok(Schedule { pending_secs: seconds(pending)?, in_progress_secs: seconds(in_progress)? })
+}
+
+impl Cli {
+    fn options(self) -> Result<Options, String> {
+        // The command line is a patch over the defaults: one place validates settings.
+        let patch = ConfigPatch {
+            clock_scale: self.clock_scale,
+            token_lifetime_secs: self.token_lifetime_secs,
+            link_ttl_secs: self.link_ttl_secs,
+            package_size: self.package_size,
+            collect_schedule: self.collect_schedule,
+            rate_limit: self.rate_limit.map(|switch| matches!(switch, Switch::On)),
+            content_md5: self.content_md5.then_some(true),
+            quoted_links: self.quoted_links.then_some(true),
+            ..ConfigPatch::default()
+        };
+        Ok(Options {
+            listen: self.listen,
+            download_listen: self.download_listen,
+            config: Config::default().patched(patch).map_err(|error| error.to_string())?,
+            seed_actions: self.seed_actions,
+            tls: self.tls,
+            ca_out: self.ca_out,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let started = cli.options().and_then(|options| Simulator::start(options).map_err(|error| error.to_string()));
+    let simulator = match started {
+        Ok(simulator) => simulator,
+        Err(error) => {
+            eprintln!("defender-simulator: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ready = serde_json::to_string(&simulator.ready_info()).expect("the ready line serializes");
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{ready}").and_then(|()| stdout.flush()).is_err() {
+        eprintln!("defender-simulator: cannot write the ready line to standard output");
+        return ExitCode::FAILURE;
+    }
+    drop(stdout);
+
+    if let Err(error) = wait_for_shutdown_signal() {
+        eprintln!("defender-simulator: cannot wait for a shutdown signal: {error}");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!("shutting down");
+    drop(simulator);
+    ExitCode::SUCCESS
+}
+
+/// Blocks until Ctrl+C, or SIGTERM on Unix.
+fn wait_for_shutdown_signal() -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    runtime.block_on(async {
+        #[cfg(unix)]
+        {
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                interrupted = tokio::signal::ctrl_c() => interrupted,
+                _ = terminate.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await
+    })
+}

@@ -1,0 +1,132 @@
+//! Which endpoint a request is for. Paths match as the real services match them: fixed segments
+//! ignore ASCII case (the documentation spells `getPackageUri` both ways), ids are
+//! percent-decoded single segments.
+
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::request_log::Port;
+use crate::responses::ErrorStyle;
+
+/// The endpoints fault rules and the request log name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    /// `POST /{tenant}/oauth2/v2.0/token`
+    Token,
+    /// `GET /metadata/identity/oauth2/token`
+    Imds,
+    /// `GET /msi/token`
+    AppServiceIdentity,
+    /// `POST /api/machines/{id}/collectInvestigationPackage`
+    Collect,
+    /// `GET /api/machineactions`
+    ListActions,
+    /// `GET /api/machineactions/{id}`
+    MachineAction,
+    /// `GET /api/machineactions/{id}/getPackageUri`
+    GetPackageUri,
+    /// `GET`/`HEAD /safedownload/{name}.zip` on the download host
+    Download,
+}
+
+impl Endpoint {
+    /// The shape of this endpoint's error bodies.
+    pub(crate) fn error_style(self) -> ErrorStyle {
+        match self {
+            Endpoint::Token => ErrorStyle::SignIn,
+            Endpoint::Imds | Endpoint::AppServiceIdentity => ErrorStyle::ManagedIdentity,
+            Endpoint::Collect | Endpoint::ListActions | Endpoint::MachineAction | Endpoint::GetPackageUri => {
+                ErrorStyle::Api
+            }
+            Endpoint::Download => ErrorStyle::Storage,
+        }
+    }
+}
+
+pub(crate) enum Route {
+    Token { tenant: String },
+    Imds,
+    AppServiceIdentity,
+    Api(ApiCall),
+    Download,
+}
+
+pub(crate) enum ApiCall {
+    Collect { machine_id: String },
+    ListActions,
+    MachineAction { action_id: String },
+    GetPackageUri { action_id: String },
+}
+
+impl Route {
+    pub(crate) fn endpoint(&self) -> Endpoint {
+        match self {
+            Route::Token { .. } => Endpoint::Token,
+            Route::Imds => Endpoint::Imds,
+            Route::AppServiceIdentity => Endpoint::AppServiceIdentity,
+            Route::Api(ApiCall::Collect { .. }) => Endpoint::Collect,
+            Route::Api(ApiCall::ListActions) => Endpoint::ListActions,
+            Route::Api(ApiCall::MachineAction { .. }) => Endpoint::MachineAction,
+            Route::Api(ApiCall::GetPackageUri { .. }) => Endpoint::GetPackageUri,
+            Route::Download => Endpoint::Download,
+        }
+    }
+}
+
+pub(crate) enum NoRoute {
+    NotFound,
+    MethodNotAllowed,
+}
+
+pub(crate) fn route(port: Port, method: &Method, path: &str) -> Result<Route, NoRoute> {
+    let segments: Vec<String> = path
+        .strip_prefix('/')
+        .unwrap_or(path)
+        .split('/')
+        .map(|segment| percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned())
+        .collect();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let is = |segment: &str, expected: &str| segment.eq_ignore_ascii_case(expected);
+
+    let (route, allowed): (Route, &[Method]) = match (port, segments.as_slice()) {
+        (Port::Api, [tenant, oauth2, version, token])
+            if is(oauth2, "oauth2") && is(version, "v2.0") && is(token, "token") =>
+        {
+            let tenant = (*tenant).to_owned();
+            (Route::Token { tenant }, &[Method::POST])
+        }
+        (Port::Api, [metadata, identity, oauth2, token])
+            if is(metadata, "metadata") && is(identity, "identity") && is(oauth2, "oauth2") && is(token, "token") =>
+        {
+            (Route::Imds, &[Method::GET])
+        }
+        (Port::Api, [msi, token]) if is(msi, "msi") && is(token, "token") => {
+            (Route::AppServiceIdentity, &[Method::GET])
+        }
+        (Port::Api, [api, machines, machine_id, collect])
+            if is(api, "api") && is(machines, "machines") && is(collect, "collectInvestigationPackage") =>
+        {
+            let machine_id = (*machine_id).to_owned();
+            (Route::Api(ApiCall::Collect { machine_id }), &[Method::POST])
+        }
+        (Port::Api, [api, actions]) if is(api, "api") && is(actions, "machineactions") => {
+            (Route::Api(ApiCall::ListActions), &[Method::GET])
+        }
+        (Port::Api, [api, actions, action_id]) if is(api, "api") && is(actions, "machineactions") => {
+            let action_id = (*action_id).to_owned();
+            (Route::Api(ApiCall::MachineAction { action_id }), &[Method::GET])
+        }
+        (Port::Api, [api, actions, action_id, get_package_uri])
+            if is(api, "api") && is(actions, "machineactions") && is(get_package_uri, "getPackageUri") =>
+        {
+            let action_id = (*action_id).to_owned();
+            (Route::Api(ApiCall::GetPackageUri { action_id }), &[Method::GET])
+        }
+        (Port::Download, [safedownload, name]) if is(safedownload, "safedownload") && name.ends_with(".zip") => {
+            (Route::Download, &[Method::GET, Method::HEAD])
+        }
+        _ => return Err(NoRoute::NotFound),
+    };
+    if allowed.contains(method) { Ok(route) } else { Err(NoRoute::MethodNotAllowed) }
+}

@@ -1,0 +1,212 @@
+//! Serving connections on both ports (HTTP/1.1, optionally over TLS), and the response body
+//! that lets a download fault close a connection right after an exact number of body bytes.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+use crate::exchange;
+use crate::request_log::{Port, SentBytes};
+use crate::simulation::Simulation;
+
+/// Accepts connections on `listener` until the runtime shuts down.
+pub(crate) async fn serve(listener: TcpListener, port: Port, tls: Option<TlsAcceptor>, sim: Arc<Simulation>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(%error, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Small answers (tokens, JSON) should not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let sim = sim.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve_connection(stream, port, sim).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => serve_connection(stream, port, sim).await,
+                    Err(error) => tracing::debug!(%error, "TLS handshake failed"),
+                },
+            }
+        });
+    }
+}
+
+async fn serve_connection<S>(stream: S, port: Port, sim: Arc<Simulation>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let control = Arc::new(ConnectionControl::default());
+    let io = TokioIo::new(ControlledIo { inner: stream, control: control.clone() });
+    let service = service_fn(move |request| exchange::handle(sim.clone(), port, control.clone(), request));
+    // No timer, so no header read timeout: an idle keep-alive connection stays open as long as the
+    // client keeps it, and a client never races the server closing it.
+    let served = http1::Builder::new().serve_connection(io, service).await;
+    if let Err(error) = served {
+        tracing::debug!(%error, "connection closed");
+    }
+}
+
+/// Lets a response close its connection.
+#[derive(Default)]
+pub(crate) struct ConnectionControl {
+    close_after_flush: AtomicBool,
+}
+
+impl ConnectionControl {
+    /// Closes the connection once everything handed to it so far has been written.
+    fn close_after_flush(&self) {
+        self.close_after_flush.store(true, Ordering::Release);
+    }
+}
+
+/// The connection's I/O. hyper flushes its I/O only when its own write buffer is empty, so
+/// failing that flush after [`ConnectionControl::close_after_flush`] ends the connection right
+/// after the last byte the response body produced: the client sees exactly that many bytes, then
+/// the connection closing.
+struct ControlledIo<S> {
+    inner: S,
+    control: Arc<ConnectionControl>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ControlledIo<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ControlledIo<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        // Without vectored writes hyper would copy every body chunk into its own buffer.
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+        if this.control.close_after_flush.load(Ordering::Acquire) {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "closed by a download fault")));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// What a streamed body sends next.
+pub(crate) enum BodyEvent {
+    Data(Bytes),
+    /// Send nothing more and close the connection once the data before this is written.
+    CloseConnection,
+}
+
+/// Every answer's body: bytes at once, or events from a task that produces a download. It counts
+/// the bytes it hands to the connection, for the request log.
+pub(crate) struct ResponseBody {
+    source: Source,
+    sent: SentBytes,
+}
+
+enum Source {
+    Bytes(Option<Bytes>),
+    Events {
+        receiver: mpsc::Receiver<BodyEvent>,
+        connection: Arc<ConnectionControl>,
+    },
+    /// After [`BodyEvent::CloseConnection`]: never ends, so hyper neither finishes the response
+    /// nor reuses the connection before it closes.
+    Closing,
+}
+
+impl ResponseBody {
+    pub(crate) fn empty() -> ResponseBody {
+        ResponseBody::with_source(Source::Bytes(None))
+    }
+
+    pub(crate) fn full(bytes: Bytes) -> ResponseBody {
+        ResponseBody::with_source(Source::Bytes(Some(bytes)))
+    }
+
+    pub(crate) fn stream(receiver: mpsc::Receiver<BodyEvent>, connection: Arc<ConnectionControl>) -> ResponseBody {
+        ResponseBody::with_source(Source::Events { receiver, connection })
+    }
+
+    fn with_source(source: Source) -> ResponseBody {
+        ResponseBody { source, sent: SentBytes::default() }
+    }
+
+    pub(crate) fn sent_bytes(&self) -> SentBytes {
+        self.sent.clone()
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let event = match &mut this.source {
+            Source::Bytes(bytes) => bytes.take().map(BodyEvent::Data),
+            Source::Events { receiver, .. } => ready!(receiver.poll_recv(cx)),
+            Source::Closing => return Poll::Pending,
+        };
+        match event {
+            Some(BodyEvent::Data(data)) => {
+                this.sent.add(data.len());
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Some(BodyEvent::CloseConnection) => {
+                if let Source::Events { connection, .. } = std::mem::replace(&mut this.source, Source::Closing) {
+                    connection.close_after_flush();
+                }
+                Poll::Pending
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.source, Source::Bytes(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Bytes(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64)),
+            _ => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! One running simulation: settings, clock, tenant state, rate-limit windows, fault rules and
+//! request log, and the control operations on them. [`Simulator`](crate::Simulator)'s methods
+//! and the HTTP control API both call these.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::api::machine_action_entity;
+use crate::assertion::RegisteredCertificate;
+use crate::clock::SimClock;
+use crate::config::{Config, ConfigPatch, validate_package_size};
+use crate::faults::{FaultRule, FaultRules};
+use crate::package::Package;
+use crate::rate_limit::RateLimiter;
+use crate::request_log::{RequestLog, RequestRecord};
+use crate::state::{
+    ActionSpec, App, AppRegistration, Caller, IdentityRegistration, MachineRegistration, NewAction, State,
+};
+use crate::{ControlError, DEFAULT_CLIENT_ID, DEFAULT_MACHINE_ID, lock};
+
+pub(crate) struct Simulation {
+    pub(crate) base_url: String,
+    pub(crate) download_url: String,
+    /// What `reset` returns to.
+    initial_config: Config,
+    config: Mutex<Config>,
+    pub(crate) clock: SimClock,
+    pub(crate) state: Mutex<State>,
+    pub(crate) rate_limiter: Mutex<RateLimiter>,
+    pub(crate) faults: Mutex<FaultRules>,
+    pub(crate) log: RequestLog,
+}
+
+impl Simulation {
+    pub(crate) fn new(base_url: String, download_url: String, config: Config) -> Simulation {
+        Simulation {
+            base_url,
+            download_url,
+            clock: SimClock::new(config.clock_scale),
+            initial_config: config.clone(),
+            config: Mutex::new(config),
+            state: Mutex::new(State::new()),
+            rate_limiter: Mutex::default(),
+            faults: Mutex::default(),
+            log: RequestLog::default(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> Config {
+        lock(&self.config).clone()
+    }
+
+    /// Forgets actions, links, tokens, rate windows, fault rules, the request log and config
+    /// changes; registered apps, identities and machines stay.
+    pub(crate) fn reset(&self) {
+        *lock(&self.config) = self.initial_config.clone();
+        self.clock.set_scale(self.initial_config.clock_scale);
+        lock(&self.state).forget_activity();
+        lock(&self.rate_limiter).clear();
+        lock(&self.faults).clear();
+        self.log.clear();
+    }
+
+    pub(crate) fn configure(&self, patch: ConfigPatch) -> Result<Config, ControlError> {
+        let mut config = lock(&self.config);
+        let patched = config.patched(patch)?;
+        if patched.clock_scale != config.clock_scale {
+            self.clock.set_scale(patched.clock_scale);
+        }
+        *config = patched.clone();
+        Ok(patched)
+    }
+
+    pub(crate) fn register_app(&self, app: AppRegistration) -> Result<(), ControlError> {
+        if app.tenant_id.is_empty() || app.client_id.is_empty() {
+            return Err(ControlError::invalid("an app needs a tenant_id and a client_id"));
+        }
+        let certificate = app
+            .certificate_pem
+            .as_deref()
+            .map(RegisteredCertificate::from_pem)
+            .transpose()
+            .map_err(ControlError::Invalid)?;
+        lock(&self.state).register_app(
+            Caller { tenant_id: app.tenant_id, client_id: app.client_id },
+            App { secret: app.client_secret, certificate, forbidden: app.forbidden },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn register_identity(&self, identity: IdentityRegistration) -> Result<(), ControlError> {
+        if identity.client_id.is_empty() {
+            return Err(ControlError::invalid("an identity needs a client_id"));
+        }
+        lock(&self.state).register_identity(identity.client_id);
+        Ok(())
+    }
+
+    pub(crate) fn configure_machine(&self, machine: MachineRegistration) -> Result<(), ControlError> {
+        if machine.id.is_empty() {
+            return Err(ControlError::invalid("a machine needs an id"));
+        }
+        if let Some(size) = machine.package_size {
+            validate_package_size(size)?;
+        }
+        lock(&self.state).register_machine(machine);
+        Ok(())
+    }
+
+    /// Creates an action directly and answers its MachineAction.
+    pub(crate) fn create_action(&self, spec: ActionSpec) -> Result<Value, ControlError> {
+        let config = self.config();
+        let package_size = spec.package_size.unwrap_or(config.package_size);
+        validate_package_size(package_size)?;
+        let id = spec.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if id.is_empty() {
+            return Err(ControlError::invalid("an action id cannot be empty"));
+        }
+        let machine_id = spec.machine_id.unwrap_or_else(|| DEFAULT_MACHINE_ID.to_owned());
+        let mut state = lock(&self.state);
+        let computer_dns_name = state
+            .machine(&machine_id)
+            .map(|machine| machine.computer_dns_name)
+            .unwrap_or_else(|| format!("{machine_id}.simulated"));
+        let new = NewAction {
+            id,
+            machine_id,
+            computer_dns_name,
+            requestor: DEFAULT_CLIENT_ID.to_owned(),
+            comment: "Created through the simulator's control API".to_owned(),
+            schedule: spec.schedule.unwrap_or_default(),
+            outcome: spec.outcome.unwrap_or_default(),
+            package_size,
+            quoted_link: spec.quoted_link,
+            content_md5: spec.content_md5,
+            visible_after: Duration::from_secs(spec.visible_after_secs.unwrap_or(0)),
+        };
+        let now = self.clock.now();
+        let action = state.add_action(new, now)?;
+        Ok(machine_action_entity(action, now, &self.clock))
+    }
+
+    /// The action's package bytes, as the download host serves them.
+    pub(crate) fn package(&self, action_id: &str) -> Result<Vec<u8>, ControlError> {
+        /// Held whole in memory: this is for tests comparing files, not for large packages.
+        const MAX_SIZE: u64 = 256 << 20;
+        let size = lock(&self.state)
+            .action(action_id, self.clock.now())
+            .map(|action| action.package_size)
+            .ok_or_else(|| ControlError::invalid(format!("there is no action {action_id}")))?;
+        if size > MAX_SIZE {
+            return Err(ControlError::invalid(format!(
+                "the package of {action_id} is {size} bytes; this call serves packages up to {MAX_SIZE} bytes"
+            )));
+        }
+        let package = Package::generate(action_id, size);
+        Ok(package.chunks(0..size).flat_map(|chunk| chunk.to_vec()).collect())
+    }
+
+    pub(crate) fn add_fault(&self, rule: FaultRule) -> Result<u64, ControlError> {
+        lock(&self.faults).add(rule)
+    }
+
+    pub(crate) fn clear_faults(&self) {
+        lock(&self.faults).clear();
+    }
+
+    pub(crate) fn revoke_tokens(&self) {
+        lock(&self.state).revoke_tokens();
+    }
+
+    pub(crate) fn requests(&self) -> Vec<RequestRecord> {
+        self.log.records()
+    }
+
+    pub(crate) fn clear_requests(&self) {
+        self.log.clear();
+    }
+}

@@ -1,0 +1,432 @@
+//! What the simulated tenant holds: registered apps, identities and machines, machine actions,
+//! issued access tokens and download links.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::assertion::RegisteredCertificate;
+use crate::clock::SimTime;
+use crate::config::{Schedule, optional_byte_size};
+use crate::{ControlError, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, SYSTEM_IDENTITY_CLIENT_ID};
+
+/// `POST /_sim/apps`: an app registration that can sign in with a secret, a certificate or both.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRegistration {
+    pub tenant_id: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// PEM; the first `CERTIFICATE` block is used, anything else (such as a key) is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_pem: Option<String>,
+    /// Its API calls get 403 (it signs in normally).
+    #[serde(default)]
+    pub forbidden: bool,
+}
+
+/// `POST /_sim/identities`: a user-assigned managed identity.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRegistration {
+    pub client_id: String,
+}
+
+/// `POST /_sim/machines`: what collections started through the API on this machine do.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineRegistration {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computer_dns_name: Option<String>,
+    /// How its collections end (default `Succeeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Default: the configured `collect_schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// Default: the configured `package_size`.
+    #[serde(default, deserialize_with = "optional_byte_size", skip_serializing_if = "Option::is_none")]
+    pub package_size: Option<u64>,
+}
+
+/// `POST /_sim/actions`: a machine action created directly. Every field is optional; the
+/// default is a collection that has already succeeded.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    /// Default: a new GUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Default: [`DEFAULT_MACHINE_ID`](crate::DEFAULT_MACHINE_ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// Default: no time Pending or InProgress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// Default: the configured `package_size`.
+    #[serde(default, deserialize_with = "optional_byte_size", skip_serializing_if = "Option::is_none")]
+    pub package_size: Option<u64>,
+    /// Overrides the configured `quoted_links` for this action's links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quoted_link: Option<bool>,
+    /// Overrides the configured `content_md5` for this action's downloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_md5: Option<bool>,
+    /// The action is unknown (404) for this many simulated seconds after its creation, as
+    /// right after a collection request to the real service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visible_after_secs: Option<u64>,
+}
+
+/// How a machine action ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    #[default]
+    Succeeded,
+    Failed,
+    TimeOut,
+    Cancelled,
+}
+
+/// A machine action's `status` at some moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ActionStatus {
+    Pending,
+    InProgress,
+    Finished(Outcome),
+}
+
+impl ActionStatus {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ActionStatus::Pending => "Pending",
+            ActionStatus::InProgress => "InProgress",
+            ActionStatus::Finished(Outcome::Succeeded) => "Succeeded",
+            ActionStatus::Finished(Outcome::Failed) => "Failed",
+            ActionStatus::Finished(Outcome::TimeOut) => "TimeOut",
+            ActionStatus::Finished(Outcome::Cancelled) => "Cancelled",
+        }
+    }
+}
+
+pub(crate) struct App {
+    pub(crate) secret: Option<String>,
+    pub(crate) certificate: Option<RegisteredCertificate>,
+    pub(crate) forbidden: bool,
+}
+
+/// The app or managed identity an access token was issued to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Caller {
+    pub(crate) tenant_id: String,
+    pub(crate) client_id: String,
+}
+
+pub(crate) struct Action {
+    pub(crate) id: String,
+    /// Creation order, for "newest first".
+    sequence: u64,
+    pub(crate) machine_id: String,
+    pub(crate) computer_dns_name: String,
+    pub(crate) requestor: String,
+    pub(crate) comment: String,
+    pub(crate) created_at: SimTime,
+    schedule: Schedule,
+    outcome: Outcome,
+    pub(crate) package_size: u64,
+    pub(crate) quoted_link: Option<bool>,
+    pub(crate) content_md5: Option<bool>,
+    visible_at: SimTime,
+    /// MD5 of the package, computed on the first download that needs it.
+    pub(crate) package_md5: Arc<OnceLock<[u8; 16]>>,
+}
+
+impl Action {
+    fn in_progress_at(&self) -> SimTime {
+        self.created_at + Duration::from_secs(self.schedule.pending_secs)
+    }
+
+    fn finished_at(&self) -> SimTime {
+        self.in_progress_at() + Duration::from_secs(self.schedule.in_progress_secs)
+    }
+
+    pub(crate) fn status(&self, now: SimTime) -> ActionStatus {
+        if now < self.in_progress_at() {
+            ActionStatus::Pending
+        } else if now < self.finished_at() {
+            ActionStatus::InProgress
+        } else {
+            ActionStatus::Finished(self.outcome)
+        }
+    }
+
+    /// When the status last changed.
+    pub(crate) fn last_update(&self, now: SimTime) -> SimTime {
+        match self.status(now) {
+            ActionStatus::Pending => self.created_at,
+            ActionStatus::InProgress => self.in_progress_at(),
+            ActionStatus::Finished(_) => self.finished_at(),
+        }
+    }
+
+    fn is_running(&self, now: SimTime) -> bool {
+        !matches!(self.status(now), ActionStatus::Finished(_))
+    }
+}
+
+/// Everything needed to create an action.
+pub(crate) struct NewAction {
+    pub(crate) id: String,
+    pub(crate) machine_id: String,
+    pub(crate) computer_dns_name: String,
+    pub(crate) requestor: String,
+    pub(crate) comment: String,
+    pub(crate) schedule: Schedule,
+    pub(crate) outcome: Outcome,
+    pub(crate) package_size: u64,
+    pub(crate) quoted_link: Option<bool>,
+    pub(crate) content_md5: Option<bool>,
+    pub(crate) visible_after: Duration,
+}
+
+/// How collections on a machine behave, from its registration or the defaults.
+pub(crate) struct MachineProfile {
+    pub(crate) computer_dns_name: String,
+    pub(crate) outcome: Outcome,
+    pub(crate) schedule: Option<Schedule>,
+    pub(crate) package_size: Option<u64>,
+}
+
+pub(crate) enum TokenProblem {
+    Missing,
+    Unknown,
+    Expired,
+    Revoked,
+}
+
+impl TokenProblem {
+    pub(crate) fn message(&self) -> &'static str {
+        match self {
+            TokenProblem::Missing => {
+                "Authorization has been denied for this request: no 'Authorization: Bearer' header."
+            }
+            TokenProblem::Unknown => {
+                "Authorization has been denied for this request: the access token is not one the simulator issued."
+            }
+            TokenProblem::Expired => "Authorization has been denied for this request: the access token has expired.",
+            TokenProblem::Revoked => "Authorization has been denied for this request: the access token was revoked.",
+        }
+    }
+}
+
+struct IssuedToken {
+    caller: Caller,
+    expires_at: Instant,
+    revoked: bool,
+}
+
+struct Link {
+    action_id: String,
+    caller: Caller,
+    expires_at: Instant,
+}
+
+/// What a download link leads to.
+pub(crate) struct LinkTarget {
+    pub(crate) action_id: String,
+    /// Who asked for the link.
+    pub(crate) caller: Caller,
+    pub(crate) expired: bool,
+    pub(crate) package_size: u64,
+    pub(crate) content_md5: Option<bool>,
+    pub(crate) package_md5: Arc<OnceLock<[u8; 16]>>,
+}
+
+pub(crate) struct State {
+    apps: HashMap<Caller, App>,
+    user_assigned_identities: HashSet<String>,
+    machines: HashMap<String, MachineRegistration>,
+    actions: HashMap<String, Action>,
+    next_action_sequence: u64,
+    tokens: HashMap<String, IssuedToken>,
+    links: HashMap<String, Link>,
+}
+
+impl State {
+    /// A tenant that knows the simulator's own app.
+    pub(crate) fn new() -> State {
+        let mut state = State {
+            apps: HashMap::new(),
+            user_assigned_identities: HashSet::new(),
+            machines: HashMap::new(),
+            actions: HashMap::new(),
+            next_action_sequence: 0,
+            tokens: HashMap::new(),
+            links: HashMap::new(),
+        };
+        state.apps.insert(
+            Caller { tenant_id: DEFAULT_TENANT_ID.to_owned(), client_id: DEFAULT_CLIENT_ID.to_owned() },
+            App { secret: Some(DEFAULT_CLIENT_SECRET.to_owned()), certificate: None, forbidden: false },
+        );
+        state
+    }
+
+    /// Forgets what happened (actions, tokens, links) but not what was registered.
+    pub(crate) fn forget_activity(&mut self) {
+        self.actions.clear();
+        self.tokens.clear();
+        self.links.clear();
+    }
+
+    pub(crate) fn tenant_exists(&self, tenant_id: &str) -> bool {
+        self.apps.keys().any(|app| app.tenant_id == tenant_id)
+    }
+
+    pub(crate) fn app(&self, tenant_id: &str, client_id: &str) -> Option<&App> {
+        self.apps.get(&Caller { tenant_id: tenant_id.to_owned(), client_id: client_id.to_owned() })
+    }
+
+    pub(crate) fn register_app(&mut self, caller: Caller, app: App) {
+        self.apps.insert(caller, app);
+    }
+
+    pub(crate) fn identity_exists(&self, client_id: &str) -> bool {
+        client_id == SYSTEM_IDENTITY_CLIENT_ID || self.user_assigned_identities.contains(client_id)
+    }
+
+    pub(crate) fn register_identity(&mut self, client_id: String) {
+        self.user_assigned_identities.insert(client_id);
+    }
+
+    pub(crate) fn register_machine(&mut self, machine: MachineRegistration) {
+        self.machines.insert(machine.id.clone(), machine);
+    }
+
+    /// A registered machine, or a default one for any id that looks like a real machine id
+    /// (40 hex digits).
+    pub(crate) fn machine(&self, id: &str) -> Option<MachineProfile> {
+        match self.machines.get(id) {
+            Some(registered) => Some(MachineProfile {
+                computer_dns_name: registered.computer_dns_name.clone().unwrap_or_else(|| default_computer_name(id)),
+                outcome: registered.outcome.unwrap_or_default(),
+                schedule: registered.schedule,
+                package_size: registered.package_size,
+            }),
+            None if id.len() == 40 && id.bytes().all(|byte| byte.is_ascii_hexdigit()) => Some(MachineProfile {
+                computer_dns_name: default_computer_name(id),
+                outcome: Outcome::Succeeded,
+                schedule: None,
+                package_size: None,
+            }),
+            None => None,
+        }
+    }
+
+    pub(crate) fn has_running_action(&self, machine_id: &str, now: SimTime) -> bool {
+        self.actions.values().any(|action| action.machine_id == machine_id && action.is_running(now))
+    }
+
+    pub(crate) fn add_action(&mut self, new: NewAction, now: SimTime) -> Result<&Action, ControlError> {
+        if self.actions.contains_key(&new.id) {
+            return Err(ControlError::Conflict(format!("a machine action with id '{}' already exists", new.id)));
+        }
+        self.next_action_sequence += 1;
+        let action = Action {
+            sequence: self.next_action_sequence,
+            machine_id: new.machine_id,
+            computer_dns_name: new.computer_dns_name,
+            requestor: new.requestor,
+            comment: new.comment,
+            created_at: now,
+            schedule: new.schedule,
+            outcome: new.outcome,
+            package_size: new.package_size,
+            quoted_link: new.quoted_link,
+            content_md5: new.content_md5,
+            visible_at: now + new.visible_after,
+            package_md5: Arc::default(),
+            id: new.id.clone(),
+        };
+        Ok(self.actions.entry(new.id).or_insert(action))
+    }
+
+    /// The action, once it is visible.
+    pub(crate) fn action(&self, id: &str, now: SimTime) -> Option<&Action> {
+        self.actions.get(id).filter(|action| action.visible_at <= now)
+    }
+
+    pub(crate) fn actions_newest_first(&self, now: SimTime) -> Vec<&Action> {
+        let mut actions: Vec<&Action> = self.actions.values().filter(|action| action.visible_at <= now).collect();
+        actions.sort_by_key(|action| std::cmp::Reverse(action.sequence));
+        actions
+    }
+
+    pub(crate) fn issue_token(&mut self, caller: Caller, lifetime: Duration) -> String {
+        let token = random_token();
+        self.tokens
+            .insert(token.clone(), IssuedToken { caller, expires_at: Instant::now() + lifetime, revoked: false });
+        token
+    }
+
+    pub(crate) fn revoke_tokens(&mut self) {
+        for token in self.tokens.values_mut() {
+            token.revoked = true;
+        }
+    }
+
+    /// Who an `Authorization` header value speaks for.
+    pub(crate) fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, TokenProblem> {
+        let token = authorization
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or(TokenProblem::Missing)?;
+        let issued = self.tokens.get(token).ok_or(TokenProblem::Unknown)?;
+        if issued.revoked {
+            Err(TokenProblem::Revoked)
+        } else if Instant::now() >= issued.expires_at {
+            Err(TokenProblem::Expired)
+        } else {
+            Ok(issued.caller.clone())
+        }
+    }
+
+    pub(crate) fn create_link(&mut self, action_id: &str, caller: &Caller, ttl: Duration) -> String {
+        let token = random_token();
+        self.links.insert(
+            token.clone(),
+            Link { action_id: action_id.to_owned(), caller: caller.clone(), expires_at: Instant::now() + ttl },
+        );
+        token
+    }
+
+    /// What a link token leads to; `None` for a token the simulator never issued (or forgot).
+    pub(crate) fn link(&self, token: &str) -> Option<LinkTarget> {
+        let link = self.links.get(token)?;
+        let action = self.actions.get(&link.action_id)?;
+        Some(LinkTarget {
+            action_id: action.id.clone(),
+            caller: link.caller.clone(),
+            expired: Instant::now() >= link.expires_at,
+            package_size: action.package_size,
+            content_md5: action.content_md5,
+            package_md5: action.package_md5.clone(),
+        })
+    }
+}
+
+fn default_computer_name(machine_id: &str) -> String {
+    let short: String = machine_id.chars().take(7).collect();
+    format!("desktop-{}", short.to_lowercase())
+}
+
+/// An unguessable opaque token (access tokens, link tokens).
+fn random_token() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}

@@ -1,0 +1,9 @@
+//! Drives the simulator over real loopback HTTP, as the library and the other languages' tests
+//! do. One test binary (modules below) keeps linking time down.
+
+mod api;
+mod binary;
+mod common;
+mod control;
+mod download;
+mod sign_in;
