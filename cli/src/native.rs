@@ -1,0 +1,176 @@
+//! A safe Rust caller of the library's C ABI: the exported functions, called exactly as a C
+//! program calls them (the integration tests use this module too).
+
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::fmt;
+use std::path::Path;
+use std::ptr;
+
+use defender::*;
+use serde_json::Value;
+
+/// A failed call: its status and the thread's last error message.
+#[derive(Debug, PartialEq)]
+pub struct Failure {
+    pub status: DefenderStatus,
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({:?})", self.message, self.status)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The calling thread's last error message, read the way the header documents.
+pub fn last_error() -> String {
+    unsafe {
+        let len = defender_last_error_message(ptr::null_mut(), 0);
+        let mut buffer = vec![0u8; len + 1];
+        let again = defender_last_error_message(buffer.as_mut_ptr().cast(), buffer.len());
+        assert_eq!(len, again, "the message length changed between two reads");
+        CStr::from_bytes_with_nul(&buffer).unwrap().to_str().expect("messages are UTF-8").to_owned()
+    }
+}
+
+fn check(status: DefenderStatus) -> Result<(), Failure> {
+    let message = last_error();
+    if status == DefenderStatus::Ok {
+        assert!(message.is_empty(), "a message after success: {message}");
+        Ok(())
+    } else {
+        assert!(!message.is_empty(), "no message after {status:?}");
+        Err(Failure { status, message })
+    }
+}
+
+/// Takes a string the library returned, and frees it the way the header says.
+unsafe fn take_string(s: *mut c_char) -> String {
+    assert!(!s.is_null());
+    let text = unsafe { CStr::from_ptr(s) }.to_str().unwrap().to_owned();
+    unsafe { defender_string_free(s) };
+    text
+}
+
+fn c(text: &str) -> CString {
+    CString::new(text).unwrap()
+}
+
+/// A `DefenderClient`, freed on drop.
+pub struct Client(*mut DefenderClient);
+
+// SAFETY: the C ABI allows one client to be used from many threads at once.
+unsafe impl Send for Client {}
+unsafe impl Sync for Client {}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        unsafe { defender_client_free(self.0) }
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Self {
+        let mut client = ptr::null_mut();
+        check(unsafe { defender_client_new(&mut client) }).unwrap();
+        Self(client)
+    }
+
+    pub fn raw(&self) -> *mut DefenderClient {
+        self.0
+    }
+
+    pub fn set(&self, key: &str, value: Option<&str>) -> Result<(), Failure> {
+        let key = c(key);
+        let value = value.map(c);
+        check(unsafe { defender_client_set(self.0, key.as_ptr(), value.as_ref().map_or(ptr::null(), |v| v.as_ptr())) })
+    }
+
+    /// Sends the library's log lines to `callback` (None: nowhere).
+    pub fn set_log_callback(&self, callback: DefenderLogCallback) {
+        check(unsafe { defender_client_set_log_callback(self.0, callback, ptr::null_mut()) }).unwrap();
+    }
+
+    pub fn cancel(&self) {
+        check(unsafe { defender_client_cancel(self.0) }).unwrap();
+    }
+
+    pub fn package_uri(&self, action_id: &str) -> Result<String, Failure> {
+        let id = c(action_id);
+        let mut uri = ptr::null_mut();
+        check(unsafe { defender_get_package_uri(self.0, id.as_ptr(), &mut uri) })?;
+        Ok(unsafe { take_string(uri) })
+    }
+
+    pub fn machine_action(&self, action_id: &str) -> Result<Value, Failure> {
+        let id = c(action_id);
+        let mut json = ptr::null_mut();
+        check(unsafe { defender_get_machine_action(self.0, id.as_ptr(), &mut json) })?;
+        Ok(serde_json::from_str(&unsafe { take_string(json) }).unwrap())
+    }
+
+    pub fn collect(&self, machine_id: &str, comment: Option<&str>) -> Result<Value, Failure> {
+        let machine = c(machine_id);
+        let comment = comment.map(c);
+        let mut json = ptr::null_mut();
+        check(unsafe {
+            defender_collect_investigation_package(
+                self.0,
+                machine.as_ptr(),
+                comment.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                &mut json,
+            )
+        })?;
+        Ok(serde_json::from_str(&unsafe { take_string(json) }).unwrap())
+    }
+
+    pub fn wait(&self, action_id: &str) -> Result<Value, Failure> {
+        let id = c(action_id);
+        let mut json = ptr::null_mut();
+        check(unsafe { defender_wait_for_action(self.0, id.as_ptr(), &mut json) })?;
+        Ok(serde_json::from_str(&unsafe { take_string(json) }).unwrap())
+    }
+
+    /// Downloads to `destination`; `progress` gets (done, total) and returns true to cancel.
+    pub fn download(
+        &self,
+        action_id: &str,
+        destination: &Path,
+        progress: Option<&mut dyn FnMut(u64, u64) -> bool>,
+    ) -> Result<Value, Failure> {
+        unsafe extern "C" fn trampoline(user_data: *mut c_void, done: u64, total: u64) -> i32 {
+            let progress = unsafe { &mut *user_data.cast::<&mut dyn FnMut(u64, u64) -> bool>() };
+            i32::from(progress(done, total))
+        }
+        let id = c(action_id);
+        let destination = c(destination.to_str().unwrap());
+        let mut result = ptr::null_mut();
+        let status = match progress {
+            Some(mut progress) => unsafe {
+                let user_data: *mut &mut dyn FnMut(u64, u64) -> bool = &mut progress;
+                defender_download_package(
+                    self.0,
+                    id.as_ptr(),
+                    destination.as_ptr(),
+                    Some(trampoline),
+                    user_data.cast(),
+                    &mut result,
+                )
+            },
+            None => unsafe {
+                defender_download_package(self.0, id.as_ptr(), destination.as_ptr(), None, ptr::null_mut(), &mut result)
+            },
+        };
+        check(status)?;
+        Ok(serde_json::from_str(&unsafe { take_string(result) }).unwrap())
+    }
+}
+
