@@ -1,0 +1,541 @@
+/*
+ * End-to-end tests of the C API, written from include/defender.h alone, against the simulator.
+ *
+ *   defender_test <path to defender-simulator>
+ *
+ * Built with -Wall -Wextra -Werror -fsanitize=address,undefined by tests/run-all.sh. Each
+ * scenario asserts the status, the files left in its own folder (never a partial or temporary
+ * one), and that the error message holds no secret.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "defender.h"
+#include "simulator.h"
+
+static Simulator sim;
+static int failures;
+static const char *current_test;
+
+#define CHECK(cond, ...)                                                                        \
+    do {                                                                                        \
+        if (!(cond)) {                                                                          \
+            failures++;                                                                         \
+            fprintf(stderr, "FAIL %s (%s:%d): %s: ", current_test, __FILE__, __LINE__, #cond);   \
+            fprintf(stderr, __VA_ARGS__);                                                       \
+            fputc('\n', stderr);                                                                \
+        }                                                                                       \
+    } while (0)
+
+static const char *status_name(DefenderStatus status) {
+    switch (status) {
+    case DEFENDER_STATUS_OK: return "OK";
+    case DEFENDER_STATUS_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case DEFENDER_STATUS_NOT_READY: return "NOT_READY";
+    case DEFENDER_STATUS_NOT_FOUND: return "NOT_FOUND";
+    case DEFENDER_STATUS_UNAUTHORIZED: return "UNAUTHORIZED";
+    case DEFENDER_STATUS_FORBIDDEN: return "FORBIDDEN";
+    case DEFENDER_STATUS_RATE_LIMITED: return "RATE_LIMITED";
+    case DEFENDER_STATUS_HTTP: return "HTTP";
+    case DEFENDER_STATUS_NETWORK: return "NETWORK";
+    case DEFENDER_STATUS_TIMEOUT: return "TIMEOUT";
+    case DEFENDER_STATUS_IO: return "IO";
+    case DEFENDER_STATUS_INTEGRITY: return "INTEGRITY";
+    case DEFENDER_STATUS_CANCELLED: return "CANCELLED";
+    case DEFENDER_STATUS_ACTION_FAILED: return "ACTION_FAILED";
+    case DEFENDER_STATUS_PROTOCOL: return "PROTOCOL";
+    case DEFENDER_STATUS_EXISTS: return "EXISTS";
+    case DEFENDER_STATUS_INTERNAL: return "INTERNAL";
+    default: return "unknown status";
+    }
+}
+
+/* The calling thread's last error message, in a buffer sized from the library's answer. */
+static char *last_error(void) {
+    size_t len = defender_last_error_message(NULL, 0);
+    char *message = malloc(len + 1);
+    size_t again = defender_last_error_message(message, len + 1);
+    if (again != len) fprintf(stderr, "last error length changed: %zu then %zu\n", len, again);
+    return message;
+}
+
+/* Asserts `status`, and that the message names no secret: not the client secret, no bearer
+   token, no SAS token value. */
+#define EXPECT_STATUS(status, expected)                                                         \
+    do {                                                                                        \
+        DefenderStatus got_ = (status);                                                         \
+        char *message_ = last_error();                                                          \
+        CHECK(got_ == (expected), "expected %s, got %s: %s", status_name(expected),              \
+              status_name(got_), message_);                                                     \
+        CHECK(got_ == DEFENDER_STATUS_OK || strlen(message_) > 0, "no message after a failure"); \
+        CHECK(got_ != DEFENDER_STATUS_OK || strlen(message_) == 0, "message after success: %s", \
+              message_);                                                                        \
+        CHECK(!has_secret(message_), "message holds a secret: %s", message_);                    \
+        free(message_);                                                                         \
+    } while (0)
+
+static int has_secret(const char *text) {
+    const char *sas = strstr(text, "token=");
+    return strstr(text, SIM_CLIENT_SECRET) != NULL || strstr(text, "Bearer ") != NULL ||
+           (sas != NULL && strncmp(sas, "token=REDACTED", 14) != 0);
+}
+
+static DefenderClient *new_client(void) {
+    DefenderClient *client = NULL;
+    CHECK(defender_client_new(&client) == DEFENDER_STATUS_OK && client != NULL, "client_new");
+    const char *options[][2] = {
+        {"base_url", sim.base_url},       {"authority_url", sim.base_url},
+        {"tenant_id", SIM_TENANT_ID},     {"client_id", SIM_CLIENT_ID},
+        {"client_secret", SIM_CLIENT_SECRET}, {"rate_limit", "off"},
+    };
+    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) {
+        DefenderStatus status = defender_client_set(client, options[i][0], options[i][1]);
+        CHECK(status == DEFENDER_STATUS_OK, "set %s: %s", options[i][0], status_name(status));
+    }
+    return client;
+}
+
+/* Creates an action in the simulator (see simulator/README.md) and returns its id. */
+static char *create_action(const char *json_spec) {
+    char *body = NULL;
+    int status = sim_request(&sim, "POST", "/_sim/actions", json_spec, &body);
+    CHECK(status >= 200 && status < 300, "create action: HTTP %d %s", status, body ? body : "");
+    char *id = body ? json_string(body, "id") : NULL;
+    CHECK(id != NULL, "no id in %s", body ? body : "(nothing)");
+    free(body);
+    return id ? id : strdup("missing");
+}
+
+static void add_fault(const char *json_rule) {
+    char *body = NULL;
+    int status = sim_request(&sim, "POST", "/_sim/faults", json_rule, &body);
+    CHECK(status >= 200 && status < 300, "add fault: HTTP %d %s", status, body ? body : "");
+    free(body);
+}
+
+/* A fresh, empty folder for one scenario's downloads. */
+static char *new_folder(void) {
+    char *folder = strdup("/tmp/defender-c-test-XXXXXX");
+    CHECK(mkdtemp(folder) != NULL, "mkdtemp");
+    return folder;
+}
+
+/* How many entries the folder holds (a partial or temporary file counts). */
+static int entries(const char *folder) {
+    DIR *dir = opendir(folder);
+    int count = 0;
+    for (struct dirent *e; dir && (e = readdir(dir));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) count++;
+    if (dir) closedir(dir);
+    return count;
+}
+
+static void remove_folder(char *folder) {
+    DIR *dir = opendir(folder);
+    for (struct dirent *e; dir && (e = readdir(dir));) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", folder, e->d_name);
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlink(path);
+    }
+    if (dir) closedir(dir);
+    rmdir(folder);
+    free(folder);
+}
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *data = malloc(*len + 1);
+    if (fread(data, 1, *len, f) != *len) *len = 0;
+    fclose(f);
+    return data;
+}
+
+/* Asserts that `path` holds exactly the action's package as the simulator serves it, and that
+   the result JSON reports its size and SHA-256. */
+static void expect_package(const char *path, const char *action_id, const char *result_json) {
+    size_t len = 0;
+    char *data = read_file(path, &len);
+    CHECK(data != NULL, "no file at %s", path);
+    char control_path[256];
+    snprintf(control_path, sizeof control_path, "/_sim/actions/%s/package", action_id);
+    char *expected = NULL;
+    size_t expected_len = 0;
+    int status = sim_request_bytes(&sim, "GET", control_path, NULL, &expected, &expected_len);
+    CHECK(status == 200, "package from the simulator: HTTP %d", status);
+    CHECK(data && expected && len == expected_len && memcmp(data, expected, len) == 0,
+          "%s (%zu bytes) differs from the package the simulator serves (%zu bytes)", path, len, expected_len);
+    CHECK(data && len > 4 && memcmp(data, "PK\x03\x04", 4) == 0, "not a ZIP");
+    char command[4200];
+    snprintf(command, sizeof command, "sha256sum '%s'", path);
+    FILE *pipe = popen(command, "r");
+    char digest[65] = {0};
+    CHECK(pipe && fscanf(pipe, "%64s", digest) == 1, "sha256sum");
+    if (pipe) pclose(pipe);
+    char *reported = result_json ? json_string(result_json, "sha256") : NULL;
+    CHECK(reported && strcmp(reported, digest) == 0, "sha256 %s reported, %s on disk", reported, digest);
+    char bytes_field[64];
+    snprintf(bytes_field, sizeof bytes_field, "\"bytes\":%zu", len);
+    CHECK(result_json && strstr(result_json, bytes_field), "result %s does not say %s", result_json, bytes_field);
+    free(reported);
+    free(expected);
+    free(data);
+}
+
+static void test_download_succeeds(void) {
+    current_test = "download succeeds";
+    DefenderClient *client = new_client();
+    char *id = create_action("{\"package_size\": 300000}");
+    char *folder = new_folder();
+    char *result = NULL;
+    EXPECT_STATUS(defender_download_package(client, id, folder, NULL, NULL, &result), DEFENDER_STATUS_OK);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s.zip", folder, id);
+    expect_package(path, id, result);
+    char *reported_path = result ? json_string(result, "path") : NULL;
+    CHECK(reported_path && strcmp(reported_path, path) == 0, "path %s, expected %s", reported_path, path);
+    CHECK(entries(folder) == 1, "%d entries, expected only the package", entries(folder));
+    free(reported_path);
+    defender_string_free(result);
+    remove_folder(folder);
+    free(id);
+    defender_client_free(client);
+}
+
+static void test_quoted_link_is_unwrapped(void) {
+    current_test = "quoted link";
+    DefenderClient *client = new_client();
+    char *id = create_action("{\"quoted_link\": true}");
+    char *uri = NULL;
+    EXPECT_STATUS(defender_get_package_uri(client, id, &uri), DEFENDER_STATUS_OK);
+    CHECK(uri && strncmp(uri, "http://127.0.0.1:", 17) == 0, "link not unwrapped: %.40s", uri ? uri : "NULL");
+    CHECK(uri && uri[strlen(uri) - 1] != '"', "trailing quote left");
+    defender_string_free(uri);
+
+    char *folder = new_folder(), *result = NULL;
+    EXPECT_STATUS(defender_download_package(client, id, folder, NULL, NULL, &result), DEFENDER_STATUS_OK);
+    CHECK(entries(folder) == 1, "%d entries", entries(folder));
+    defender_string_free(result);
+    remove_folder(folder);
+    free(id);
+    defender_client_free(client);
+}
+
+static void test_action_states(void) {
+    current_test = "not ready / not found / failed";
+    DefenderClient *client = new_client();
+    char *uri = (char *)"untouched";
+    char *pending = create_action("{\"schedule\": {\"pending_secs\": 3600, \"in_progress_secs\": 3600}}");
+    EXPECT_STATUS(defender_get_package_uri(client, pending, &uri), DEFENDER_STATUS_NOT_READY);
+    EXPECT_STATUS(defender_get_package_uri(client, "6a4e1f3c-0000-4000-8000-000000000404", &uri),
+                  DEFENDER_STATUS_NOT_FOUND);
+    const char *outcomes[] = {"Failed", "TimeOut", "Cancelled"};
+    for (int i = 0; i < 3; i++) {
+        char spec[128];
+        snprintf(spec, sizeof spec, "{\"outcome\": \"%s\"}", outcomes[i]);
+        char *failed = create_action(spec);
+        EXPECT_STATUS(defender_get_package_uri(client, failed, &uri), DEFENDER_STATUS_ACTION_FAILED);
+        free(failed);
+    }
+    CHECK(strcmp(uri, "untouched") == 0, "out-parameter written on failure");
+
+    char *folder = new_folder(), *result = NULL;
+    EXPECT_STATUS(defender_download_package(client, pending, folder, NULL, NULL, &result),
+                  DEFENDER_STATUS_NOT_READY);
+    CHECK(result == NULL, "result written on failure");
+    CHECK(entries(folder) == 0, "%d entries after a failure", entries(folder));
+    remove_folder(folder);
+    free(pending);
+    defender_client_free(client);
+}
+
+static void test_unauthorized_and_forbidden(void) {
+    current_test = "401 / 403";
+    char *id = create_action("{}");
+    char *uri = NULL;
+
+    DefenderClient *wrong_secret = new_client();
+    defender_client_set(wrong_secret, "client_secret", "not-the-secret");
+    DefenderStatus status = defender_get_package_uri(wrong_secret, id, &uri);
+    char *message = last_error();
+    CHECK(status == DEFENDER_STATUS_UNAUTHORIZED, "wrong secret: %s", status_name(status));
+    CHECK(strstr(message, "AADSTS") != NULL, "the service's error text is missing: %s", message);
+    CHECK(strstr(message, "not-the-secret") == NULL, "the secret leaked: %s", message);
+    free(message);
+    defender_client_free(wrong_secret);
+
+    DefenderClient *bad_token = new_client();
+    defender_client_set(bad_token, "client_secret", NULL);
+    defender_client_set(bad_token, "access_token", "not-a-valid-token");
+    EXPECT_STATUS(defender_get_package_uri(bad_token, id, &uri), DEFENDER_STATUS_UNAUTHORIZED);
+    defender_client_free(bad_token);
+
+    int http = sim_request(&sim, "POST", "/_sim/apps",
+                           "{\"tenant_id\":\"" SIM_TENANT_ID "\",\"client_id\":\"forbidden-app\","
+                           "\"client_secret\":\"forbidden-secret\",\"forbidden\":true}",
+                           NULL);
+    CHECK(http >= 200 && http < 300, "register app: HTTP %d", http);
+    DefenderClient *forbidden = new_client();
+    defender_client_set(forbidden, "client_id", "forbidden-app");
+    defender_client_set(forbidden, "client_secret", "forbidden-secret");
+    status = defender_get_package_uri(forbidden, id, &uri);
+    message = last_error();
+    CHECK(status == DEFENDER_STATUS_FORBIDDEN, "forbidden app: %s", status_name(status));
+    CHECK(strstr(message, "403") && strstr(message, "correlation id"), "message lacks details: %s", message);
+    CHECK(strstr(message, "forbidden-secret") == NULL, "the secret leaked: %s", message);
+    free(message);
+    defender_client_free(forbidden);
+    free(id);
+}
+
+static void test_existing_destination(void) {
+    current_test = "existing destination";
+    DefenderClient *client = new_client();
+    char *id = create_action("{}");
+    char *folder = new_folder();
+    char path[4200];
+    snprintf(path, sizeof path, "%s/case.zip", folder);
+    FILE *f = fopen(path, "w");
+    fputs("keep me", f);
+    fclose(f);
+
+    char *before = NULL;
+    sim_request(&sim, "GET", "/_sim/requests?endpoint=get_package_uri", NULL, &before);
+    EXPECT_STATUS(defender_download_package(client, id, path, NULL, NULL, NULL), DEFENDER_STATUS_EXISTS);
+    char *after = NULL;
+    sim_request(&sim, "GET", "/_sim/requests?endpoint=get_package_uri", NULL, &after);
+    CHECK(before && after && count_occurrences(before, "\"seq\"") == count_occurrences(after, "\"seq\""),
+          "a link was requested for a download that could not land");
+    size_t len = 0;
+    char *data = read_file(path, &len);
+    CHECK(data && len == 7 && memcmp(data, "keep me", 7) == 0, "the existing file was changed");
+    CHECK(entries(folder) == 1, "%d entries", entries(folder));
+    free(data);
+
+    char *result = NULL;
+    defender_client_set(client, "overwrite", "true");
+    EXPECT_STATUS(defender_download_package(client, id, path, NULL, NULL, &result), DEFENDER_STATUS_OK);
+    expect_package(path, id, result);
+    CHECK(entries(folder) == 1, "%d entries", entries(folder));
+    defender_string_free(result);
+    free(before);
+    free(after);
+    remove_folder(folder);
+    free(id);
+    defender_client_free(client);
+}
+
+typedef struct {
+    int calls;
+    uint64_t last_done, last_total;
+    int cancel_after;
+} Progress;
+
+static int32_t on_progress(void *user_data, uint64_t done, uint64_t total) {
+    Progress *p = user_data;
+    p->calls++;
+    p->last_done = done;
+    p->last_total = total;
+    return p->cancel_after > 0 && p->calls >= p->cancel_after && done > 0;
+}
+
+static void test_progress_and_cancel(void) {
+    current_test = "progress and cancel";
+    DefenderClient *client = new_client();
+    char *id = create_action("{\"package_size\": 4000000}");
+    char *folder = new_folder();
+    Progress progress = {0};
+    EXPECT_STATUS(defender_download_package(client, id, folder, on_progress, &progress, NULL), DEFENDER_STATUS_OK);
+    CHECK(progress.calls >= 2, "progress called %d times", progress.calls);
+    CHECK(progress.last_done == 4000000 && progress.last_total == 4000000, "last progress %llu/%llu",
+          (unsigned long long)progress.last_done, (unsigned long long)progress.last_total);
+    remove_folder(folder);
+
+    /* A slow body, so that the download is still running when the callback says stop. */
+    char *slow = create_action("{\"package_size\": 4000000}");
+    char rule[256];
+    snprintf(rule, sizeof rule,
+             "{\"endpoint\":\"download\",\"action_id\":\"%s\",\"fault\":{\"kind\":\"slow_body\",\"bytes_per_sec\":1000000}}",
+             slow);
+    add_fault(rule);
+    folder = new_folder();
+    Progress cancelling = {.cancel_after = 2};
+    EXPECT_STATUS(defender_download_package(client, slow, folder, on_progress, &cancelling, NULL),
+                  DEFENDER_STATUS_CANCELLED);
+    CHECK(cancelling.calls == 2, "progress called %d times after asking to stop", cancelling.calls);
+    CHECK(entries(folder) == 0, "%d entries left after cancel", entries(folder));
+    remove_folder(folder);
+
+    /* The client still works afterwards. */
+    folder = new_folder();
+    EXPECT_STATUS(defender_download_package(client, id, folder, NULL, NULL, NULL), DEFENDER_STATUS_OK);
+    remove_folder(folder);
+    free(slow);
+    free(id);
+    defender_client_free(client);
+}
+
+static void test_truncated_body(void) {
+    current_test = "truncated body";
+    DefenderClient *client = new_client();
+    char *id = create_action("{\"package_size\": 200000}");
+    char rule[256];
+    snprintf(rule, sizeof rule,
+             "{\"endpoint\":\"download\",\"action_id\":\"%s\",\"times\":0,\"fault\":{\"kind\":\"short_body\",\"bytes\":1000}}",
+             id);
+    add_fault(rule);
+    char *folder = new_folder(), *result = NULL;
+    EXPECT_STATUS(defender_download_package(client, id, folder, NULL, NULL, &result), DEFENDER_STATUS_INTEGRITY);
+    CHECK(result == NULL, "result written on failure");
+    CHECK(entries(folder) == 0, "%d entries left after a truncated body", entries(folder));
+    remove_folder(folder);
+    free(id);
+    defender_client_free(client);
+}
+
+static void test_no_authorization_to_download_host(void) {
+    current_test = "no Authorization to the download host";
+    char *log = NULL;
+    int status = sim_request(&sim, "GET", "/_sim/requests?endpoint=download", NULL, &log);
+    CHECK(status == 200 && log, "request log: HTTP %d", status);
+    CHECK(log && count_occurrences(log, "\"seq\"") > 0, "no downloads logged");
+    CHECK(log && strstr(log, "\"authorization\"") == NULL, "Authorization reached the download host");
+    free(log);
+}
+
+static void test_bad_arguments(void) {
+    current_test = "NULL and invalid arguments";
+    DefenderClient *client = new_client();
+    char *out = NULL;
+    const char *bad_utf8 = "\xff\xfe";
+    EXPECT_STATUS(defender_client_new(NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_client_set(NULL, "base_url", "x"), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_client_set(client, NULL, "x"), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_client_set(client, bad_utf8, "x"), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_client_set(client, "tenant_id", bad_utf8), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_get_package_uri(NULL, "id", &out), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_get_package_uri(client, NULL, &out), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_get_package_uri(client, bad_utf8, &out), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_get_package_uri(client, "id", NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_get_package_uri(client, "", &out), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_download_package(client, NULL, "/tmp", NULL, NULL, NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_download_package(client, "id", NULL, NULL, NULL, NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_download_package(client, "id", bad_utf8, NULL, NULL, NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_client_cancel(NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_client_set_log_callback(NULL, NULL, NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    CHECK(out == NULL, "out-parameter written on failure");
+    defender_string_free(NULL);
+    defender_client_free(NULL);
+
+    /* A message longer than the buffer is cut, NUL-terminated, and its full length returned. */
+    defender_client_set(client, "no_such_option", "1");
+    char small[8];
+    size_t full = defender_last_error_message(small, sizeof small);
+    CHECK(full > sizeof small && strlen(small) == sizeof small - 1, "cut message: %zu, '%s'", full, small);
+    defender_client_free(client);
+}
+
+static void test_unknown_option(void) {
+    current_test = "unknown option key";
+    DefenderClient *client = new_client();
+    DefenderStatus status = defender_client_set(client, "base_uri", "https://x.example");
+    char *message = last_error();
+    CHECK(status == DEFENDER_STATUS_INVALID_ARGUMENT, "%s", status_name(status));
+    CHECK(strstr(message, "base_uri") && strstr(message, "base_url"), "message: %s", message);
+    free(message);
+    EXPECT_STATUS(defender_client_set(client, "timeout_ms", "soon"), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_client_set(client, "base_url", "http://example.com"), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_client_set(client, "timeout_ms", NULL), DEFENDER_STATUS_OK);
+    CHECK(strcmp(defender_version(), "") != 0, "empty version");
+    defender_client_free(client);
+}
+
+enum { THREADS = 16 };
+
+typedef struct {
+    DefenderClient *client;
+    char *action_id;
+    char *folder;
+    DefenderStatus status;
+    char *result;
+} Job;
+
+static void *run_job(void *arg) {
+    Job *job = arg;
+    job->status = defender_download_package(job->client, job->action_id, job->folder, NULL, NULL, &job->result);
+    return NULL;
+}
+
+static void test_many_threads_one_client(void) {
+    current_test = "16 threads on one client";
+    sim_request(&sim, "DELETE", "/_sim/requests", NULL, NULL);
+    DefenderClient *client = new_client();
+    char *folder = new_folder();
+    Job jobs[THREADS];
+    pthread_t threads[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        jobs[i] = (Job){.client = client, .action_id = create_action("{\"package_size\": 100000}"), .folder = folder};
+        pthread_create(&threads[i], NULL, run_job, &jobs[i]);
+    }
+    for (int i = 0; i < THREADS; i++) pthread_join(threads[i], NULL);
+    for (int i = 0; i < THREADS; i++) {
+        CHECK(jobs[i].status == DEFENDER_STATUS_OK, "thread %d: %s", i, status_name(jobs[i].status));
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s.zip", folder, jobs[i].action_id);
+        if (jobs[i].status == DEFENDER_STATUS_OK) expect_package(path, jobs[i].action_id, jobs[i].result);
+        defender_string_free(jobs[i].result);
+        free(jobs[i].action_id);
+    }
+    CHECK(entries(folder) == THREADS, "%d entries, expected %d", entries(folder), THREADS);
+    char *tokens = NULL;
+    sim_request(&sim, "GET", "/_sim/requests?endpoint=token", NULL, &tokens);
+    CHECK(tokens && count_occurrences(tokens, "\"seq\"") == 1, "%d token requests for one client",
+          tokens ? count_occurrences(tokens, "\"seq\"") : -1);
+    free(tokens);
+    remove_folder(folder);
+    defender_client_free(client);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s <defender-simulator binary>\n", argv[0]);
+        return 2;
+    }
+    setenv("RUST_LOG", "warn", 0); /* the simulator logs each request at info */
+    const char *args[] = {"--rate-limit", "off", NULL};
+    if (sim_start(&sim, argv[1], args) != 0) {
+        fprintf(stderr, "could not start the simulator\n");
+        return 2;
+    }
+    printf("defender %s against the simulator at %s\n", defender_version(), sim.base_url);
+
+    test_download_succeeds();
+    test_quoted_link_is_unwrapped();
+    test_action_states();
+    test_unauthorized_and_forbidden();
+    test_existing_destination();
+    test_progress_and_cancel();
+    test_truncated_body();
+    test_no_authorization_to_download_host();
+    test_bad_arguments();
+    test_unknown_option();
+    test_many_threads_one_client();
+
+    sim_stop(&sim);
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("all C API checks passed\n");
+    return 0;
+}

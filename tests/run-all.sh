@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every test suite of the project, in order, and prints a summary:
+#   rust    cargo test for the library and the simulator (through the C ABI, over loopback HTTP)
+#   header  include/defender.h is what the build generates, and compiles as C and as C++
+#   c       tests/c against the built library, under AddressSanitizer and UBSan
+#
+# Usage: tests/run-all.sh [suite...]   (default: all of them)
+# Installs what a suite needs when it is missing. Exits non-zero when any suite fails.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+target=${CARGO_TARGET_DIR:-$root/target}
+build="$root/target/test-build"
+mkdir -p "$build"
+
+all_suites=(rust header c)
+suites=("$@")
+[ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
+
+say() { printf '\n==> %s\n' "$*"; }
+
+suite_rust() {
+    cargo build --workspace --locked && cargo test --workspace --locked
+}
+
+suite_header() {
+    cargo build -p defender --locked || return 1
+    if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1 &&
+        ! git -C "$root" diff --quiet -- include/defender.h; then
+        echo "include/defender.h differs from what the build generates; commit the regenerated header:"
+        git -C "$root" --no-pager diff --stat -- include/defender.h
+        return 1
+    fi
+    gcc -std=c99 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c include/defender.h &&
+        g++ -std=c++11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/defender.h
+}
+
+suite_c() {
+    cargo build -p defender -p defender-simulator --locked || return 1
+    gcc -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined -fno-omit-frame-pointer \
+        -Iinclude tests/c/defender_test.c tests/c/simulator.c \
+        -L"$target/debug" -Wl,-rpath,"$target/debug" -ldefender -lpthread \
+        -o "$build/defender_test" || return 1
+    ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        "$build/defender_test" "$target/debug/defender-simulator"
+}
+
+failed=()
+declare -A took
+for suite in "${suites[@]}"; do
+    if ! declare -F "suite_$suite" >/dev/null; then
+        echo "unknown suite '$suite'; the suites are: ${all_suites[*]}" >&2
+        exit 2
+    fi
+    say "$suite"
+    started=$SECONDS
+    "suite_$suite" || failed+=("$suite")
+    took[$suite]=$((SECONDS - started))
+done
+
+say "summary"
+for suite in "${suites[@]}"; do
+    result=passed
+    [[ " ${failed[*]} " == *" $suite "* ]] && result=FAILED
+    printf '  %-8s %-7s %4ss\n' "$suite" "$result" "${took[$suite]}"
+done
+[ ${#failed[@]} -eq 0 ]
