@@ -20,12 +20,15 @@ suites=("$@")
 
 say() { printf '\n==> %s\n' "$*"; }
 
+# Every suite builds the whole workspace: one feature resolution, so no suite rebuilds another's
+# dependencies.
+
 suite_rust() {
     cargo build --workspace --locked && cargo test --workspace --locked
 }
 
 suite_header() {
-    cargo build -p defender --locked || return 1
+    cargo build --workspace --locked || return 1
     if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1 &&
         ! git -C "$root" diff --quiet -- include/defender.h; then
         echo "include/defender.h differs from what the build generates; commit the regenerated header:"
@@ -37,7 +40,7 @@ suite_header() {
 }
 
 suite_c() {
-    cargo build -p defender -p defender-simulator --locked || return 1
+    cargo build --workspace --locked || return 1
     gcc -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined -fno-omit-frame-pointer \
         -Iinclude tests/c/defender_test.c tests/c/simulator.c \
         -L"$target/debug" -Wl,-rpath,"$target/debug" -ldefender -lpthread \
