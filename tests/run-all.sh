@@ -3,6 +3,7 @@
 #   rust    cargo test for the library and the simulator (through the C ABI, over loopback HTTP)
 #   header  include/defender.h is what the build generates, and compiles as C and as C++
 #   c       tests/c against the built library, under AddressSanitizer and UBSan
+#   valgrind the same C tests under valgrind's memcheck (invalid accesses, definite leaks)
 #
 # Usage: tests/run-all.sh [suite...]   (default: all of them)
 # Installs what a suite needs when it is missing. Exits non-zero when any suite fails.
@@ -14,7 +15,7 @@ target=${CARGO_TARGET_DIR:-$root/target}
 build="$root/target/test-build"
 mkdir -p "$build"
 
-all_suites=(rust header c)
+all_suites=(rust header c valgrind)
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
 
@@ -47,6 +48,26 @@ suite_c() {
         -o "$build/defender_test" || return 1
     ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         "$build/defender_test" "$target/debug/defender-simulator"
+}
+
+suite_valgrind() {
+    need valgrind valgrind || return 1
+    cargo build --workspace --locked || return 1
+    gcc -std=c11 -g -O1 -Wall -Wextra -Werror -Iinclude tests/c/defender_test.c tests/c/simulator.c \
+        -L"$target/debug" -Wl,-rpath,"$target/debug" -ldefender -lpthread -o "$build/defender_test_plain" || return 1
+    # The runtime's worker threads live until exit ("possibly lost"); only definite leaks fail.
+    RUST_LOG=warn valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
+        --show-leak-kinds=definite "$build/defender_test_plain" "$target/debug/defender-simulator"
+}
+
+# need COMMAND PACKAGE: installs Debian's PACKAGE when COMMAND is missing (as root, or with sudo).
+need() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    echo "$1 is missing; installing the Debian package $2"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$2"; } >/dev/null ||
+        { echo "could not install $2; install it and run again" >&2; return 1; }
 }
 
 failed=()
