@@ -189,7 +189,9 @@ impl Api<'_> {
         let mut retries = RetryPolicy::new(&self.session.settings, repeat).until(request.deadline);
         let mut renewed = false;
         loop {
+            let waiting = Instant::now();
             let turn = self.take_turn(&request).await?;
+            retries.set_aside(waiting.elapsed());
             let (failure, answer) = self.attempt(&request, &turn.token, turn.slot).await?;
             let refused = answer.as_ref().is_ok_and(|response| response.status == StatusCode::UNAUTHORIZED);
             if refused && !renewed && self.session.tokens.can_renew() {

@@ -93,9 +93,11 @@ pub fn is_transient(status: StatusCode) -> bool {
 pub struct RetryPolicy {
     repeat: Repeat,
     clock_scale: f64,
-    /// Transient failures are retried while the time since the first attempt stays within it
-    /// (`timeout_ms`; `None`: only the number of retries counts).
+    /// Transient failures are retried while the time spent on the attempts and the pauses
+    /// between them stays within it (`timeout_ms`; `None`: only the number of retries counts).
     budget: Option<Duration>,
+    /// Time since `started` that does not count against `budget`: waits for a turn.
+    set_aside: Duration,
     /// No pause reaches past it (the call's wait limit).
     deadline: Option<Instant>,
     started: Instant,
@@ -112,6 +114,7 @@ impl RetryPolicy {
             budget: settings.timeout,
             deadline: None,
             started: Instant::now(),
+            set_aside: Duration::ZERO,
             transient_retries: 0,
             throttled_retries: 0,
         }
@@ -121,6 +124,12 @@ impl RetryPolicy {
     pub fn until(mut self, deadline: Option<Instant>) -> Self {
         self.deadline = deadline;
         self
+    }
+
+    /// Time spent waiting for a turn to send (sign-in, the rate limit): it does not count against
+    /// the time budget, which is for the attempts and the pauses between them.
+    pub fn set_aside(&mut self, waited: Duration) {
+        self.set_aside += waited;
     }
 
     /// Attempts made so far, counting the one that just failed.
@@ -170,7 +179,8 @@ impl RetryPolicy {
             return Verdict::Exhausted(format!("gave up after {} attempts", self.attempts()));
         }
         let delay = self.scaled(retry_after.unwrap_or_else(|| TRANSIENT_BACKOFF.delay(self.transient_retries)));
-        let limit = if self.budget.is_some_and(|budget| self.started.elapsed() + delay > budget) {
+        let spent = self.started.elapsed().saturating_sub(self.set_aside);
+        let limit = if self.budget.is_some_and(|budget| spent + delay > budget) {
             Some("timeout_ms")
         } else if self.past_deadline(delay) {
             Some("wait_timeout_ms")
@@ -181,7 +191,7 @@ impl RetryPolicy {
             return Verdict::Exhausted(format!(
                 "gave up after {} attempts in {:.1} s: another would pass the time allowed ({limit})",
                 self.attempts(),
-                self.started.elapsed().as_secs_f64()
+                spent.as_secs_f64()
             ));
         }
         self.transient_retries += 1;
@@ -309,6 +319,16 @@ mod tests {
             retry_after: Some(MAX_RETRY_AFTER + Duration::from_secs(1)),
         };
         assert!(matches!(RetryPolicy::new(&Settings::default(), Repeat::Safe).verdict(forever), Verdict::Exhausted(_)));
+    }
+
+    #[test]
+    fn waits_for_a_turn_do_not_count_against_the_time_budget() {
+        let budget = Settings { timeout: Some(Duration::from_secs(10)), ..Settings::default() };
+        let mut policy = RetryPolicy::new(&budget, Repeat::Safe);
+        policy.started -= Duration::from_secs(60); // a minute in the rate-limit queue
+        assert!(matches!(policy.verdict(status(503)), Verdict::Exhausted(_)));
+        policy.set_aside(Duration::from_secs(60));
+        assert!(matches!(policy.verdict(status(503)), Verdict::RetryIn(_)));
     }
 
     #[test]
