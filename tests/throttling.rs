@@ -225,3 +225,35 @@ fn with_the_limiter_off_a_429_is_still_honoured_and_retried() {
     // Unlimited, the third call hits the service's limit and waits out its Retry-After.
     assert_eq!(statuses_at(&simulator, "get_package_uri"), [Some(200), Some(200), Some(429), Some(200)]);
 }
+
+#[test]
+fn a_429_holds_every_call_of_its_kind_until_its_retry_after() {
+    let simulator = fast_simulator(CLOCK_SCALE);
+    let client = limited_client_for(&simulator);
+    let id = create_action(&simulator, json!({}));
+    client.machine_action(&id).unwrap(); // signed in
+    simulator.clear_requests();
+    // Ten minutes of the service's time: one real second.
+    add_fault(
+        &simulator,
+        json!({ "endpoint": "machine_action", "fault": { "kind": "rate_limit", "retry_after_secs": 600 } }),
+    );
+
+    std::thread::scope(|scope| {
+        scope.spawn(|| client.machine_action(&id).unwrap());
+        while statuses_at(&simulator, "machine_action").is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Another caller of the same kind, while the first waits out the Retry-After.
+        scope.spawn(|| client.machine_action(&id).unwrap());
+    });
+
+    let records = requests_to(&simulator, "machine_action");
+    let statuses: Vec<Option<u64>> = records.iter().map(|record| record["status"].as_u64()).collect();
+    assert_eq!(statuses, [Some(429), Some(200), Some(200)], "the second caller was throttled too");
+    let throttled_at = records[0]["time_ms"].as_u64().unwrap();
+    for record in &records[1..] {
+        let after = record["time_ms"].as_u64().unwrap() - throttled_at;
+        assert!(after >= 600_000, "a call went {after} ms of service time after the 429, before its Retry-After");
+    }
+}

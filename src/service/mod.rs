@@ -193,6 +193,14 @@ impl Api<'_> {
             let turn = self.take_turn(&request).await?;
             retries.set_aside(waiting.elapsed());
             let (failure, answer) = self.attempt(&request, &turn.token, turn.slot).await?;
+            if let (Some(limiter), Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, retry_after: Some(wait) }) =
+                (&turn.limiter, failure)
+            {
+                // The service said when it takes such calls again: nobody in the queue goes
+                // sooner, whatever becomes of this call.
+                let wait = self.session.settings.scaled(wait.min(retry::MAX_RETRY_AFTER));
+                limiter.pause(request.endpoint, Instant::now() + wait);
+            }
             let refused = answer.as_ref().is_ok_and(|response| response.status == StatusCode::UNAUTHORIZED);
             if refused && !renewed && self.session.tokens.can_renew() {
                 self.reporter
@@ -229,7 +237,8 @@ impl Api<'_> {
                 ),
             );
             match (&turn.limiter, throttled) {
-                // Everyone in the queue waits too; this call does so back in the queue.
+                // The queue waits with it (also when the 429 did not say how long), and this call
+                // waits back in the queue.
                 (Some(limiter), true) => limiter.pause(request.endpoint, Instant::now() + delay),
                 _ => tokio::time::sleep(delay).await,
             }

@@ -28,7 +28,7 @@ const MAX_TRANSIENT_RETRIES: u32 = 5;
 const MAX_THROTTLED_RETRIES: u32 = 5;
 /// The longest `Retry-After` waited for: the longest rate-limit window. A service asking for
 /// more is not going to serve this call soon.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
 /// Capped exponential back-off with jitter.
 #[derive(Clone, Copy, Debug)]
