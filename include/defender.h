@@ -231,9 +231,10 @@ size_t defender_last_error_message(char *buffer,
  * Looks up machine action `action_id` (`GET /api/machineactions/{id}`) into
  * `*action_json_out`, to be freed with `defender_string_free`.
  *
- * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND`, or the
- * request statuses (`UNAUTHORIZED`, `FORBIDDEN`, `RATE_LIMITED`, `HTTP`, `NETWORK`, `TIMEOUT`,
- * `PROTOCOL`, `CANCELLED`, `INVALID_ARGUMENT`).
+ * Blocks until done (also while the rate limit holds the call). Returns `DEFENDER_STATUS_OK`,
+ * `DEFENDER_STATUS_NOT_FOUND`, or the request statuses (`UNAUTHORIZED`, `FORBIDDEN`,
+ * `RATE_LIMITED` (still 429 after the retries), `HTTP`, `NETWORK`, `TIMEOUT`, `PROTOCOL`,
+ * `CANCELLED`, `INVALID_ARGUMENT`).
  *
  * # Safety
  * `client` is NULL or live; `action_id` is NULL or NUL-terminated; `action_json_out` is NULL or writable.
@@ -250,7 +251,12 @@ DefenderStatus defender_get_machine_action(const DefenderClient *client,
  *
  * `comment` is recorded with the action (the API requires one; NULL gives a default). When a
  * collection is already running on that machine, that action is returned instead of an error:
- * it yields the same package. The request is never repeated blindly.
+ * it yields the same package.
+ *
+ * The request is never repeated blindly, since a repeat could start a second collection. When
+ * its outcome is unknown (a 5xx, a timeout, a connection lost after sending), the machine's
+ * running collection is looked up: that one is returned if there is one, and the request is
+ * sent again only when none is running (then the service itself refuses a second one).
  *
  * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND` (no such
  * machine), or the request statuses.
@@ -270,9 +276,10 @@ DefenderStatus defender_collect_investigation_package(const DefenderClient *clie
  *
  * Polls with back-off (5 s growing to 60 s, divided by the option `clock_scale`). Returns at
  * once when the action has Succeeded; when it ends Failed, TimeOut or Cancelled, returns
- * `DEFENDER_STATUS_ACTION_FAILED` at once. An action that is briefly unknown right after it was
- * created is waited for. Gives up with `DEFENDER_STATUS_TIMEOUT` after the option
- * `wait_timeout_ms` (default: one hour). `defender_client_cancel` stops it promptly.
+ * `DEFENDER_STATUS_ACTION_FAILED` at once. An action that is briefly unknown (404) in its first
+ * 30 s is waited for. Gives up with `DEFENDER_STATUS_TIMEOUT` after the option
+ * `wait_timeout_ms` (default: one hour), with a last look at that moment; waits for the rate
+ * limit or a retry never reach past it. `defender_client_cancel` stops it promptly.
  *
  * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_ACTION_FAILED`,
  * `DEFENDER_STATUS_NOT_FOUND`, `DEFENDER_STATUS_TIMEOUT`, `DEFENDER_STATUS_CANCELLED`, or the

@@ -104,6 +104,28 @@ impl Reporter {
     }
 }
 
+#[cfg(test)]
+impl Reporter {
+    /// A reporter for unit tests of code that reports: its log lines arrive on the receiver.
+    pub fn for_test() -> (Arc<Reporter>, mpsc::Receiver<String>) {
+        let (sender, lines) = mpsc::channel();
+        let reporter = Reporter {
+            sender: Box::new(move |event| {
+                if let ReporterEvent::Log(_, line) = event {
+                    let _ = sender.send(line);
+                }
+            }),
+            bytes_done: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            progress_pending: AtomicBool::new(false),
+            last_progress: Mutex::new(None),
+            secrets: Vec::new(),
+            cancel: CancellationToken::new(),
+        };
+        (Arc::new(reporter), lines)
+    }
+}
+
 /// Called with (bytes done, bytes total); returns `true` to cancel.
 pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, u64) -> bool;
 /// Called with each log line.

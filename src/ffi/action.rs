@@ -4,6 +4,10 @@
 //! `id`, `type`, `status` (Pending, InProgress, Succeeded, Failed, TimeOut, Cancelled),
 //! `machineId`, `computerDnsName`, `requestor`, `requestorComment`, `creationDateTimeUtc`,
 //! `lastUpdateDateTimeUtc`, `errorHResult`, ...
+//!
+//! Like every API call of the library, their requests keep within the service's rate limits
+//! (unless the option `rate_limit` is `off`), wait out a 429's `Retry-After`, and retry reads
+//! after network errors and 5xx answers; see the README, "Limits, retries and waiting".
 
 use std::ffi::c_char;
 
@@ -15,9 +19,10 @@ use crate::service::{Api, machine_actions};
 /// Looks up machine action `action_id` (`GET /api/machineactions/{id}`) into
 /// `*action_json_out`, to be freed with `defender_string_free`.
 ///
-/// Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND`, or the
-/// request statuses (`UNAUTHORIZED`, `FORBIDDEN`, `RATE_LIMITED`, `HTTP`, `NETWORK`, `TIMEOUT`,
-/// `PROTOCOL`, `CANCELLED`, `INVALID_ARGUMENT`).
+/// Blocks until done (also while the rate limit holds the call). Returns `DEFENDER_STATUS_OK`,
+/// `DEFENDER_STATUS_NOT_FOUND`, or the request statuses (`UNAUTHORIZED`, `FORBIDDEN`,
+/// `RATE_LIMITED` (still 429 after the retries), `HTTP`, `NETWORK`, `TIMEOUT`, `PROTOCOL`,
+/// `CANCELLED`, `INVALID_ARGUMENT`).
 ///
 /// # Safety
 /// `client` is NULL or live; `action_id` is NULL or NUL-terminated; `action_json_out` is NULL or writable.
@@ -45,7 +50,12 @@ pub unsafe extern "C" fn defender_get_machine_action(
 ///
 /// `comment` is recorded with the action (the API requires one; NULL gives a default). When a
 /// collection is already running on that machine, that action is returned instead of an error:
-/// it yields the same package. The request is never repeated blindly.
+/// it yields the same package.
+///
+/// The request is never repeated blindly, since a repeat could start a second collection. When
+/// its outcome is unknown (a 5xx, a timeout, a connection lost after sending), the machine's
+/// running collection is looked up: that one is returned if there is one, and the request is
+/// sent again only when none is running (then the service itself refuses a second one).
 ///
 /// Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND` (no such
 /// machine), or the request statuses.
@@ -78,9 +88,10 @@ pub unsafe extern "C" fn defender_collect_investigation_package(
 ///
 /// Polls with back-off (5 s growing to 60 s, divided by the option `clock_scale`). Returns at
 /// once when the action has Succeeded; when it ends Failed, TimeOut or Cancelled, returns
-/// `DEFENDER_STATUS_ACTION_FAILED` at once. An action that is briefly unknown right after it was
-/// created is waited for. Gives up with `DEFENDER_STATUS_TIMEOUT` after the option
-/// `wait_timeout_ms` (default: one hour). `defender_client_cancel` stops it promptly.
+/// `DEFENDER_STATUS_ACTION_FAILED` at once. An action that is briefly unknown (404) in its first
+/// 30 s is waited for. Gives up with `DEFENDER_STATUS_TIMEOUT` after the option
+/// `wait_timeout_ms` (default: one hour), with a last look at that moment; waits for the rate
+/// limit or a retry never reach past it. `defender_client_cancel` stops it promptly.
 ///
 /// Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_ACTION_FAILED`,
 /// `DEFENDER_STATUS_NOT_FOUND`, `DEFENDER_STATUS_TIMEOUT`, `DEFENDER_STATUS_CANCELLED`, or the

@@ -1,13 +1,15 @@
 //! Machine actions: starting a collection, looking one up, waiting for it to finish, and asking
 //! for its package's download link.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde::Deserialize;
+use tokio::time::Instant;
 use url::Url;
 
-use super::{Api, Endpoint, check_id};
+use super::retry::{self, Repeat, RetryPolicy, Verdict};
+use super::{Api, Endpoint, Request, check_id};
 use crate::config::is_loopback;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::runtime::DefenderLogLevel;
@@ -65,33 +67,77 @@ pub const DEFAULT_COMMENT: &str = concat!("Investigation package collected with 
 /// `POST /api/machines/{id}/collectInvestigationPackage`: starts a collection and returns its action.
 ///
 /// When one is already running on that machine (400 `ActiveRequestAlreadyExists`), that one is
-/// returned instead: it yields the same package. The POST itself is sent once; it is never
-/// repeated blindly, since a repeat could start a second collection.
+/// returned instead: it yields the same package. The POST is never repeated blindly, since a
+/// repeat could start a second collection: when its outcome is unknown (a 5xx, a timeout, a
+/// connection lost after sending), the running collection is looked up as for
+/// `ActiveRequestAlreadyExists`, and the POST is sent again only when none is running. Then a
+/// repeat cannot start a second one: the service refuses it while one runs.
 pub async fn collect(api: Api<'_>, machine_id: &str, comment: &str) -> Result<MachineAction> {
     check_id("machine id", machine_id)?;
     let what = format!("starting an investigation package collection on machine {machine_id}");
     let url = api.url(&["machines", machine_id, "collectInvestigationPackage"], &[])?;
     let body = serde_json::json!({ "Comment": comment });
-    let response = api.send(Method::POST, Endpoint::CollectInvestigationPackage, url, Some(&body), &what).await?;
-    if response.status == StatusCode::BAD_REQUEST
-        && response.service_error().code.as_deref() == Some("ActiveRequestAlreadyExists")
-    {
-        api.reporter
-            .log(DefenderLogLevel::Info, format!("a collection is already running on machine {machine_id}; using it"));
-        return running_collection(api, machine_id).await.map_err(|err| err.context(&what));
+    let mut resends = RetryPolicy::new(&api.session.settings, Repeat::Safe);
+    loop {
+        let request = Request::post(Endpoint::CollectInvestigationPackage, url.clone(), &body, &what);
+        let unknown_outcome = match api.send(request).await {
+            Ok(response) if response.is_success() => {
+                return MachineAction::from_json(response.json(&what)?, &what);
+            }
+            Ok(response) if response.status == StatusCode::NOT_FOUND => {
+                return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine {machine_id}")));
+            }
+            Ok(response)
+                if response.status == StatusCode::BAD_REQUEST
+                    && response.service_error().code.as_deref() == Some("ActiveRequestAlreadyExists") =>
+            {
+                api.reporter.log(
+                    DefenderLogLevel::Info,
+                    format!("a collection is already running on machine {machine_id}; using it"),
+                );
+                None
+            }
+            Ok(response) if retry::is_transient(response.status) => Some(response.into_error(&what)),
+            Ok(response) => return Err(response.into_error(&what)),
+            Err(err) if matches!(err.status(), DefenderStatus::Network | DefenderStatus::Timeout) => Some(err),
+            Err(err) => return Err(err),
+        };
+        if let Some(err) = &unknown_outcome {
+            api.reporter.log(DefenderLogLevel::Warn, format!("{err}; looking whether the collection started anyway"));
+        }
+        if let Some(action) = running_collection(api, machine_id).await.map_err(|err| err.context(&what))? {
+            if unknown_outcome.is_some() {
+                let id = action.text("id").unwrap_or("unknown");
+                api.reporter.log(DefenderLogLevel::Info, format!("it did: using machine action {id}"));
+            }
+            return Ok(action);
+        }
+        // Nothing runs: the POST did not take effect (or the collection it found has just ended).
+        let Verdict::RetryIn(delay) = resends.passing_failure() else {
+            return Err(unknown_outcome.unwrap_or_else(|| {
+                Error::protocol(format!(
+                    "{what}: the service says a collection is running, but lists none that is Pending or InProgress"
+                ))
+            }));
+        };
+        api.reporter.log(
+            DefenderLogLevel::Warn,
+            format!(
+                "{what}: no collection is running on the machine, so the request did not take effect; \
+                 sending it again in {:.1} s",
+                delay.as_secs_f64()
+            ),
+        );
+        tokio::time::sleep(delay).await;
     }
-    if response.status == StatusCode::NOT_FOUND {
-        return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine {machine_id}")));
-    }
-    MachineAction::from_json(response.success(&what)?.json(&what)?, &what)
 }
 
-/// The newest Pending or InProgress collection on `machine_id`.
-async fn running_collection(api: Api<'_>, machine_id: &str) -> Result<MachineAction> {
+/// The newest Pending or InProgress collection on `machine_id`, if there is one.
+async fn running_collection(api: Api<'_>, machine_id: &str) -> Result<Option<MachineAction>> {
     let filter = format!("machineId eq '{}' and type eq 'CollectInvestigationPackage'", machine_id.replace('\'', "''"));
     let what = format!("looking up the running collection on machine {machine_id}");
     let url = api.url(&["machineactions"], &[("$filter", &filter)])?;
-    let response = api.send(Method::GET, Endpoint::ListMachineActions, url, None, &what).await?;
+    let response = api.send(Request::get(Endpoint::ListMachineActions, url, &what)).await?;
     #[derive(Deserialize)]
     struct List {
         value: Vec<serde_json::Value>,
@@ -105,17 +151,20 @@ async fn running_collection(api: Api<'_>, machine_id: &str) -> Result<MachineAct
         .collect();
     // ISO 8601 timestamps in one format sort as text.
     running.sort_by(|a, b| b.text("creationDateTimeUtc").cmp(&a.text("creationDateTimeUtc")));
-    running.into_iter().next().ok_or_else(|| {
-        Error::protocol("the service says a collection is running, but lists none that is Pending or InProgress")
-    })
+    Ok(running.into_iter().next())
 }
 
 /// `GET /api/machineactions/{id}`. A 404 is `NOT_FOUND`.
 pub async fn get(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
+    look_up(api, action_id, None).await
+}
+
+/// `get`, with rate-limit and retry waits ending by `deadline`.
+async fn look_up(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -> Result<MachineAction> {
     check_id("action id", action_id)?;
     let what = format!("looking up machine action {action_id}");
     let url = api.url(&["machineactions", action_id], &[])?;
-    let response = api.send(Method::GET, Endpoint::MachineAction, url, None, &what).await?;
+    let response = api.send(Request::get(Endpoint::MachineAction, url, &what).until(deadline)).await?;
     if response.status == StatusCode::NOT_FOUND {
         return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine action {action_id}")));
     }
@@ -134,12 +183,18 @@ const MAX_POLL: Duration = Duration::from_secs(60);
 /// (`TIMEOUT`). Polls start 5 s apart and back off to a minute, all divided by `clock_scale`.
 pub async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
     let settings = &api.session.settings;
-    let limit = settings.wait_timeout.unwrap_or(DEFAULT_WAIT);
-    let deadline = Instant::now() + settings.scaled(limit);
+    let deadline = Instant::now() + settings.scaled(settings.wait_timeout.unwrap_or(DEFAULT_WAIT));
+    wait_until(api, action_id, deadline).await
+}
+
+/// `wait`, giving up at `deadline`. The last poll is made at the deadline, not a poll interval
+/// before it.
+async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<MachineAction> {
+    let settings = &api.session.settings;
     let grace_until = Instant::now() + settings.scaled(NEW_ACTION_GRACE);
     let mut interval = FIRST_POLL;
     loop {
-        match get(api, action_id).await {
+        let status = match look_up(api, action_id, Some(deadline)).await {
             Ok(action) => match &action.status {
                 ActionStatus::Succeeded => return Ok(action),
                 ActionStatus::Ended(status) => {
@@ -149,24 +204,32 @@ pub async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
                     ));
                 }
                 ActionStatus::Pending | ActionStatus::InProgress | ActionStatus::Unknown(_) => {
-                    let status = action.text("status").unwrap_or("unknown").to_owned();
-                    api.reporter
-                        .log(DefenderLogLevel::Info, format!("machine action {action_id} is {status}; waiting"));
+                    action.text("status").unwrap_or("unknown").to_owned()
                 }
             },
             Err(err) if err.status() == DefenderStatus::NotFound && Instant::now() < grace_until => {
-                api.reporter
-                    .log(DefenderLogLevel::Debug, format!("machine action {action_id} is not visible yet; waiting"));
+                "not visible yet".to_owned()
             }
             Err(err) => return Err(err),
-        }
-        let pause = settings.scaled(interval);
-        if Instant::now() + pause > deadline {
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            let limit = match settings.wait_timeout {
+                Some(limit) => format!("wait_timeout_ms = {}", limit.as_millis()),
+                None => "one hour, the default of wait_timeout_ms".to_owned(),
+            };
             return Err(Error::new(
                 DefenderStatus::Timeout,
-                format!("machine action {action_id} did not finish within {} s", limit.as_secs()),
+                format!(
+                    "machine action {action_id} is still {status}: it did not finish in the time allowed ({limit})"
+                ),
             ));
         }
+        let pause = settings.scaled(interval).min(deadline - now);
+        api.reporter.log(
+            DefenderLogLevel::Info,
+            format!("machine action {action_id} is {status}; looking again in {:.1} s", pause.as_secs_f64()),
+        );
         tokio::time::sleep(pause).await;
         interval = (interval.mul_f64(1.5)).min(MAX_POLL);
     }
@@ -177,12 +240,17 @@ pub async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
 /// The service answers 404 both for an unknown action and for one whose package is not ready;
 /// the action is then looked up to say which (`NOT_FOUND`, `NOT_READY` or `ACTION_FAILED`).
 pub async fn get_package_uri(api: Api<'_>, action_id: &str) -> Result<Url> {
+    package_uri(api, action_id, None).await
+}
+
+/// `get_package_uri`, with rate-limit and retry waits ending by `deadline`.
+async fn package_uri(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -> Result<Url> {
     check_id("action id", action_id)?;
     let what = format!("getting the package link of machine action {action_id}");
     let url = api.url(&["machineactions", action_id, "getPackageUri"], &[])?;
-    let response = api.send(Method::GET, Endpoint::GetPackageUri, url, None, &what).await?;
+    let response = api.send(Request::get(Endpoint::GetPackageUri, url, &what).until(deadline)).await?;
     if response.status == StatusCode::NOT_FOUND {
-        return Err(why_no_package(api, action_id).await);
+        return Err(why_no_package(api, action_id, deadline).await);
     }
     #[derive(Deserialize)]
     struct PackageUri {
@@ -193,16 +261,32 @@ pub async fn get_package_uri(api: Api<'_>, action_id: &str) -> Result<Url> {
 }
 
 /// The package link, after waiting for the collection to finish when `wait_timeout_ms` is set.
+/// That limit then covers the whole wait: for the collection, and for the link's turn in the
+/// rate limit.
 pub async fn package_link(api: Api<'_>, action_id: &str) -> Result<Url> {
-    if api.session.settings.wait_timeout.is_some() {
-        wait(api, action_id).await?;
+    let settings = &api.session.settings;
+    let Some(limit) = settings.wait_timeout else {
+        return package_uri(api, action_id, None).await;
+    };
+    let deadline = Instant::now() + settings.scaled(limit);
+    wait_until(api, action_id, deadline).await?;
+    loop {
+        match package_uri(api, action_id, Some(deadline)).await {
+            // The action has Succeeded; the link follows within moments.
+            Err(err) if err.status() == DefenderStatus::NotReady && Instant::now() < deadline => {
+                let pause = settings.scaled(FIRST_POLL).min(deadline - Instant::now());
+                api.reporter
+                    .log(DefenderLogLevel::Info, format!("{err}; asking again in {:.1} s", pause.as_secs_f64()));
+                tokio::time::sleep(pause).await;
+            }
+            result => return result,
+        }
     }
-    get_package_uri(api, action_id).await
 }
 
 /// What a 404 from getPackageUri means for this action.
-async fn why_no_package(api: Api<'_>, action_id: &str) -> Error {
-    let action = match get(api, action_id).await {
+async fn why_no_package(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -> Error {
+    let action = match look_up(api, action_id, deadline).await {
         Ok(action) => action,
         Err(err) => return err,
     };

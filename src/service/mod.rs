@@ -1,18 +1,25 @@
-//! The Defender for Endpoint API: how one request is made (URL, token, errors) and the typed
-//! calls on machine actions built on it.
+//! The Defender for Endpoint API: how one request is made (URL, token, rate limits, retries,
+//! errors) and the typed calls on machine actions built on it.
 
 pub mod machine_actions;
+pub mod rate_limit;
+pub mod retry;
 
 use std::fmt;
+use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
 use crate::client::Session;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{describe_transport_error, read_limited};
+use crate::redact::Secret;
 use crate::runtime::{DefenderLogLevel, Reporter};
+use rate_limit::{Limiter, Slot, Waiter};
+use retry::{Failure, Repeat, RetryPolicy, Verdict};
 
 /// API answers are small JSON documents; anything larger is not one of them.
 const MAX_API_RESPONSE: usize = 4 * 1024 * 1024;
@@ -48,6 +55,8 @@ pub struct ApiResponse {
     pub status: StatusCode,
     pub body: Vec<u8>,
     endpoint: Endpoint,
+    /// Why the retries stopped, when this answer is the last of several attempts.
+    gave_up: Option<String>,
 }
 
 /// The service's error body: `{"error": {"code", "message", "target"}}`.
@@ -113,6 +122,10 @@ impl ApiResponse {
                 self.endpoint.permission()
             ));
         }
+        if let Some(gave_up) = &self.gave_up {
+            sentence.push_str("; ");
+            sentence.push_str(gave_up);
+        }
         Error::new(status, sentence)
     }
 
@@ -165,38 +178,171 @@ impl Api<'_> {
     }
 
     /// Sends one API request with the client's token and returns the answer whatever its status.
-    /// A 401 is answered once by renewing the token and sending again.
-    pub async fn send(
-        &self,
-        method: Method,
-        endpoint: Endpoint,
-        url: url::Url,
-        body: Option<&serde_json::Value>,
-        what: &str,
-    ) -> Result<ApiResponse> {
-        let session = self.session;
+    ///
+    /// On the way: a slot in the rate limiter (unless `rate_limit` is off), a 401 answered once
+    /// by renewing the token, and the retries of `retry::RetryPolicy` (429s after their
+    /// `Retry-After`; network errors and 5xx when the request is safe to repeat). The answer
+    /// returned is the last one; an error only when no answer came at all.
+    pub async fn send(&self, request: Request<'_>) -> Result<ApiResponse> {
+        let what = request.what;
+        let repeat = if request.method == Method::GET { Repeat::Safe } else { Repeat::OnlyIfNotSent };
+        let mut retries = RetryPolicy::new(&self.session.settings, repeat).until(request.deadline);
         let mut renewed = false;
         loop {
-            let token = session.tokens.token(&session.http, &session.settings, self.reporter).await?;
-            let mut request = session.http.request(method.clone(), url.clone()).bearer_auth(token.expose());
-            if let Some(body) = body {
-                request = request.json(body);
+            let waiting = Instant::now();
+            let turn = self.take_turn(&request).await?;
+            retries.set_aside(waiting.elapsed());
+            let (failure, answer) = self.attempt(&request, &turn.token, turn.slot).await?;
+            if let (Some(limiter), Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, retry_after: Some(wait) }) =
+                (&turn.limiter, failure)
+            {
+                // The service said when it takes such calls again: nobody in the queue goes
+                // sooner, whatever becomes of this call.
+                let wait = self.session.settings.scaled(wait.min(retry::MAX_RETRY_AFTER));
+                limiter.pause(request.endpoint, Instant::now() + wait);
             }
-            if let Some(timeout) = session.settings.timeout {
-                request = request.timeout(timeout);
-            }
-            let response = request.send().await.map_err(|err| describe_transport_error(&err).context(what))?;
-            let status = response.status();
-            self.reporter.log(DefenderLogLevel::Debug, format!("{method} {}: HTTP {status}", url.path()));
-            let body = read_limited(response, MAX_API_RESPONSE).await.map_err(|err| err.context(what))?;
-            if status == StatusCode::UNAUTHORIZED && !renewed && session.tokens.can_renew() {
+            let refused = answer.as_ref().is_ok_and(|response| response.status == StatusCode::UNAUTHORIZED);
+            if refused && !renewed && self.session.tokens.can_renew() {
                 self.reporter
                     .log(DefenderLogLevel::Warn, format!("{what}: the token was refused (HTTP 401); signing in again"));
-                session.tokens.reject(&token).await;
+                self.session.tokens.reject(&turn.token).await;
                 renewed = true;
                 continue;
             }
-            return Ok(ApiResponse { status, body, endpoint });
+            if answer.as_ref().is_ok_and(ApiResponse::is_success) {
+                return answer;
+            }
+            let delay = match retries.verdict(failure) {
+                Verdict::RetryIn(delay) => delay,
+                Verdict::Final => return answer.map_err(|err| err.context(what)),
+                Verdict::Exhausted(why) => {
+                    return match answer {
+                        Ok(response) => Ok(ApiResponse { gave_up: Some(why), ..response }),
+                        Err(err) => Err(Error::new(err.status(), format!("{what}: {}; {why}", err.message()))),
+                    };
+                }
+            };
+            let throttled = matches!(failure, Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, .. });
+            let problem = match &answer {
+                Ok(response) if throttled => format!("HTTP {}, throttled by the service", response.status),
+                Ok(response) => format!("HTTP {}", response.status),
+                Err(err) => err.message().to_owned(),
+            };
+            self.reporter.log(
+                DefenderLogLevel::Warn,
+                format!(
+                    "{what}: {problem} (attempt {}); retrying in {:.1} s",
+                    retries.attempts() - 1,
+                    delay.as_secs_f64()
+                ),
+            );
+            match (&turn.limiter, throttled) {
+                // The queue waits with it (also when the 429 did not say how long), and this call
+                // waits back in the queue.
+                (Some(limiter), true) => limiter.pause(request.endpoint, Instant::now() + delay),
+                _ => tokio::time::sleep(delay).await,
+            }
         }
+    }
+
+    /// The token and, unless `rate_limit` is off, a slot in the rate limiter: the request may go.
+    async fn take_turn(&self, request: &Request<'_>) -> Result<Turn> {
+        let session = self.session;
+        let settings = &session.settings;
+        let token = session.tokens.token(&session.http, settings, self.reporter).await?;
+        if !settings.rate_limit {
+            return Ok(Turn { token, limiter: None, slot: None });
+        }
+        let limiter = rate_limit::shared(settings, token.expose());
+        let waiter = Waiter { what: request.what, deadline: request.deadline, reporter: self.reporter };
+        let slot = limiter.acquire(request.endpoint, settings, waiter).await?;
+        // A wait in the queue can outlast the token: take it again (from the cache, unless it is
+        // due for renewal by now). Nothing is sent when that fails, so the slot is given back.
+        match session.tokens.token(&session.http, settings, self.reporter).await {
+            Ok(token) => Ok(Turn { token, limiter: Some(limiter), slot: Some(slot) }),
+            Err(err) => {
+                slot.not_counted();
+                Err(err)
+            }
+        }
+    }
+
+    /// Sends the request once and tells how it went: the failure as the retry policy sees it
+    /// (when it is one), and the answer or the transport error (without `what` in front yet).
+    /// Finishes the slot as soon as the outcome is known.
+    async fn attempt(
+        &self,
+        request: &Request<'_>,
+        token: &Secret,
+        slot: Option<Slot>,
+    ) -> Result<(Failure, Result<ApiResponse>)> {
+        let Request { method, endpoint, url, body, what, .. } = request;
+        let mut http = self.session.http.request(method.clone(), url.clone()).bearer_auth(token.expose());
+        if let Some(body) = body {
+            http = http.json(body);
+        }
+        if let Some(timeout) = self.session.settings.timeout {
+            http = http.timeout(timeout);
+        }
+        let response = match http.send().await {
+            Ok(response) => response,
+            Err(err) => {
+                // A connection that could not be made carried nothing: the service never saw it.
+                let sent = !err.is_connect();
+                if let Some(slot) = slot {
+                    if sent { slot.answered() } else { slot.not_counted() }
+                }
+                return Ok((Failure::Transport { sent }, Err(describe_transport_error(&err))));
+            }
+        };
+        let status = response.status();
+        if let Some(slot) = slot {
+            if status == StatusCode::TOO_MANY_REQUESTS { slot.not_counted() } else { slot.answered() }
+        }
+        self.reporter.log(DefenderLogLevel::Debug, format!("{method} {}: HTTP {status}", url.path()));
+        let retry_after = retry::retry_after(response.headers());
+        match read_limited(response, MAX_API_RESPONSE).await {
+            Ok(body) => Ok((
+                Failure::Status { status, retry_after },
+                Ok(ApiResponse { status, body, endpoint: *endpoint, gave_up: None }),
+            )),
+            // The answer broke off: as if none had come.
+            Err(err) if err.status() == DefenderStatus::Network => Ok((Failure::Transport { sent: true }, Err(err))),
+            Err(err) => Err(err.context(what)),
+        }
+    }
+}
+
+/// What a request needs before it goes: the token, and its slot in the rate limiter.
+struct Turn {
+    token: Secret,
+    limiter: Option<Arc<Limiter>>,
+    slot: Option<Slot>,
+}
+
+/// One API request, as `Api::send` takes it.
+pub struct Request<'a> {
+    method: Method,
+    endpoint: Endpoint,
+    url: url::Url,
+    body: Option<&'a serde_json::Value>,
+    /// What is being done, for messages: "looking up machine action X".
+    what: &'a str,
+    /// Waits for the rate limits and for retries never reach past it.
+    deadline: Option<Instant>,
+}
+
+impl<'a> Request<'a> {
+    pub fn get(endpoint: Endpoint, url: url::Url, what: &'a str) -> Self {
+        Self { method: Method::GET, endpoint, url, body: None, what, deadline: None }
+    }
+
+    pub fn post(endpoint: Endpoint, url: url::Url, body: &'a serde_json::Value, what: &'a str) -> Self {
+        Self { method: Method::POST, endpoint, url, body: Some(body), what, deadline: None }
+    }
+
+    /// Waits for this request (rate limits, retries) end by `deadline`: the call's wait limit.
+    pub fn until(self, deadline: Option<Instant>) -> Self {
+        Self { deadline, ..self }
     }
 }

@@ -83,3 +83,45 @@ pub fn assert_no_secret(text: &str, secrets: &[&str]) {
         assert!(text[at..].starts_with("token=REDACTED"), "a SAS token leaked into: {text}");
     }
 }
+
+/// A simulator whose clock runs `clock_scale` times faster, enforcing the documented rate limits.
+pub fn fast_simulator(clock_scale: f64) -> Simulator {
+    simulator_with(serde_json::json!({ "clock_scale": clock_scale, "rate_limit": true }))
+}
+
+/// `client_for`, with the rate limiter on and the client's clock as fast as the simulator's.
+pub fn limited_client_for(simulator: &Simulator) -> Client {
+    let client = client_for(simulator);
+    client.set("rate_limit", Some("on")).unwrap();
+    client.set("clock_scale", Some(&simulator.config().clock_scale.to_string())).unwrap();
+    client
+}
+
+/// The statuses the simulator answered at `endpoint`, oldest first (`None`: connection dropped).
+pub fn statuses_at(simulator: &Simulator, endpoint: &str) -> Vec<Option<u64>> {
+    requests_to(simulator, endpoint).iter().map(|record| record["status"].as_u64()).collect()
+}
+
+std::thread_local! {
+    /// The log lines of the calls made on this thread (log callbacks run on the calling thread).
+    static LOG_LINES: std::cell::RefCell<Vec<(defender::DefenderLogLevel, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Keeps `client`'s log lines for `take_log_lines`, on the thread that makes each call.
+pub fn capture_log_lines(client: &Client) {
+    unsafe extern "C" fn keep(
+        _: *mut std::ffi::c_void,
+        level: defender::DefenderLogLevel,
+        line: *const std::ffi::c_char,
+    ) {
+        let line = unsafe { std::ffi::CStr::from_ptr(line) }.to_string_lossy().into_owned();
+        LOG_LINES.with(|lines| lines.borrow_mut().push((level, line)));
+    }
+    client.set_log_callback(Some(keep));
+}
+
+/// The log lines kept on this thread so far, leaving none.
+pub fn take_log_lines() -> Vec<(defender::DefenderLogLevel, String)> {
+    LOG_LINES.with(|lines| std::mem::take(&mut *lines.borrow_mut()))
+}

@@ -1,0 +1,347 @@
+//! When a failed request is sent again, and after how long.
+//!
+//! - A 429 is always worth another try: the service refused the request without acting on it.
+//!   Its `Retry-After` (seconds or an HTTP date) is honoured, up to `MAX_THROTTLED_RETRIES`.
+//! - Network errors and 408/500/502/503/504 are retried with capped exponential back-off and
+//!   jitter (or after the `Retry-After` the answer carries), up to `MAX_TRANSIENT_RETRIES` and
+//!   within the `timeout_ms` budget, but only for requests that are safe to repeat. A request
+//!   that starts something (the collection POST) is repeated only when it certainly never reached
+//!   the service: the connection could not be made.
+//! - Every other answer is final: 4xx other than 401 (answered by renewing the token, elsewhere),
+//!   408 and 429 is never retried.
+//!
+//! Waits are in the service's time (a server-announced delay, the back-off), so they are divided
+//! by `clock_scale` like the rate-limit windows. Nothing here sleeps: the caller sleeps the
+//! delay the policy gives, so that the policy serves any request loop (the API's, sign-in's).
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use tokio::time::Instant;
+
+use crate::config::Settings;
+
+/// Retries after network errors and 5xx answers, at most.
+const MAX_TRANSIENT_RETRIES: u32 = 5;
+/// Retries after 429 answers, at most.
+const MAX_THROTTLED_RETRIES: u32 = 5;
+/// The longest `Retry-After` waited for: the longest rate-limit window. A service asking for
+/// more is not going to serve this call soon.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+
+/// Capped exponential back-off with jitter.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub first: Duration,
+    pub cap: Duration,
+}
+
+/// After a network error or a 5xx answer: 1 s, 2 s, 4 s, ... up to 30 s.
+const TRANSIENT_BACKOFF: Backoff = Backoff { first: Duration::from_secs(1), cap: Duration::from_secs(30) };
+/// After a 429 that does not say how long to wait: 10 s, 20 s, 40 s, then a minute (the
+/// shortest rate-limit window).
+const THROTTLED_BACKOFF: Backoff = Backoff { first: Duration::from_secs(10), cap: Duration::from_secs(60) };
+
+impl Backoff {
+    /// The pause before retry `retry` (0 for the first): `first` doubled `retry` times, at most
+    /// `cap`, then a random point in its upper half, so that callers that failed together do
+    /// not all come back together, and none comes back at once.
+    pub fn delay(&self, retry: u32) -> Duration {
+        let full = self.first.saturating_mul(1 << retry.min(20)).min(self.cap);
+        full.mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
+}
+
+/// Whether repeating a request could do something twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repeat {
+    /// Reading, or asking for a token: repeating it is harmless.
+    Safe,
+    /// Starting something (a collection): repeated only when it certainly never reached the
+    /// service, or the service refused it with 429.
+    OnlyIfNotSent,
+}
+
+/// A failed attempt, as the policy sees it.
+#[derive(Clone, Copy, Debug)]
+pub enum Failure {
+    /// No answer. `sent` is false when no connection could be made, so the request never left.
+    Transport { sent: bool },
+    /// An answer with this status, and the delay its `Retry-After` asked for (service time).
+    Status { status: StatusCode, retry_after: Option<Duration> },
+}
+
+/// What to do after a failed attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it again after this long (real time: `clock_scale` applied).
+    RetryIn(Duration),
+    /// The failure is final: repeating would not help, or would not be safe.
+    Final,
+    /// Worth repeating, but the budget is spent; the text says how, for the error message.
+    Exhausted(String),
+}
+
+/// Whether a status means the service had a passing problem, so that a read may be repeated.
+pub fn is_transient(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 500 | 502 | 503 | 504)
+}
+
+/// The retries of one request: its budgets and how much of them is spent.
+#[derive(Debug)]
+pub struct RetryPolicy {
+    repeat: Repeat,
+    clock_scale: f64,
+    /// Transient failures are retried while the time spent on the attempts and the pauses
+    /// between them stays within it (`timeout_ms`; `None`: only the number of retries counts).
+    budget: Option<Duration>,
+    /// Time since `started` that does not count against `budget`: waits for a turn.
+    set_aside: Duration,
+    /// No pause reaches past it (the call's wait limit).
+    deadline: Option<Instant>,
+    started: Instant,
+    transient_retries: u32,
+    throttled_retries: u32,
+}
+
+impl RetryPolicy {
+    /// A policy for one request sent with `settings`, starting now.
+    pub fn new(settings: &Settings, repeat: Repeat) -> Self {
+        Self {
+            repeat,
+            clock_scale: settings.clock_scale,
+            budget: settings.timeout,
+            deadline: None,
+            started: Instant::now(),
+            set_aside: Duration::ZERO,
+            transient_retries: 0,
+            throttled_retries: 0,
+        }
+    }
+
+    /// No pause of this policy reaches past `deadline`.
+    pub fn until(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Time spent waiting for a turn to send (sign-in, the rate limit): it does not count against
+    /// the time budget, which is for the attempts and the pauses between them.
+    pub fn set_aside(&mut self, waited: Duration) {
+        self.set_aside += waited;
+    }
+
+    /// Attempts made so far, counting the one that just failed.
+    pub fn attempts(&self) -> u32 {
+        1 + self.transient_retries + self.throttled_retries
+    }
+
+    /// Decides about the attempt that just failed; a `RetryIn` counts as a retry taken.
+    pub fn verdict(&mut self, failure: Failure) -> Verdict {
+        let safe = self.repeat == Repeat::Safe;
+        match failure {
+            Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, retry_after } => self.throttled(retry_after),
+            Failure::Status { status, retry_after } if safe && is_transient(status) => self.transient(retry_after),
+            Failure::Status { .. } => Verdict::Final,
+            Failure::Transport { sent } if safe || !sent => self.passing_failure(),
+            Failure::Transport { .. } => Verdict::Final,
+        }
+    }
+
+    fn throttled(&mut self, retry_after: Option<Duration>) -> Verdict {
+        if self.throttled_retries >= MAX_THROTTLED_RETRIES {
+            return Verdict::Exhausted(format!("still throttled after {} attempts", self.attempts()));
+        }
+        if let Some(asked) = retry_after.filter(|asked| *asked > MAX_RETRY_AFTER) {
+            return Verdict::Exhausted(format!("the service asks to wait {} s before the next call", asked.as_secs()));
+        }
+        let wait = retry_after.unwrap_or_else(|| THROTTLED_BACKOFF.delay(self.throttled_retries));
+        let delay = self.scaled(wait);
+        if self.past_deadline(delay) {
+            return Verdict::Exhausted(format!(
+                "the service asks to wait {} s, longer than the call may still wait (wait_timeout_ms)",
+                wait.as_secs_f64().ceil()
+            ));
+        }
+        self.throttled_retries += 1;
+        Verdict::RetryIn(delay)
+    }
+
+    /// Decides about a failure known to be passing and safe to repeat, such as a POST whose
+    /// effect was looked up and found missing.
+    pub fn passing_failure(&mut self) -> Verdict {
+        self.transient(None)
+    }
+
+    fn transient(&mut self, retry_after: Option<Duration>) -> Verdict {
+        if self.transient_retries >= MAX_TRANSIENT_RETRIES {
+            return Verdict::Exhausted(format!("gave up after {} attempts", self.attempts()));
+        }
+        let delay = self.scaled(retry_after.unwrap_or_else(|| TRANSIENT_BACKOFF.delay(self.transient_retries)));
+        let spent = self.started.elapsed().saturating_sub(self.set_aside);
+        let limit = if self.budget.is_some_and(|budget| spent + delay > budget) {
+            Some("timeout_ms")
+        } else if self.past_deadline(delay) {
+            Some("wait_timeout_ms")
+        } else {
+            None
+        };
+        if let Some(limit) = limit {
+            return Verdict::Exhausted(format!(
+                "gave up after {} attempts in {:.1} s: another would pass the time allowed ({limit})",
+                self.attempts(),
+                spent.as_secs_f64()
+            ));
+        }
+        self.transient_retries += 1;
+        Verdict::RetryIn(delay)
+    }
+
+    fn scaled(&self, service_time: Duration) -> Duration {
+        service_time.div_f64(self.clock_scale)
+    }
+
+    fn past_deadline(&self, delay: Duration) -> bool {
+        self.deadline.is_some_and(|deadline| Instant::now() + delay > deadline)
+    }
+}
+
+/// The delay a `Retry-After` header asks for, in the service's time: whole seconds, or an HTTP
+/// date (zero when it has passed). `None` when there is none or it cannot be read.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn policy(repeat: Repeat) -> RetryPolicy {
+        RetryPolicy::new(&Settings { timeout: None, ..Settings::default() }, repeat)
+    }
+
+    fn status(code: u16) -> Failure {
+        Failure::Status { status: StatusCode::from_u16(code).unwrap(), retry_after: None }
+    }
+
+    fn headers(retry_after: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(retry_after).unwrap());
+        headers
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        assert_eq!(retry_after(&headers("42")), Some(Duration::from_secs(42)));
+        assert_eq!(retry_after(&headers(" 7 ")), Some(Duration::from_secs(7)));
+        let in_a_minute = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(61));
+        let waited = retry_after(&headers(&in_a_minute)).unwrap();
+        assert!(waited > Duration::from_secs(58) && waited <= Duration::from_secs(61), "{waited:?}");
+        let passed = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(10));
+        assert_eq!(retry_after(&headers(&passed)), Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers("soon")), None);
+        assert_eq!(retry_after(&headers("-5")), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_jitter_in_the_upper_half() {
+        for retry in 0..10 {
+            let full = Duration::from_secs(1 << retry).min(Duration::from_secs(30));
+            let delay = TRANSIENT_BACKOFF.delay(retry);
+            assert!(delay >= full / 2 && delay <= full, "retry {retry}: {delay:?}");
+        }
+        assert!(TRANSIENT_BACKOFF.delay(u32::MAX) <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn reads_are_retried_after_network_errors_and_5xx_until_the_count_runs_out() {
+        for failure in
+            [Failure::Transport { sent: true }, status(500), status(502), status(503), status(504), status(408)]
+        {
+            let mut policy = policy(Repeat::Safe);
+            for _ in 0..MAX_TRANSIENT_RETRIES {
+                assert!(matches!(policy.verdict(failure), Verdict::RetryIn(_)), "{failure:?}");
+            }
+            let Verdict::Exhausted(why) = policy.verdict(failure) else { panic!("{failure:?} not exhausted") };
+            assert!(why.contains(&format!("{} attempts", MAX_TRANSIENT_RETRIES + 1)), "{why}");
+        }
+    }
+
+    #[test]
+    fn other_4xx_are_final_and_429_always_retried() {
+        for code in [400, 401, 403, 404, 405, 409, 410, 501] {
+            assert_eq!(policy(Repeat::Safe).verdict(status(code)), Verdict::Final, "{code}");
+        }
+        assert!(matches!(policy(Repeat::OnlyIfNotSent).verdict(status(429)), Verdict::RetryIn(_)));
+    }
+
+    #[test]
+    fn a_request_that_starts_something_is_repeated_only_when_it_never_left() {
+        let mut policy = policy(Repeat::OnlyIfNotSent);
+        assert_eq!(policy.verdict(status(503)), Verdict::Final);
+        assert_eq!(policy.verdict(status(500)), Verdict::Final);
+        assert_eq!(policy.verdict(Failure::Transport { sent: true }), Verdict::Final);
+        assert!(matches!(policy.verdict(Failure::Transport { sent: false }), Verdict::RetryIn(_)));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_scaled_by_the_clock() {
+        let settings = Settings { clock_scale: 60.0, ..Settings::default() };
+        let mut policy = RetryPolicy::new(&settings, Repeat::Safe);
+        let throttled =
+            Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, retry_after: Some(Duration::from_secs(30)) };
+        assert_eq!(policy.verdict(throttled), Verdict::RetryIn(Duration::from_millis(500)));
+        let unavailable =
+            Failure::Status { status: StatusCode::SERVICE_UNAVAILABLE, retry_after: Some(Duration::from_secs(6)) };
+        assert_eq!(policy.verdict(unavailable), Verdict::RetryIn(Duration::from_millis(100)));
+        assert_eq!(policy.attempts(), 3);
+    }
+
+    #[test]
+    fn throttling_has_its_own_budget() {
+        let mut policy = policy(Repeat::Safe);
+        let throttled = Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, retry_after: Some(Duration::ZERO) };
+        for _ in 0..MAX_THROTTLED_RETRIES {
+            assert_eq!(policy.verdict(throttled), Verdict::RetryIn(Duration::ZERO));
+        }
+        let Verdict::Exhausted(why) = policy.verdict(throttled) else { panic!("not exhausted") };
+        assert!(why.contains("still throttled after 6 attempts"), "{why}");
+        let forever = Failure::Status {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            retry_after: Some(MAX_RETRY_AFTER + Duration::from_secs(1)),
+        };
+        assert!(matches!(RetryPolicy::new(&Settings::default(), Repeat::Safe).verdict(forever), Verdict::Exhausted(_)));
+    }
+
+    #[test]
+    fn waits_for_a_turn_do_not_count_against_the_time_budget() {
+        let budget = Settings { timeout: Some(Duration::from_secs(10)), ..Settings::default() };
+        let mut policy = RetryPolicy::new(&budget, Repeat::Safe);
+        policy.started -= Duration::from_secs(60); // a minute in the rate-limit queue
+        assert!(matches!(policy.verdict(status(503)), Verdict::Exhausted(_)));
+        policy.set_aside(Duration::from_secs(60));
+        assert!(matches!(policy.verdict(status(503)), Verdict::RetryIn(_)));
+    }
+
+    #[test]
+    fn no_pause_reaches_past_the_time_budget_or_the_deadline() {
+        let tight = Settings { timeout: Some(Duration::from_millis(100)), ..Settings::default() };
+        let mut policy = RetryPolicy::new(&tight, Repeat::Safe);
+        assert!(matches!(policy.verdict(status(503)), Verdict::Exhausted(_)), "a 1 s back-off exceeds 100 ms");
+
+        let mut policy =
+            RetryPolicy::new(&Settings::default(), Repeat::Safe).until(Some(Instant::now() + Duration::from_secs(5)));
+        let throttled =
+            Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, retry_after: Some(Duration::from_secs(30)) };
+        let Verdict::Exhausted(why) = policy.verdict(throttled) else { panic!("waited past the deadline") };
+        assert!(why.contains("30 s"), "{why}");
+    }
+}
