@@ -87,10 +87,7 @@ fn an_id_is_sent_as_one_percent_encoded_path_segment() {
         .into_iter()
         .map(|r| serde_json::to_value(r).unwrap()["path"].as_str().unwrap().to_owned())
         .collect();
-    assert!(
-        paths.iter().any(|p| p == "/api/machineactions/..%2Fmachines%2Fx%3Fy%23z/getPackageUri"),
-        "{paths:?}"
-    );
+    assert!(paths.iter().any(|p| p == "/api/machineactions/..%2Fmachines%2Fx%3Fy%23z/getPackageUri"), "{paths:?}");
 }
 
 #[test]
@@ -192,7 +189,10 @@ fn progress_runs_on_the_calling_thread_and_ends_at_the_total() {
 fn a_progress_callback_that_returns_non_zero_cancels_and_leaves_no_file() {
     let simulator = simulator();
     let id = create_action(&simulator, json!({ "package_size": 4_000_000 }));
-    add_fault(&simulator, json!({ "endpoint": "download", "action_id": id, "fault": { "kind": "slow_body", "bytes_per_sec": 1_000_000 } }));
+    add_fault(
+        &simulator,
+        json!({ "endpoint": "download", "action_id": id, "fault": { "kind": "slow_body", "bytes_per_sec": 1_000_000 } }),
+    );
     let folder = tempfile::tempdir().unwrap();
     let client = client_for(&simulator);
     let mut calls = 0;
@@ -217,7 +217,10 @@ fn a_progress_callback_that_returns_non_zero_cancels_and_leaves_no_file() {
 fn defender_client_cancel_from_another_thread_stops_a_download_promptly() {
     let simulator = simulator();
     let id = create_action(&simulator, json!({ "package_size": 8_000_000 }));
-    add_fault(&simulator, json!({ "endpoint": "download", "action_id": id, "fault": { "kind": "slow_body", "bytes_per_sec": 500_000 } }));
+    add_fault(
+        &simulator,
+        json!({ "endpoint": "download", "action_id": id, "fault": { "kind": "slow_body", "bytes_per_sec": 500_000 } }),
+    );
     let folder = tempfile::tempdir().unwrap();
     let client = Arc::new(client_for(&simulator));
     let canceller = {
@@ -240,7 +243,10 @@ fn defender_client_cancel_from_another_thread_stops_a_download_promptly() {
 fn a_body_shorter_than_announced_is_an_integrity_error_and_leaves_no_file() {
     let simulator = simulator();
     let id = create_action(&simulator, json!({ "package_size": 200_000 }));
-    add_fault(&simulator, json!({ "endpoint": "download", "action_id": id, "times": 0, "fault": { "kind": "short_body", "bytes": 1000 } }));
+    add_fault(
+        &simulator,
+        json!({ "endpoint": "download", "action_id": id, "times": 0, "fault": { "kind": "short_body", "bytes": 1000 } }),
+    );
     let folder = tempfile::tempdir().unwrap();
     let failure = client_for(&simulator).download(&id, folder.path(), None).unwrap_err();
     assert_eq!(failure.status, DefenderStatus::Integrity);
@@ -265,9 +271,9 @@ fn no_authorization_header_reaches_the_download_host() {
 #[test]
 fn null_and_non_utf8_arguments_are_invalid_and_out_parameters_stay_untouched() {
     let client = Client::new();
-    let bad = b"\xff\xfe\0".as_ptr().cast::<c_char>();
+    let bad = c"\xff\xfe".as_ptr();
     let id = CString::new("id").unwrap();
-    let sentinel = 0x1 as *mut c_char;
+    let sentinel = std::ptr::dangling_mut::<c_char>();
     let mut out = sentinel;
     unsafe {
         assert_eq!(defender_client_new(ptr::null_mut()), DefenderStatus::InvalidArgument);
@@ -278,7 +284,10 @@ fn null_and_non_utf8_arguments_are_invalid_and_out_parameters_stay_untouched() {
         assert_eq!(defender_get_package_uri(ptr::null(), id.as_ptr(), &mut out), DefenderStatus::InvalidArgument);
         assert_eq!(defender_get_package_uri(client.raw(), ptr::null(), &mut out), DefenderStatus::InvalidArgument);
         assert_eq!(defender_get_package_uri(client.raw(), bad, &mut out), DefenderStatus::InvalidArgument);
-        assert_eq!(defender_get_package_uri(client.raw(), id.as_ptr(), ptr::null_mut()), DefenderStatus::InvalidArgument);
+        assert_eq!(
+            defender_get_package_uri(client.raw(), id.as_ptr(), ptr::null_mut()),
+            DefenderStatus::InvalidArgument
+        );
         assert_eq!(
             defender_download_package(client.raw(), id.as_ptr(), bad, None, ptr::null_mut(), &mut out),
             DefenderStatus::InvalidArgument
@@ -384,14 +393,16 @@ fn log_lines_arrive_on_the_calling_thread_without_secrets() {
     let folder = tempfile::tempdir().unwrap();
     let client = client_for(&simulator);
     let mut lines: Vec<(std::thread::ThreadId, DefenderLogLevel, String)> = Vec::new();
-    let status = unsafe {
-        defender_client_set_log_callback(client.raw(), Some(collect), (&mut lines as *mut Vec<_>).cast())
-    };
+    let status =
+        unsafe { defender_client_set_log_callback(client.raw(), Some(collect), (&mut lines as *mut Vec<_>).cast()) };
     assert_eq!(status, DefenderStatus::Ok);
     client.download(&id, folder.path(), None).unwrap();
     unsafe { defender_client_set_log_callback(client.raw(), None, ptr::null_mut()) };
 
-    assert!(lines.iter().any(|(_, level, line)| *level == DefenderLogLevel::Info && line.contains("saved")), "{lines:?}");
+    assert!(
+        lines.iter().any(|(_, level, line)| *level == DefenderLogLevel::Info && line.contains("saved")),
+        "{lines:?}"
+    );
     for (thread, _, line) in &lines {
         assert_eq!(*thread, std::thread::current().id());
         assert_no_secret(line, &[]);

@@ -173,4 +173,3 @@ impl Client {
         Ok(serde_json::from_str(&unsafe { take_string(result) }).unwrap())
     }
 }
-
