@@ -117,6 +117,12 @@ pub unsafe extern "C" fn defender_client_free(client: *mut DefenderClient) {
 /// `connect_timeout_ms`, `wait_timeout_ms`, `overwrite`, `ca_file`, `user_agent`, `rate_limit`,
 /// `clock_scale`.
 ///
+/// Sign-in: exactly one of `client_secret`, `client_certificate_path` or `client_assertion`
+/// (each with `tenant_id` and `client_id`), `managed_identity`, `environment=true` or
+/// `access_token`; otherwise the next call fails with `DEFENDER_STATUS_INVALID_ARGUMENT` naming
+/// the keys. Replacing the secret, certificate path or assertion of the same app keeps the cached
+/// token: a caller that signs its own assertions can set a fresh one before every call.
+///
 /// Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL client or key,
 /// an unknown key or a malformed value (the message names the key and what it accepts, and
 /// never repeats a secret value).
