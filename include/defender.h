@@ -337,6 +337,22 @@ void defender_client_free(DefenderClient *client);
 DefenderStatus defender_client_set(DefenderClient *client, const char *key, const char *value);
 
 /**
+ * Writes to `*audience_out` the URL that a client assertion for this client must name as its
+ * `aud` claim: the token endpoint `{authority}/{tenant_id}/oauth2/v2.0/token`, from the options
+ * `tenant_id`, `cloud` and `authority_url` as they are now. For callers that sign assertions
+ * themselves (with a key that never leaves a certificate store) and hand them over with the
+ * option `client_assertion`. Free it with `defender_string_free`.
+ *
+ * Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL argument or
+ * when `tenant_id` is not set.
+ *
+ * # Safety
+ * `client` is NULL or live; `audience_out` is NULL or writable.
+ */
+DefenderStatus defender_client_assertion_audience(const DefenderClient *client,
+                                                  char **audience_out);
+
+/**
  * Registers a log callback for every later call on this client (NULL `callback` removes it).
  * `user_data` is passed back to it as it is.
  *

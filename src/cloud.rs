@@ -121,6 +121,9 @@ mod tests {
             assert_eq!(settings.authority().as_str(), authority, "{name}");
             assert_eq!(settings.scope(), format!("{resource}/.default"), "{name}");
             assert_eq!(settings.resource(), resource, "{name}");
+            settings.set("tenant_id", Some("contoso.onmicrosoft.com")).unwrap();
+            let audience = crate::auth::assertion_audience(&settings).unwrap();
+            assert_eq!(audience, format!("{authority}contoso.onmicrosoft.com/oauth2/v2.0/token"), "{name}");
         }
     }
 

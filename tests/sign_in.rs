@@ -156,12 +156,12 @@ fn a_certificate_the_app_does_not_have_is_unauthorized_with_the_service_text() {
     assert_no_sign_in_secret(&failure.message, &[]);
 }
 
-/// An assertion for `CERTIFICATE_APP_ID`, signed with the test certificate as a certificate
-/// store would sign it.
-fn signed_assertion(simulator: &defender_simulator::Simulator, jti: &str) -> String {
+/// An assertion for `CERTIFICATE_APP_ID` with audience `audience`, signed with the test
+/// certificate as a certificate store would sign it.
+fn signed_assertion(audience: &str, jti: &str) -> String {
     let header = json!({ "alg": "RS256", "typ": "JWT", "x5t": test_certificate().x5t });
     let claims = json!({
-        "aud": token_url(simulator),
+        "aud": audience,
         "iss": CERTIFICATE_APP_ID,
         "sub": CERTIFICATE_APP_ID,
         "jti": jti,
@@ -176,16 +176,19 @@ fn a_ready_signed_assertion_is_sent_as_it_is_and_replacing_it_keeps_the_token() 
     let simulator = simulator();
     register_certificate_app(&simulator);
     let client = client_without_sign_in(&simulator);
-    let first = signed_assertion(&simulator, "first-assertion");
-    set_all(
-        &client,
-        &[("tenant_id", DEFAULT_TENANT_ID), ("client_id", CERTIFICATE_APP_ID), ("client_assertion", &first)],
-    );
-    let id = create_action(&simulator, json!({}));
-    client.package_uri(&id).unwrap();
+    // The library says what to sign for: the token endpoint it will post the assertion to.
+    assert_eq!(client.assertion_audience().unwrap_err().status, DefenderStatus::InvalidArgument);
+    set_all(&client, &[("tenant_id", DEFAULT_TENANT_ID), ("client_id", CERTIFICATE_APP_ID)]);
+    let audience = client.assertion_audience().unwrap();
+    assert_eq!(audience, token_url(&simulator));
+    let first = signed_assertion(&audience, "first-assertion");
+    client.set("client_assertion", Some(&first)).unwrap();
+    let id = create_action(&simulator, json!({ "package_size": 10_000 }));
+    let folder = tempfile::tempdir().unwrap();
+    client.download(&id, folder.path(), None).unwrap();
 
     // A caller that signs its own assertions hands over a fresh one before a call: the token stays.
-    let second = signed_assertion(&simulator, "second-assertion");
+    let second = signed_assertion(&audience, "second-assertion");
     client.set("client_assertion", Some(&second)).unwrap();
     client.package_uri(&id).unwrap();
     let sign_ins = requests_to(&simulator, "token");
@@ -384,7 +387,7 @@ fn a_slow_token_endpoint_ends_in_timeout_after_timeout_ms() {
 #[test]
 fn exactly_one_sign_in_is_configured_and_completely() {
     let simulator = simulator();
-    let assertion = signed_assertion(&simulator, "unused");
+    let assertion = signed_assertion(&token_url(&simulator), "unused");
     // The options set, and what the message says.
     type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
     let cases: [Case; 7] = [

@@ -146,7 +146,7 @@ fn environment_with_a_certificate(simulator: &Simulator, id: &str, folder: &std:
     set_environment(&base);
     let client = client_without_sign_in(simulator);
     client.set("environment", Some("true")).unwrap();
-    client.package_uri(id).unwrap();
+    client.download(id, &folder.join("certificate.zip"), None).unwrap();
     let sign_ins = requests_to(simulator, "token");
     assert_eq!(sign_ins[0]["credential"], "assertion");
     assert_eq!(sign_ins[0]["claims"]["iss"], CERTIFICATE_APP_ID);

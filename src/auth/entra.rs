@@ -38,13 +38,13 @@ struct TokenError {
     correlation_id: Option<String>,
 }
 
-/// `{authority}/{tenant}/oauth2/v2.0/token`: where the app signs in, and an assertion's `aud`.
-pub fn token_endpoint(app: &App) -> Result<Url> {
-    let mut url = app.authority.clone();
+/// `{authority}/{tenant}/oauth2/v2.0/token`: where an app signs in, and an assertion's `aud`.
+pub fn token_endpoint(authority: &Url, tenant_id: &str) -> Result<Url> {
+    let mut url = authority.clone();
     url.path_segments_mut()
         .map_err(|()| Error::invalid_argument("the sign-in authority URL cannot take a path"))?
         .pop_if_empty()
-        .extend([app.tenant_id.as_str(), "oauth2", "v2.0", "token"]);
+        .extend([tenant_id, "oauth2", "v2.0", "token"]);
     Ok(url)
 }
 
@@ -55,7 +55,7 @@ pub async fn client_credentials(
     app: &App,
     reporter: &Reporter,
 ) -> Result<AccessToken> {
-    let url = token_endpoint(app)?;
+    let url = token_endpoint(&app.authority, &app.tenant_id)?;
     let what = format!("signing in to tenant {} as app {}", app.tenant_id, app.client_id);
     // An assertion signed here lives only as long as this request.
     let assertion: Secret;

@@ -159,7 +159,7 @@ impl Source {
     fn principal(&self, settings: &Settings) -> Result<Principal> {
         Ok(match self {
             Source::App(app) => Principal::App {
-                token_endpoint: entra::token_endpoint(app)?,
+                token_endpoint: entra::token_endpoint(&app.authority, &app.tenant_id)?,
                 client_id: app.client_id.clone(),
                 scope: settings.scope(),
             },
@@ -263,6 +263,15 @@ impl TokenCache {
     pub fn can_renew(&self) -> bool {
         !matches!(self.sign_in, Ok(SignIn::AccessToken(_)))
     }
+}
+
+/// The `aud` a client assertion for these settings must carry: the token endpoint of `tenant_id`
+/// at the sign-in authority (`authority_url`, else the cloud's).
+pub fn assertion_audience(settings: &Settings) -> Result<String> {
+    let tenant_id = settings.tenant_id.as_deref().ok_or_else(|| {
+        Error::invalid_argument("an assertion's audience is the tenant's token endpoint: set 'tenant_id' first")
+    })?;
+    Ok(entra::token_endpoint(&settings.authority(), tenant_id)?.into())
 }
 
 /// Every secret value a call with these settings may send, for scrubbing text meant for people:
