@@ -70,7 +70,8 @@ impl ClientCertificate {
             "WrongAlgorithm" => {
                 refuse("holds a private key that is not an RSA key; client assertions are signed RS256")
             }
-            why => refuse(&format!("holds an RSA private key that cannot sign ({why}; at least 2048 bits are needed)")),
+            "TooSmall" => refuse("holds an RSA private key shorter than 2048 bits, which Entra ID refuses"),
+            why => refuse(&format!("holds an RSA private key that cannot be used ({why})")),
         })?;
 
         if certificates.is_empty() {
