@@ -90,7 +90,7 @@ fn app_service_managed_identity(simulator: &Simulator, id: &str, folder: &std::p
     assert_eq!(failure.status, DefenderStatus::Unauthorized, "{failure}");
     assert!(failure.message.contains("IDENTITY_ENDPOINT"), "{failure}");
     assert_no_sign_in_secret(&failure.message, &[wrong_header, DEFAULT_IDENTITY_HEADER]);
-    for line in take_log_lines() {
+    for (_, line) in take_log_lines() {
         assert_no_sign_in_secret(&line, &[wrong_header, DEFAULT_IDENTITY_HEADER]);
     }
 }
@@ -127,7 +127,7 @@ fn environment_with_a_secret(simulator: &Simulator, id: &str, folder: &std::path
     assert_eq!(failure.status, DefenderStatus::Unauthorized, "{failure}");
     assert!(failure.message.contains("AADSTS7000215"), "{failure}");
     assert_no_sign_in_secret(&failure.message, &["wrong-secret-value"]);
-    for line in take_log_lines() {
+    for (_, line) in take_log_lines() {
         assert_no_sign_in_secret(&line, &["wrong-secret-value"]);
     }
 }

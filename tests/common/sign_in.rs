@@ -2,22 +2,19 @@
 //! without a sign-in, an app with the test certificate, and the log lines a call wrote.
 #![allow(dead_code)] // each test binary uses a different part of this
 
-use std::cell::RefCell;
-use std::ffi::{CStr, c_char, c_void};
 use std::path::{Path, PathBuf};
 
-use defender::DefenderLogLevel;
 use defender_simulator::{AppRegistration, DEFAULT_TENANT_ID, Simulator};
 use serde_json::Value;
 
 use crate::certificate::test_certificate;
-use crate::common::Client;
+use crate::common::{Client, capture_log_lines};
 
 /// The app the certificate tests sign in as; it has a certificate and no secret.
 pub const CERTIFICATE_APP_ID: &str = "00000000-0000-4000-8000-0000000000c2";
 
 /// A client pointed at `simulator` for the API and sign-in, with no sign-in configured yet,
-/// collecting its log lines (see `take_log_lines`).
+/// keeping its log lines for `take_log_lines`.
 pub fn client_without_sign_in(simulator: &Simulator) -> Client {
     let client = Client::new();
     for (key, value) in
@@ -25,7 +22,7 @@ pub fn client_without_sign_in(simulator: &Simulator) -> Client {
     {
         client.set(key, Some(value)).unwrap();
     }
-    client.set_log_callback(Some(record_log_line));
+    capture_log_lines(&client);
     client
 }
 
@@ -74,21 +71,6 @@ pub fn refused_api_calls(simulator: &Simulator) -> usize {
 pub fn query(record: &Value) -> Vec<(String, String)> {
     let query = record["query"].as_str().unwrap_or_default();
     url::form_urlencoded::parse(query.as_bytes()).into_owned().collect()
-}
-
-thread_local! {
-    /// Log lines of the calls this thread made: callbacks run on the calling thread.
-    static LOG_LINES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-}
-
-unsafe extern "C" fn record_log_line(_: *mut c_void, _: DefenderLogLevel, message: *const c_char) {
-    let line = unsafe { CStr::from_ptr(message) }.to_str().expect("log lines are UTF-8").to_owned();
-    LOG_LINES.with(|lines| lines.borrow_mut().push(line));
-}
-
-/// The log lines this thread's calls wrote since the last `take_log_lines`.
-pub fn take_log_lines() -> Vec<String> {
-    LOG_LINES.with(|lines| lines.take())
 }
 
 /// Asserts that `text` holds no secret of the sign-in tests: none of `assert_no_secret`'s or
