@@ -321,6 +321,12 @@ void defender_client_free(DefenderClient *client);
  * `connect_timeout_ms`, `wait_timeout_ms`, `overwrite`, `ca_file`, `user_agent`, `rate_limit`,
  * `clock_scale`.
  *
+ * Sign-in: exactly one of `client_secret`, `client_certificate_path` or `client_assertion`
+ * (each with `tenant_id` and `client_id`), `managed_identity`, `environment=true` or
+ * `access_token`; otherwise the next call fails with `DEFENDER_STATUS_INVALID_ARGUMENT` naming
+ * the keys. Replacing the secret, certificate path or assertion of the same app keeps the cached
+ * token: a caller that signs its own assertions can set a fresh one before every call.
+ *
  * Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL client or key,
  * an unknown key or a malformed value (the message names the key and what it accepts, and
  * never repeats a secret value).
@@ -329,6 +335,22 @@ void defender_client_free(DefenderClient *client);
  * `client` is NULL or live; `key` and `value` are NULL or NUL-terminated strings.
  */
 DefenderStatus defender_client_set(DefenderClient *client, const char *key, const char *value);
+
+/**
+ * Writes to `*audience_out` the URL that a client assertion for this client must name as its
+ * `aud` claim: the token endpoint `{authority}/{tenant_id}/oauth2/v2.0/token`, from the options
+ * `tenant_id`, `cloud` and `authority_url` as they are now. For callers that sign assertions
+ * themselves (with a key that never leaves a certificate store) and hand them over with the
+ * option `client_assertion`. Free it with `defender_string_free`.
+ *
+ * Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL argument or
+ * when `tenant_id` is not set.
+ *
+ * # Safety
+ * `client` is NULL or live; `audience_out` is NULL or writable.
+ */
+DefenderStatus defender_client_assertion_audience(const DefenderClient *client,
+                                                  char **audience_out);
 
 /**
  * Registers a log callback for every later call on this client (NULL `callback` removes it).

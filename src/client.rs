@@ -54,7 +54,7 @@ impl Client {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let mut settings = Settings::clone(&state.settings);
         match settings.set(key, value)? {
-            Affects::SignIn => state.tokens = Arc::new(TokenCache::new(&settings)),
+            Affects::SignIn => state.tokens = Arc::new(state.tokens.reconfigured(&settings)),
             Affects::Transport => state.http = None,
             Affects::Behaviour => {}
         }
@@ -107,7 +107,7 @@ impl Client {
     {
         let session = self.session()?;
         let cancel = self.cancel.lock().unwrap_or_else(|e| e.into_inner()).child_token();
-        let secrets = session.settings.secrets().into_iter().map(str::to_owned).collect();
+        let secrets = crate::auth::secrets(&session.settings);
         runtime::run(name, cancel, secrets, callbacks, |reporter| work(session, reporter))
     }
 }

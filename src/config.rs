@@ -1,6 +1,7 @@
 //! The client's options: string keys and values as `defender_client_set` receives them
 //! (librdkafka style), parsed into typed settings.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -26,6 +27,15 @@ pub enum Affects {
 pub enum ManagedIdentity {
     SystemAssigned,
     UserAssigned { client_id: String },
+}
+
+impl fmt::Display for ManagedIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SystemAssigned => f.write_str("the system-assigned managed identity"),
+            Self::UserAssigned { client_id } => write!(f, "the user-assigned managed identity {client_id}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -128,21 +138,23 @@ impl Settings {
             return Ok(affects);
         };
         match key {
-            "base_url" => self.base_url = Some(parse_service_url(key, value)?),
+            "base_url" => self.base_url = Some(parse_url(key, value, PlainHttp::Loopback)?),
             "cloud" => {
                 self.cloud = Cloud::parse(value)
                     .ok_or_else(|| malformed(key, value, &format!("one of {}", Cloud::NAMES.join(", "))))?
             }
-            "authority_url" => self.authority_url = Some(parse_service_url(key, value)?),
+            "authority_url" => self.authority_url = Some(parse_url(key, value, PlainHttp::Loopback)?),
             "scope" => self.scope = Some(parse_text(key, value)?),
             "tenant_id" => self.tenant_id = Some(parse_identifier(key, value)?),
             "client_id" => self.client_id = Some(parse_identifier(key, value)?),
             "client_secret" => self.client_secret = Some(parse_secret(key, value)?),
             "client_certificate_path" => self.client_certificate_path = Some(parse_path(key, value)?),
-            "client_assertion" => self.client_assertion = Some(parse_secret(key, value)?),
+            "client_assertion" => self.client_assertion = Some(parse_assertion(key, value)?),
             "access_token" => self.access_token = Some(parse_secret(key, value)?),
             "managed_identity" => self.managed_identity = parse_managed_identity(value)?,
-            "managed_identity_endpoint" => self.managed_identity_endpoint = Some(parse_service_url(key, value)?),
+            "managed_identity_endpoint" => {
+                self.managed_identity_endpoint = Some(parse_url(key, value, PlainHttp::ThisHost)?)
+            }
             "environment" => self.environment = parse_bool(key, value)?,
             "timeout_ms" => self.timeout = parse_optional_millis(key, value)?,
             "connect_timeout_ms" => self.connect_timeout = parse_optional_millis(key, value)?,
@@ -218,15 +230,6 @@ impl Settings {
     pub fn scaled(&self, duration: Duration) -> Duration {
         duration.div_f64(self.clock_scale)
     }
-
-    /// Every configured secret value, for scrubbing text meant for people.
-    pub fn secrets(&self) -> Vec<&str> {
-        [&self.client_secret, &self.client_assertion, &self.access_token]
-            .into_iter()
-            .flatten()
-            .map(Secret::expose)
-            .collect()
-    }
 }
 
 /// A value as it may be shown in a message: control characters escaped, long values cut.
@@ -283,14 +286,24 @@ fn parse_text(key: &str, value: &str) -> Result<String> {
 }
 
 /// Tenant and client ids: GUIDs, or for tenants also a domain name. They go into URL paths.
-fn parse_identifier(key: &str, value: &str) -> Result<String> {
-    let valid = !value.is_empty()
+pub(crate) fn is_identifier(value: &str) -> bool {
+    !value.is_empty()
         && value.len() <= 256
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
-    if !valid {
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
+fn parse_identifier(key: &str, value: &str) -> Result<String> {
+    if !is_identifier(value) {
         return Err(malformed(key, value, "a GUID or a domain name (letters, digits, '-', '.', '_')"));
     }
     Ok(value.to_owned())
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in hex digits: how Entra ID spells client ids.
+fn is_guid(value: &str) -> bool {
+    let groups: Vec<&str> = value.split('-').collect();
+    groups.iter().map(|group| group.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|group| group.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Secrets are never repeated in a message, not even when malformed.
@@ -303,6 +316,20 @@ fn parse_secret(key: &str, value: &str) -> Result<Secret> {
     Ok(Secret::new(value))
 }
 
+/// A signed JWT: three base64url parts. Anything else (a thumbprint, a file path) is refused
+/// here rather than by the token endpoint, without repeating the value.
+fn parse_assertion(key: &str, value: &str) -> Result<Secret> {
+    let is_base64url =
+        |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    let parts: Vec<&str> = value.trim().split('.').collect();
+    if parts.len() != 3 || !parts.iter().all(|part| is_base64url(part)) {
+        return Err(Error::invalid_argument(format!(
+            "option '{key}' takes a signed JWT (three base64url parts joined by '.'); the value is not one (and is not shown)"
+        )));
+    }
+    Ok(Secret::new(value.trim()))
+}
+
 fn parse_path(key: &str, value: &str) -> Result<PathBuf> {
     if value.is_empty() {
         return Err(malformed(key, value, "a file path"));
@@ -310,16 +337,20 @@ fn parse_path(key: &str, value: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(value))
 }
 
+/// `system`, or the client id (a GUID) of a user-assigned identity.
 fn parse_managed_identity(value: &str) -> Result<Option<ManagedIdentity>> {
-    Ok(match value {
-        "" | "false" => None,
-        "system" | "true" => Some(ManagedIdentity::SystemAssigned),
-        client_id => Some(ManagedIdentity::UserAssigned {
-            client_id: parse_identifier("managed_identity", client_id).map_err(|_| {
-                malformed("managed_identity", value, "'system' or the client id of a user-assigned identity")
-            })?,
-        }),
-    })
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("system") {
+        return Ok(Some(ManagedIdentity::SystemAssigned));
+    }
+    if !is_guid(value) {
+        return Err(malformed(
+            "managed_identity",
+            value,
+            "'system' or the client id (a GUID) of a user-assigned identity",
+        ));
+    }
+    Ok(Some(ManagedIdentity::UserAssigned { client_id: value.to_ascii_lowercase() }))
 }
 
 /// Whether `url`'s host is this machine: plain `http` is allowed only there.
@@ -332,22 +363,51 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// A URL the library sends credentials to: absolute `https` (`http` only to loopback),
-/// no user name or password, no query or fragment.
-fn parse_service_url(key: &str, value: &str) -> Result<Url> {
-    let accepts = "an absolute https URL (http only for localhost), without query or fragment";
-    let url = Url::parse(value.trim()).map_err(|_| malformed(key, value, accepts))?;
-    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && is_loopback(&url));
-    let ok = scheme_ok
+/// Where a URL that the library sends credentials to may use plain `http`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlainHttp {
+    /// Only to this machine: a simulator, a local proxy.
+    Loopback,
+    /// Also to the link-local host a VM runs on: managed identity's IMDS is `169.254.169.254`.
+    ThisHost,
+}
+
+impl PlainHttp {
+    fn allows(self, url: &Url) -> bool {
+        let link_local = || match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
+            Some(url::Host::Ipv6(ip)) => ip.is_unicast_link_local(),
+            _ => false,
+        };
+        is_loopback(url) || (self == Self::ThisHost && link_local())
+    }
+
+    fn hosts(self) -> &'static str {
+        match self {
+            Self::Loopback => "localhost",
+            Self::ThisHost => "this machine or a link-local address such as 169.254.169.254",
+        }
+    }
+}
+
+/// Whether the library may send credentials to `url`: absolute `https` (`http` only as
+/// `plain_http` allows), no user name or password, no query or fragment.
+pub fn is_service_url(url: &Url, plain_http: PlainHttp) -> bool {
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && plain_http.allows(url));
+    scheme_ok
         && url.host().is_some()
         && url.username().is_empty()
         && url.password().is_none()
         && url.query().is_none()
-        && url.fragment().is_none();
-    if !ok {
-        return Err(malformed(key, value, accepts));
-    }
-    Ok(url)
+        && url.fragment().is_none()
+}
+
+fn parse_url(key: &str, value: &str, plain_http: PlainHttp) -> Result<Url> {
+    let accepts = format!("an absolute https URL (http only for {}), without query or fragment", plain_http.hosts());
+    Url::parse(value.trim())
+        .ok()
+        .filter(|url| is_service_url(url, plain_http))
+        .ok_or_else(|| malformed(key, value, &accepts))
 }
 
 #[cfg(test)]
@@ -361,6 +421,7 @@ mod tests {
             "cloud" => "gcc-high",
             "tenant_id" | "client_id" => "00000000-0000-0000-0000-000000000001",
             "managed_identity" => "system",
+            "client_assertion" => "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl",
             "environment" | "overwrite" => "true",
             "rate_limit" => "off",
             "clock_scale" => "60",
@@ -413,24 +474,39 @@ mod tests {
     }
 
     #[test]
+    fn a_managed_identity_is_system_or_a_client_id_and_its_endpoint_may_be_imds() {
+        let mut settings = Settings::default();
+        settings.set("managed_identity", Some("System")).unwrap();
+        assert_eq!(settings.managed_identity, Some(ManagedIdentity::SystemAssigned));
+        settings.set("managed_identity", Some("0A1B2C3D-0000-4000-8000-00000000000F")).unwrap();
+        let client_id = "0a1b2c3d-0000-4000-8000-00000000000f".to_owned();
+        assert_eq!(settings.managed_identity, Some(ManagedIdentity::UserAssigned { client_id }));
+        let err = settings.set("managed_identity", Some("sytem")).unwrap_err();
+        assert!(err.message().contains("'system' or the client id (a GUID)"), "{err}");
+
+        for imds in ["http://169.254.169.254/metadata/identity/oauth2/token", "http://[fe80::1]/token"] {
+            assert!(settings.set("managed_identity_endpoint", Some(imds)).is_ok(), "{imds}");
+            assert!(settings.set("base_url", Some(imds)).is_err(), "{imds} is no API root");
+        }
+        let err = settings.set("managed_identity_endpoint", Some("http://10.0.0.1/token")).unwrap_err();
+        assert!(err.message().contains("169.254.169.254"), "{err}");
+    }
+
+    #[test]
+    fn a_client_assertion_must_look_like_a_jwt_and_is_never_repeated() {
+        let mut settings = Settings::default();
+        for not_a_jwt in ["3F2504E04F8911D39A0C0305E82C3301", "/etc/app.pem", "a.b", "a..c", "a.b.c.d", "a.b+.c"] {
+            let err = settings.set("client_assertion", Some(not_a_jwt)).unwrap_err();
+            assert!(err.message().contains("signed JWT") && !err.message().contains(not_a_jwt), "{err}");
+        }
+        settings.set("client_assertion", Some(" aGVhZA.Y2xhaW1z.c2ln\n")).unwrap();
+        assert_eq!(settings.client_assertion.unwrap().expose(), "aGVhZA.Y2xhaW1z.c2ln");
+    }
+
+    #[test]
     fn zero_timeout_means_none() {
         let mut settings = Settings::default();
         settings.set("timeout_ms", Some("0")).unwrap();
         assert_eq!(settings.timeout, None);
-    }
-
-    #[test]
-    fn cloud_sets_api_authority_and_scope_and_overrides_win() {
-        let mut settings = Settings::default();
-        settings.set("cloud", Some("gcc-high")).unwrap();
-        assert_eq!(settings.api_root().as_str(), "https://api-gov.securitycenter.microsoft.us/");
-        assert_eq!(settings.authority().as_str(), "https://login.microsoftonline.us/");
-        assert_eq!(settings.scope(), "https://api-gov.securitycenter.microsoft.us/.default");
-        assert_eq!(settings.resource(), "https://api-gov.securitycenter.microsoft.us");
-        settings.set("scope", Some("https://other/.default")).unwrap();
-        assert_eq!(settings.scope(), "https://other/.default");
-        let default = Settings::default();
-        assert_eq!(default.api_root().as_str(), "https://api.security.microsoft.com/");
-        assert_eq!(default.scope(), "https://api.securitycenter.microsoft.com/.default");
     }
 }

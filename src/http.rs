@@ -34,7 +34,7 @@ pub fn build_client(settings: &Settings) -> Result<reqwest::Client> {
     builder.build().map_err(|err| Error::internal(format!("could not set up HTTP: {}", chain(&err))))
 }
 
-fn tls_config(settings: &Settings) -> Result<rustls::ClientConfig> {
+pub(crate) fn tls_config(settings: &Settings) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let extra_roots = match &settings.ca_file {
         Some(path) => read_ca_file(path)?,

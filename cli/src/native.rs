@@ -94,6 +94,13 @@ impl Client {
         check(unsafe { defender_client_set(self.0, key.as_ptr(), value.as_ref().map_or(ptr::null(), |v| v.as_ptr())) })
     }
 
+    /// The `aud` a client assertion for this client must carry.
+    pub fn assertion_audience(&self) -> Result<String, Failure> {
+        let mut audience = ptr::null_mut();
+        check(unsafe { defender_client_assertion_audience(self.0, &mut audience) })?;
+        Ok(unsafe { take_string(audience) })
+    }
+
     /// Sends the library's log lines to `callback` (None: nowhere).
     pub fn set_log_callback(&self, callback: DefenderLogCallback) {
         check(unsafe { defender_client_set_log_callback(self.0, callback, ptr::null_mut()) }).unwrap();

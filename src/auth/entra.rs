@@ -1,19 +1,21 @@
-//! Microsoft Entra ID's token endpoint: the OAuth 2.0 client-credentials grant.
+//! Microsoft Entra ID's token endpoint: the OAuth 2.0 client-credentials grant, with a client
+//! secret or a client assertion.
 
 use std::time::Duration;
 
 use serde::Deserialize;
+use url::Url;
 
-use super::AccessToken;
+use super::certificate::ClientCertificate;
+use super::{AccessToken, App, Proof, seconds};
 use crate::config::Settings;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{describe_transport_error, read_limited};
 use crate::redact::Secret;
+use crate::runtime::{DefenderLogLevel, Reporter};
 
-/// How the app proves who it is.
-pub enum ClientProof<'a> {
-    Secret(&'a Secret),
-}
+/// `client_assertion_type` for a JWT assertion (RFC 7523).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The token endpoint's answers are small; anything larger is not one of them.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
@@ -31,42 +33,48 @@ struct TokenError {
     error: String,
     #[serde(default)]
     error_description: String,
+    /// The id support asks for.
+    #[serde(default)]
+    correlation_id: Option<String>,
 }
 
-/// `expires_in` is a number from Entra and a string from some managed-identity endpoints.
-pub(super) fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum NumberOrText {
-        Number(u64),
-        Text(String),
-    }
-    match NumberOrText::deserialize(deserializer)? {
-        NumberOrText::Number(n) => Ok(n),
-        NumberOrText::Text(text) => text.trim().parse().map_err(serde::de::Error::custom),
-    }
+/// `{authority}/{tenant}/oauth2/v2.0/token`: where an app signs in, and an assertion's `aud`.
+pub fn token_endpoint(authority: &Url, tenant_id: &str) -> Result<Url> {
+    let mut url = authority.clone();
+    url.path_segments_mut()
+        .map_err(|()| Error::invalid_argument("the sign-in authority URL cannot take a path"))?
+        .pop_if_empty()
+        .extend([tenant_id, "oauth2", "v2.0", "token"]);
+    Ok(url)
 }
 
-/// `POST {authority}/{tenant}/oauth2/v2.0/token` with `grant_type=client_credentials`.
+/// `POST {token endpoint}` with `grant_type=client_credentials` and the app's proof.
 pub async fn client_credentials(
     http: &reqwest::Client,
     settings: &Settings,
-    tenant_id: &str,
-    client_id: &str,
-    proof: ClientProof<'_>,
+    app: &App,
+    reporter: &Reporter,
 ) -> Result<AccessToken> {
-    let mut url = settings.authority();
-    url.path_segments_mut()
-        .map_err(|()| Error::invalid_argument("authority_url cannot take a path"))?
-        .pop_if_empty()
-        .extend([tenant_id, "oauth2", "v2.0", "token"]);
-    let scope = settings.scope();
-    let mut form = vec![("grant_type", "client_credentials"), ("client_id", client_id), ("scope", scope.as_str())];
-    match &proof {
-        ClientProof::Secret(secret) => form.push(("client_secret", secret.expose())),
-    }
-    let what = format!("signing in to tenant {tenant_id} as app {client_id}");
+    let url = token_endpoint(&app.authority, &app.tenant_id)?;
+    let what = format!("signing in to tenant {} as app {}", app.tenant_id, app.client_id);
+    // An assertion signed here lives only as long as this request.
+    let assertion: Secret;
+    let (proof_fields, described) = match &app.proof {
+        Proof::Secret(secret) => (vec![("client_secret", secret.expose())], "a client secret".to_owned()),
+        Proof::Certificate(path) => {
+            let certificate = ClientCertificate::read(path).map_err(|err| err.context(&what))?;
+            assertion = certificate.sign_assertion(&app.client_id, url.as_str())?;
+            let described =
+                format!("the certificate in '{}' (thumbprint {})", path.display(), certificate.thumbprint());
+            (assertion_fields(&assertion), described)
+        }
+        Proof::Assertion(assertion) => (assertion_fields(assertion), "a client assertion".to_owned()),
+    };
+    reporter.log(DefenderLogLevel::Debug, format!("{what} with {described}"));
 
+    let scope = settings.scope();
+    let mut form = vec![("grant_type", "client_credentials"), ("client_id", app.client_id.as_str()), ("scope", &scope)];
+    form.extend(proof_fields);
     let mut request = http.post(url).form(&form);
     if let Some(timeout) = settings.timeout {
         request = request.timeout(timeout);
@@ -83,10 +91,17 @@ pub async fn client_credentials(
     Err(token_error(status, &body).context(what))
 }
 
+fn assertion_fields(assertion: &Secret) -> Vec<(&'static str, &str)> {
+    vec![("client_assertion_type", JWT_BEARER), ("client_assertion", assertion.expose())]
+}
+
 /// 400 and 401 from the token endpoint mean the credentials (or tenant, or app) were refused.
 fn token_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
     let detail = match serde_json::from_slice::<TokenError>(body) {
-        Ok(err) => format!("{}: {}", err.error, first_line(&err.error_description)),
+        Ok(err) => {
+            let correlation = err.correlation_id.map(|id| format!(" (correlation id {id})")).unwrap_or_default();
+            format!("{}{correlation}: {}", err.error, first_line(&err.error_description))
+        }
         Err(_) => "no error details".to_owned(),
     };
     let code = if matches!(status.as_u16(), 400 | 401) { DefenderStatus::Unauthorized } else { DefenderStatus::Http };

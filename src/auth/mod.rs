@@ -1,49 +1,123 @@
-//! Sign-in: which credential the options describe, and the access token they yield, cached per
+//! Sign-in: which credential the options describe, and the access token it yields, cached per
 //! client and renewed before it expires.
+//!
+//! - [`entra`]: Entra ID's token endpoint, with a client secret or a client assertion;
+//! - [`certificate`]: client assertions signed with a certificate's RSA key;
+//! - [`environment`]: app credentials from Azure Identity's environment variables;
+//! - [`managed_identity`]: IMDS, and the local endpoint of App Service, Functions and Automation.
 
+mod certificate;
 mod entra;
+mod environment;
+mod managed_identity;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::config::Settings;
+use serde::Deserialize;
+use url::Url;
+
+use crate::config::{ManagedIdentity, Settings};
 use crate::error::{Error, Result};
 use crate::redact::Secret;
-use crate::runtime::{DefenderLogLevel, Reporter};
+use crate::runtime::Reporter;
 
 /// One way to sign in, as the options describe it.
 #[derive(Clone, Debug)]
-pub enum Credential {
+enum SignIn {
     /// A bearer token the caller got elsewhere, used as it is.
     AccessToken(Secret),
-    /// App-only client credentials with a client secret.
-    ClientSecret { tenant_id: String, client_id: String, secret: Secret },
+    /// An app registration given by the options.
+    App(App),
+    /// An app registration given by Azure Identity's environment variables, read when a token
+    /// is needed.
+    Environment,
+    /// The managed identity of the Azure resource this runs on.
+    ManagedIdentity(ManagedIdentity),
 }
 
-impl Credential {
-    /// The credential the settings describe. Exactly one way must be configured, and completely.
-    pub fn from_settings(settings: &Settings) -> Result<Self> {
-        let mut ways = Vec::new();
-        if settings.access_token.is_some() {
-            ways.push("access_token");
+/// An app registration that signs in with the client-credentials grant.
+#[derive(Clone, Debug)]
+struct App {
+    /// The sign-in host, e.g. `https://login.microsoftonline.com`.
+    authority: Url,
+    tenant_id: String,
+    client_id: String,
+    proof: Proof,
+}
+
+/// How an app proves who it is.
+#[derive(Clone, Debug)]
+enum Proof {
+    Secret(Secret),
+    /// A PEM file with the certificate and its private key. It is read at each sign-in, so a
+    /// renewed certificate is picked up without restarting.
+    Certificate(PathBuf),
+    /// A client assertion signed elsewhere (a key that never leaves a certificate store).
+    Assertion(Secret),
+}
+
+/// The sign-in keys: exactly one of them names the way to sign in.
+const WAYS: &str = "client_secret, client_certificate_path or client_assertion (each with tenant_id and client_id), \
+                    managed_identity, environment=true, or access_token";
+
+impl SignIn {
+    /// The sign-in the settings describe. Exactly one way must be configured, and completely.
+    fn from_settings(settings: &Settings) -> Result<Self> {
+        let configured: Vec<&str> = [
+            ("access_token", settings.access_token.is_some()),
+            ("client_secret", settings.client_secret.is_some()),
+            ("client_certificate_path", settings.client_certificate_path.is_some()),
+            ("client_assertion", settings.client_assertion.is_some()),
+            ("managed_identity", settings.managed_identity.is_some()),
+            ("environment", settings.environment),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(key, _)| key)
+        .collect();
+        let key = match configured.as_slice() {
+            [] => return Err(Error::invalid_argument(format!("no sign-in is configured: set {WAYS}"))),
+            [key] => *key,
+            keys => {
+                return Err(Error::invalid_argument(format!(
+                    "more than one sign-in is configured ({}); set only one",
+                    keys.join(", ")
+                )));
+            }
+        };
+        let app = |proof| {
+            Ok(SignIn::App(App {
+                authority: settings.authority(),
+                tenant_id: required(&settings.tenant_id, "tenant_id", key)?,
+                client_id: required(&settings.client_id, "client_id", key)?,
+                proof,
+            }))
+        };
+        // Exactly one of these is set.
+        if let Some(token) = &settings.access_token {
+            return Ok(SignIn::AccessToken(token.clone()));
         }
-        if settings.client_secret.is_some() {
-            ways.push("client_secret");
+        if let Some(secret) = &settings.client_secret {
+            return app(Proof::Secret(secret.clone()));
         }
-        match ways.as_slice() {
-            [] => Err(Error::invalid_argument(
-                "no sign-in is configured: set access_token, or tenant_id, client_id and client_secret",
-            )),
-            ["access_token"] => Ok(Self::AccessToken(settings.access_token.clone().expect("checked above"))),
-            ["client_secret"] => Ok(Self::ClientSecret {
-                tenant_id: required(&settings.tenant_id, "tenant_id", "client_secret")?,
-                client_id: required(&settings.client_id, "client_id", "client_secret")?,
-                secret: settings.client_secret.clone().expect("checked above"),
-            }),
-            several => Err(Error::invalid_argument(format!(
-                "more than one sign-in is configured ({}); set only one",
-                several.join(", ")
-            ))),
+        if let Some(path) = &settings.client_certificate_path {
+            return app(Proof::Certificate(path.clone()));
         }
+        if let Some(assertion) = &settings.client_assertion {
+            return app(Proof::Assertion(assertion.clone()));
+        }
+        if let Some(identity) = &settings.managed_identity {
+            refuse_app_ids(
+                settings,
+                "managed_identity",
+                "a managed identity signs in to its own tenant; choose a user-assigned identity with \
+                 managed_identity=<its client id>",
+            )?;
+            return Ok(SignIn::ManagedIdentity(identity.clone()));
+        }
+        refuse_app_ids(settings, "environment=true", "it reads the ids from AZURE_TENANT_ID and AZURE_CLIENT_ID")?;
+        Ok(SignIn::Environment)
     }
 }
 
@@ -51,18 +125,72 @@ fn required(value: &Option<String>, key: &str, needed_by: &str) -> Result<String
     value.clone().ok_or_else(|| Error::invalid_argument(format!("option '{needed_by}' needs '{key}' to be set too")))
 }
 
+/// `tenant_id` and `client_id` belong to an app's sign-in; with a way that would ignore them, a
+/// value left there would mislead, so it is refused rather than ignored.
+fn refuse_app_ids(settings: &Settings, way: &str, hint: &str) -> Result<()> {
+    let set: Vec<&str> = [("tenant_id", &settings.tenant_id), ("client_id", &settings.client_id)]
+        .into_iter()
+        .filter(|(_, value)| value.is_some())
+        .map(|(key, _)| key)
+        .collect();
+    if set.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid_argument(format!("{way} does not use {}: {hint}", set.join(" or "))))
+}
+
+/// A sign-in ready to fetch a token: the environment it depends on has been read.
+enum Source {
+    App(App),
+    ManagedIdentity(managed_identity::Endpoint),
+}
+
+/// Who a token was issued to, for what, and by which endpoint. A cached token is used again only
+/// for the same principal: a new secret, certificate file or assertion of the same app keeps it
+/// (so a caller that signs its own assertions can hand over a fresh one before every call without
+/// causing a token request); anything else fetches a new token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Principal {
+    App { token_endpoint: Url, client_id: String, scope: String },
+    ManagedIdentity { endpoint: Url, identity: ManagedIdentity, resource: String },
+}
+
+impl Source {
+    fn principal(&self, settings: &Settings) -> Result<Principal> {
+        Ok(match self {
+            Source::App(app) => Principal::App {
+                token_endpoint: entra::token_endpoint(&app.authority, &app.tenant_id)?,
+                client_id: app.client_id.clone(),
+                scope: settings.scope(),
+            },
+            Source::ManagedIdentity(endpoint) => Principal::ManagedIdentity {
+                endpoint: endpoint.url().clone(),
+                identity: endpoint.identity().clone(),
+                resource: settings.resource(),
+            },
+        })
+    }
+
+    async fn fetch(&self, http: &reqwest::Client, settings: &Settings, reporter: &Reporter) -> Result<AccessToken> {
+        match self {
+            Source::App(app) => entra::client_credentials(http, settings, app, reporter).await,
+            Source::ManagedIdentity(endpoint) => endpoint.token(settings, reporter).await,
+        }
+    }
+}
+
 /// A token and when to stop using it.
 #[derive(Clone, Debug)]
-pub struct AccessToken {
-    pub value: Secret,
+struct AccessToken {
+    value: Secret,
     /// After this instant the token is renewed before use: a few minutes before it expires.
-    pub renew_at: Instant,
+    renew_at: Instant,
 }
 
 impl AccessToken {
     /// A token that expires `lifetime` from now is renewed 5 minutes before that, or halfway
     /// through a lifetime shorter than 10 minutes.
-    pub fn expiring_in(value: Secret, lifetime: Duration) -> Self {
+    fn expiring_in(value: Secret, lifetime: Duration) -> Self {
         const RENEWAL_MARGIN: Duration = Duration::from_secs(5 * 60);
         let margin = RENEWAL_MARGIN.min(lifetime / 2);
         Self { value, renew_at: Instant::now() + (lifetime - margin) }
@@ -73,62 +201,118 @@ impl AccessToken {
     }
 }
 
-/// The client's token for its credential. One request at a time: when many threads need a
-/// token at once, one fetches it and the others wait for that one.
+#[derive(Clone)]
+struct CachedToken {
+    principal: Principal,
+    token: AccessToken,
+}
+
+/// The client's token. One request at a time: when many threads need a token at once, one
+/// fetches it and the others wait for that one.
 pub struct TokenCache {
-    credential: Result<Credential>,
-    current: tokio::sync::Mutex<Option<AccessToken>>,
+    sign_in: Result<SignIn>,
+    current: tokio::sync::Mutex<Option<CachedToken>>,
 }
 
 impl TokenCache {
     pub fn new(settings: &Settings) -> Self {
-        Self { credential: Credential::from_settings(settings), current: tokio::sync::Mutex::new(None) }
+        Self { sign_in: SignIn::from_settings(settings), current: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The cache for changed sign-in options. It keeps the current token, which `token` uses
+    /// again only for the same principal.
+    pub fn reconfigured(&self, settings: &Settings) -> Self {
+        // A fetch in progress holds the lock: its token goes to the old cache only.
+        let current = self.current.try_lock().ok().and_then(|current| current.clone());
+        Self { sign_in: SignIn::from_settings(settings), current: tokio::sync::Mutex::new(current) }
     }
 
     /// A token that is not about to expire, from the cache or freshly fetched.
     pub async fn token(&self, http: &reqwest::Client, settings: &Settings, reporter: &Reporter) -> Result<Secret> {
-        let credential = self.credential.as_ref().map_err(Clone::clone)?;
+        let source = match self.sign_in.as_ref().map_err(Clone::clone)? {
+            // Its expiry is unknown: it is used until the API refuses it.
+            SignIn::AccessToken(token) => return Ok(token.clone()),
+            SignIn::App(app) => Source::App(app.clone()),
+            SignIn::Environment => Source::App(environment::app(settings)?),
+            SignIn::ManagedIdentity(identity) => {
+                Source::ManagedIdentity(managed_identity::Endpoint::find(settings, identity)?)
+            }
+        };
+        let principal = source.principal(settings)?;
         let mut current = self.current.lock().await;
-        if let Some(token) = current.as_ref().filter(|token| token.is_fresh()) {
-            return Ok(token.value.clone());
+        if let Some(cached) = current.as_ref().filter(|cached| cached.principal == principal && cached.token.is_fresh())
+        {
+            return Ok(cached.token.value.clone());
         }
-        let token = fetch(credential, http, settings, reporter).await?;
-        *current = Some(token.clone());
-        Ok(token.value)
+        let token = source.fetch(http, settings, reporter).await?;
+        let value = token.value.clone();
+        *current = Some(CachedToken { principal, token });
+        Ok(value)
     }
 
     /// Drops `rejected` (the API answered 401 to it) so that the next `token` fetches a new one.
     /// When another thread already replaced it, its replacement stays.
     pub async fn reject(&self, rejected: &Secret) {
         let mut current = self.current.lock().await;
-        if current.as_ref().is_some_and(|token| &token.value == rejected) {
+        if current.as_ref().is_some_and(|cached| &cached.token.value == rejected) {
             *current = None;
         }
     }
 
     /// Whether a rejected token can be replaced by a new one at all.
     pub fn can_renew(&self) -> bool {
-        !matches!(self.credential, Ok(Credential::AccessToken(_)))
+        !matches!(self.sign_in, Ok(SignIn::AccessToken(_)))
     }
 }
 
-async fn fetch(
-    credential: &Credential,
-    http: &reqwest::Client,
-    settings: &Settings,
-    reporter: &Reporter,
-) -> Result<AccessToken> {
-    match credential {
-        Credential::AccessToken(token) => {
-            // Its expiry is unknown: use it until the API refuses it.
-            Ok(AccessToken { value: token.clone(), renew_at: Instant::now() + Duration::from_secs(u32::MAX.into()) })
+/// The `aud` a client assertion for these settings must carry: the token endpoint of `tenant_id`
+/// at the sign-in authority (`authority_url`, else the cloud's).
+pub fn assertion_audience(settings: &Settings) -> Result<String> {
+    let tenant_id = settings.tenant_id.as_deref().ok_or_else(|| {
+        Error::invalid_argument("an assertion's audience is the tenant's token endpoint: set 'tenant_id' first")
+    })?;
+    Ok(entra::token_endpoint(&settings.authority(), tenant_id)?.into())
+}
+
+/// Every secret value a call with these settings may send, for scrubbing text meant for people:
+/// the configured ones, and those the sign-in reads from the environment.
+pub fn secrets(settings: &Settings) -> Vec<String> {
+    let configured = [&settings.client_secret, &settings.client_assertion, &settings.access_token]
+        .into_iter()
+        .flatten()
+        .map(|secret| secret.expose().to_owned());
+    let from_environment = [
+        (settings.environment, environment::CLIENT_SECRET),
+        (settings.managed_identity.is_some(), managed_identity::IDENTITY_HEADER),
+    ]
+    .into_iter()
+    .filter(|(read, _)| *read)
+    .filter_map(|(_, name)| std::env::var(name).ok());
+    configured.chain(from_environment).collect()
+}
+
+/// An environment variable's value; unset and empty are the same (as for Azure Identity).
+fn environment_variable(name: &str) -> Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(value) if value.trim().is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(Error::invalid_argument(format!("environment variable {name} is not valid UTF-8")))
         }
-        Credential::ClientSecret { tenant_id, client_id, secret } => {
-            reporter.log(
-                DefenderLogLevel::Debug,
-                format!("signing in to tenant {tenant_id} as app {client_id} with a client secret"),
-            );
-            entra::client_credentials(http, settings, tenant_id, client_id, entra::ClientProof::Secret(secret)).await
-        }
+    }
+}
+
+/// A number of seconds, sent as a number by Entra and as a string by managed-identity endpoints.
+fn seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrText {
+        Number(u64),
+        Text(String),
+    }
+    match NumberOrText::deserialize(deserializer)? {
+        NumberOrText::Number(n) => Ok(n),
+        NumberOrText::Text(text) => text.trim().parse().map_err(serde::de::Error::custom),
     }
 }

@@ -4,7 +4,7 @@ use std::ffi::{CString, c_char, c_void};
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
-use super::{boundary, optional_str, required_out, required_str};
+use super::{boundary, optional_str, required_out, required_str, write_string};
 use crate::client::{Client, Session};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::runtime::{Callbacks, DefenderLogLevel, LogFn, ProgressFn, Reporter};
@@ -117,6 +117,12 @@ pub unsafe extern "C" fn defender_client_free(client: *mut DefenderClient) {
 /// `connect_timeout_ms`, `wait_timeout_ms`, `overwrite`, `ca_file`, `user_agent`, `rate_limit`,
 /// `clock_scale`.
 ///
+/// Sign-in: exactly one of `client_secret`, `client_certificate_path` or `client_assertion`
+/// (each with `tenant_id` and `client_id`), `managed_identity`, `environment=true` or
+/// `access_token`; otherwise the next call fails with `DEFENDER_STATUS_INVALID_ARGUMENT` naming
+/// the keys. Replacing the secret, certificate path or assertion of the same app keeps the cached
+/// token: a caller that signs its own assertions can set a fresh one before every call.
+///
 /// Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL client or key,
 /// an unknown key or a malformed value (the message names the key and what it accepts, and
 /// never repeats a secret value).
@@ -134,6 +140,30 @@ pub unsafe extern "C" fn defender_client_set(
         let key = unsafe { required_str(key, "key") }?;
         let value = unsafe { optional_str(value, "value") }?;
         client.client.set(key, value)
+    })
+}
+
+/// Writes to `*audience_out` the URL that a client assertion for this client must name as its
+/// `aud` claim: the token endpoint `{authority}/{tenant_id}/oauth2/v2.0/token`, from the options
+/// `tenant_id`, `cloud` and `authority_url` as they are now. For callers that sign assertions
+/// themselves (with a key that never leaves a certificate store) and hand them over with the
+/// option `client_assertion`. Free it with `defender_string_free`.
+///
+/// Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL argument or
+/// when `tenant_id` is not set.
+///
+/// # Safety
+/// `client` is NULL or live; `audience_out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_client_assertion_audience(
+    client: *const DefenderClient,
+    audience_out: *mut *mut c_char,
+) -> DefenderStatus {
+    boundary("defender_client_assertion_audience", || {
+        let client = unsafe { client_ref(client) }?;
+        required_out(audience_out, "audience_out")?;
+        let audience = crate::auth::assertion_audience(&client.client.settings())?;
+        unsafe { write_string(audience_out, audience) }
     })
 }
 

@@ -3,6 +3,8 @@
 
 mod api;
 mod binary;
+#[path = "../fixtures/certificate.rs"]
+mod certificate;
 mod common;
 mod control;
 mod download;

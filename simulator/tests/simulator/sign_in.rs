@@ -11,11 +11,9 @@ use defender_simulator::{
 };
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
-use ring::digest::{SHA1_FOR_LEGACY_USE_ONLY, digest};
-use ring::rand::SystemRandom;
-use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use serde_json::{Value, json};
 
+use crate::certificate::test_certificate;
 use crate::common::{
     access_token, api_error_code, api_get, client, json, request_token, start, start_unlimited, token_url,
 };
@@ -107,36 +105,6 @@ fn refusals_name_what_was_wrong() {
     assert!(!log.contains("simulator-secret") && !log.contains("nope"), "{log}");
 }
 
-/// An app's certificate and key, signing assertions as a client library does.
-struct CertificateCredential {
-    key: RsaKeyPair,
-    certificate_pem: String,
-    x5t: String,
-}
-
-impl CertificateCredential {
-    fn new() -> CertificateCredential {
-        let key_pair =
-            rcgen::KeyPair::from_pem(include_str!("../fixtures/assertion-key.pem")).expect("the RSA test key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, "defender simulator test app");
-        let certificate = params.self_signed(&key_pair).unwrap();
-        CertificateCredential {
-            key: RsaKeyPair::from_pkcs8(&key_pair.serialize_der()).unwrap(),
-            certificate_pem: certificate.pem(),
-            x5t: URL_SAFE_NO_PAD.encode(digest(&SHA1_FOR_LEGACY_USE_ONLY, certificate.der())),
-        }
-    }
-
-    fn sign(&self, header: &Value, claims: &Value) -> String {
-        let encode = |value: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap());
-        let signing_input = format!("{}.{}", encode(header), encode(claims));
-        let mut signature = vec![0; self.key.public().modulus_len()];
-        self.key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), signing_input.as_bytes(), &mut signature).unwrap();
-        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
-    }
-}
-
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
@@ -159,7 +127,7 @@ fn sign_in_with_assertion(client: &Client, simulator: &Simulator, client_id: &st
 fn client_assertions_are_verified_against_the_registered_certificate() {
     let simulator = start_unlimited();
     let client = client();
-    let credential = CertificateCredential::new();
+    let credential = test_certificate();
     let app_id = "00000000-0000-4000-8000-0000000000c2";
     simulator
         .register_app(AppRegistration {
@@ -179,7 +147,7 @@ fn client_assertions_are_verified_against_the_registered_certificate() {
         "exp": unix_now() + 600,
     });
 
-    let good = credential.sign(&header, &claims);
+    let good = credential.sign_jwt(&header, &claims);
     let response = sign_in_with_assertion(&client, &simulator, app_id, &good);
     assert_eq!(response.status(), StatusCode::OK);
     let record = simulator.requests().pop().unwrap();
@@ -192,7 +160,7 @@ fn client_assertions_are_verified_against_the_registered_certificate() {
     let with_claim = |name: &str, value: Value| {
         let mut changed = claims.clone();
         changed[name] = value;
-        credential.sign(&header, &changed)
+        credential.sign_jwt(&header, &changed)
     };
     let mut without_jti = claims.clone();
     without_jti.as_object_mut().unwrap().remove("jti");
@@ -210,11 +178,11 @@ fn client_assertions_are_verified_against_the_registered_certificate() {
             50012,
             "audience",
         ),
-        ("unknown thumbprint", credential.sign(&other_certificate, &claims), 700027, "not registered"),
+        ("unknown thumbprint", credential.sign_jwt(&other_certificate, &claims), 700027, "not registered"),
         ("expired", with_claim("exp", json!(unix_now() - 3600)), 700024, "valid time range"),
         ("not yet valid", with_claim("nbf", json!(unix_now() + 3600)), 700024, "valid time range"),
         ("other issuer", with_claim("iss", json!("someone")), 700021, "'iss'"),
-        ("no jti", credential.sign(&header, &without_jti), 50027, "jti"),
+        ("no jti", credential.sign_jwt(&header, &without_jti), 50027, "jti"),
         ("tampered claims", tampered, 700027, "signature validation"),
         ("not a JWT", "not-a-jwt".to_owned(), 50027, "malformed"),
     ];
