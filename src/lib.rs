@@ -16,6 +16,7 @@ pub mod error;
 pub mod ffi;
 pub mod http;
 pub mod redact;
+pub mod retry;
 pub mod runtime;
 pub mod service;
 

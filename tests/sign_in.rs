@@ -463,3 +463,41 @@ fn a_cloud_names_the_scope_and_explicit_hosts_send_it_to_the_simulator() {
     client.set("scope", Some(defender_simulator::DEFAULT_SCOPE)).unwrap();
     client.package_uri(&id).unwrap();
 }
+
+#[test]
+fn passing_failures_of_the_sign_in_endpoints_are_retried_and_refusals_are_not() {
+    // A fast clock on both sides keeps the back-off short.
+    let simulator = fast_simulator(600.0);
+    let id = create_action(&simulator, json!({ "package_size": 10_000 }));
+
+    // The token endpoint: a 503 and a 429 are retried, with one log line each and no secret.
+    add_fault(&simulator, json!({ "endpoint": "token", "fault": { "kind": "status", "status": 503 } }));
+    add_fault(&simulator, json!({ "endpoint": "token", "fault": { "kind": "rate_limit", "retry_after_secs": 2 } }));
+    let client = client_for(&simulator);
+    client.set("clock_scale", Some("600")).unwrap();
+    capture_log_lines(&client);
+    client.package_uri(&id).unwrap();
+    assert_eq!(statuses_at(&simulator, "token"), vec![Some(503), Some(429), Some(200)]);
+    let retries: Vec<String> =
+        take_log_lines().into_iter().map(|(_, line)| line).filter(|l| l.contains("retrying")).collect();
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    for line in &retries {
+        assert_no_sign_in_secret(line, &[]);
+    }
+
+    // A refusal is final: one request, UNAUTHORIZED.
+    simulator.clear_requests();
+    let refused = client_for(&simulator);
+    refused.set("client_secret", Some("wrong-secret")).unwrap();
+    assert_eq!(refused.package_uri(&id).unwrap_err().status, DefenderStatus::Unauthorized);
+    assert_eq!(statuses_at(&simulator, "token"), vec![Some(401)]);
+
+    // IMDS: a 500 and a 410 (IMDS updating itself) are retried.
+    simulator.clear_requests();
+    add_fault(&simulator, json!({ "endpoint": "imds", "fault": { "kind": "status", "status": 500 } }));
+    add_fault(&simulator, json!({ "endpoint": "imds", "fault": { "kind": "status", "status": 410 } }));
+    let identity = managed_identity_client(&simulator);
+    identity.set("clock_scale", Some("600")).unwrap();
+    identity.package_uri(&id).unwrap();
+    assert_eq!(statuses_at(&simulator, "imds"), vec![Some(500), Some(410), Some(200)]);
+}

@@ -244,6 +244,9 @@ fn a_429_holds_every_call_of_its_kind_until_its_retry_after() {
         while statuses_at(&simulator, "machine_action").is_empty() {
             std::thread::sleep(Duration::from_millis(5));
         }
+        // The 429 is logged as it is sent; give the first caller time to read it (a loaded
+        // machine may take a while) but not to wait it out: its pause lasts a real second.
+        std::thread::sleep(Duration::from_millis(300));
         // Another caller of the same kind, while the first waits out the Retry-After.
         scope.spawn(|| client.machine_action(&id).unwrap());
     });

@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{describe_transport_error, read_limited};
 use crate::redact::Secret;
+use crate::retry::{Attempt, Failure, Repeat, RetryPolicy, retry_after, transport_failure};
 use crate::runtime::{DefenderLogLevel, Reporter};
 
 /// `client_assertion_type` for a JWT assertion (RFC 7523).
@@ -57,38 +58,68 @@ pub async fn client_credentials(
 ) -> Result<AccessToken> {
     let url = token_endpoint(&app.authority, &app.tenant_id)?;
     let what = format!("signing in to tenant {} as app {}", app.tenant_id, app.client_id);
-    // An assertion signed here lives only as long as this request.
-    let assertion: Secret;
-    let (proof_fields, described) = match &app.proof {
-        Proof::Secret(secret) => (vec![("client_secret", secret.expose())], "a client secret".to_owned()),
-        Proof::Certificate(path) => {
-            let certificate = ClientCertificate::read(path).map_err(|err| err.context(&what))?;
-            assertion = certificate.sign_assertion(&app.client_id, url.as_str())?;
-            let described =
-                format!("the certificate in '{}' (thumbprint {})", path.display(), certificate.thumbprint());
-            (assertion_fields(&assertion), described)
+    let certificate = match &app.proof {
+        Proof::Certificate(path) => Some(ClientCertificate::read(path).map_err(|err| err.context(&what))?),
+        Proof::Secret(_) | Proof::Assertion(_) => None,
+    };
+    let described = match (&app.proof, &certificate) {
+        (Proof::Certificate(path), Some(certificate)) => {
+            format!("the certificate in '{}' (thumbprint {})", path.display(), certificate.thumbprint())
         }
-        Proof::Assertion(assertion) => (assertion_fields(assertion), "a client assertion".to_owned()),
+        (Proof::Assertion(_), _) => "a client assertion".to_owned(),
+        _ => "a client secret".to_owned(),
     };
     reporter.log(DefenderLogLevel::Debug, format!("{what} with {described}"));
-
     let scope = settings.scope();
-    let mut form = vec![("grant_type", "client_credentials"), ("client_id", app.client_id.as_str()), ("scope", &scope)];
+
+    // A token request changes nothing: it is safe to send again after a 5xx, a 429 or a lost
+    // connection.
+    let mut policy = RetryPolicy::new(settings, Repeat::Safe);
+    loop {
+        match request_token(http, settings, app, certificate.as_ref(), &url, &scope).await {
+            Ok(token) => return Ok(token),
+            Err(failed) => policy.after_failure(failed, &what, reporter).await.map_err(|err| err.context(&what))?,
+        }
+    }
+}
+
+/// One request to the token endpoint. A certificate signs a new assertion for each: an
+/// assertion's `jti` is single-use.
+async fn request_token(
+    http: &reqwest::Client,
+    settings: &Settings,
+    app: &App,
+    certificate: Option<&ClientCertificate>,
+    url: &Url,
+    scope: &str,
+) -> Attempt<AccessToken> {
+    let signed: Secret;
+    let proof_fields = match (&app.proof, certificate) {
+        (Proof::Secret(secret), _) => vec![("client_secret", secret.expose())],
+        (Proof::Assertion(assertion), _) => assertion_fields(assertion),
+        (Proof::Certificate(_), certificate) => {
+            let certificate = certificate.expect("the certificate is read before the first attempt");
+            signed = certificate.sign_assertion(&app.client_id, url.as_str()).map_err(|err| (None, err))?;
+            assertion_fields(&signed)
+        }
+    };
+    let mut form = vec![("grant_type", "client_credentials"), ("client_id", app.client_id.as_str()), ("scope", scope)];
     form.extend(proof_fields);
-    let mut request = http.post(url).form(&form);
+    let mut request = http.post(url.clone()).form(&form);
     if let Some(timeout) = settings.timeout {
         request = request.timeout(timeout);
     }
-    let response = request.send().await.map_err(|err| describe_transport_error(&err).context(&what))?;
+    let response =
+        request.send().await.map_err(|err| (Some(transport_failure(&err)), describe_transport_error(&err)))?;
     let status = response.status();
-    let body = read_limited(response, MAX_TOKEN_RESPONSE).await.map_err(|err| err.context(&what))?;
-
-    if status.is_success() {
-        let token: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|err| Error::protocol(format!("{what}: the token endpoint's answer is not a token ({err})")))?;
-        return Ok(AccessToken::expiring_in(Secret::new(token.access_token), Duration::from_secs(token.expires_in)));
+    let retry_after = retry_after(response.headers());
+    let body = read_limited(response, MAX_TOKEN_RESPONSE).await.map_err(|err| (None, err))?;
+    if !status.is_success() {
+        return Err((Some(Failure::Status { status, retry_after }), token_error(status, &body)));
     }
-    Err(token_error(status, &body).context(what))
+    let token: TokenResponse = serde_json::from_slice(&body)
+        .map_err(|err| (None, Error::protocol(format!("the token endpoint's answer is not a token ({err})"))))?;
+    Ok(AccessToken::expiring_in(Secret::new(token.access_token), Duration::from_secs(token.expires_in)))
 }
 
 fn assertion_fields(assertion: &Secret) -> Vec<(&'static str, &str)> {

@@ -10,6 +10,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 use serde::Deserialize;
 use url::Url;
@@ -19,6 +20,7 @@ use crate::config::{self, ManagedIdentity, PlainHttp, Settings};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{self, chain, read_limited};
 use crate::redact::Secret;
+use crate::retry::{Attempt, Failure, Repeat, RetryPolicy, retry_after};
 use crate::runtime::{DefenderLogLevel, Reporter};
 
 pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
@@ -108,28 +110,44 @@ impl Endpoint {
         &self.identity
     }
 
-    /// Asks the endpoint for a token for the settings' resource.
+    /// Asks the endpoint for a token for the settings' resource. Its passing failures (429,
+    /// 5xx, and 410 while IMDS updates itself) are retried as Microsoft advises; no answer at
+    /// all is final at once, so that a machine without managed identity fails fast.
     pub async fn token(&self, settings: &Settings, reporter: &Reporter) -> Result<AccessToken> {
-        let (source, api_version) = match self.shape {
-            Shape::Imds => (format!("IMDS at {}", self.url), IMDS_API_VERSION),
-            Shape::AppService { .. } => (format!("{IDENTITY_ENDPOINT} {}", self.url), APP_SERVICE_API_VERSION),
+        let source = match self.shape {
+            Shape::Imds => format!("IMDS at {}", self.url),
+            Shape::AppService { .. } => format!("{IDENTITY_ENDPOINT} {}", self.url),
         };
         let what = format!("signing in with {} through {source}", self.identity);
         reporter.log(DefenderLogLevel::Debug, &what);
+        let client = local_client(settings)?;
+        let mut policy = RetryPolicy::new(settings, Repeat::Safe);
+        loop {
+            match self.request_token(&client, settings).await {
+                Ok(token) => return Ok(token),
+                Err(failed) => policy.after_failure(failed, &what, reporter).await.map_err(|err| err.context(&what))?,
+            }
+        }
+    }
 
+    async fn request_token(&self, client: &reqwest::Client, settings: &Settings) -> Attempt<AccessToken> {
+        let api_version = match self.shape {
+            Shape::Imds => IMDS_API_VERSION,
+            Shape::AppService { .. } => APP_SERVICE_API_VERSION,
+        };
         let mut url = self.url.clone();
         url.query_pairs_mut().append_pair("api-version", api_version).append_pair("resource", &settings.resource());
         if let ManagedIdentity::UserAssigned { client_id } = &self.identity {
             url.query_pairs_mut().append_pair("client_id", client_id);
         }
-        let mut request = local_client(settings)?.get(url);
+        let mut request = client.get(url);
         request = match &self.shape {
             Shape::Imds => request.header("Metadata", "true"),
             Shape::AppService { header } => {
                 let mut value = HeaderValue::from_str(header.expose()).map_err(|_| {
-                    Error::invalid_argument(format!(
-                        "{what}: environment variable {IDENTITY_HEADER} holds characters an HTTP header cannot carry"
-                    ))
+                    let message =
+                        format!("environment variable {IDENTITY_HEADER} holds characters an HTTP header cannot carry");
+                    (None, Error::invalid_argument(message))
                 })?;
                 value.set_sensitive(true);
                 request.header("X-IDENTITY-HEADER", value)
@@ -144,15 +162,18 @@ impl Endpoint {
                 }
                 Shape::AppService { .. } => "",
             };
-            Error::new(status, format!("{what}: no managed identity endpoint answered ({}){hint}", chain(&err)))
+            (None, Error::new(status, format!("no managed identity endpoint answered ({}){hint}", chain(&err))))
         })?;
         let status = response.status();
-        let body = read_limited(response, MAX_TOKEN_RESPONSE).await.map_err(|err| err.context(&what))?;
+        let retry_after = retry_after(response.headers());
+        let body = read_limited(response, MAX_TOKEN_RESPONSE).await.map_err(|err| (None, err))?;
         if !status.is_success() {
-            return Err(endpoint_error(status, &body).context(what));
+            // IMDS answers 410 while it updates itself, for up to 70 s: a passing failure.
+            let passing = if status == StatusCode::GONE { StatusCode::SERVICE_UNAVAILABLE } else { status };
+            return Err((Some(Failure::Status { status: passing, retry_after }), endpoint_error(status, &body)));
         }
         let token: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|err| Error::protocol(format!("{what}: the answer is not a token ({err})")))?;
+            .map_err(|err| (None, Error::protocol(format!("the answer is not a token ({err})"))))?;
         let lifetime = match (token.expires_in, token.expires_on) {
             // Relative time does not depend on this machine's clock being right.
             (Some(expires_in), _) => Duration::from_secs(expires_in),
@@ -161,7 +182,7 @@ impl Endpoint {
                 Duration::from_secs(expires_on.saturating_sub(now))
             }
             (None, None) => {
-                return Err(Error::protocol(format!("{what}: the answer says neither expires_in nor expires_on")));
+                return Err((None, Error::protocol("the answer says neither expires_in nor expires_on")));
             }
         };
         Ok(AccessToken::expiring_in(Secret::new(token.access_token), lifetime))

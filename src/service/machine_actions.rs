@@ -8,10 +8,10 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
-use super::retry::{self, Repeat, RetryPolicy, Verdict};
 use super::{Api, Endpoint, Request, check_id};
 use crate::config::is_loopback;
 use crate::error::{DefenderStatus, Error, Result};
+use crate::retry::{self, Repeat, RetryPolicy, Verdict};
 use crate::runtime::DefenderLogLevel;
 
 /// Where a machine action is in its life, from its `status` field.

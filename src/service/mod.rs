@@ -3,7 +3,6 @@
 
 pub mod machine_actions;
 pub mod rate_limit;
-pub mod retry;
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,9 +16,9 @@ use crate::client::Session;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{describe_transport_error, read_limited};
 use crate::redact::Secret;
+use crate::retry::{self, Failure, Repeat, RetryPolicy, Verdict};
 use crate::runtime::{DefenderLogLevel, Reporter};
 use rate_limit::{Limiter, Slot, Waiter};
-use retry::{Failure, Repeat, RetryPolicy, Verdict};
 
 /// API answers are small JSON documents; anything larger is not one of them.
 const MAX_API_RESPONSE: usize = 4 * 1024 * 1024;

@@ -21,6 +21,8 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio::time::Instant;
 
 use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::runtime::{DefenderLogLevel, Reporter};
 
 /// Retries after network errors and 5xx answers, at most.
 const MAX_TRANSIENT_RETRIES: u32 = 5;
@@ -205,6 +207,45 @@ impl RetryPolicy {
     fn past_deadline(&self, delay: Duration) -> bool {
         self.deadline.is_some_and(|deadline| Instant::now() + delay > deadline)
     }
+}
+
+/// One attempt of a request: its value, or its error with what the policy needs to know about
+/// it (`None`: the failure is final whatever the policy says).
+pub type Attempt<T> = std::result::Result<T, (Option<Failure>, Error)>;
+
+impl RetryPolicy {
+    /// After a failed attempt of a request loop without a rate limiter (sign-in): waits and
+    /// returns `Ok` when the request should be sent again, else the final error. (The API's loop
+    /// in `service` also pauses its limiter's queue, so it asks `verdict` itself.)
+    pub async fn after_failure(
+        &mut self,
+        (failure, err): (Option<Failure>, Error),
+        what: &str,
+        reporter: &Reporter,
+    ) -> Result<()> {
+        let Some(failure) = failure else { return Err(err) };
+        match self.verdict(failure) {
+            Verdict::RetryIn(delay) => {
+                reporter.log(
+                    DefenderLogLevel::Warn,
+                    format!(
+                        "{what}: {err} (attempt {}); retrying in {:.1} s",
+                        self.attempts() - 1,
+                        delay.as_secs_f64()
+                    ),
+                );
+                tokio::time::sleep(delay).await;
+                Ok(())
+            }
+            Verdict::Final => Err(err),
+            Verdict::Exhausted(why) => Err(Error::new(err.status(), format!("{err}; {why}"))),
+        }
+    }
+}
+
+/// How the policy sees a request that got no answer: whether it could have reached the server.
+pub fn transport_failure(err: &reqwest::Error) -> Failure {
+    Failure::Transport { sent: !err.is_connect() }
 }
 
 /// The delay a `Retry-After` header asks for, in the service's time: whole seconds, or an HTTP
