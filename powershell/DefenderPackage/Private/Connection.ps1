@@ -1,0 +1,145 @@
+# The session's connection: one DefenderClient, the options Connect-DefenderApi gave it, and,
+# for a certificate in a store, what is needed to sign a fresh client assertion.
+
+# Assertions signed from a certificate store live this long; each command signs a new one once
+# the current one is half way through, so that the library never signs in with an expired one.
+$script:AssertionLifetime = [TimeSpan]::FromMinutes(10)
+
+function New-DefenderErrorRecord {
+    # An error record for a failure found by the module itself, in the form the library's
+    # failures take (ErrorId Defender.<reason>).
+    param(
+        [Parameter(Mandatory)] [string] $Reason,
+        [Parameter(Mandatory)] [string] $Message,
+        [Parameter(Mandatory)] [System.Management.Automation.ErrorCategory] $Category,
+        [object] $Target
+    )
+    [System.Management.Automation.ErrorRecord]::new(
+        [InvalidOperationException]::new($Message), "Defender.$Reason", $Category, $Target)
+}
+
+function Get-DefenderConnection {
+    # The connection, with a fresh client assertion when it signs in with a stored certificate;
+    # a terminating error for $Command when there is none.
+    param([Parameter(Mandatory)] [System.Management.Automation.PSCmdlet] $Command)
+    $connection = $script:Connection
+    if (-not $connection) {
+        $Command.ThrowTerminatingError((New-DefenderErrorRecord -Reason NotConnected -Category ConnectionError `
+                    -Message 'Not connected to the Defender for Endpoint API: run Connect-DefenderApi first.'))
+    }
+    if ($connection.Certificate -and
+        [DateTime]::UtcNow - $connection.AssertionSignedAt -gt [TimeSpan]::FromTicks($script:AssertionLifetime.Ticks / 2)) {
+        Set-DefenderClientAssertion -Connection $connection
+    }
+    $connection
+}
+
+function Set-DefenderClientAssertion {
+    # Signs a client assertion with the connection's certificate and hands it to its client.
+    param([Parameter(Mandatory)] [psobject] $Connection)
+    $assertion = [Defender.ClientAssertion]::Create($Connection.Certificate, $Connection.Authority,
+        $Connection.TenantId, $Connection.ClientId, $script:AssertionLifetime)
+    $Connection.Client.Set('client_assertion', $assertion)
+    $Connection.AssertionSignedAt = [DateTime]::UtcNow
+}
+
+function Get-InnerDefenderException {
+    # The DefenderException behind an exception PowerShell wrapped (a .NET method's exceptions
+    # arrive as MethodInvocationException).
+    param([Parameter(Mandatory)] [Exception] $Exception)
+    for ($current = $Exception; $current; $current = $current.InnerException) {
+        if ($current -is [Defender.DefenderException]) {
+            return $current
+        }
+    }
+    throw $Exception
+}
+
+function Invoke-DefenderCall {
+    # Runs $Call with the session's client and a CommandScope for $Command (log lines to its
+    # streams, Ctrl+C cancels), with $Option set on the client for this call only. A failure of
+    # the library becomes a non-terminating error about $Target, so that the next pipeline item
+    # goes on. $Call gets the client and the scope as its arguments.
+    param(
+        [Parameter(Mandatory)] [System.Management.Automation.PSCmdlet] $Command,
+        [Parameter(Mandatory)] [string] $Target,
+        [Parameter(Mandatory)] [scriptblock] $Call,
+        [hashtable] $Option = @{}
+    )
+    $connection = Get-DefenderConnection -Command $Command
+    $scope = [Defender.PowerShell.CommandScope]::new($connection.Client, $Command)
+    try {
+        foreach ($key in $Option.Keys) {
+            $connection.Client.Set($key, $Option[$key])
+        }
+        & $Call $connection.Client $scope
+    } catch [Defender.DefenderException] {
+        $record = [Defender.PowerShell.DefenderErrors]::ToErrorRecord((Get-InnerDefenderException $_.Exception), $Target)
+        $Command.WriteError($record)
+    } finally {
+        # Back to what Connect-DefenderApi set (or the library's default).
+        foreach ($key in $Option.Keys) {
+            $connection.Client.Set($key, $connection.Options[$key])
+        }
+        $scope.Dispose()
+    }
+}
+
+function ConvertTo-DefenderMachineAction {
+    # A MachineAction as the service sent it (every field, the API's names), typed for the
+    # module's format view and for pipeline binding by Id.
+    param([Parameter(Mandatory, ValueFromPipeline)] [Defender.MachineAction] $Action)
+    process {
+        $object = $Action.Json | ConvertFrom-Json
+        $object.PSObject.TypeNames.Insert(0, 'DefenderPackage.MachineAction')
+        $object
+    }
+}
+
+function ConvertTo-DefenderOptionValue {
+    # An -Option value as the library takes it: text, booleans as 'true'/'false', numbers
+    # without the session's culture, $null for the default.
+    param([AllowNull()] [object] $Value)
+    if ($null -eq $Value) {
+        return $null
+    }
+    if ($Value -is [bool] -or $Value -is [switch]) {
+        return ([bool]$Value).ToString().ToLowerInvariant()
+    }
+    [Convert]::ToString($Value, [Globalization.CultureInfo]::InvariantCulture)
+}
+
+function Find-DefenderCertificate {
+    # The certificate with $Thumbprint from CurrentUser\My, else LocalMachine\My, with a private key.
+    param(
+        [Parameter(Mandatory)] [string] $Thumbprint,
+        [Parameter(Mandatory)] [System.Management.Automation.PSCmdlet] $Command
+    )
+    $wanted = ($Thumbprint -replace '[\s:]', '').ToUpperInvariant()
+    foreach ($location in 'CurrentUser', 'LocalMachine') {
+        $store = [System.Security.Cryptography.X509Certificates.X509Store]::new('My', $location)
+        try {
+            $store.Open('ReadOnly, OpenExistingOnly')
+        } catch {
+            # LocalMachine\My does not exist on every system (Linux, macOS).
+            $store.Dispose()
+            continue
+        }
+        try {
+            $found = $store.Certificates.Find('FindByThumbprint', $wanted, $false)
+            if ($found.Count -gt 0) {
+                $certificate = $found[0]
+                if (-not $certificate.HasPrivateKey) {
+                    $Command.ThrowTerminatingError((New-DefenderErrorRecord -Reason CertificateWithoutKey `
+                                -Category InvalidArgument -Target $wanted `
+                                -Message "The certificate $wanted in $location\My has no private key that this process can use."))
+                }
+                return $certificate
+            }
+        } finally {
+            $store.Dispose()
+        }
+    }
+    $Command.ThrowTerminatingError((New-DefenderErrorRecord -Reason CertificateNotFound -Category ObjectNotFound `
+                -Target $wanted -Message "No certificate with thumbprint $wanted in CurrentUser\My or LocalMachine\My."))
+}
