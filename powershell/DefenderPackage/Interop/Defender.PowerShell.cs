@@ -14,9 +14,10 @@ using System.Threading;
 namespace Defender.PowerShell
 {
     /// <summary>
-    /// One command's use of the client, from its creation to Dispose: the client's log lines go to
-    /// the command's Verbose, Warning and Debug streams, and stopping the pipeline (Ctrl+C)
-    /// cancels the native call in flight.
+    /// One command's use of the client, from its creation to Dispose: calls whose failures are
+    /// the command's non-terminating errors, the client's log lines on the command's Verbose,
+    /// Warning and Debug streams, and stopping the pipeline (Ctrl+C) cancelling the native call
+    /// in flight.
     /// </summary>
     /// <remarks>
     /// A script function cannot override StopProcessing, and the engine cannot interrupt a
@@ -42,33 +43,56 @@ namespace Defender.PowerShell
             watchdog = new Timer(CheckStopping, null, WatchdogPeriodMilliseconds, WatchdogPeriodMilliseconds);
         }
 
-        /// <summary>Cancelled when the pipeline stops.</summary>
-        public CancellationToken Cancellation
+        // The calls below return null after writing a failure of the library to the command as
+        // a non-terminating error about the id, so that the next pipeline item goes on. They
+        // catch it here, in C#: an exception that passes through script code is also recorded
+        // in the command's -ErrorVariable, once per script frame.
+
+        public MachineAction GetMachineAction(string actionId)
         {
-            get { return stop.Token; }
+            return Run(actionId, delegate { return client.GetMachineAction(actionId, stop.Token); });
+        }
+
+        public MachineAction WaitForAction(string actionId)
+        {
+            return Run(actionId, delegate { return client.WaitForAction(actionId, stop.Token); });
+        }
+
+        public MachineAction CollectInvestigationPackage(string machineId, string comment)
+        {
+            return Run(machineId, delegate { return client.CollectInvestigationPackage(machineId, comment, stop.Token); });
+        }
+
+        public string GetPackageUri(string actionId)
+        {
+            return Run(actionId, delegate { return client.GetPackageUri(actionId, stop.Token); });
         }
 
         /// <summary>Downloads a package with a progress bar on the command's progress stream.</summary>
         public DownloadedPackage DownloadPackage(string actionId, string destination)
         {
-            ProgressRecord progress = new ProgressRecord(ProgressActivityId,
-                "Saving the investigation package of machine action " + actionId, "Starting");
+            string activity = "Saving the investigation package of machine action " + actionId;
             try
             {
-                return client.DownloadPackage(actionId, destination, delegate(long done, long total)
+                return Run(actionId, delegate
                 {
-                    progress.StatusDescription = DescribeProgress(done, total);
-                    if (total > 0) progress.PercentComplete = (int)Math.Min(100, done * 100 / total);
-                    command.WriteProgress(progress);
-                }, Cancellation);
+                    return client.DownloadPackage(actionId, destination, delegate(long done, long total)
+                    {
+                        // A new record each time: a host may keep the records it was given.
+                        ProgressRecord progress = new ProgressRecord(ProgressActivityId, activity, DescribeProgress(done, total));
+                        if (total > 0) progress.PercentComplete = (int)Math.Min(100, done * 100 / total);
+                        command.WriteProgress(progress);
+                    }, stop.Token);
+                });
             }
             finally
             {
                 // Writing to a stopping pipeline throws; the bar goes away with it anyway.
                 if (!command.Stopping)
                 {
-                    progress.RecordType = ProgressRecordType.Completed;
-                    command.WriteProgress(progress);
+                    ProgressRecord completed = new ProgressRecord(ProgressActivityId, activity, "Done");
+                    completed.RecordType = ProgressRecordType.Completed;
+                    command.WriteProgress(completed);
                 }
             }
         }
@@ -78,6 +102,19 @@ namespace Defender.PowerShell
             watchdog.Dispose();
             client.LogHandler = null;
             stop.Dispose();
+        }
+
+        T Run<T>(string target, Func<T> call) where T : class
+        {
+            try
+            {
+                return call();
+            }
+            catch (DefenderException e)
+            {
+                command.WriteError(DefenderErrors.ToErrorRecord(e, target));
+                return null;
+            }
         }
 
         void CheckStopping(object state)

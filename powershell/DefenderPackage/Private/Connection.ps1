@@ -55,14 +55,27 @@ function Get-InnerDefenderException {
     throw $Exception
 }
 
+function Set-DefenderClientOption {
+    # Sets an option of $Client; $null restores its default (a $null passed to a .NET string
+    # parameter would arrive as '').
+    param(
+        [Parameter(Mandatory)] [Defender.DefenderClient] $Client,
+        [Parameter(Mandatory)] [string] $Key,
+        [AllowNull()] [object] $Value
+    )
+    if ($null -eq $Value) {
+        $Client.Set($Key, [NullString]::Value)
+    } else {
+        $Client.Set($Key, [string]$Value)
+    }
+}
+
 function Invoke-DefenderCall {
-    # Runs $Call with the session's client and a CommandScope for $Command (log lines to its
-    # streams, Ctrl+C cancels), with $Option set on the client for this call only. A failure of
-    # the library becomes a non-terminating error about $Target, so that the next pipeline item
-    # goes on. $Call gets the client and the scope as its arguments.
+    # Runs $Call with a CommandScope of the session's client for $Command (whose calls write
+    # their failures as $Command's non-terminating errors, log lines to its streams, Ctrl+C
+    # cancels), with $Option set on the client for this call only. $Call gets the scope.
     param(
         [Parameter(Mandatory)] [System.Management.Automation.PSCmdlet] $Command,
-        [Parameter(Mandatory)] [string] $Target,
         [Parameter(Mandatory)] [scriptblock] $Call,
         [hashtable] $Option = @{}
     )
@@ -70,16 +83,13 @@ function Invoke-DefenderCall {
     $scope = [Defender.PowerShell.CommandScope]::new($connection.Client, $Command)
     try {
         foreach ($key in $Option.Keys) {
-            $connection.Client.Set($key, $Option[$key])
+            Set-DefenderClientOption -Client $connection.Client -Key $key -Value $Option[$key]
         }
-        & $Call $connection.Client $scope
-    } catch [Defender.DefenderException] {
-        $record = [Defender.PowerShell.DefenderErrors]::ToErrorRecord((Get-InnerDefenderException $_.Exception), $Target)
-        $Command.WriteError($record)
+        & $Call $scope
     } finally {
         # Back to what Connect-DefenderApi set (or the library's default).
         foreach ($key in $Option.Keys) {
-            $connection.Client.Set($key, $connection.Options[$key])
+            Set-DefenderClientOption -Client $connection.Client -Key $key -Value $connection.Options[$key]
         }
         $scope.Dispose()
     }
@@ -88,8 +98,11 @@ function Invoke-DefenderCall {
 function ConvertTo-DefenderMachineAction {
     # A MachineAction as the service sent it (every field, the API's names), typed for the
     # module's format view and for pipeline binding by Id.
-    param([Parameter(Mandatory, ValueFromPipeline)] [Defender.MachineAction] $Action)
+    param([Parameter(ValueFromPipeline)] [AllowNull()] [Defender.MachineAction] $Action)
     process {
+        if (-not $Action) {
+            return
+        }
         $object = $Action.Json | ConvertFrom-Json
         $object.PSObject.TypeNames.Insert(0, 'DefenderPackage.MachineAction')
         $object

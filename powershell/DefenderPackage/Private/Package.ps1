@@ -7,9 +7,12 @@ function Save-DefenderPackage {
         [Parameter(Mandatory)] [string] $Destination,
         [Parameter(Mandatory)] [hashtable] $Option
     )
-    Invoke-DefenderCall -Command $Command -Target $ActionId -Option $Option -Call {
-        param($client, $scope)
+    Invoke-DefenderCall -Command $Command -Option $Option -Call {
+        param($scope)
         $saved = $scope.DownloadPackage($ActionId, $Destination)
+        if (-not $saved) {
+            return
+        }
         [pscustomobject]@{
             PSTypeName = 'DefenderPackage.InvestigationPackage'
             ActionId   = $saved.ActionId

@@ -202,7 +202,7 @@ function Connect-DefenderApi {
     try {
         $connection.Client = $client
         foreach ($key in $options.Keys) {
-            $client.Set($key, $options[$key])
+            Set-DefenderClientOption -Client $client -Key $key -Value $options[$key]
         }
         switch ($PSCmdlet.ParameterSetName) {
             'ClientSecret' {

@@ -46,9 +46,9 @@ function Get-DefenderMachineAction {
 
     process {
         foreach ($id in $ActionId) {
-            Invoke-DefenderCall -Command $PSCmdlet -Target $id -Call {
-                param($client, $scope)
-                $client.GetMachineAction($id, $scope.Cancellation) | ConvertTo-DefenderMachineAction
+            Invoke-DefenderCall -Command $PSCmdlet -Call {
+                param($scope)
+                $scope.GetMachineAction($id) | ConvertTo-DefenderMachineAction
             }
         }
     }

@@ -41,12 +41,15 @@ function Get-DefenderPackageUri {
 
     process {
         foreach ($id in $ActionId) {
-            Invoke-DefenderCall -Command $PSCmdlet -Target $id -Call {
-                param($client, $scope)
-                [pscustomobject]@{
-                    PSTypeName = 'DefenderPackage.PackageUri'
-                    ActionId   = $id
-                    Uri        = $client.GetPackageUri($id, $scope.Cancellation)
+            Invoke-DefenderCall -Command $PSCmdlet -Call {
+                param($scope)
+                $uri = $scope.GetPackageUri($id)
+                if ($uri) {
+                    [pscustomobject]@{
+                        PSTypeName = 'DefenderPackage.PackageUri'
+                        ActionId   = $id
+                        Uri        = $uri
+                    }
                 }
             }
         }

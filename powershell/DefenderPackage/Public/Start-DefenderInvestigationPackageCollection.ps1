@@ -61,9 +61,9 @@ function Start-DefenderInvestigationPackageCollection {
             if (-not $PSCmdlet.ShouldProcess("device $id", 'Collect an investigation package')) {
                 continue
             }
-            Invoke-DefenderCall -Command $PSCmdlet -Target $id -Call {
-                param($client, $scope)
-                $client.CollectInvestigationPackage($id, $Comment, $scope.Cancellation) | ConvertTo-DefenderMachineAction
+            Invoke-DefenderCall -Command $PSCmdlet -Call {
+                param($scope)
+                $scope.CollectInvestigationPackage($id, $Comment) | ConvertTo-DefenderMachineAction
             }
         }
     }

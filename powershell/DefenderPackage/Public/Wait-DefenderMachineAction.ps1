@@ -50,9 +50,9 @@ function Wait-DefenderMachineAction {
 
     process {
         foreach ($id in $ActionId) {
-            Invoke-DefenderCall -Command $PSCmdlet -Target $id -Option @{ wait_timeout_ms = [string]($Timeout * 1000) } -Call {
-                param($client, $scope)
-                $client.WaitForAction($id, $scope.Cancellation) | ConvertTo-DefenderMachineAction
+            Invoke-DefenderCall -Command $PSCmdlet -Option @{ wait_timeout_ms = [string]($Timeout * 1000) } -Call {
+                param($scope)
+                $scope.WaitForAction($id) | ConvertTo-DefenderMachineAction
             }
         }
     }
