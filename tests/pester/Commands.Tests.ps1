@@ -340,6 +340,6 @@ Describe 'Machine actions' {
     It 'Wait-DefenderMachineAction says in the verbose stream what it waits for' {
         $id = New-SimulatedAction -Simulator $simulator -Spec @{ schedule = @{ pending_secs = 10; in_progress_secs = 10 } }
         $verbose = Wait-DefenderMachineAction -ActionId $id -Verbose 4>&1 | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }
-        ($verbose.Message -join "`n") | Should -BeLike "*machine action $id is *; waiting*"
+        ($verbose.Message -join "`n") | Should -BeLike "*machine action $id is Pending*"
     }
 }

@@ -393,6 +393,18 @@ namespace Defender
         }
 
         /// <summary>
+        /// The aud claim a client assertion for this client must carry: its token endpoint, from
+        /// the options tenant_id, cloud and authority_url as they are now (see <see cref="ClientAssertion"/>).
+        /// </summary>
+        public string GetAssertionAudience()
+        {
+            IntPtr audience;
+            DefenderStatus status = NativeMethods.defender_client_assertion_audience(handle, out audience);
+            if (status != DefenderStatus.Ok) throw LastError(status);
+            return Utf8.TakeNative(audience);
+        }
+
+        /// <summary>
         /// Cancels every call running on this client, from any thread: each throws a
         /// DefenderException with status Cancelled promptly, leaving no partial file.
         /// </summary>
@@ -589,16 +601,14 @@ namespace Defender
         }
 
         /// <summary>
-        /// An assertion for app <paramref name="clientId"/> in <paramref name="tenantId"/>, for the
-        /// token endpoint of <paramref name="authority"/> (e.g. https://login.microsoftonline.com),
-        /// valid from now for <paramref name="lifetime"/>.
+        /// An assertion for app <paramref name="clientId"/>, for the token endpoint
+        /// <paramref name="audience"/> (DefenderClient.GetAssertionAudience), valid from now for
+        /// <paramref name="lifetime"/>.
         /// </summary>
-        public static string Create(X509Certificate2 certificate, string authority, string tenantId, string clientId,
-            TimeSpan lifetime)
+        public static string Create(X509Certificate2 certificate, string audience, string clientId, TimeSpan lifetime)
         {
             if (certificate == null) throw new ArgumentNullException("certificate");
-            if (authority == null) throw new ArgumentNullException("authority");
-            if (tenantId == null) throw new ArgumentNullException("tenantId");
+            if (audience == null) throw new ArgumentNullException("audience");
             if (clientId == null) throw new ArgumentNullException("clientId");
             using (RSA key = certificate.GetRSAPrivateKey())
             {
@@ -609,7 +619,7 @@ namespace Defender
                 Header header = new Header { Thumbprint = Base64Url(certificate.GetCertHash()) };
                 Claims claims = new Claims
                 {
-                    Audience = authority.TrimEnd('/') + "/" + tenantId + "/oauth2/v2.0/token",
+                    Audience = audience,
                     Issuer = clientId,
                     Subject = clientId,
                     Id = Guid.NewGuid().ToString(),
@@ -769,6 +779,9 @@ namespace Defender
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_client_set(ClientHandle client, byte[] key, IntPtr value);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_assertion_audience(ClientHandle client, out IntPtr audience);
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_client_set_log_callback(ClientHandle client, LogCallback callback,

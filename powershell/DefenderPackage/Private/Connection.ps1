@@ -1,8 +1,9 @@
 # The session's connection: one DefenderClient, the options Connect-DefenderApi gave it, and,
-# for a certificate in a store, what is needed to sign a fresh client assertion.
+# for a certificate in a store, the certificate and app that client assertions are signed for.
 
-# Assertions signed from a certificate store live this long; each command signs a new one once
-# the current one is half way through, so that the library never signs in with an expired one.
+# Assertions signed with a certificate from a store live this long. Each command hands the
+# library a fresh one (which keeps its cached token), so a sign-in within a command's first ten
+# minutes always has a valid assertion.
 $script:AssertionLifetime = [TimeSpan]::FromMinutes(10)
 
 function New-DefenderErrorRecord {
@@ -27,8 +28,7 @@ function Get-DefenderConnection {
         $Command.ThrowTerminatingError((New-DefenderErrorRecord -Reason NotConnected -Category ConnectionError `
                     -Message 'Not connected to the Defender for Endpoint API: run Connect-DefenderApi first.'))
     }
-    if ($connection.Certificate -and
-        [DateTime]::UtcNow - $connection.AssertionSignedAt -gt [TimeSpan]::FromTicks($script:AssertionLifetime.Ticks / 2)) {
+    if ($connection.Certificate) {
         Set-DefenderClientAssertion -Connection $connection
     }
     $connection
@@ -37,10 +37,9 @@ function Get-DefenderConnection {
 function Set-DefenderClientAssertion {
     # Signs a client assertion with the connection's certificate and hands it to its client.
     param([Parameter(Mandatory)] [psobject] $Connection)
-    $assertion = [Defender.ClientAssertion]::Create($Connection.Certificate, $Connection.Authority,
-        $Connection.TenantId, $Connection.ClientId, $script:AssertionLifetime)
+    $assertion = [Defender.ClientAssertion]::Create($Connection.Certificate, $Connection.Client.GetAssertionAudience(),
+        $Connection.ClientId, $script:AssertionLifetime)
     $Connection.Client.Set('client_assertion', $assertion)
-    $Connection.AssertionSignedAt = [DateTime]::UtcNow
 }
 
 function Get-InnerDefenderException {

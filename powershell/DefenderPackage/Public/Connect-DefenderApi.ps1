@@ -52,8 +52,9 @@ function Connect-DefenderApi {
     A bearer token for the Defender for Endpoint API, used as it is (it is not renewed).
 
     .PARAMETER Cloud
-    The Microsoft cloud: Commercial (default), US, EU, UK, AU, GCC, GCC-High or DoD. Sets the API
-    host, the sign-in authority and the token scope together.
+    The Microsoft cloud: Commercial (default); US, EU, UK, AU, SWA or INA (the regional API hosts
+    of the commercial cloud); GCC, GCC-High or DoD. Sets the API host, the sign-in authority and
+    the token scope together.
 
     .PARAMETER BaseUri
     The API root, overriding the cloud's (e.g. https://eu.api.security.microsoft.com, or a local
@@ -149,7 +150,7 @@ function Connect-DefenderApi {
         [ValidateNotNull()]
         [securestring] $AccessToken,
 
-        [ValidateSet('Commercial', 'US', 'EU', 'UK', 'AU', 'GCC', 'GCC-High', 'DoD')]
+        [ValidateSet('Commercial', 'US', 'EU', 'UK', 'AU', 'SWA', 'INA', 'GCC', 'GCC-High', 'DoD')]
         [string] $Cloud = 'Commercial',
 
         [ValidateNotNullOrEmpty()]
@@ -189,14 +190,11 @@ function Connect-DefenderApi {
     }
 
     $connection = [pscustomobject]@{
-        Client            = $null
-        Options           = $options
-        SignIn            = $PSCmdlet.ParameterSetName
-        Certificate       = $null
-        Authority         = $null
-        TenantId          = $TenantId
-        ClientId          = $ClientId
-        AssertionSignedAt = [DateTime]::MinValue
+        Client      = $null
+        Options     = $options
+        SignIn      = $PSCmdlet.ParameterSetName
+        Certificate = $null
+        ClientId    = $ClientId
     }
     $client = [Defender.DefenderClient]::new()
     try {
@@ -224,13 +222,6 @@ function Connect-DefenderApi {
             }
             'CertificateThumbprint' {
                 $connection.Certificate = Find-DefenderCertificate -Thumbprint $CertificateThumbprint -Command $PSCmdlet
-                $connection.Authority = if ($options.ContainsKey('authority_url') -and $options.authority_url) {
-                    $options.authority_url
-                } elseif ($Cloud -in 'GCC-High', 'DoD') {
-                    'https://login.microsoftonline.us'
-                } else {
-                    'https://login.microsoftonline.com'
-                }
                 $client.Set('tenant_id', $TenantId)
                 $client.Set('client_id', $ClientId)
                 Set-DefenderClientAssertion -Connection $connection
