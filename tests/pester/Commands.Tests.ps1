@@ -136,6 +136,18 @@ Describe 'Save-DefenderInvestigationPackage' {
         $failures[0].Exception.Message | Should -BeLike "*$unknown*"
     }
 
+    It 'creates a missing folder, but not with -WhatIf' {
+        $id = New-SimulatedAction -Simulator $simulator
+        $missing = Join-Path $folder 'cases/4711'
+
+        Save-DefenderInvestigationPackage -ActionId $id -Path $missing -WhatIf
+        Test-Path -LiteralPath (Join-Path $folder 'cases') | Should -BeFalse
+
+        $package = Save-DefenderInvestigationPackage -ActionId $id -Path $missing -PassThru
+        $package.Path | Should -Be (Join-Path $missing "$id.zip")
+        Test-Path -LiteralPath $package.Path -PathType Leaf | Should -BeTrue
+    }
+
     It 'saves one package to a file path, and refuses a second package to the same file' {
         $first, $second = 1..2 | ForEach-Object { New-SimulatedAction -Simulator $simulator }
         $path = Join-Path $folder 'case-4711.zip'

@@ -23,8 +23,8 @@ function Save-DefenderInvestigationPackage {
     Start-DefenderInvestigationPackageCollection).
 
     .PARAMETER Path
-    A folder, where each package is saved as <action id>.zip, or, for a single package, a file
-    path. Default: the current location.
+    A folder, where each package is saved as <action id>.zip (created when missing), or, for a
+    single package, an existing file or a path ending in .zip. Default: the current location.
 
     .PARAMETER Wait
     Wait for each collection to finish before downloading it, instead of failing with
@@ -96,6 +96,11 @@ function Save-DefenderInvestigationPackage {
     begin {
         # The library resolves relative paths against the process's directory, not this session's location.
         $destination = $PSCmdlet.GetUnresolvedProviderPathFromPSPath($Path)
+        $toFile = (Test-Path -LiteralPath $destination -PathType Leaf) -or
+            ($destination.EndsWith('.zip', [StringComparison]::OrdinalIgnoreCase) -and -not (Test-Path -LiteralPath $destination))
+        if (-not $toFile -and -not (Test-Path -LiteralPath $destination) -and $PSCmdlet.ShouldProcess($destination, 'Create folder')) {
+            $null = New-Item -ItemType Directory -Path $destination -Force -ErrorAction Stop
+        }
         $options = @{}
         if ($Force) {
             $options.overwrite = 'true'
@@ -103,25 +108,24 @@ function Save-DefenderInvestigationPackage {
         if ($Wait) {
             $options.wait_timeout_ms = [string]($Timeout * 1000)
         }
-        # A file path takes one package; a second would replace the first, or fail.
+        # A file takes one package; a second would replace the first, or fail.
         $savedToFile = $false
     }
 
     process {
         foreach ($id in $ActionId) {
-            $isFolder = Test-Path -LiteralPath $destination -PathType Container
-            $target = if ($isFolder) { Join-Path $destination "$id.zip" } else { $destination }
+            $target = if ($toFile) { $destination } else { Join-Path $destination "$id.zip" }
             if (-not $PSCmdlet.ShouldProcess("machine action $id", "Save the investigation package to '$target'")) {
                 continue
             }
-            if ($savedToFile -and -not $isFolder) {
+            if ($savedToFile) {
                 $PSCmdlet.WriteError((New-DefenderErrorRecord -Reason InvalidArgument -Category InvalidArgument -Target $id `
                             -Message "-Path '$destination' is a file and already holds another package; give a folder to save several."))
                 continue
             }
-            $package = Save-DefenderPackage -Command $PSCmdlet -ActionId $id -Destination $destination -Option $options
+            $package = Save-DefenderPackage -Command $PSCmdlet -ActionId $id -Destination $target -Option $options
             if ($package) {
-                $savedToFile = -not $isFolder
+                $savedToFile = $toFile
                 if ($PassThru) {
                     $package
                 }
@@ -129,4 +133,3 @@ function Save-DefenderInvestigationPackage {
         }
     }
 }
-
