@@ -81,6 +81,9 @@ foreach ($folder in 'Private', 'Public') {
         . $script.FullName
     }
 }
+# One command per file in Public/ (the manifest lists the same); the rest stays private, also
+# when this file is imported without the manifest.
+Export-ModuleMember -Function (Get-ChildItem -Path (Join-Path $PSScriptRoot 'Public') -Filter '*.ps1').BaseName
 
 # The session's connection (Connect-DefenderApi); freed with the module.
 $script:Connection = $null
