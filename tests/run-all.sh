@@ -4,6 +4,9 @@
 #   header  include/defender.h is what the build generates, and compiles as C and as C++
 #   c       tests/c against the built library, under AddressSanitizer and UBSan
 #   valgrind the same C tests under valgrind's memcheck (invalid accesses, definite leaks)
+#   csharp  the C# binding compiles as C# 5 (Mono's mcs) for Windows PowerShell 5.1, and its
+#           xunit tests (tests/dotnet) pass against the library and the simulator
+#   powershell  the Pester suites (tests/pester) of the DefenderPackage module, in pwsh 7
 #
 # Usage: tests/run-all.sh [suite...]   (default: all of them)
 # Installs what a suite needs when it is missing. Exits non-zero when any suite fails.
@@ -15,7 +18,7 @@ target=${CARGO_TARGET_DIR:-$root/target}
 build="$root/target/test-build"
 mkdir -p "$build"
 
-all_suites=(rust header c valgrind)
+all_suites=(rust header c valgrind csharp powershell)
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
 
@@ -60,14 +63,74 @@ suite_valgrind() {
         --show-leak-kinds=definite "$build/defender_test_plain" "$target/debug/defender-simulator"
 }
 
+# Tools the csharp and powershell suites install when missing, outside the work tree.
+tools=${XDG_CACHE_HOME:-$HOME/.cache}/defender-package/tools
+packages=${NUGET_PACKAGES:-$HOME/.nuget/packages}
+
+suite_csharp() {
+    need mcs mono-mcs || return 1
+    need_file /usr/lib/mono/4.5/System.Runtime.Serialization.dll libmono-system-runtime-serialization4.0-cil || return 1
+    need_dotnet && restore_test_tools || return 1
+    cargo build --workspace --locked || return 1
+    local interop=powershell/DefenderPackage/Interop
+    local framework=(-langversion:5 -target:library -warnaserror -r:System.Core -r:System.Runtime.Serialization)
+    # What a C# program drops in: nothing of PowerShell.
+    mcs "${framework[@]}" -out:"$build/Defender.dll" "$interop/Defender.cs" || return 1
+    # What the module's Add-Type compiles on Windows PowerShell 5.1.
+    mcs "${framework[@]}" -r:"$packages/powershellstandard.library/5.1.1/lib/net452/System.Management.Automation.dll" \
+        -out:"$build/DefenderPackage.dll" "$interop/Defender.cs" "$interop/Defender.PowerShell.cs" || return 1
+    echo "the C# binding and the module's C# compile as C# 5 against .NET Framework 4.x"
+    dotnet test tests/dotnet/Defender.Interop.Tests --nologo
+}
+
+suite_powershell() {
+    need_dotnet && restore_test_tools || return 1
+    cargo build --workspace --locked || return 1
+    local pwsh
+    pwsh=$(command -v pwsh) || pwsh="$tools/pwsh/pwsh"
+    if [ ! -x "$pwsh" ]; then
+        echo "pwsh is missing; installing PowerShell 7.6.9 as a .NET tool into $tools/pwsh"
+        dotnet tool install PowerShell --version 7.6.9 --tool-path "$tools/pwsh" >/dev/null || return 1
+    fi
+    local pester="$tools/Modules/Pester/5.7.1"
+    if [ ! -e "$pester/Pester.psd1" ]; then
+        mkdir -p "$pester" && cp -R "$packages/pester/5.7.1/tools/." "$pester/" || return 1
+    fi
+    PSModulePath="$tools/Modules" NO_COLOR=1 "$pwsh" -NoProfile -NonInteractive -File tests/pester/Invoke-Tests.ps1
+}
+
+need_dotnet() {
+    command -v dotnet >/dev/null 2>&1 && return 0
+    echo "dotnet is missing: install the .NET SDK 10 (https://dot.net) and run again" >&2
+    return 1
+}
+
+# Pester and PowerShell Standard's reference assemblies, into the NuGet package folder.
+restore_test_tools() {
+    [ -d "$packages/pester/5.7.1/tools" ] && [ -d "$packages/powershellstandard.library/5.1.1/lib" ] && return 0
+    dotnet restore tests/dotnet/Tools/Tools.csproj --nologo
+}
+
+# need_file FILE PACKAGE: installs Debian's PACKAGE when FILE is missing.
+need_file() {
+    [ -e "$1" ] && return 0
+    echo "$1 is missing"
+    install_package "$2"
+}
+
 # need COMMAND PACKAGE: installs Debian's PACKAGE when COMMAND is missing (as root, or with sudo).
 need() {
     command -v "$1" >/dev/null 2>&1 && return 0
-    echo "$1 is missing; installing the Debian package $2"
+    echo "$1 is missing"
+    install_package "$2"
+}
+
+install_package() {
+    echo "installing the Debian package $1"
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$2"; } >/dev/null ||
-        { echo "could not install $2; install it and run again" >&2; return 1; }
+    { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$1"; } >/dev/null ||
+        { echo "could not install $1; install it and run again" >&2; return 1; }
 }
 
 failed=()

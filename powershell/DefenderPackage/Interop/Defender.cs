@@ -1,0 +1,815 @@
+// The C# binding of the defender native library (include/defender.h): P/Invoke declarations, a
+// SafeHandle for the client, UTF-8 strings both ways, statuses turned into exceptions carrying
+// the library's message.
+//
+// Drop this one file into a C# program, or compile it with Add-Type as the DefenderPackage
+// PowerShell module does. It is C# 5 against .NET Framework 4.6+ APIs (Windows PowerShell 5.1
+// compiles it with the framework's own compiler) and runs on .NET (Core) as well, so it uses
+// nothing newer: strings are marshalled by hand (no LPUTF8Str), and .NET's NativeLibrary is
+// reached by reflection. It must not depend on System.Management.Automation.
+//
+// References it needs on .NET Framework: System.Core, System.Runtime.Serialization.
+//
+// Threading: one DefenderClient may be used from many threads at once. Its callbacks (download
+// progress, log lines) run on the thread that made the call, only while that call runs.
+
+using System;
+using System.ComponentModel;
+using System.Globalization;
+using System.IO;
+using System.Reflection;
+using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Serialization;
+using System.Runtime.Serialization.Json;
+using System.Security;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+using System.Threading;
+using Microsoft.Win32.SafeHandles;
+
+namespace Defender
+{
+    /// <summary>The library's status codes (DefenderStatus in defender.h); the numbers are fixed.</summary>
+    public enum DefenderStatus
+    {
+        Ok = 0,
+        InvalidArgument = 1,
+        NotReady = 2,
+        NotFound = 3,
+        Unauthorized = 4,
+        Forbidden = 5,
+        RateLimited = 6,
+        Http = 7,
+        Network = 8,
+        Timeout = 9,
+        Io = 10,
+        Integrity = 11,
+        Cancelled = 12,
+        ActionFailed = 13,
+        Protocol = 14,
+        Exists = 15,
+        Internal = 99,
+    }
+
+    /// <summary>How important a log line is (DefenderLogLevel in defender.h).</summary>
+    public enum DefenderLogLevel
+    {
+        Error = 1,
+        Warn = 2,
+        Info = 3,
+        Debug = 4,
+    }
+
+    /// <summary>A call that failed: the library's status and its message (never a secret).</summary>
+    public class DefenderException : Exception
+    {
+        public DefenderException(DefenderStatus status, string message)
+            : base(message)
+        {
+            Status = status;
+        }
+
+        public DefenderStatus Status { get; private set; }
+    }
+
+    /// <summary>Finds and loads the native library (defender.dll, libdefender.so, libdefender.dylib).</summary>
+    /// <remarks>
+    /// Call <see cref="Load"/> with the file's full path before the first call into the library
+    /// when it is not where the runtime looks by itself (beside the program, or in
+    /// runtimes/&lt;rid&gt;/native/ of a .NET application's dependencies).
+    /// </remarks>
+    public static class DefenderLibrary
+    {
+        internal const string Name = "defender";
+
+        static readonly object loadLock = new object();
+        static IntPtr loadedHandle;
+        static string loadedPath;
+
+        /// <summary>The library's file name on this operating system.</summary>
+        public static string FileName
+        {
+            get
+            {
+                if (IsWindows) return Name + ".dll";
+                return IsMacOS ? "lib" + Name + ".dylib" : "lib" + Name + ".so";
+            }
+        }
+
+        /// <summary>The .NET runtime identifier of this process, e.g. win-x64, linux-arm64, osx-arm64.</summary>
+        public static string RuntimeIdentifier
+        {
+            get
+            {
+                string os = IsWindows ? "win" : IsMacOS ? "osx" : "linux";
+                return os + "-" + ProcessArchitecture;
+            }
+        }
+
+        /// <summary>The path <see cref="Load"/> loaded the library from, or null.</summary>
+        public static string LoadedPath
+        {
+            get { lock (loadLock) return loadedPath; }
+        }
+
+        /// <summary>The native library's version, e.g. "0.1.0".</summary>
+        public static string Version
+        {
+            get { return Utf8.FromNative(NativeMethods.defender_version()); }
+        }
+
+        /// <summary>
+        /// Loads the native library from <paramref name="path"/> so that every later call into it
+        /// uses that file. Loading the same file again does nothing; another file cannot replace it.
+        /// </summary>
+        public static void Load(string path)
+        {
+            if (path == null) throw new ArgumentNullException("path");
+            string fullPath = Path.GetFullPath(path);
+            lock (loadLock)
+            {
+                if (loadedPath != null)
+                {
+                    if (string.Equals(loadedPath, fullPath, IsWindows ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal))
+                        return;
+                    throw new InvalidOperationException(string.Format(CultureInfo.InvariantCulture,
+                        "The defender library is already loaded from '{0}'; a process can load it only once, so '{1}' cannot replace it.",
+                        loadedPath, fullPath));
+                }
+                if (!File.Exists(fullPath))
+                    throw new FileNotFoundException("The defender library is not at '" + fullPath + "'.", fullPath);
+
+                Type nativeLibrary = Type.GetType("System.Runtime.InteropServices.NativeLibrary");
+                if (nativeLibrary != null)
+                    loadedHandle = LoadWithResolver(nativeLibrary, fullPath);
+                else if (IsWindows)
+                    loadedHandle = LoadWithKernel32(fullPath);
+                else
+                    throw new PlatformNotSupportedException(
+                        "Loading the defender library from a chosen path needs .NET Core 3.0 or later on this operating system.");
+                loadedPath = fullPath;
+            }
+        }
+
+        // .NET (Core): load the file, and answer the runtime's lookups of "defender" from this
+        // assembly with it. Both through reflection, as .NET Framework has neither API.
+        static IntPtr LoadWithResolver(Type nativeLibrary, string fullPath)
+        {
+            MethodInfo load = nativeLibrary.GetMethod("Load", new[] { typeof(string) });
+            IntPtr handle;
+            try
+            {
+                handle = (IntPtr)load.Invoke(null, new object[] { fullPath });
+            }
+            catch (TargetInvocationException e)
+            {
+                throw new DllNotFoundException("The defender library at '" + fullPath + "' could not be loaded: " + e.InnerException.Message, e.InnerException);
+            }
+            Type resolverType = Type.GetType("System.Runtime.InteropServices.DllImportResolver", true);
+            Delegate resolver = Delegate.CreateDelegate(resolverType,
+                typeof(DefenderLibrary).GetMethod("Resolve", BindingFlags.NonPublic | BindingFlags.Static));
+            nativeLibrary.GetMethod("SetDllImportResolver").Invoke(null, new object[] { typeof(NativeMethods).Assembly, resolver });
+            return handle;
+        }
+
+        // The DllImportResolver registered by LoadWithResolver.
+        static IntPtr Resolve(string libraryName, Assembly assembly, DllImportSearchPath? searchPath)
+        {
+            return libraryName == Name ? loadedHandle : IntPtr.Zero;
+        }
+
+        // Windows (.NET Framework): once a DLL is loaded, Windows resolves a load of the same base
+        // name ("defender.dll", as DllImport asks for it) to the module already loaded.
+        static IntPtr LoadWithKernel32(string fullPath)
+        {
+            IntPtr handle = NativeMethods.LoadLibraryW(fullPath);
+            if (handle == IntPtr.Zero)
+            {
+                string reason = new Win32Exception(Marshal.GetLastWin32Error()).Message;
+                throw new DllNotFoundException("The defender library at '" + fullPath + "' could not be loaded: " + reason);
+            }
+            return handle;
+        }
+
+        static bool IsWindows
+        {
+            get { return Environment.OSVersion.Platform == PlatformID.Win32NT; }
+        }
+
+        static bool IsMacOS
+        {
+            get
+            {
+                if (IsWindows) return false;
+                Type runtimeInformation = Type.GetType("System.Runtime.InteropServices.RuntimeInformation");
+                Type osPlatform = Type.GetType("System.Runtime.InteropServices.OSPlatform");
+                if (runtimeInformation == null || osPlatform == null) return false;
+                object osx = osPlatform.GetProperty("OSX").GetValue(null, null);
+                return (bool)runtimeInformation.GetMethod("IsOSPlatform").Invoke(null, new[] { osx });
+            }
+        }
+
+        // x64, x86, arm64, arm, ... as in runtime identifiers. RuntimeInformation is missing on
+        // .NET Framework before 4.7.1, which runs only on x86 and x64.
+        static string ProcessArchitecture
+        {
+            get
+            {
+                Type runtimeInformation = Type.GetType("System.Runtime.InteropServices.RuntimeInformation");
+                if (runtimeInformation == null) return IntPtr.Size == 8 ? "x64" : "x86";
+                object architecture = runtimeInformation.GetProperty("ProcessArchitecture").GetValue(null, null);
+                return architecture.ToString().ToLowerInvariant();
+            }
+        }
+    }
+
+    // The fields of the two classes below are set by DataContractJsonSerializer.
+#pragma warning disable 649
+
+    /// <summary>A downloaded investigation package.</summary>
+    [DataContract]
+    public sealed class DownloadedPackage
+    {
+        [DataMember(Name = "action_id")] string actionId;
+        [DataMember(Name = "path")] string path;
+        [DataMember(Name = "bytes")] long bytes;
+        [DataMember(Name = "sha256")] string sha256;
+        [DataMember(Name = "elapsed_ms")] long elapsedMilliseconds;
+
+        public string ActionId { get { return actionId; } }
+
+        /// <summary>The file's absolute path.</summary>
+        public string Path { get { return path; } }
+
+        public long Bytes { get { return bytes; } }
+
+        /// <summary>The SHA-256 of the file, as lower-case hex.</summary>
+        public string Sha256 { get { return sha256; } }
+
+        public TimeSpan Elapsed { get { return TimeSpan.FromMilliseconds(elapsedMilliseconds); } }
+
+        internal static DownloadedPackage FromJson(string json)
+        {
+            return Json.Parse<DownloadedPackage>(json);
+        }
+    }
+
+    /// <summary>
+    /// A MachineAction as the service sent it: the fields most callers want, and the whole object
+    /// as JSON in <see cref="Json"/> (every field optional, names as the API has them).
+    /// </summary>
+    [DataContract]
+    public sealed class MachineAction
+    {
+        [DataMember(Name = "id")] string id;
+        [DataMember(Name = "type")] string type;
+        [DataMember(Name = "status")] string status;
+        [DataMember(Name = "machineId")] string machineId;
+        [DataMember(Name = "computerDnsName")] string computerDnsName;
+        [DataMember(Name = "requestor")] string requestor;
+        [DataMember(Name = "requestorComment")] string requestorComment;
+        [DataMember(Name = "creationDateTimeUtc")] string creationDateTimeUtc;
+        [DataMember(Name = "lastUpdateDateTimeUtc")] string lastUpdateDateTimeUtc;
+        string json;
+
+        public string Id { get { return id; } }
+
+        /// <summary>E.g. CollectInvestigationPackage.</summary>
+        public string Type { get { return type; } }
+
+        /// <summary>Pending, InProgress, Succeeded, Failed, TimeOut or Cancelled.</summary>
+        public string Status { get { return status; } }
+
+        public string MachineId { get { return machineId; } }
+
+        public string ComputerDnsName { get { return computerDnsName; } }
+
+        public string Requestor { get { return requestor; } }
+
+        public string RequestorComment { get { return requestorComment; } }
+
+        public DateTime? CreationDateTimeUtc { get { return ParseTime(creationDateTimeUtc); } }
+
+        public DateTime? LastUpdateDateTimeUtc { get { return ParseTime(lastUpdateDateTimeUtc); } }
+
+        /// <summary>The whole MachineAction object, as the service sent it.</summary>
+        public string Json { get { return json; } }
+
+        internal static MachineAction FromJson(string text)
+        {
+            MachineAction action = Defender.Json.Parse<MachineAction>(text);
+            action.json = text;
+            return action;
+        }
+
+        static DateTime? ParseTime(string text)
+        {
+            DateTime time;
+            if (text != null && DateTime.TryParse(text, CultureInfo.InvariantCulture,
+                    DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out time))
+                return time;
+            return null;
+        }
+    }
+
+#pragma warning restore 649
+
+    /// <summary>
+    /// A client of the Defender for Endpoint API: options, sign-in, connection pool. Reuse one:
+    /// it caches its access token. Thread-safe.
+    /// </summary>
+    public sealed class DefenderClient : IDisposable
+    {
+        // Set while a call runs on this thread: the first exception a callback threw (it is
+        // rethrown once the native call has returned, as no exception may cross native frames),
+        // and the call's cancellation token.
+        [ThreadStatic] static Exception callbackFailure;
+        [ThreadStatic] static CancellationToken callCancellation;
+
+        readonly ClientHandle handle;
+        // Kept in a field: the native side holds this delegate for as long as the client lives.
+        readonly NativeMethods.LogCallback logCallback;
+        volatile Action<DefenderLogLevel, string> logHandler;
+
+        public DefenderClient()
+        {
+            DefenderStatus status = NativeMethods.defender_client_new(out handle);
+            if (status != DefenderStatus.Ok) throw LastError(status);
+            logCallback = OnLog;
+            Check(NativeMethods.defender_client_set_log_callback(handle, logCallback, IntPtr.Zero));
+        }
+
+        /// <summary>
+        /// Receives the library's log lines (waits, retries, throttling, each request; never a
+        /// secret) on the thread that made the call, while it runs. An exception it throws cancels
+        /// that call and is rethrown by it.
+        /// </summary>
+        public Action<DefenderLogLevel, string> LogHandler
+        {
+            get { return logHandler; }
+            set { logHandler = value; }
+        }
+
+        /// <summary>
+        /// Sets option <paramref name="key"/> (base_url, tenant_id, client_id, client_secret,
+        /// timeout_ms, ...: see the README); a null value restores its default.
+        /// </summary>
+        public void Set(string key, string value)
+        {
+            Check(NativeMethods.defender_client_set(handle, Utf8.ToNative(key), Utf8.ToNative(value)));
+        }
+
+        /// <summary>
+        /// Sets a secret option (client_secret, access_token, client_assertion) from a
+        /// SecureString. Its plain text exists only in an unmanaged buffer, wiped right after.
+        /// </summary>
+        public void SetSecret(string key, SecureString value)
+        {
+            if (value == null)
+            {
+                Set(key, null);
+                return;
+            }
+            IntPtr utf16 = IntPtr.Zero;
+            IntPtr utf8 = IntPtr.Zero;
+            int utf8Length = 0;
+            try
+            {
+                utf16 = Marshal.SecureStringToGlobalAllocUnicode(value);
+                utf8 = Utf8.FromUtf16Unmanaged(utf16, value.Length, out utf8Length);
+                Check(NativeMethods.defender_client_set(handle, Utf8.ToNative(key), utf8));
+            }
+            finally
+            {
+                if (utf8 != IntPtr.Zero)
+                {
+                    Utf8.Wipe(utf8, utf8Length);
+                    Marshal.FreeHGlobal(utf8);
+                }
+                if (utf16 != IntPtr.Zero) Marshal.ZeroFreeGlobalAllocUnicode(utf16);
+            }
+        }
+
+        /// <summary>
+        /// The aud claim a client assertion for this client must carry: its token endpoint, from
+        /// the options tenant_id, cloud and authority_url as they are now (see <see cref="ClientAssertion"/>).
+        /// </summary>
+        public string GetAssertionAudience()
+        {
+            IntPtr audience;
+            DefenderStatus status = NativeMethods.defender_client_assertion_audience(handle, out audience);
+            if (status != DefenderStatus.Ok) throw LastError(status);
+            return Utf8.TakeNative(audience);
+        }
+
+        /// <summary>
+        /// Cancels every call running on this client, from any thread: each throws a
+        /// DefenderException with status Cancelled promptly, leaving no partial file.
+        /// </summary>
+        public void Cancel()
+        {
+            Check(NativeMethods.defender_client_cancel(handle));
+        }
+
+        /// <summary>A fresh, short-lived download link for the action's package. Use it at once.</summary>
+        /// <remarks>
+        /// A cancellation token cancels every call running on this client (the library cancels per client).
+        /// </remarks>
+        public string GetPackageUri(string actionId, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] id = Utf8.ToNative(actionId);
+            return Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_get_package_uri(handle, id, out result);
+            });
+        }
+
+        /// <summary>
+        /// Downloads the action's package to <paramref name="destination"/> (a file, or a folder
+        /// that gets &lt;action id&gt;.zip), atomically: on failure or cancellation no file is left.
+        /// </summary>
+        /// <param name="progress">Called with (bytes done, bytes total; 0 while unknown) on this thread; may be null.</param>
+        public DownloadedPackage DownloadPackage(string actionId, string destination, Action<long, long> progress,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] id = Utf8.ToNative(actionId);
+            byte[] path = Utf8.ToNative(destination);
+            NativeMethods.ProgressCallback onProgress = null;
+            if (progress != null)
+            {
+                onProgress = delegate(IntPtr userData, ulong done, ulong total)
+                {
+                    try
+                    {
+                        progress((long)done, (long)total);
+                    }
+                    catch (Exception e)
+                    {
+                        if (callbackFailure == null) callbackFailure = e;
+                    }
+                    return callbackFailure != null || callCancellation.IsCancellationRequested ? 1 : 0;
+                };
+            }
+            string json = Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_download_package(handle, id, path, onProgress, IntPtr.Zero, out result);
+            });
+            GC.KeepAlive(onProgress);
+            return DownloadedPackage.FromJson(json);
+        }
+
+        /// <summary>Looks up a machine action.</summary>
+        public MachineAction GetMachineAction(string actionId, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] id = Utf8.ToNative(actionId);
+            return MachineAction.FromJson(Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_get_machine_action(handle, id, out result);
+            }));
+        }
+
+        /// <summary>
+        /// Starts collecting an investigation package on a machine (or returns the collection
+        /// already running there). A null comment gives the library's default.
+        /// </summary>
+        public MachineAction CollectInvestigationPackage(string machineId, string comment,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] machine = Utf8.ToNative(machineId);
+            byte[] text = Utf8.ToNative(comment);
+            return MachineAction.FromJson(Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_collect_investigation_package(handle, machine, text, out result);
+            }));
+        }
+
+        /// <summary>
+        /// Waits for a machine action to succeed (status ActionFailed when it ends otherwise,
+        /// Timeout after the option wait_timeout_ms, default one hour).
+        /// </summary>
+        public MachineAction WaitForAction(string actionId, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] id = Utf8.ToNative(actionId);
+            return MachineAction.FromJson(Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_wait_for_action(handle, id, out result);
+            }));
+        }
+
+        public void Dispose()
+        {
+            handle.Dispose();
+        }
+
+        delegate DefenderStatus NativeCall(out IntPtr result);
+
+        // Runs one native call on this thread: cancellation, callback failures, the returned
+        // string taken and freed, the status turned into an exception.
+        string Call(CancellationToken cancellationToken, NativeCall call)
+        {
+            IntPtr result = IntPtr.Zero;
+            DefenderStatus status;
+            callbackFailure = null;
+            callCancellation = cancellationToken;
+            CancellationTokenRegistration registration = cancellationToken.Register(CancelQuietly);
+            try
+            {
+                status = call(out result);
+            }
+            finally
+            {
+                registration.Dispose();
+                callCancellation = CancellationToken.None;
+            }
+            // The message belongs to this thread's last call: read it before anything else.
+            DefenderException failure = status == DefenderStatus.Ok ? null : LastError(status);
+            string text = Utf8.TakeNative(result);
+            Exception thrownByCallback = callbackFailure;
+            callbackFailure = null;
+            if (thrownByCallback != null) ExceptionDispatchInfo.Capture(thrownByCallback).Throw();
+            if (failure != null)
+            {
+                if (failure.Status == DefenderStatus.Cancelled && cancellationToken.IsCancellationRequested)
+                    throw new OperationCanceledException(failure.Message, failure, cancellationToken);
+                throw failure;
+            }
+            return text;
+        }
+
+        void CancelQuietly()
+        {
+            NativeMethods.defender_client_cancel(handle);
+        }
+
+        void OnLog(IntPtr userData, DefenderLogLevel level, IntPtr message)
+        {
+            try
+            {
+                if (callCancellation.IsCancellationRequested) CancelQuietly();
+                Action<DefenderLogLevel, string> handler = logHandler;
+                if (handler != null) handler(level, Utf8.FromNative(message));
+            }
+            catch (Exception e)
+            {
+                if (callbackFailure == null) callbackFailure = e;
+                CancelQuietly();
+            }
+        }
+
+        static void Check(DefenderStatus status)
+        {
+            if (status != DefenderStatus.Ok) throw LastError(status);
+        }
+
+        static DefenderException LastError(DefenderStatus status)
+        {
+            int length = (int)NativeMethods.defender_last_error_message(null, UIntPtr.Zero);
+            byte[] buffer = new byte[length + 1];
+            NativeMethods.defender_last_error_message(buffer, new UIntPtr((uint)buffer.Length));
+            string message = Encoding.UTF8.GetString(buffer, 0, length);
+            if (message.Length == 0) message = "The defender library failed with status " + status + ".";
+            return new DefenderException(status, message);
+        }
+    }
+
+    /// <summary>
+    /// A signed client assertion (RFC 7523 JWT, RS256) for signing in with a certificate whose
+    /// private key stays where it is (a certificate store, a smart card): pass it as the
+    /// client_assertion option.
+    /// </summary>
+    public static class ClientAssertion
+    {
+        [DataContract]
+        sealed class Header
+        {
+            [DataMember(Name = "alg", Order = 1)] public string Algorithm = "RS256";
+            [DataMember(Name = "typ", Order = 2)] public string Type = "JWT";
+            [DataMember(Name = "x5t", Order = 3)] public string Thumbprint;
+        }
+
+        [DataContract]
+        sealed class Claims
+        {
+            [DataMember(Name = "aud", Order = 1)] public string Audience;
+            [DataMember(Name = "iss", Order = 2)] public string Issuer;
+            [DataMember(Name = "sub", Order = 3)] public string Subject;
+            [DataMember(Name = "jti", Order = 4)] public string Id;
+            [DataMember(Name = "nbf", Order = 5)] public long NotBefore;
+            [DataMember(Name = "exp", Order = 6)] public long Expires;
+        }
+
+        /// <summary>
+        /// An assertion for app <paramref name="clientId"/>, for the token endpoint
+        /// <paramref name="audience"/> (DefenderClient.GetAssertionAudience), valid from now for
+        /// <paramref name="lifetime"/>.
+        /// </summary>
+        public static string Create(X509Certificate2 certificate, string audience, string clientId, TimeSpan lifetime)
+        {
+            if (certificate == null) throw new ArgumentNullException("certificate");
+            if (audience == null) throw new ArgumentNullException("audience");
+            if (clientId == null) throw new ArgumentNullException("clientId");
+            using (RSA key = certificate.GetRSAPrivateKey())
+            {
+                if (key == null)
+                    throw new ArgumentException("Certificate " + certificate.Thumbprint +
+                        " has no RSA private key that this process can use.", "certificate");
+                long now = (long)(DateTime.UtcNow - new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc)).TotalSeconds;
+                Header header = new Header { Thumbprint = Base64Url(certificate.GetCertHash()) };
+                Claims claims = new Claims
+                {
+                    Audience = audience,
+                    Issuer = clientId,
+                    Subject = clientId,
+                    Id = Guid.NewGuid().ToString(),
+                    NotBefore = now,
+                    Expires = now + (long)lifetime.TotalSeconds,
+                };
+                string signed = Base64Url(Json.Write(header)) + "." + Base64Url(Json.Write(claims));
+                byte[] signature = key.SignData(Encoding.ASCII.GetBytes(signed), HashAlgorithmName.SHA256,
+                    RSASignaturePadding.Pkcs1);
+                return signed + "." + Base64Url(signature);
+            }
+        }
+
+        static string Base64Url(byte[] bytes)
+        {
+            return Convert.ToBase64String(bytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
+        }
+    }
+
+    static class Json
+    {
+        internal static T Parse<T>(string text)
+        {
+            try
+            {
+                using (MemoryStream stream = new MemoryStream(Encoding.UTF8.GetBytes(text)))
+                    return (T)new DataContractJsonSerializer(typeof(T)).ReadObject(stream);
+            }
+            catch (SerializationException e)
+            {
+                throw new DefenderException(DefenderStatus.Protocol,
+                    "The defender library returned JSON that is not a " + typeof(T).Name + ": " + e.Message);
+            }
+        }
+
+        internal static byte[] Write<T>(T value)
+        {
+            using (MemoryStream stream = new MemoryStream())
+            {
+                new DataContractJsonSerializer(typeof(T)).WriteObject(stream, value);
+                return stream.ToArray();
+            }
+        }
+    }
+
+    // NUL-terminated UTF-8 strings to and from the library.
+    static class Utf8
+    {
+        internal static byte[] ToNative(string text)
+        {
+            if (text == null) return null;
+            byte[] bytes = new byte[Encoding.UTF8.GetByteCount(text) + 1];
+            Encoding.UTF8.GetBytes(text, 0, text.Length, bytes, 0);
+            return bytes;
+        }
+
+        internal static string FromNative(IntPtr text)
+        {
+            if (text == IntPtr.Zero) return null;
+            int length = 0;
+            while (Marshal.ReadByte(text, length) != 0) length++;
+            byte[] bytes = new byte[length];
+            Marshal.Copy(text, bytes, 0, length);
+            return Encoding.UTF8.GetString(bytes);
+        }
+
+        // A string the library returned, copied and freed with defender_string_free.
+        internal static string TakeNative(IntPtr text)
+        {
+            try
+            {
+                return FromNative(text);
+            }
+            finally
+            {
+                NativeMethods.defender_string_free(text);
+            }
+        }
+
+        // Encodes `length` UTF-16 units at `utf16` into a new NUL-terminated UTF-8 buffer
+        // (AllocHGlobal), without a managed copy of the text that would outlive the call.
+        internal static IntPtr FromUtf16Unmanaged(IntPtr utf16, int length, out int utf8Length)
+        {
+            Encoder encoder = Encoding.UTF8.GetEncoder();
+            char[] chars = new char[length];
+            byte[] bytes = null;
+            GCHandle pinnedChars = GCHandle.Alloc(chars, GCHandleType.Pinned);
+            GCHandle pinnedBytes = default(GCHandle);
+            try
+            {
+                Marshal.Copy(utf16, chars, 0, length);
+                utf8Length = encoder.GetByteCount(chars, 0, length, true) + 1;
+                bytes = new byte[utf8Length];
+                pinnedBytes = GCHandle.Alloc(bytes, GCHandleType.Pinned);
+                encoder.GetBytes(chars, 0, length, bytes, 0, true);
+                IntPtr utf8 = Marshal.AllocHGlobal(utf8Length);
+                Marshal.Copy(bytes, 0, utf8, utf8Length);
+                return utf8;
+            }
+            finally
+            {
+                Array.Clear(chars, 0, chars.Length);
+                pinnedChars.Free();
+                if (bytes != null) Array.Clear(bytes, 0, bytes.Length);
+                if (pinnedBytes.IsAllocated) pinnedBytes.Free();
+            }
+        }
+
+        internal static void Wipe(IntPtr buffer, int length)
+        {
+            for (int i = 0; i < length; i++) Marshal.WriteByte(buffer, i, 0);
+        }
+    }
+
+    /// <summary>Owns a DefenderClient pointer and frees it with defender_client_free.</summary>
+    public sealed class ClientHandle : SafeHandleZeroOrMinusOneIsInvalid
+    {
+        public ClientHandle()
+            : base(true)
+        {
+        }
+
+        protected override bool ReleaseHandle()
+        {
+            NativeMethods.defender_client_free(handle);
+            return true;
+        }
+    }
+
+    static class NativeMethods
+    {
+        const CallingConvention Cdecl = CallingConvention.Cdecl;
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate int ProgressCallback(IntPtr userData, ulong bytesDone, ulong bytesTotal);
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate void LogCallback(IntPtr userData, DefenderLogLevel level, IntPtr message);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern IntPtr defender_version();
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern void defender_string_free(IntPtr text);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern UIntPtr defender_last_error_message(byte[] buffer, UIntPtr bufferLength);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_new(out ClientHandle client);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern void defender_client_free(IntPtr client);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_set(ClientHandle client, byte[] key, byte[] value);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_set(ClientHandle client, byte[] key, IntPtr value);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_assertion_audience(ClientHandle client, out IntPtr audience);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_set_log_callback(ClientHandle client, LogCallback callback,
+            IntPtr userData);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_cancel(ClientHandle client);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_get_package_uri(ClientHandle client, byte[] actionId, out IntPtr uri);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_download_package(ClientHandle client, byte[] actionId,
+            byte[] destination, ProgressCallback progress, IntPtr userData, out IntPtr resultJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_get_machine_action(ClientHandle client, byte[] actionId,
+            out IntPtr actionJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_collect_investigation_package(ClientHandle client,
+            byte[] machineId, byte[] comment, out IntPtr actionJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_wait_for_action(ClientHandle client, byte[] actionId,
+            out IntPtr actionJson);
+
+        [DllImport("kernel32", CharSet = CharSet.Unicode, SetLastError = true)]
+        internal static extern IntPtr LoadLibraryW(string path);
+    }
+}

@@ -1,0 +1,271 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.IO;
+using System.Net.Http;
+using System.Security;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Linq;
+using System.Threading;
+using Defender;
+using Xunit;
+
+namespace Defender.Interop.Tests;
+
+/// <summary>The C# binding, driving the real native library against the simulator over loopback HTTP.</summary>
+[Collection(SimulatorCollection.Name)]
+public sealed class DefenderClientTests : IDisposable
+{
+    readonly Simulator simulator;
+    readonly string folder = Directory.CreateTempSubdirectory("defender-csharp-").FullName;
+
+    public DefenderClientTests(Simulator simulator) => this.simulator = simulator;
+
+    public void Dispose() => Directory.Delete(folder, recursive: true);
+
+    [Fact]
+    public void The_library_is_loaded_once_from_the_build_output()
+    {
+        Assert.EndsWith(Path.Combine("debug", DefenderLibrary.FileName), DefenderLibrary.LoadedPath);
+        Assert.Matches(@"^\d+\.\d+\.\d+", DefenderLibrary.Version);
+        Assert.Matches(@"^(win|linux|osx)-(x64|x86|arm64|arm)$", DefenderLibrary.RuntimeIdentifier);
+
+        DefenderLibrary.Load(DefenderLibrary.LoadedPath);
+        var other = Path.Combine(folder, DefenderLibrary.FileName);
+        var refused = Assert.Throws<InvalidOperationException>(() => DefenderLibrary.Load(other));
+        Assert.Contains(DefenderLibrary.LoadedPath, refused.Message);
+        Assert.Contains(other, refused.Message);
+    }
+
+    [Fact]
+    public void DownloadPackage_saves_the_package_as_the_host_serves_it_with_progress_on_the_calling_thread()
+    {
+        string id = simulator.CreateAction();
+        using DefenderClient client = simulator.Client();
+        int caller = Environment.CurrentManagedThreadId;
+        var progress = new List<(long Done, long Total, int Thread)>();
+
+        DownloadedPackage package = client.DownloadPackage(id, folder, (done, total) => progress.Add((done, total, Environment.CurrentManagedThreadId)));
+
+        byte[] expected = simulator.Package(id);
+        string path = Path.Combine(folder, id + ".zip");
+        Assert.Equal(expected, File.ReadAllBytes(path));
+        Assert.Equal(path, package.Path);
+        Assert.Equal(id, package.ActionId);
+        Assert.Equal(Simulator.PackageSize, package.Bytes);
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(expected)), package.Sha256);
+        Assert.True(package.Elapsed >= TimeSpan.Zero);
+        Assert.NotEmpty(progress);
+        Assert.All(progress, report => Assert.Equal(caller, report.Thread));
+        Assert.Equal((Simulator.PackageSize, Simulator.PackageSize), (progress[^1].Done, progress[^1].Total));
+        Assert.Equal(new[] { id + ".zip" }, Directory.GetFiles(folder).Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public void GetPackageUri_returns_a_fresh_link_to_the_download_host()
+    {
+        string id = simulator.CreateAction();
+        using DefenderClient client = simulator.Client();
+
+        string link = client.GetPackageUri(id);
+
+        Assert.StartsWith(simulator.DownloadUrl + "/safedownload/", link);
+        Assert.Contains("token=", link);
+    }
+
+    [Fact]
+    public void GetMachineAction_has_typed_fields_and_the_whole_object_as_json()
+    {
+        string id = simulator.CreateAction();
+        using DefenderClient client = simulator.Client();
+
+        MachineAction action = client.GetMachineAction(id);
+
+        Assert.Equal(id, action.Id);
+        Assert.Equal("CollectInvestigationPackage", action.Type);
+        Assert.Equal("Succeeded", action.Status);
+        Assert.Equal("1e5bc9d7e413ddd7902c2932e418702b84d0cc07", action.MachineId);
+        Assert.NotNull(action.CreationDateTimeUtc);
+        Assert.Equal(DateTimeKind.Utc, action.CreationDateTimeUtc.Value.Kind);
+        Assert.Contains("\"requestSource\"", action.Json);
+    }
+
+    [Fact]
+    public void Failures_are_DefenderExceptions_with_the_status_and_the_library_message()
+    {
+        using DefenderClient client = simulator.Client();
+        string unknown = "00000000-0000-4000-8000-00000000dead";
+        string pending = simulator.CreateAction(new { schedule = new { pending_secs = 36000, in_progress_secs = 0 } });
+        string failed = simulator.CreateAction(new { outcome = "Failed" });
+
+        var notFound = Assert.Throws<DefenderException>(() => client.GetPackageUri(unknown));
+        var notReady = Assert.Throws<DefenderException>(() => client.GetPackageUri(pending));
+        var actionFailed = Assert.Throws<DefenderException>(() => client.DownloadPackage(failed, folder, null));
+
+        Assert.Equal(DefenderStatus.NotFound, notFound.Status);
+        Assert.Contains(unknown, notFound.Message);
+        Assert.Equal(DefenderStatus.NotReady, notReady.Status);
+        Assert.Contains("Pending", notReady.Message);
+        Assert.Equal(DefenderStatus.ActionFailed, actionFailed.Status);
+        Assert.Empty(Directory.GetFileSystemEntries(folder));
+    }
+
+    [Fact]
+    public void An_unknown_option_is_InvalidArgument_naming_it_and_null_restores_the_default()
+    {
+        using var client = new DefenderClient();
+
+        var failure = Assert.Throws<DefenderException>(() => client.Set("time_out", "5"));
+
+        Assert.Equal(DefenderStatus.InvalidArgument, failure.Status);
+        Assert.Contains("'time_out'", failure.Message);
+        Assert.Contains("timeout_ms", failure.Message);
+        client.Set("timeout_ms", "5000");
+        client.Set("timeout_ms", null);
+    }
+
+    [Fact]
+    public void SetSecret_signs_in_from_a_SecureString_and_a_wrong_secret_is_Unauthorized_without_showing_it()
+    {
+        string id = simulator.CreateAction();
+        using DefenderClient client = simulator.Client();
+
+        client.SetSecret("client_secret", Secure(Simulator.Secret));
+        Assert.Equal(id, client.GetMachineAction(id).Id);
+
+        const string wrong = "wrong-Sécret-✓-4711";
+        using DefenderClient wrongClient = simulator.Client();
+        wrongClient.SetSecret("client_secret", Secure(wrong));
+        var failure = Assert.Throws<DefenderException>(() => wrongClient.GetMachineAction(id));
+        Assert.Equal(DefenderStatus.Unauthorized, failure.Status);
+        Assert.Contains("AADSTS7000215", failure.Message);
+        Assert.DoesNotContain(wrong, failure.Message);
+    }
+
+    [Fact]
+    public void Strings_are_UTF8_both_ways()
+    {
+        using DefenderClient client = simulator.Client();
+        const string comment = "Vorfall 4711: Größe, 事件, ✓";
+
+        MachineAction action = client.CollectInvestigationPackage("5a5bc9d7e413ddd7902c2932e418702b84d0cc07", comment);
+
+        Assert.Equal(comment, action.RequestorComment);
+    }
+
+    [Fact]
+    public void Collect_and_wait_give_a_succeeded_action_and_log_lines_arrive_on_the_calling_thread()
+    {
+        using DefenderClient client = simulator.Client();
+        int caller = Environment.CurrentManagedThreadId;
+        var lines = new List<(DefenderLogLevel Level, string Message, int Thread)>();
+        client.LogHandler = (level, message) => lines.Add((level, message, Environment.CurrentManagedThreadId));
+
+        MachineAction started = client.CollectInvestigationPackage("6a5bc9d7e413ddd7902c2932e418702b84d0cc07", null);
+        MachineAction done = client.WaitForAction(started.Id);
+
+        Assert.Contains(started.Status, new[] { "Pending", "InProgress" });
+        Assert.Equal(started.Id, done.Id);
+        Assert.Equal("Succeeded", done.Status);
+        Assert.Contains(lines, line => line.Level == DefenderLogLevel.Info && line.Message.Contains(started.Id));
+        Assert.All(lines, line => Assert.Equal(caller, line.Thread));
+    }
+
+    [Fact]
+    public void An_exception_from_the_progress_handler_cancels_the_download_and_is_rethrown_as_it_was()
+    {
+        string id = simulator.CreateAction();
+        simulator.AddFault(new { endpoint = "download", action_id = id, fault = new { kind = "slow_body", bytes_per_sec = 262144 } });
+        using DefenderClient client = simulator.Client();
+        var thrown = new InvalidOperationException("the handler gave up");
+
+        var caught = Assert.Throws<InvalidOperationException>(() => client.DownloadPackage(id, folder, (done, total) =>
+        {
+            if (done > 0) throw thrown;
+        }));
+
+        Assert.Same(thrown, caught);
+        Assert.Empty(Directory.GetFileSystemEntries(folder));
+    }
+
+    [Fact]
+    public void A_cancellation_token_stops_a_slow_download_promptly_and_leaves_no_file()
+    {
+        string id = simulator.CreateAction();
+        simulator.AddFault(new { endpoint = "download", action_id = id, fault = new { kind = "slow_body", bytes_per_sec = 16384 } });
+        using DefenderClient client = simulator.Client();
+        using var cancellation = new CancellationTokenSource();
+        var clock = new Stopwatch();
+
+        Assert.ThrowsAny<OperationCanceledException>(() => client.DownloadPackage(id, folder, (done, total) =>
+        {
+            if (done > 0 && !clock.IsRunning)
+            {
+                clock.Start();
+                cancellation.CancelAfter(200);
+            }
+        }, cancellation.Token));
+
+        Assert.InRange(clock.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(10));
+        Assert.Empty(Directory.GetFileSystemEntries(folder));
+    }
+
+    [Fact]
+    public void A_cancellation_token_stops_a_call_that_reports_nothing_while_it_waits()
+    {
+        string id = simulator.CreateAction();
+        simulator.AddFault(new { endpoint = "get_package_uri", action_id = id, fault = new { kind = "delay", ms = 60000 } });
+        using DefenderClient client = simulator.Client();
+        using var cancellation = new CancellationTokenSource(TimeSpan.FromSeconds(1));
+        var clock = Stopwatch.StartNew();
+
+        var stopped = Assert.ThrowsAny<OperationCanceledException>(() => client.GetPackageUri(id, cancellation.Token));
+
+        Assert.InRange(clock.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(10));
+        Assert.Equal(cancellation.Token, stopped.CancellationToken);
+        Assert.Equal(DefenderStatus.Cancelled, Assert.IsType<DefenderException>(stopped.InnerException).Status);
+    }
+
+    [Fact]
+    public void A_client_assertion_signed_with_a_certificate_signs_in()
+    {
+        const string app = "00000000-0000-4000-8000-0000000000c3";
+        using RSA key = RSA.Create(2048);
+        var request = new CertificateRequest("CN=defender-package xunit", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        using X509Certificate2 certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        simulator.Control(HttpMethod.Post, "apps", new { tenant_id = simulator.TenantId, client_id = app, certificate_pem = certificate.ExportCertificatePem() });
+        string id = simulator.CreateAction();
+        using var client = new DefenderClient();
+        client.Set("base_url", simulator.BaseUrl);
+        client.Set("authority_url", simulator.BaseUrl);
+        client.Set("tenant_id", simulator.TenantId);
+        client.Set("client_id", app);
+
+        string audience = client.GetAssertionAudience();
+        client.Set("client_assertion", ClientAssertion.Create(certificate, audience, app, TimeSpan.FromMinutes(10)));
+
+        Assert.Equal($"{simulator.BaseUrl}/{simulator.TenantId}/oauth2/v2.0/token", audience);
+        Assert.Equal(id, client.GetMachineAction(id).Id);
+        var claims = simulator.Requests("token").Last(r => (string)r!["client_id"] == app)!["claims"]!;
+        Assert.Equal(app, (string)claims["iss"]);
+        Assert.Equal(app, (string)claims["sub"]);
+        Assert.Equal(600, (long)claims["exp"] - (long)claims["nbf"]);
+    }
+
+    [Fact]
+    public void A_disposed_client_cannot_be_used()
+    {
+        var client = simulator.Client();
+        client.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => client.GetPackageUri("x"));
+    }
+
+    static SecureString Secure(string text)
+    {
+        var secure = new SecureString();
+        foreach (char c in text) secure.AppendChar(c);
+        secure.MakeReadOnly();
+        return secure;
+    }
+}

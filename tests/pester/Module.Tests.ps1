@@ -1,0 +1,119 @@
+# The module itself: its manifest, its help, and where it loads the native library from.
+
+BeforeDiscovery {
+    $manifest = Import-PowerShellDataFile (Join-Path $PSScriptRoot '../../powershell/DefenderPackage/DefenderPackage.psd1')
+    $exported = $manifest.FunctionsToExport | ForEach-Object { @{ Name = $_ } }
+}
+
+BeforeAll {
+    Import-Module (Join-Path $PSScriptRoot 'TestHelpers.psm1') -Force
+    $modulePath = Get-DefenderModulePath
+    Import-Module $modulePath -Force
+
+    function Invoke-ChildPwsh {
+        # Runs $Command in a new pwsh process (a fresh process has not loaded the native library
+        # yet), without CARGO_TARGET_DIR; returns its exit code and all it printed.
+        param([string] $Command)
+        $start = [Diagnostics.ProcessStartInfo]::new((Join-Path $PSHOME $(if ($IsWindows) { 'pwsh.exe' } else { 'pwsh' })))
+        foreach ($argument in '-NoProfile', '-NonInteractive', '-Command', $Command) { $start.ArgumentList.Add($argument) }
+        $start.RedirectStandardOutput = $true
+        $start.RedirectStandardError = $true
+        $start.Environment.Remove('CARGO_TARGET_DIR')
+        $start.Environment['NO_COLOR'] = '1'
+        $process = [Diagnostics.Process]::Start($start)
+        $errors = $process.StandardError.ReadToEndAsync()
+        $output = $process.StandardOutput.ReadToEnd()
+        $process.WaitForExit()
+        [pscustomobject]@{ ExitCode = $process.ExitCode; Output = $output + $errors.Result }
+    }
+
+    function Copy-ModuleElsewhere {
+        # A copy of the module outside the source tree, so no build output is beside it.
+        $copy = Join-Path (New-TestFolder) 'DefenderPackage'
+        Copy-Item -Path $modulePath -Destination $copy -Recurse
+        $copy
+    }
+}
+
+AfterAll {
+    Remove-Module DefenderPackage -ErrorAction SilentlyContinue
+}
+
+Describe 'The manifest' {
+    It 'passes Test-ModuleManifest and names the editions and version it supports' {
+        $manifest = Test-ModuleManifest -Path (Join-Path $modulePath 'DefenderPackage.psd1') -ErrorAction Stop
+        $manifest.PowerShellVersion | Should -Be ([version]'5.1')
+        $manifest.CompatiblePSEditions | Should -Be @('Core', 'Desktop')
+        $manifest.RootModule | Should -Be 'DefenderPackage.psm1'
+    }
+
+    It 'exports exactly the commands it lists, each with an approved verb' {
+        $commands = Get-Command -Module DefenderPackage
+        $commands.Name | Sort-Object | Should -Be @(
+            'Connect-DefenderApi', 'Disconnect-DefenderApi', 'Get-DefenderMachineAction', 'Get-DefenderPackageUri',
+            'Save-DefenderInvestigationPackage', 'Start-DefenderInvestigationPackageCollection', 'Wait-DefenderMachineAction')
+        $approved = (Get-Verb).Verb
+        foreach ($command in $commands) {
+            $command.Verb | Should -BeIn $approved -Because "$($command.Name) uses an approved verb"
+        }
+    }
+}
+
+Describe 'Help of <Name>' -ForEach $exported {
+    BeforeAll {
+        $help = Get-Help $Name -Full
+        $command = Get-Command $Name
+    }
+
+    It 'has a synopsis, a description and examples' {
+        $help.Synopsis | Should -Not -BeNullOrEmpty
+        $help.Synopsis | Should -Not -BeLike "*$Name*" -Because 'the synopsis is written, not generated from the syntax'
+        ($help.Description.Text -join "`n") | Should -Not -BeNullOrEmpty
+        @($help.Examples.Example).Count | Should -BeGreaterThan 0
+        foreach ($example in $help.Examples.Example) {
+            $example.Code | Should -Match $Name
+            ($example.Remarks.Text -join '') | Should -Not -BeNullOrEmpty -Because 'each example says what it does'
+        }
+    }
+
+    It 'documents every parameter' {
+        $common = [System.Management.Automation.PSCmdlet]::CommonParameters + [System.Management.Automation.PSCmdlet]::OptionalCommonParameters
+        $documented = @($help.Parameters.Parameter | Where-Object { ($_.Description.Text -join '').Trim() }).Name
+        foreach ($parameter in $command.Parameters.Keys | Where-Object { $_ -notin $common }) {
+            $parameter | Should -BeIn $documented -Because "$Name -$parameter needs a description"
+        }
+    }
+}
+
+Describe 'Loading the native library' {
+    It 'says with -Verbose which file it loaded' {
+        $verbose = Import-Module $modulePath -Force -Verbose 4>&1 | ForEach-Object { "$_" }
+        $line = $verbose | Where-Object { $_ -like 'DefenderPackage: using the defender native library*' }
+        $line | Should -Not -BeNullOrEmpty
+        $loaded = [Defender.DefenderLibrary]::LoadedPath
+        $line | Should -BeLike "*'$loaded'*"
+        Test-Path -LiteralPath $loaded | Should -BeTrue
+        [IO.Path]::GetFileName($loaded) | Should -Be ([Defender.DefenderLibrary]::FileName)
+    }
+
+    It 'loads runtimes/RID/native/ inside the module first' {
+        $copy = Copy-ModuleElsewhere
+        $native = Join-Path $copy "runtimes/$([Defender.DefenderLibrary]::RuntimeIdentifier)/native"
+        $null = New-Item -ItemType Directory -Path $native
+        Copy-Item -LiteralPath ([Defender.DefenderLibrary]::LoadedPath) -Destination $native
+        $result = Invoke-ChildPwsh "Import-Module '$copy' -Verbose 4>&1 | Where-Object { `$_ -like '*native library*' } | ForEach-Object Message"
+        $result.ExitCode | Should -Be 0 -Because $result.Output
+        $result.Output | Should -BeLike "*from '$(Join-Path $native ([Defender.DefenderLibrary]::FileName))'*"
+    }
+
+    It 'fails to import with an error naming every path it looked in when the library is missing' {
+        $copy = Copy-ModuleElsewhere
+        $result = Invoke-ChildPwsh "try { Import-Module '$copy' -ErrorAction Stop } catch { `$_.Exception.Message; exit 3 }"
+        $result.ExitCode | Should -Be 3 -Because $result.Output
+        $fileName = [Defender.DefenderLibrary]::FileName
+        $result.Output | Should -BeLike "*$fileName*was not found*"
+        $result.Output | Should -BeLike "*$(Join-Path $copy "runtimes/$([Defender.DefenderLibrary]::RuntimeIdentifier)/native/$fileName")*"
+        $result.Output | Should -BeLike "*$(Join-Path 'target' 'debug' $fileName)*"
+        $result.Output | Should -BeLike "*cargo build -p defender*"
+    }
+}

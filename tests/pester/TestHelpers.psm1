@@ -1,0 +1,159 @@
+# What the Pester suites share: a defender-simulator process on loopback, its control API, and
+# checks that text holds no secret. The module under test is imported from the source tree.
+
+Set-StrictMode -Version 3.0
+
+$script:RepoRoot = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
+$script:ModulePath = Join-Path $script:RepoRoot 'powershell/DefenderPackage'
+$script:TargetDirectory = if ($env:CARGO_TARGET_DIR) { $env:CARGO_TARGET_DIR } else { Join-Path $script:RepoRoot 'target' }
+
+# The simulator's own app; its secret is a published constant of the simulator.
+$script:SimulatorSecret = 'simulator-secret'
+
+function Get-DefenderModulePath { $script:ModulePath }
+
+function Get-TestTargetDirectory { $script:TargetDirectory }
+
+function Start-TestSimulator {
+    # Starts target/debug/defender-simulator (rate limits off, the given clock scale and package
+    # size) and returns its ready line with the process: stop it with Stop-TestSimulator.
+    param(
+        [double] $ClockScale = 60,
+        [string] $PackageSize = '1MiB'
+    )
+    $executable = Join-Path $script:TargetDirectory 'debug/defender-simulator'
+    if ($IsWindows) { $executable += '.exe' }
+    $start = [Diagnostics.ProcessStartInfo]::new($executable)
+    foreach ($argument in '--rate-limit', 'off', '--clock-scale', $ClockScale, '--package-size', $PackageSize) {
+        $start.ArgumentList.Add([string]$argument)
+    }
+    $start.RedirectStandardOutput = $true
+    $start.UseShellExecute = $false
+    $start.Environment['RUST_LOG'] = 'warn'
+    $process = [Diagnostics.Process]::Start($start)
+    $line = $process.StandardOutput.ReadLine()
+    if (-not $line) {
+        $process.WaitForExit()
+        throw "defender-simulator exited ($($process.ExitCode)) without its ready line; see its messages above"
+    }
+    $ready = $line | ConvertFrom-Json
+    $ready | Add-Member -NotePropertyName Process -NotePropertyValue $process
+    $ready | Add-Member -NotePropertyName ClockScale -NotePropertyValue $ClockScale
+    $ready
+}
+
+function Stop-TestSimulator {
+    param([Parameter(Mandatory)] $Simulator)
+    if (-not $Simulator.Process.HasExited) {
+        $Simulator.Process.Kill()
+        $Simulator.Process.WaitForExit()
+    }
+    $Simulator.Process.Dispose()
+}
+
+function Invoke-SimulatorControl {
+    # A call of the simulator's control API (/_sim/...), JSON both ways.
+    param(
+        [Parameter(Mandatory)] $Simulator,
+        [Parameter(Mandatory)] [string] $Path,
+        [string] $Method = 'Post',
+        [object] $Body
+    )
+    $parameters = @{ Method = $Method; Uri = "$($Simulator.base_url)/_sim/$Path" }
+    if ($PSBoundParameters.ContainsKey('Body')) {
+        $parameters.Body = $Body | ConvertTo-Json -Depth 5 -Compress
+        $parameters.ContentType = 'application/json'
+    }
+    # Not Invoke-RestMethod: it writes an empty JSON array as one object instead of nothing.
+    $content = (Invoke-WebRequest @parameters).Content
+    if ($content) {
+        $content | ConvertFrom-Json
+    }
+}
+
+function New-SimulatedAction {
+    # Creates a machine action (POST /_sim/actions, spec as documented there); returns its id.
+    param([Parameter(Mandatory)] $Simulator, [hashtable] $Spec = @{})
+    (Invoke-SimulatorControl -Simulator $Simulator -Path actions -Body $Spec).id
+}
+
+function Add-SimulatorFault {
+    param([Parameter(Mandatory)] $Simulator, [Parameter(Mandatory)] [hashtable] $Rule)
+    $null = Invoke-SimulatorControl -Simulator $Simulator -Path faults -Body $Rule
+}
+
+function Get-SimulatorRequest {
+    # The simulator's request log, optionally of one endpoint (token, get_package_uri, download, ...).
+    param([Parameter(Mandatory)] $Simulator, [string] $Endpoint)
+    $query = if ($Endpoint) { "?endpoint=$Endpoint" } else { '' }
+    @(Invoke-SimulatorControl -Simulator $Simulator -Method Get -Path "requests$query")
+}
+
+function Get-SimulatedPackageHash {
+    # The SHA-256 of the action's package exactly as the download host serves it.
+    param([Parameter(Mandatory)] $Simulator, [Parameter(Mandatory)] [string] $ActionId)
+    $bytes = (Invoke-WebRequest -Uri "$($Simulator.base_url)/_sim/actions/$ActionId/package").Content
+    $sha256 = [Security.Cryptography.SHA256]::Create()
+    try {
+        ([BitConverter]::ToString($sha256.ComputeHash([byte[]]$bytes)) -replace '-').ToLowerInvariant()
+    } finally {
+        $sha256.Dispose()
+    }
+}
+
+function Get-SimulatorConnectParameters {
+    # Connect-DefenderApi parameters for the simulator's app, secret sign-in, clocks matched.
+    param([Parameter(Mandatory)] $Simulator)
+    @{
+        TenantId     = $Simulator.tenant_id
+        ClientId     = $Simulator.client_id
+        ClientSecret = ConvertTo-SecureString $script:SimulatorSecret -AsPlainText -Force
+        BaseUri      = $Simulator.base_url
+        Option       = (Get-SimulatorOption -Simulator $Simulator)
+    }
+}
+
+function Get-SimulatorOption {
+    # The -Option keys that point the library at the simulator.
+    param([Parameter(Mandatory)] $Simulator)
+    @{ authority_url = $Simulator.base_url; rate_limit = 'off'; clock_scale = $Simulator.ClockScale }
+}
+
+function New-TestFolder {
+    $folder = Join-Path ([IO.Path]::GetTempPath()) "defender-pester-$([guid]::NewGuid())"
+    (New-Item -ItemType Directory -Path $folder).FullName
+}
+
+function Assert-NoSecret {
+    # Fails when $Text holds a secret: the simulator's client secret, one of $Secret, a bearer
+    # token, or the value of a link's token= query.
+    param([AllowEmptyString()] [string] $Text, [string[]] $Secret = @())
+    foreach ($value in @($script:SimulatorSecret) + $Secret) {
+        if ($value -and $Text.Contains($value)) { throw "a secret leaked into: $Text" }
+    }
+    if ($Text -match 'Bearer\s+\S') { throw "a bearer token leaked into: $Text" }
+    if ($Text -match 'token=(?!REDACTED)[^&\s]') { throw "a link's token leaked into: $Text" }
+}
+
+function New-TestCertificate {
+    # A self-signed RSA certificate with its private key, for an app's certificate sign-in.
+    param([string] $Subject = 'CN=defender-package tests')
+    $key = [Security.Cryptography.RSA]::Create(2048)
+    $request = [Security.Cryptography.X509Certificates.CertificateRequest]::new(
+        $Subject, $key, [Security.Cryptography.HashAlgorithmName]::SHA256, [Security.Cryptography.RSASignaturePadding]::Pkcs1)
+    $request.CreateSelfSigned([DateTimeOffset]::UtcNow.AddDays(-1), [DateTimeOffset]::UtcNow.AddDays(1))
+}
+
+function Register-SimulatorApp {
+    # Registers an app with the simulator: a client secret or a certificate (PEM).
+    param(
+        [Parameter(Mandatory)] $Simulator,
+        [Parameter(Mandatory)] [string] $ClientId,
+        [string] $ClientSecret,
+        [Security.Cryptography.X509Certificates.X509Certificate2] $Certificate
+    )
+    $app = @{ tenant_id = $Simulator.tenant_id; client_id = $ClientId }
+    if ($ClientSecret) { $app.client_secret = $ClientSecret }
+    if ($Certificate) { $app.certificate_pem = $Certificate.ExportCertificatePem() }
+    $null = Invoke-SimulatorControl -Simulator $Simulator -Path apps -Body $app
+}
