@@ -501,3 +501,26 @@ fn passing_failures_of_the_sign_in_endpoints_are_retried_and_refusals_are_not() 
     identity.package_uri(&id).unwrap();
     assert_eq!(statuses_at(&simulator, "imds"), vec![Some(500), Some(410), Some(200)]);
 }
+
+#[test]
+fn signing_in_up_front_shows_wrong_credentials_at_once_and_its_token_serves_later_calls() {
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({}));
+
+    let wrong = client_for(&simulator);
+    wrong.set("client_secret", Some("wrong-secret")).unwrap();
+    let failure = wrong.sign_in().unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Unauthorized);
+    assert!(failure.message.contains("AADSTS"), "{}", failure.message);
+    assert_no_sign_in_secret(&failure.message, &["wrong-secret"]);
+    assert!(requests_to(&simulator, "get_package_uri").is_empty(), "signing in calls no API");
+
+    let client = client_for(&simulator);
+    client.sign_in().unwrap();
+    client.sign_in().unwrap();
+    client.package_uri(&id).unwrap();
+    assert_eq!(statuses_at(&simulator, "token"), vec![Some(401), Some(200)], "one token for the good client");
+
+    let unconfigured = Client::new();
+    assert_eq!(unconfigured.sign_in().unwrap_err().status, DefenderStatus::InvalidArgument);
+}

@@ -106,6 +106,10 @@ impl Client {
         check(unsafe { defender_client_set_log_callback(self.0, callback, ptr::null_mut()) }).unwrap();
     }
 
+    pub fn sign_in(&self) -> Result<(), Failure> {
+        check(unsafe { defender_client_sign_in(self.0) })
+    }
+
     pub fn cancel(&self) {
         check(unsafe { defender_client_cancel(self.0) }).unwrap();
     }

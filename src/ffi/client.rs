@@ -143,6 +143,28 @@ pub unsafe extern "C" fn defender_client_set(
     })
 }
 
+/// Signs in now with the configured sign-in, or finds the cached token still good, so that wrong
+/// credentials show at once (a `Connect` step) rather than at the first call. Every other call
+/// signs in by itself when it needs to; calling this is never required.
+///
+/// A bearer token given as `access_token` is not checked here (only the API can tell whether it
+/// is good). Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_UNAUTHORIZED`
+/// (the credentials were refused, with the service's text), `DEFENDER_STATUS_INVALID_ARGUMENT`
+/// (no sign-in, or more than one, is configured; a certificate file that cannot be used), or
+/// `NETWORK`, `TIMEOUT`, `HTTP`, `PROTOCOL`, `CANCELLED`.
+///
+/// # Safety
+/// `client` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_client_sign_in(client: *const DefenderClient) -> DefenderStatus {
+    boundary("defender_client_sign_in", || {
+        let client = unsafe { client_ref(client) }?;
+        client.run("defender_client_sign_in", None, |session, reporter| async move {
+            session.tokens.token(&session.http, &session.settings, &reporter).await.map(drop)
+        })
+    })
+}
+
 /// Writes to `*audience_out` the URL that a client assertion for this client must name as its
 /// `aud` claim: the token endpoint `{authority}/{tenant_id}/oauth2/v2.0/token`, from the options
 /// `tenant_id`, `cloud` and `authority_url` as they are now. For callers that sign assertions

@@ -262,12 +262,12 @@ Describe 'Get-DefenderPackageUri' {
         Add-SimulatorFault -Simulator $simulator -Rule @{ endpoint = 'get_package_uri'; action_id = $id; fault = @{ kind = 'delay'; ms = 60000 } }
         $shell = New-ConnectedShell
         try {
-            # The request log shows a request once answered; the shell's sign-in comes just before it.
-            $signIns = @(Get-SimulatorRequest -Simulator $simulator -Endpoint token).Count
+            # The request log shows a request only once answered, and the shell signed in when it
+            # connected: give the call time to send its request, which then waits a minute.
             $null = $shell.AddScript("Get-DefenderPackageUri -ActionId '$id'")
             $running = $shell.BeginInvoke()
-            Wait-Until { @(Get-SimulatorRequest -Simulator $simulator -Endpoint token).Count -gt $signIns }
-            Start-Sleep -Milliseconds 500
+            Start-Sleep -Milliseconds 1500
+            $running.IsCompleted | Should -BeFalse -Because 'the call waits for the service'
 
             $clock = [Diagnostics.Stopwatch]::StartNew()
             $shell.Stop()

@@ -9,10 +9,10 @@ BeforeAll {
     $action = New-SimulatedAction -Simulator $simulator
 
     function Assert-SignedInWith {
-        # Looks up $action through the session's connection and checks the sign-in request that
-        # made it possible used $Credential (secret, assertion, imds, app_service).
+        # Looks up $action through the session's connection and checks that the one sign-in
+        # request since the test began (Connect-DefenderApi's) used $Credential (secret,
+        # assertion, imds, app_service), and that the command reused its token.
         param([string] $Credential, [string] $ClientId)
-        $null = Invoke-SimulatorControl -Simulator $simulator -Method Delete -Path requests
         Get-DefenderMachineAction -ActionId $action -ErrorAction Stop | Select-Object -ExpandProperty id | Should -Be $action
         $signIns = @(Get-SimulatorRequest -Simulator $simulator | Where-Object credential)
         $signIns.Count | Should -Be 1
@@ -44,212 +44,224 @@ AfterAll {
     Remove-Module DefenderPackage -ErrorAction SilentlyContinue
 }
 
-Describe 'Connect-DefenderApi with a client secret' {
-    It 'signs in with -ClientSecret at the first call' {
-        $connect = Get-SimulatorConnectParameters -Simulator $simulator
-        Connect-DefenderApi @connect
-        $null = Assert-SignedInWith -Credential secret -ClientId $simulator.client_id
-    }
-
-    It 'signs in with -Credential (client id as user name, secret as password)' {
-        $credential = [pscredential]::new($simulator.client_id, (ConvertTo-SecureString 'simulator-secret' -AsPlainText -Force))
-        Connect-DefenderApi -TenantId $simulator.tenant_id -Credential $credential -BaseUri $simulator.base_url -Option $simulatorOption
-        $null = Assert-SignedInWith -Credential secret -ClientId $simulator.client_id
-    }
-
-    It 'keeps no copy of the secret in the session' {
-        $connect = Get-SimulatorConnectParameters -Simulator $simulator
-        Connect-DefenderApi @connect
-        $kept = & (Get-Module DefenderPackage) { $script:Connection | Select-Object * -ExcludeProperty Client | ConvertTo-Json -Depth 5 }
-        $kept | Should -Not -BeNullOrEmpty
-        Assert-NoSecret $kept
-    }
-
-    It 'reports a wrong secret as Defender.Unauthorized with the service''s reason and never the secret' {
-        $wrong = 'wrong-secret-f7d1c0e2'
-        Connect-DefenderApi -TenantId $simulator.tenant_id -ClientId $simulator.client_id -ClientSecret (ConvertTo-SecureString $wrong -AsPlainText -Force) `
-            -BaseUri $simulator.base_url -Option $simulatorOption
-
-        $streams = Get-DefenderMachineAction -ActionId $action -Verbose -Debug -ErrorAction Continue *>&1
-
-        $failure = $streams | Where-Object { $_ -is [System.Management.Automation.ErrorRecord] }
-        $failure.FullyQualifiedErrorId | Should -Be 'Defender.Unauthorized,Get-DefenderMachineAction'
-        $failure.CategoryInfo.Category | Should -Be 'AuthenticationError'
-        $failure.Exception.Message | Should -BeLike '*AADSTS7000215*'
-        Assert-NoSecret (($streams | ForEach-Object { "$_" }) -join "`n") -Secret $wrong
-    }
-}
-
-Describe 'Connect-DefenderApi with an access token' {
-    It 'uses -AccessToken as it is, without signing in' {
-        $token = Get-SimulatorToken
+Describe 'Connect-DefenderApi' {
+    BeforeEach {
+        # Each test sees only its own requests, from its Connect-DefenderApi on.
         $null = Invoke-SimulatorControl -Simulator $simulator -Method Delete -Path requests
-        Connect-DefenderApi -AccessToken (ConvertTo-SecureString $token -AsPlainText -Force) -BaseUri $simulator.base_url -Option $simulatorOption
-
-        (Get-DefenderMachineAction -ActionId $action -ErrorAction Stop).id | Should -Be $action
-        Get-SimulatorRequest -Simulator $simulator -Endpoint token | Should -BeNullOrEmpty
     }
-}
 
-Describe 'Connect-DefenderApi with a certificate' {
-    It 'signs a client assertion from the certificate store that the token endpoint accepts' {
-        $audience = "$($simulator.base_url)/$($simulator.tenant_id)/oauth2/v2.0/token"
-        $assertion = [Defender.ClientAssertion]::Create($certificate, $audience, $certificateApp, [TimeSpan]::FromMinutes(10))
-        $form = @{
-            grant_type            = 'client_credentials'
-            client_id             = $certificateApp
-            client_assertion_type = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
-            client_assertion      = $assertion
-            scope                 = 'https://api.securitycenter.microsoft.com/.default'
+    Describe 'Connect-DefenderApi with a client secret' {
+        It 'signs in with -ClientSecret when it connects' {
+            $connect = Get-SimulatorConnectParameters -Simulator $simulator
+            Connect-DefenderApi @connect
+            $null = Assert-SignedInWith -Credential secret -ClientId $simulator.client_id
         }
-        $null = Invoke-SimulatorControl -Simulator $simulator -Method Delete -Path requests
 
-        $token = Invoke-RestMethod -Method Post -Uri "$($simulator.base_url)/$($simulator.tenant_id)/oauth2/v2.0/token" -Body $form
+        It 'signs in with -Credential (client id as user name, secret as password)' {
+            $credential = [pscredential]::new($simulator.client_id, (ConvertTo-SecureString 'simulator-secret' -AsPlainText -Force))
+            Connect-DefenderApi -TenantId $simulator.tenant_id -Credential $credential -BaseUri $simulator.base_url -Option $simulatorOption
+            $null = Assert-SignedInWith -Credential secret -ClientId $simulator.client_id
+        }
 
-        $token.access_token | Should -Not -BeNullOrEmpty
-        $claims = (Get-SimulatorRequest -Simulator $simulator -Endpoint token)[0].claims
-        $claims.aud | Should -Be $audience
-        $claims.iss | Should -Be $certificateApp
-        $claims.sub | Should -Be $certificateApp
-        $claims.exp - $claims.nbf | Should -Be 600
-        $claims.x5t | Should -Be ([Convert]::ToBase64String($certificate.GetCertHash()).TrimEnd('=').Replace('+', '-').Replace('/', '_'))
+        It 'keeps no copy of the secret in the session' {
+            $connect = Get-SimulatorConnectParameters -Simulator $simulator
+            Connect-DefenderApi @connect
+            $kept = & (Get-Module DefenderPackage) { $script:Connection | Select-Object * -ExcludeProperty Client | ConvertTo-Json -Depth 5 }
+            $kept | Should -Not -BeNullOrEmpty
+            Assert-NoSecret $kept
+        }
+
+        It 'stops at a wrong secret with Defender.Unauthorized, the service''s reason and never the secret' {
+            $wrong = 'wrong-secret-f7d1c0e2'
+            $failure = $null
+            $streams = try {
+                Connect-DefenderApi -TenantId $simulator.tenant_id -ClientId $simulator.client_id `
+                    -ClientSecret (ConvertTo-SecureString $wrong -AsPlainText -Force) `
+                    -BaseUri $simulator.base_url -Option $simulatorOption -Verbose -Debug *>&1
+            } catch {
+                $failure = $_
+            }
+
+            $failure | Should -Not -BeNullOrEmpty -Because 'a wrong secret fails Connect-DefenderApi itself'
+            $failure.FullyQualifiedErrorId | Should -Be 'Defender.Unauthorized,Connect-DefenderApi'
+            $failure.CategoryInfo.Category | Should -Be 'AuthenticationError'
+            $failure.Exception.Message | Should -BeLike '*AADSTS7000215*'
+            Get-SimulatorRequest -Simulator $simulator -Endpoint get_package_uri | Should -BeNullOrEmpty
+            Assert-NoSecret ((@($streams) + $failure | ForEach-Object { "$_" }) -join "`n") -Secret $wrong
+        }
     }
 
-    It 'signs in with -CertificateThumbprint from CurrentUser\My' {
-        $store = [Security.Cryptography.X509Certificates.X509Store]::new('My', 'CurrentUser')
-        $store.Open('ReadWrite')
-        $store.Add($certificate)
-        try {
-            Connect-DefenderApi -TenantId $simulator.tenant_id -ClientId $certificateApp -CertificateThumbprint $certificate.Thumbprint.ToLowerInvariant() `
-                -BaseUri $simulator.base_url -Option $simulatorOption
-            $signIn = Assert-SignedInWith -Credential assertion -ClientId $certificateApp
-            $signIn.claims.aud | Should -Be "$($simulator.base_url)/$($simulator.tenant_id)/oauth2/v2.0/token"
+    Describe 'Connect-DefenderApi with an access token' {
+        It 'uses -AccessToken as it is, without signing in' {
+            $token = Get-SimulatorToken
+            $null = Invoke-SimulatorControl -Simulator $simulator -Method Delete -Path requests
+            Connect-DefenderApi -AccessToken (ConvertTo-SecureString $token -AsPlainText -Force) -BaseUri $simulator.base_url -Option $simulatorOption
 
-            # Each command hands over a fresh assertion; the library keeps its token.
             (Get-DefenderMachineAction -ActionId $action -ErrorAction Stop).id | Should -Be $action
-            @(Get-SimulatorRequest -Simulator $simulator -Endpoint token).Count | Should -Be 1
-        } finally {
-            $store.Remove($certificate)
-            $store.Dispose()
+            Get-SimulatorRequest -Simulator $simulator -Endpoint token | Should -BeNullOrEmpty
         }
     }
 
-    It 'reports an unknown thumbprint as Defender.CertificateNotFound' {
-        { Connect-DefenderApi -TenantId $simulator.tenant_id -ClientId $certificateApp -CertificateThumbprint ('AB' * 20) -BaseUri $simulator.base_url } |
-            Should -Throw -ErrorId 'Defender.CertificateNotFound,Connect-DefenderApi'
-    }
+    Describe 'Connect-DefenderApi with a certificate' {
+        It 'signs a client assertion from the certificate store that the token endpoint accepts' {
+            $audience = "$($simulator.base_url)/$($simulator.tenant_id)/oauth2/v2.0/token"
+            $assertion = [Defender.ClientAssertion]::Create($certificate, $audience, $certificateApp, [TimeSpan]::FromMinutes(10))
+            $form = @{
+                grant_type            = 'client_credentials'
+                client_id             = $certificateApp
+                client_assertion_type = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
+                client_assertion      = $assertion
+                scope                 = 'https://api.securitycenter.microsoft.com/.default'
+            }
+            $null = Invoke-SimulatorControl -Simulator $simulator -Method Delete -Path requests
 
-    It 'signs in with -CertificatePath (PEM with the certificate and its key), relative to the current location' {
-        $folder = New-TestFolder
-        $pem = $certificate.ExportCertificatePem() + "`n" + [Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($certificate).ExportPkcs8PrivateKeyPem()
-        Set-Content -LiteralPath (Join-Path $folder 'app.pem') -Value $pem
-        Push-Location $folder
-        try {
-            Connect-DefenderApi -TenantId $simulator.tenant_id -ClientId $certificateApp -CertificatePath ./app.pem -BaseUri $simulator.base_url -Option $simulatorOption
-        } finally {
-            Pop-Location
+            $token = Invoke-RestMethod -Method Post -Uri "$($simulator.base_url)/$($simulator.tenant_id)/oauth2/v2.0/token" -Body $form
+
+            $token.access_token | Should -Not -BeNullOrEmpty
+            $claims = (Get-SimulatorRequest -Simulator $simulator -Endpoint token)[0].claims
+            $claims.aud | Should -Be $audience
+            $claims.iss | Should -Be $certificateApp
+            $claims.sub | Should -Be $certificateApp
+            $claims.exp - $claims.nbf | Should -Be 600
+            $claims.x5t | Should -Be ([Convert]::ToBase64String($certificate.GetCertHash()).TrimEnd('=').Replace('+', '-').Replace('/', '_'))
         }
-        $null = Assert-SignedInWith -Credential assertion -ClientId $certificateApp
-    }
-}
 
-Describe 'Connect-DefenderApi with a managed identity' {
-    It 'signs in with -Identity (system-assigned) through IMDS' {
-        $imds = "$($simulator.base_url)/metadata/identity/oauth2/token"
-        Connect-DefenderApi -Identity -BaseUri $simulator.base_url -Option ($simulatorOption + @{ managed_identity_endpoint = $imds })
-        $null = Assert-SignedInWith -Credential imds -ClientId '00000000-0000-4000-8000-0000000000a1'
-    }
+        It 'signs in with -CertificateThumbprint from CurrentUser\My' {
+            $store = [Security.Cryptography.X509Certificates.X509Store]::new('My', 'CurrentUser')
+            $store.Open('ReadWrite')
+            $store.Add($certificate)
+            try {
+                Connect-DefenderApi -TenantId $simulator.tenant_id -ClientId $certificateApp -CertificateThumbprint $certificate.Thumbprint.ToLowerInvariant() `
+                    -BaseUri $simulator.base_url -Option $simulatorOption
+                $signIn = Assert-SignedInWith -Credential assertion -ClientId $certificateApp
+                $signIn.claims.aud | Should -Be "$($simulator.base_url)/$($simulator.tenant_id)/oauth2/v2.0/token"
 
-    It 'signs in with -Identity -ClientId (user-assigned) through IMDS' {
-        $identity = '00000000-0000-4000-8000-0000000000a7'
-        $null = Invoke-SimulatorControl -Simulator $simulator -Path identities -Body @{ client_id = $identity }
-        $imds = "$($simulator.base_url)/metadata/identity/oauth2/token"
-        Connect-DefenderApi -Identity -ClientId $identity -BaseUri $simulator.base_url -Option ($simulatorOption + @{ managed_identity_endpoint = $imds })
-        $null = Assert-SignedInWith -Credential imds -ClientId $identity
-    }
+                # Each command hands over a fresh assertion; the library keeps its token.
+                (Get-DefenderMachineAction -ActionId $action -ErrorAction Stop).id | Should -Be $action
+                @(Get-SimulatorRequest -Simulator $simulator -Endpoint token).Count | Should -Be 1
+            } finally {
+                $store.Remove($certificate)
+                $store.Dispose()
+            }
+        }
 
-    It 'signs in with -Identity in Azure Automation (IDENTITY_ENDPOINT and IDENTITY_HEADER)' {
-        # The library reads the process environment, so the runbook runs in a process of its own.
-        $start = [Diagnostics.ProcessStartInfo]::new((Join-Path $PSHOME $(if ($IsWindows) { 'pwsh.exe' } else { 'pwsh' })))
-        $runbook = "Import-Module '$modulePath'; Connect-DefenderApi -Identity -BaseUri '$($simulator.base_url)' -Option @{ rate_limit = 'off' }; " +
-        "(Get-DefenderMachineAction -ActionId '$action' -ErrorAction Stop).status"
-        foreach ($argument in '-NoProfile', '-NonInteractive', '-Command', $runbook) { $start.ArgumentList.Add($argument) }
-        $start.Environment['IDENTITY_ENDPOINT'] = $simulator.identity_endpoint
-        $start.Environment['IDENTITY_HEADER'] = $simulator.identity_header
-        $start.Environment['NO_COLOR'] = '1'
-        $start.RedirectStandardOutput = $true
-        $start.RedirectStandardError = $true
-        $null = Invoke-SimulatorControl -Simulator $simulator -Method Delete -Path requests
-        $process = [Diagnostics.Process]::Start($start)
-        $errors = $process.StandardError.ReadToEndAsync()
-        $output = $process.StandardOutput.ReadToEnd()
-        $process.WaitForExit()
+        It 'reports an unknown thumbprint as Defender.CertificateNotFound' {
+            { Connect-DefenderApi -TenantId $simulator.tenant_id -ClientId $certificateApp -CertificateThumbprint ('AB' * 20) -BaseUri $simulator.base_url } |
+                Should -Throw -ErrorId 'Defender.CertificateNotFound,Connect-DefenderApi'
+        }
 
-        $output.Trim() | Should -Be 'Succeeded' -Because $errors.Result
-        (Get-SimulatorRequest -Simulator $simulator | Where-Object credential).credential | Should -Be 'app_service'
-    }
-}
-
-Describe 'Connect-DefenderApi options' {
-    It 'hands -Option values to the library as text: $true, numbers' {
-        $folder = New-TestFolder
-        $path = Join-Path $folder "$action.zip"
-        Set-Content -LiteralPath $path -Value 'an older copy'
-        $connect = Get-SimulatorConnectParameters -Simulator $simulator
-        $connect.Option.overwrite = $true
-        $connect.Option.timeout_ms = 30000
-        Connect-DefenderApi @connect
-
-        $package = Save-DefenderInvestigationPackage -ActionId $action -Path $folder -PassThru -ErrorAction Stop
-
-        $package.Sha256 | Should -Be (Get-SimulatedPackageHash -Simulator $simulator -ActionId $action)
+        It 'signs in with -CertificatePath (PEM with the certificate and its key), relative to the current location' {
+            $folder = New-TestFolder
+            $pem = $certificate.ExportCertificatePem() + "`n" + [Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($certificate).ExportPkcs8PrivateKeyPem()
+            Set-Content -LiteralPath (Join-Path $folder 'app.pem') -Value $pem
+            Push-Location $folder
+            try {
+                Connect-DefenderApi -TenantId $simulator.tenant_id -ClientId $certificateApp -CertificatePath ./app.pem -BaseUri $simulator.base_url -Option $simulatorOption
+            } finally {
+                Pop-Location
+            }
+            $null = Assert-SignedInWith -Credential assertion -ClientId $certificateApp
+        }
     }
 
-    It 'applies timeout_ms: a slow answer is Defender.Timeout' {
-        $slow = New-SimulatedAction -Simulator $simulator
-        Add-SimulatorFault -Simulator $simulator -Rule @{ endpoint = 'machine_action'; action_id = $slow; fault = @{ kind = 'delay'; ms = 3000 } }
-        $connect = Get-SimulatorConnectParameters -Simulator $simulator
-        $connect.Option.timeout_ms = 300
-        Connect-DefenderApi @connect
+    Describe 'Connect-DefenderApi with a managed identity' {
+        It 'signs in with -Identity (system-assigned) through IMDS' {
+            $imds = "$($simulator.base_url)/metadata/identity/oauth2/token"
+            Connect-DefenderApi -Identity -BaseUri $simulator.base_url -Option ($simulatorOption + @{ managed_identity_endpoint = $imds })
+            $null = Assert-SignedInWith -Credential imds -ClientId '00000000-0000-4000-8000-0000000000a1'
+        }
 
-        Get-DefenderMachineAction -ActionId $slow -ErrorVariable failures -ErrorAction SilentlyContinue
+        It 'signs in with -Identity -ClientId (user-assigned) through IMDS' {
+            $identity = '00000000-0000-4000-8000-0000000000a7'
+            $null = Invoke-SimulatorControl -Simulator $simulator -Path identities -Body @{ client_id = $identity }
+            $imds = "$($simulator.base_url)/metadata/identity/oauth2/token"
+            Connect-DefenderApi -Identity -ClientId $identity -BaseUri $simulator.base_url -Option ($simulatorOption + @{ managed_identity_endpoint = $imds })
+            $null = Assert-SignedInWith -Credential imds -ClientId $identity
+        }
 
-        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.Timeout,Get-DefenderMachineAction'
+        It 'signs in with -Identity in Azure Automation (IDENTITY_ENDPOINT and IDENTITY_HEADER)' {
+            # The library reads the process environment, so the runbook runs in a process of its own.
+            $start = [Diagnostics.ProcessStartInfo]::new((Join-Path $PSHOME $(if ($IsWindows) { 'pwsh.exe' } else { 'pwsh' })))
+            $runbook = "Import-Module '$modulePath'; Connect-DefenderApi -Identity -BaseUri '$($simulator.base_url)' -Option @{ rate_limit = 'off' }; " +
+            "(Get-DefenderMachineAction -ActionId '$action' -ErrorAction Stop).status"
+            foreach ($argument in '-NoProfile', '-NonInteractive', '-Command', $runbook) { $start.ArgumentList.Add($argument) }
+            $start.Environment['IDENTITY_ENDPOINT'] = $simulator.identity_endpoint
+            $start.Environment['IDENTITY_HEADER'] = $simulator.identity_header
+            $start.Environment['NO_COLOR'] = '1'
+            $start.RedirectStandardOutput = $true
+            $start.RedirectStandardError = $true
+            $null = Invoke-SimulatorControl -Simulator $simulator -Method Delete -Path requests
+            $process = [Diagnostics.Process]::Start($start)
+            $errors = $process.StandardError.ReadToEndAsync()
+            $output = $process.StandardOutput.ReadToEnd()
+            $process.WaitForExit()
+
+            $output.Trim() | Should -Be 'Succeeded' -Because $errors.Result
+            (Get-SimulatorRequest -Simulator $simulator | Where-Object credential).credential | Should -Be 'app_service'
+        }
     }
 
-    It 'refuses an unknown option, naming it and the known ones, and keeps the previous connection' {
-        $connect = Get-SimulatorConnectParameters -Simulator $simulator
-        Connect-DefenderApi @connect
-        $connect = Get-SimulatorConnectParameters -Simulator $simulator
-        $connect.Option.time_out = 5
+    Describe 'Connect-DefenderApi options' {
+        It 'hands -Option values to the library as text: $true, numbers' {
+            $folder = New-TestFolder
+            $path = Join-Path $folder "$action.zip"
+            Set-Content -LiteralPath $path -Value 'an older copy'
+            $connect = Get-SimulatorConnectParameters -Simulator $simulator
+            $connect.Option.overwrite = $true
+            $connect.Option.timeout_ms = 30000
+            Connect-DefenderApi @connect
 
-        { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.InvalidArgument,Connect-DefenderApi' -ExpectedMessage "*'time_out'*timeout_ms*"
+            $package = Save-DefenderInvestigationPackage -ActionId $action -Path $folder -PassThru -ErrorAction Stop
 
-        (Get-DefenderMachineAction -ActionId $action).id | Should -Be $action
+            $package.Sha256 | Should -Be (Get-SimulatedPackageHash -Simulator $simulator -ActionId $action)
+        }
+
+        It 'applies timeout_ms: a slow answer is Defender.Timeout' {
+            $slow = New-SimulatedAction -Simulator $simulator
+            Add-SimulatorFault -Simulator $simulator -Rule @{ endpoint = 'machine_action'; action_id = $slow; fault = @{ kind = 'delay'; ms = 3000 } }
+            $connect = Get-SimulatorConnectParameters -Simulator $simulator
+            $connect.Option.timeout_ms = 300
+            Connect-DefenderApi @connect
+
+            Get-DefenderMachineAction -ActionId $slow -ErrorVariable failures -ErrorAction SilentlyContinue
+
+            $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.Timeout,Get-DefenderMachineAction'
+        }
+
+        It 'refuses an unknown option, naming it and the known ones, and keeps the previous connection' {
+            $connect = Get-SimulatorConnectParameters -Simulator $simulator
+            Connect-DefenderApi @connect
+            $connect = Get-SimulatorConnectParameters -Simulator $simulator
+            $connect.Option.time_out = 5
+
+            { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.InvalidArgument,Connect-DefenderApi' -ExpectedMessage "*'time_out'*timeout_ms*"
+
+            (Get-DefenderMachineAction -ActionId $action).id | Should -Be $action
+        }
+
+        It 'refuses an option that a parameter sets, naming the parameter' {
+            $connect = Get-SimulatorConnectParameters -Simulator $simulator
+            $connect.Option.client_secret = 'not here'
+            { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.InvalidArgument,Connect-DefenderApi' -ExpectedMessage '*-ClientSecret*'
+        }
+
+        It 'refuses a malformed value without repeating a secret, before any request' {
+            { Connect-DefenderApi -AccessToken (ConvertTo-SecureString "line`nbreak" -AsPlainText -Force) -BaseUri $simulator.base_url } |
+                Should -Throw -ErrorId 'Defender.InvalidArgument,Connect-DefenderApi' -ExpectedMessage "*access_token*not shown*"
+            { Connect-DefenderApi -AccessToken (ConvertTo-SecureString 'x' -AsPlainText -Force) -BaseUri 'http://example.com' } |
+                Should -Throw -ErrorId 'Defender.InvalidArgument,Connect-DefenderApi' -ExpectedMessage "*base_url*https*"
+        }
     }
 
-    It 'refuses an option that a parameter sets, naming the parameter' {
-        $connect = Get-SimulatorConnectParameters -Simulator $simulator
-        $connect.Option.client_secret = 'not here'
-        { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.InvalidArgument,Connect-DefenderApi' -ExpectedMessage '*-ClientSecret*'
-    }
+    Describe 'Disconnect-DefenderApi' {
+        It 'ends the connection: commands then fail with Defender.NotConnected until Connect-DefenderApi' {
+            $connect = Get-SimulatorConnectParameters -Simulator $simulator
+            Connect-DefenderApi @connect
+            Disconnect-DefenderApi
+            Disconnect-DefenderApi
 
-    It 'refuses a malformed value without repeating a secret, before any request' {
-        { Connect-DefenderApi -AccessToken (ConvertTo-SecureString "line`nbreak" -AsPlainText -Force) -BaseUri $simulator.base_url } |
-            Should -Throw -ErrorId 'Defender.InvalidArgument,Connect-DefenderApi' -ExpectedMessage "*access_token*not shown*"
-        { Connect-DefenderApi -AccessToken (ConvertTo-SecureString 'x' -AsPlainText -Force) -BaseUri 'http://example.com' } |
-            Should -Throw -ErrorId 'Defender.InvalidArgument,Connect-DefenderApi' -ExpectedMessage "*base_url*https*"
-    }
-}
-
-Describe 'Disconnect-DefenderApi' {
-    It 'ends the connection: commands then fail with Defender.NotConnected until Connect-DefenderApi' {
-        $connect = Get-SimulatorConnectParameters -Simulator $simulator
-        Connect-DefenderApi @connect
-        Disconnect-DefenderApi
-        Disconnect-DefenderApi
-
-        { Get-DefenderMachineAction -ActionId $action } | Should -Throw -ErrorId 'Defender.NotConnected,Get-DefenderMachineAction' -ExpectedMessage '*Connect-DefenderApi*'
-        { Save-DefenderInvestigationPackage -ActionId $action -Path (New-TestFolder) } | Should -Throw -ErrorId 'Defender.NotConnected,Save-DefenderInvestigationPackage'
+            { Get-DefenderMachineAction -ActionId $action } | Should -Throw -ErrorId 'Defender.NotConnected,Get-DefenderMachineAction' -ExpectedMessage '*Connect-DefenderApi*'
+            { Save-DefenderInvestigationPackage -ActionId $action -Path (New-TestFolder) } | Should -Throw -ErrorId 'Defender.NotConnected,Save-DefenderInvestigationPackage'
+        }
     }
 }

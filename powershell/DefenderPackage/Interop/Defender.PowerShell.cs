@@ -48,6 +48,12 @@ namespace Defender.PowerShell
         // catch it here, in C#: an exception that passes through script code is also recorded
         // in the command's -ErrorVariable, once per script frame.
 
+        /// <summary>Signs in now; a failure is thrown (Connect-DefenderApi makes it terminating).</summary>
+        public void SignIn()
+        {
+            client.SignIn(stop.Token);
+        }
+
         public MachineAction GetMachineAction(string actionId)
         {
             return Run(actionId, delegate { return client.GetMachineAction(actionId, stop.Token); });

@@ -393,6 +393,20 @@ namespace Defender
         }
 
         /// <summary>
+        /// Signs in now (or finds the cached token still good), so that wrong credentials show at
+        /// once rather than at the first call. Never required: every call signs in when it needs to.
+        /// A bearer token set as access_token is not checked (only the API can tell).
+        /// </summary>
+        public void SignIn(CancellationToken cancellationToken = default(CancellationToken))
+        {
+            Call(cancellationToken, delegate(out IntPtr result)
+            {
+                result = IntPtr.Zero;
+                return NativeMethods.defender_client_sign_in(handle);
+            });
+        }
+
+        /// <summary>
         /// The aud claim a client assertion for this client must carry: its token endpoint, from
         /// the options tenant_id, cloud and authority_url as they are now (see <see cref="ClientAssertion"/>).
         /// </summary>
@@ -789,6 +803,9 @@ namespace Defender
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_client_cancel(ClientHandle client);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_sign_in(ClientHandle client);
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_get_package_uri(ClientHandle client, byte[] actionId, out IntPtr uri);

@@ -16,7 +16,9 @@ function Connect-DefenderApi {
       Functions, App Service, virtual machines);
     - an access token obtained elsewhere: -AccessToken.
 
-    Sign-in happens at the first command that calls the API, and the token is renewed as needed.
+    It signs in at once, so that wrong credentials, a missing managed identity or an unreadable
+    certificate fail here, as a terminating error (an -AccessToken is not checked: only the API
+    can tell). The token is kept for the commands that follow and renewed as needed.
     The app needs the application permissions Machine.CollectForensics and Machine.Read.All on
     "WindowsDefenderATP".
 
@@ -233,6 +235,14 @@ function Connect-DefenderApi {
                 $client.SetSecret('access_token', $AccessToken)
             }
         }
+        # Wrong credentials fail here, not at the first command (a bearer token is not checked:
+        # only the API can tell). The token is kept for the commands.
+        $scope = [Defender.PowerShell.CommandScope]::new($client, $PSCmdlet)
+        try {
+            $scope.SignIn()
+        } finally {
+            $scope.Dispose()
+        }
     } catch [Defender.DefenderException] {
         $client.Dispose()
         $PSCmdlet.ThrowTerminatingError([Defender.PowerShell.DefenderErrors]::ToErrorRecord(
@@ -245,6 +255,6 @@ function Connect-DefenderApi {
     Disconnect-DefenderApi
     $script:Connection = $connection
     $where = if ($BaseUri) { $BaseUri.OriginalString } else { "the $Cloud cloud" }
-    Write-Verbose "Connected to the Defender for Endpoint API at $where (sign-in: $($PSCmdlet.ParameterSetName)); signing in at the first call."
+    Write-Verbose "Connected to the Defender for Endpoint API at $where (sign-in: $($PSCmdlet.ParameterSetName))."
 }
 
