@@ -319,7 +319,7 @@ void defender_client_free(DefenderClient *client);
  * `tenant_id`, `client_id`, `client_secret`, `client_certificate_path`, `client_assertion`,
  * `access_token`, `managed_identity`, `managed_identity_endpoint`, `environment`, `timeout_ms`,
  * `connect_timeout_ms`, `wait_timeout_ms`, `overwrite`, `ca_file`, `user_agent`, `rate_limit`,
- * `clock_scale`.
+ * `clock_scale`, `max_concurrent_downloads`.
  *
  * Sign-in: exactly one of `client_secret`, `client_certificate_path` or `client_assertion`
  * (each with `tenant_id` and `client_id`), `managed_identity`, `environment=true` or

@@ -72,7 +72,7 @@ pub async fn download_package(api: Api<'_>, action_id: &str, destination: &str) 
     let mut buffer = Vec::with_capacity(WRITE_BUFFER);
     let mut received: u64 = 0;
     let total_for_progress = expected_length.unwrap_or(0);
-    api.reporter.progress(0, total_for_progress, false);
+    api.reporter.item_progress(0, 0, total_for_progress, false);
 
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
@@ -89,7 +89,7 @@ pub async fn download_package(api: Api<'_>, action_id: &str, destination: &str) 
             write_block(&mut part, &buffer, &mut sha256, md5.as_mut())?;
             buffer.clear();
         }
-        api.reporter.progress(received, total_for_progress, false);
+        api.reporter.item_progress(0, received, total_for_progress, false);
     }
     write_block(&mut part, &buffer, &mut sha256, md5.as_mut())?;
 
@@ -106,7 +106,7 @@ pub async fn download_package(api: Api<'_>, action_id: &str, destination: &str) 
         check_zip(part.path()).map_err(|err| err.context(&what))?;
         part.persist(&path, overwrite)
     })?;
-    api.reporter.progress(received, received, true);
+    api.reporter.item_progress(0, received, received, true);
     let downloaded = Downloaded {
         action_id: action_id.to_owned(),
         path,

@@ -101,8 +101,8 @@ pub unsafe extern "C" fn defender_download_package(
         let action_id = unsafe { required_str(action_id, "action_id") }?.to_owned();
         let destination = unsafe { required_str(destination, "destination") }?.to_owned();
         // SAFETY: the caller vouches that `progress` may be called with `user_data` on this thread.
-        let mut report =
-            progress.map(|progress| move |done: u64, total: u64| unsafe { progress(user_data, done, total) } != 0);
+        let mut report = progress
+            .map(|progress| move |_item: usize, done: u64, total: u64| unsafe { progress(user_data, done, total) } != 0);
         let progress = report.as_mut().map(|report| report as ProgressFn<'_>);
         let downloaded = client.run("defender_download_package", progress, |session, reporter| async move {
             let api = Api { session: &session, reporter: &reporter };
