@@ -221,8 +221,14 @@ impl<'a> Transfer<'a> {
                     );
                 }
                 let package = Package::from_headers(response.headers()).map_err(Interruption::Fatal)?;
+                if let Some(abandoned) = sink.take() {
+                    // Its writer shares the file's position: it must be done before the file is
+                    // emptied. What it wrote, or failed to write, no longer matters.
+                    let _ = abandoned.finish().await;
+                }
                 let file = part.start_over().map_err(Interruption::Fatal)?;
-                *sink = Some(Sink::new(file, part.path().to_owned(), package.md5.is_some()));
+                *sink =
+                    Some(Sink::new(file, part.path().to_owned(), package.md5.is_some()).map_err(Interruption::Fatal)?);
                 self.package = Some(package);
             }
             StatusCode::PARTIAL_CONTENT if resuming => self.check_range(response.headers(), offset)?,
@@ -267,8 +273,8 @@ impl<'a> Transfer<'a> {
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|err| Interruption::Broken(body_error(&err, sink.received(), length)))?;
-            sink.push(&chunk).await.map_err(Interruption::Fatal)?;
             self.delivered += chunk.len() as u64;
+            sink.push(chunk).await.map_err(Interruption::Fatal)?;
             if let Some(length) = length.filter(|length| sink.received() > *length) {
                 return Err(Interruption::Fatal(Error::integrity(format!(
                     "the body is longer than the {length} bytes announced"
