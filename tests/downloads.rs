@@ -6,7 +6,7 @@ mod common;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::{CStr, CString, c_char, c_void};
+use std::ffi::{CStr, CString, c_char};
 use std::path::Path;
 use std::ptr;
 use std::sync::Arc;
@@ -18,30 +18,19 @@ use defender_simulator::Simulator;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-thread_local! {
-    /// The log lines of this thread's calls: callbacks run on the calling thread, so a line
-    /// that arrived anywhere else would be missing here.
-    static LOG: RefCell<Vec<(DefenderLogLevel, String)>> = const { RefCell::new(Vec::new()) };
-}
-
-unsafe extern "C" fn record_log(_: *mut c_void, level: DefenderLogLevel, message: *const c_char) {
-    let line = unsafe { CStr::from_ptr(message) }.to_str().unwrap().to_owned();
-    LOG.with(|log| log.borrow_mut().push((level, line)));
-}
-
-/// A client for `simulator` with the log recorded, and `options` set.
+/// A client for `simulator` with its log kept (see `warnings`), and `options` set.
 fn client_with(simulator: &Simulator, options: &[(&str, &str)]) -> Client {
     let client = client_for(simulator);
-    client.set_log_callback(Some(record_log));
+    capture_log_lines(&client);
     for (key, value) in options {
         client.set(key, Some(value)).unwrap();
     }
     client
 }
 
-/// The log lines recorded so far on this thread, after checking that none holds a secret.
+/// The log lines of this thread's calls so far, after checking that none holds a secret.
 fn take_log() -> Vec<(DefenderLogLevel, String)> {
-    let lines = LOG.with(|log| std::mem::take(&mut *log.borrow_mut()));
+    let lines = take_log_lines();
     for (_, line) in &lines {
         assert_no_secret(line, &[]);
     }
@@ -233,8 +222,7 @@ fn an_expired_link_is_replaced_by_a_fresh_one_and_the_download_resumes() {
     assert_intact(&simulator, &id, folder.path(), &result);
     let resumed = Some("bytes=100000-".to_owned());
     assert_eq!(ranges(&simulator, &id), [None, resumed.clone(), resumed]);
-    let statuses: Vec<Value> = requests_to(&simulator, "download").iter().map(|r| r["status"].clone()).collect();
-    assert_eq!(statuses, [json!(200), json!(403), json!(206)]);
+    assert_eq!(statuses_at(&simulator, "download"), [Some(200), Some(403), Some(206)]);
     assert_eq!(requests_to(&simulator, "get_package_uri").len(), 2, "one fresh link");
     let warnings = warnings();
     assert!(warnings.iter().any(|line| line.contains("getting a fresh link")), "{warnings:?}");
@@ -290,6 +278,20 @@ fn server_errors_from_the_download_host_are_retried_after_a_pause() {
 }
 
 #[test]
+fn a_retry_after_from_the_download_host_is_honoured() {
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({ "package_size": 100_000 }));
+    fault(&simulator, &id, 1, json!({ "kind": "status", "status": 503, "retry_after_secs": 3 }));
+    let folder = tempfile::tempdir().unwrap();
+
+    let result = client_with(&simulator, &[("clock_scale", "10")]).download(&id, folder.path(), None).unwrap();
+
+    assert_intact(&simulator, &id, folder.path(), &result);
+    let warnings = warnings();
+    assert!(warnings.iter().any(|line| line.contains("in 300 ms")), "3 s at 10 times the speed: {warnings:?}");
+}
+
+#[test]
 fn a_download_host_that_keeps_failing_gives_up_after_five_retries_without_a_byte() {
     let simulator = simulator();
     let id = create_action(&simulator, json!({ "package_size": 100_000 }));
@@ -313,8 +315,7 @@ fn a_dropped_connection_is_retried() {
     let result = client_with(&simulator, &[("clock_scale", "100")]).download(&id, folder.path(), None).unwrap();
 
     assert_intact(&simulator, &id, folder.path(), &result);
-    let statuses: Vec<Value> = requests_to(&simulator, "download").iter().map(|r| r["status"].clone()).collect();
-    assert_eq!(statuses, [Value::Null, json!(200)]);
+    assert_eq!(statuses_at(&simulator, "download"), [None, Some(200)], "the first connection was dropped");
 }
 
 #[test]
@@ -647,4 +648,58 @@ fn every_item_of_a_large_batch_gets_its_own_progress_figures() {
     let expected: HashMap<usize, u64> = sizes.iter().copied().enumerate().collect();
     assert_eq!(totals, expected);
     take_log();
+}
+
+/// The least time `calls` getPackageUri calls take at 2 a minute (the documented limit; fewer
+/// than 120, so the hour's limit does not count), with both clocks `clock_scale` times faster.
+fn least_time_for_links(calls: usize, clock_scale: f64) -> Duration {
+    let minutes = (calls - 1) / 2;
+    Duration::from_secs(60 * minutes as u64).div_f64(clock_scale)
+}
+
+#[test]
+fn fifty_packages_in_one_batch_arrive_intact_with_no_429_in_about_the_least_time_the_limits_allow() {
+    const CLOCK_SCALE: f64 = 600.0;
+    let simulator = fast_simulator(CLOCK_SCALE);
+    let ids: Vec<String> = (0..50).map(|_| create_action(&simulator, json!({ "package_size": 20_000 }))).collect();
+    let folder = tempfile::tempdir().unwrap();
+    let client = limited_client_for(&simulator);
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let started = Instant::now();
+
+    let results = client.download_many(&id_refs, folder.path(), BatchCallbacks::default()).unwrap();
+
+    let took = started.elapsed();
+    for (result, id) in results.iter().zip(&ids) {
+        assert_eq!(result["code"], 0, "{result}");
+        let saved = std::fs::read(folder.path().join(format!("{id}.zip"))).unwrap();
+        assert!(saved == simulator.package(id).unwrap(), "package {id} differs");
+    }
+    assert_eq!(statuses_at(&simulator, "get_package_uri"), vec![Some(200); 50], "one link each, none throttled");
+    let least = least_time_for_links(50, CLOCK_SCALE);
+    assert!(took >= least, "faster than the limits allow: {took:?} < {least:?}");
+    assert!(took <= least * 2 + Duration::from_secs(1), "{took:?} is far above the least time {least:?}");
+}
+
+#[test]
+fn fresh_links_for_expired_ones_wait_their_turn_in_the_rate_limit() {
+    const CLOCK_SCALE: f64 = 600.0;
+    let simulator = fast_simulator(CLOCK_SCALE);
+    let ids: Vec<String> = (0..3).map(|_| create_action(&simulator, json!({ "package_size": 20_000 }))).collect();
+    for id in &ids {
+        fault(&simulator, id, 1, json!({ "kind": "expired_link" }));
+    }
+    let folder = tempfile::tempdir().unwrap();
+    let client = limited_client_for(&simulator);
+    capture_log_lines(&client);
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let started = Instant::now();
+
+    let results = client.download_many(&id_refs, folder.path(), BatchCallbacks::default()).unwrap();
+
+    assert!(results.iter().all(|result| result["code"] == 0), "{results:?}");
+    assert_eq!(statuses_at(&simulator, "get_package_uri"), vec![Some(200); 6], "two links each, none throttled");
+    let least = least_time_for_links(6, CLOCK_SCALE);
+    assert!(started.elapsed() >= least, "the fresh links did not wait their turn");
+    assert_eq!(warnings().iter().filter(|line| line.contains("getting a fresh link")).count(), 3);
 }

@@ -15,6 +15,7 @@ use super::destination::PartFile;
 use super::sink::Sink;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::describe_transport_error;
+use crate::retry::{self, Backoff, MAX_RETRY_AFTER};
 use crate::runtime::DefenderLogLevel;
 use crate::service::{Api, machine_actions};
 
@@ -26,10 +27,9 @@ const MAX_RETRIES: u32 = 25;
 /// Fresh links in a row that were refused before a byte came through them: a link refused
 /// right after it was issued is refused for another reason than its age.
 const MAX_FRESH_LINKS_WITHOUT_PROGRESS: u32 = 2;
-/// The pause before retrying a transfer that brought nothing doubles from this...
-const FIRST_PAUSE: Duration = Duration::from_millis(500);
-/// ... up to this (both divided by `clock_scale`, with jitter).
-const MAX_PAUSE: Duration = Duration::from_secs(16);
+/// The pause before retrying a transfer that brought nothing, unless the server said how long to
+/// wait: 0.5 s doubling up to 16 s, with jitter (divided by `clock_scale`).
+const PAUSES: Backoff = Backoff { first: Duration::from_millis(500), cap: Duration::from_secs(16) };
 
 /// The whole package, in the part file.
 pub struct Received {
@@ -65,8 +65,9 @@ impl Package {
 
 /// Why an attempt did not bring the whole package.
 enum Interruption {
-    /// Try again, resuming where possible.
-    Broken(Error),
+    /// Try again, resuming where possible; after the delay the server asked for, if it did
+    /// (`Retry-After`, in the service's time).
+    Broken(Error, Option<Duration>),
     /// The download host refused the link (403): get a fresh one, then try again.
     LinkRefused(Error),
     /// Retrying cannot help.
@@ -118,8 +119,8 @@ impl<'a> Transfer<'a> {
                     }
                 }
                 Err(Interruption::Fatal(error)) => return Err(error.context(self.what)),
-                Err(Interruption::Broken(error)) => {
-                    let pause = self.spend(&error)?;
+                Err(Interruption::Broken(error, retry_after)) => {
+                    let pause = self.spend(&error, retry_after)?;
                     let offset = sink.as_ref().map_or(0, Sink::received);
                     let next = match &self.package {
                         Some(package) if package.resumable() && offset > 0 => format!("resuming at byte {offset}"),
@@ -133,7 +134,7 @@ impl<'a> Transfer<'a> {
                     tokio::time::sleep(pause).await;
                 }
                 Err(Interruption::LinkRefused(error)) => {
-                    self.spend(&error)?;
+                    self.spend(&error, None)?;
                     self.budget.fresh_links_without_progress += 1;
                     if self.budget.fresh_links_without_progress > MAX_FRESH_LINKS_WITHOUT_PROGRESS {
                         let why = format!("{MAX_FRESH_LINKS_WITHOUT_PROGRESS} fresh links were refused too");
@@ -148,7 +149,7 @@ impl<'a> Transfer<'a> {
 
     /// Records a broken attempt and returns the pause before the next, or the error when the
     /// budget is spent.
-    fn spend(&mut self, error: &Error) -> Result<Duration> {
+    fn spend(&mut self, error: &Error, retry_after: Option<Duration>) -> Result<Duration> {
         let budget = &mut self.budget;
         budget.retries += 1;
         if self.delivered > 0 {
@@ -171,10 +172,11 @@ impl<'a> Transfer<'a> {
         if self.delivered > 0 {
             return Ok(Duration::ZERO);
         }
-        let doublings = budget.retries_without_progress.saturating_sub(1).min(16);
-        let pause = FIRST_PAUSE.saturating_mul(1 << doublings).min(MAX_PAUSE);
-        // Jitter: downloads that broke together do not come back together.
-        Ok(self.api.session.settings.scaled(pause.mul_f64(0.5 + fastrand::f64() / 2.0)))
+        let pause = match retry_after {
+            Some(asked) => asked.min(MAX_RETRY_AFTER),
+            None => PAUSES.delay(budget.retries_without_progress - 1),
+        };
+        Ok(self.api.session.settings.scaled(pause))
     }
 
     /// The whole package arrived but does not match its MD5: downloaded once more from the
@@ -211,7 +213,8 @@ impl<'a> Transfer<'a> {
             request = request.header(RANGE, format!("bytes={offset}-")).header(IF_RANGE, etag);
         }
         let resuming = resume.is_some();
-        let response = request.send().await.map_err(|err| Interruption::Broken(describe_transport_error(&err)))?;
+        let response =
+            request.send().await.map_err(|err| Interruption::Broken(describe_transport_error(&err), None))?;
         match response.status() {
             StatusCode::OK => {
                 if offset > 0 {
@@ -235,14 +238,11 @@ impl<'a> Transfer<'a> {
             StatusCode::FORBIDDEN => return Err(Interruption::LinkRefused(refused(&response))),
             StatusCode::RANGE_NOT_SATISFIABLE => {
                 self.package = None;
-                return Err(Interruption::Broken(refused(&response)));
+                return Err(Interruption::Broken(refused(&response), None));
             }
-            StatusCode::REQUEST_TIMEOUT
-            | StatusCode::TOO_MANY_REQUESTS
-            | StatusCode::INTERNAL_SERVER_ERROR
-            | StatusCode::BAD_GATEWAY
-            | StatusCode::SERVICE_UNAVAILABLE
-            | StatusCode::GATEWAY_TIMEOUT => return Err(Interruption::Broken(refused(&response))),
+            status if status == StatusCode::TOO_MANY_REQUESTS || retry::is_transient(status) => {
+                return Err(Interruption::Broken(refused(&response), retry::retry_after(response.headers())));
+            }
             _ => return Err(Interruption::Fatal(refused(&response))),
         }
         let sink = sink.as_mut().expect("a sink is in place for a 200 or 206 answer");
@@ -261,9 +261,12 @@ impl<'a> Transfer<'a> {
             return Ok(());
         }
         self.package = None;
-        Err(Interruption::Broken(Error::protocol(
-            "the download host answered the resumed request with another part or another version of the package",
-        )))
+        Err(Interruption::Broken(
+            Error::protocol(
+                "the download host answered the resumed request with another part or another version of the package",
+            ),
+            None,
+        ))
     }
 
     /// Streams the body into `sink`, reporting progress.
@@ -272,7 +275,7 @@ impl<'a> Transfer<'a> {
         self.api.reporter.item_progress(self.item, sink.received(), length.unwrap_or(0), false);
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|err| Interruption::Broken(body_error(&err, sink.received(), length)))?;
+            let chunk = chunk.map_err(|err| Interruption::Broken(body_error(&err, sink.received(), length), None))?;
             self.delivered += chunk.len() as u64;
             sink.push(chunk).await.map_err(Interruption::Fatal)?;
             if let Some(length) = length.filter(|length| sink.received() > *length) {
@@ -283,10 +286,10 @@ impl<'a> Transfer<'a> {
             self.api.reporter.item_progress(self.item, sink.received(), length.unwrap_or(0), false);
         }
         match length {
-            Some(length) if sink.received() < length => Err(Interruption::Broken(Error::integrity(format!(
-                "the body ended after {} of {length} bytes",
-                sink.received()
-            )))),
+            Some(length) if sink.received() < length => Err(Interruption::Broken(
+                Error::integrity(format!("the body ended after {} of {length} bytes", sink.received())),
+                None,
+            )),
             _ => Ok(()),
         }
     }

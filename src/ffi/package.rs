@@ -77,9 +77,10 @@ pub unsafe extern "C" fn defender_get_package_uri(
 ///   no byte for `timeout_ms`, HTTP 408, 429, 500, 502, 503 or 504 from the download host) is
 ///   tried again: resumed with a `Range` request from where it stopped when the server accepts
 ///   ranges (`If-Range` makes sure the rest belongs to the same package), else started over.
-///   Tries that bring bytes go on at once; tries that bring none wait 0.5 s, doubling up to 16 s
-///   (divided by `clock_scale`). It gives up after 5 tries in a row without a byte, or 25 in all,
-///   with the status of the last failure.
+///   Tries that bring bytes go on at once; tries that bring none wait what the server's
+///   `Retry-After` asks, else about 0.5 s doubling up to 16 s (divided by `clock_scale`). It
+///   gives up after 5 retries in a row without a byte, or 25 in all, with the status of the last
+///   failure.
 /// - A link the download host refuses (HTTP 403: links expire within minutes) is replaced by a
 ///   fresh one from `getPackageUri` (under the rate limit) and the download goes on; after two
 ///   fresh links refused in a row, `DEFENDER_STATUS_FORBIDDEN`.
