@@ -33,6 +33,9 @@ struct Args {
     /// Size of the package in the throughput runs (such as 512MiB, 2GiB, 4GB)
     #[arg(long, default_value = "2GiB", value_parser = parse_byte_size)]
     size: u64,
+    /// Have the simulator send Content-MD5, so that the library checks it too (curl does not)
+    #[arg(long)]
+    content_md5: bool,
     /// Runs of each downloader in the throughput part; the median is shown
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
     runs: u32,
@@ -121,7 +124,7 @@ struct SimulatorProcess {
 }
 
 impl SimulatorProcess {
-    fn start(binary: &Path, args: &[String]) -> Result<Self, String> {
+    fn start(binary: &Path, args: &[&str]) -> Result<Self, String> {
         let mut child = Command::new(binary)
             .args(args)
             .env("RUST_LOG", "warn")
@@ -164,15 +167,8 @@ impl SimulatorProcess {
 
     /// The simulator's request log for one endpoint (`GET /_sim/requests`), read with curl.
     fn requests(&self, endpoint: &str) -> Result<Vec<Value>, String> {
-        let url = format!("{}/_sim/requests?endpoint={endpoint}", self.ready.base_url);
-        let output = Command::new("curl")
-            .args(["--silent", "--show-error", "--fail", &url])
-            .output()
-            .map_err(|err| format!("cannot run curl: {err}"))?;
-        if !output.status.success() {
-            return Err(format!("reading the request log failed: {}", String::from_utf8_lossy(&output.stderr)));
-        }
-        serde_json::from_slice(&output.stdout).map_err(|err| format!("the request log is not JSON: {err}"))
+        let log = curl(&[&format!("{}/_sim/requests?endpoint={endpoint}", self.ready.base_url)])?;
+        serde_json::from_slice(&log).map_err(|err| format!("the request log is not JSON: {err}"))
     }
 }
 
@@ -185,16 +181,28 @@ impl Drop for SimulatorProcess {
 }
 
 fn throughput(args: &Args, simulator_binary: &Path, work_dir: &Path) -> Result<(), String> {
-    let simulator = SimulatorProcess::start(
-        simulator_binary,
-        &["--rate-limit", "off", "--seed-actions", "1", "--package-size", &args.size.to_string()].map(String::from),
-    )?;
+    let mut simulator_args = vec!["--rate-limit", "off", "--seed-actions", "1"];
+    if args.content_md5 {
+        simulator_args.push("--content-md5");
+    }
+    let package_size = args.size.to_string();
+    simulator_args.extend(["--package-size", &package_size]);
+    let simulator = SimulatorProcess::start(simulator_binary, &simulator_args)?;
     let action_id = simulator.ready.seeded_action_ids[0].clone();
     let client = simulator.client(&[("rate_limit", "off")])?;
     // Signs in and starts the library's workers, so that the baseline memory includes them.
-    client.package_uri(&action_id).map_err(|failure| failure.to_string())?;
+    let link = client.package_uri(&action_id).map_err(|failure| failure.to_string())?;
+    if args.content_md5 {
+        // The simulator computes a package's MD5 on the first request that needs it: not in a run.
+        curl(&["--head", "--output", "/dev/null", &link])?;
+    }
     let memory_before = peak_memory();
-    println!("download throughput: a {} package from the simulator, {} runs each, median", size(args.size), args.runs);
+    let checked = if args.content_md5 { ", Content-MD5 sent and checked by the library" } else { "" };
+    println!(
+        "download throughput: a {} package from the simulator{checked}, {} runs each, median",
+        size(args.size),
+        args.runs
+    );
 
     let mut library = Vec::new();
     let mut curl = Vec::new();
@@ -210,16 +218,8 @@ fn throughput(args: &Args, simulator_binary: &Path, work_dir: &Path) -> Result<(
         let link = client.package_uri(&action_id).map_err(|failure| failure.to_string())?;
         let path = work_dir.join("curl.zip");
         let started = Instant::now();
-        let status = Command::new("curl")
-            .args(["--silent", "--show-error", "--fail", "--output"])
-            .arg(&path)
-            .arg(&link)
-            .status()
-            .map_err(|err| format!("cannot run curl: {err}"))?;
+        self::curl(&["--output", path.to_str().ok_or("the work folder's path is not UTF-8")?, &link])?;
         curl.push(started.elapsed());
-        if !status.success() {
-            return Err("curl failed".into());
-        }
         // The library syncs the file before renaming it into place; the same for curl's file.
         std::fs::File::open(&path)
             .and_then(|file| file.sync_all())
@@ -249,18 +249,11 @@ fn throughput(args: &Args, simulator_binary: &Path, work_dir: &Path) -> Result<(
 }
 
 fn batch(args: &Args, simulator_binary: &Path, work_dir: &Path) -> Result<(), String> {
-    let scale = args.clock_scale.to_string();
+    let (scale, actions, package_size) =
+        (args.clock_scale.to_string(), args.actions.to_string(), args.batch_package_size.to_string());
     let simulator = SimulatorProcess::start(
         simulator_binary,
-        &[
-            "--clock-scale",
-            &scale,
-            "--seed-actions",
-            &args.actions.to_string(),
-            "--package-size",
-            &args.batch_package_size.to_string(),
-        ]
-        .map(String::from),
+        &["--clock-scale", &scale, "--seed-actions", &actions, "--package-size", &package_size],
     )?;
     let client = simulator.client(&[("clock_scale", &scale)])?;
     let ids: Vec<&str> = simulator.ready.seeded_action_ids.iter().map(String::as_str).collect();
@@ -295,6 +288,20 @@ fn batch(args: &Args, simulator_binary: &Path, work_dir: &Path) -> Result<(), St
     println!("  least time the limits allow (2/min, 120/h)         {:8.1} s", least.as_secs_f64());
     println!("  total / least                                      {:8.2}", took.as_secs_f64() / least.as_secs_f64());
     Ok(())
+}
+
+/// Runs curl quietly (failing on an HTTP error) and returns what it wrote to standard output.
+fn curl(args: &[&str]) -> Result<Vec<u8>, String> {
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--fail"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|err| format!("cannot run curl (is it installed?): {err}"))?;
+    if !output.status.success() {
+        return Err(format!("curl failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    Ok(output.stdout)
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

@@ -1,9 +1,9 @@
-//! Where a download's bytes go. Each chunk the connection gives is handed (not copied) to two
-//! threads that work side by side with the receiving one: a hasher (SHA-256) and a writer (the
-//! file, and the MD5 when there is one to check). A third thread flushes what is written to
-//! the disk as the download goes, so that the disk works alongside too and the final sync has
-//! little left to do. On a fast link the costs of a download then overlap instead of adding
-//! up, and memory stays at a few chunks in flight whatever the package size.
+//! Where a download's bytes go. Each chunk the connection gives is handed (not copied) to
+//! threads that work side by side with the receiving one: one hashes it (SHA-256), one computes
+//! the MD5 when there is one to check, one writes it to the file. Another flushes what is
+//! written to the disk as the download goes, so that the disk works alongside too and the final
+//! sync has little left to do. On a fast link the costs of a download then overlap instead of
+//! adding up, and memory stays at a few chunks in flight whatever the package size.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -37,7 +37,9 @@ pub struct Digests {
 /// Dropping a sink (a cancelled download) lets its threads finish what they hold on their own;
 /// the file's name belongs to the `PartFile`, which removes it.
 pub struct Sink {
-    hasher: Stage<Sha256>,
+    sha256: Stage<Sha256>,
+    /// Only when the server sent an MD5 to check against.
+    md5: Option<Stage<Md5>>,
     writer: Stage<FileWriter>,
     received: u64,
 }
@@ -50,11 +52,15 @@ impl Sink {
             flusher: Flusher::start(&path)?,
             file: BufWriter::with_capacity(WRITE_BUFFER, file),
             path,
-            md5: with_md5.then(Md5::new),
             written: 0,
             flushed: 0,
         };
-        Ok(Self { hasher: Stage::start(Sha256::new()), writer: Stage::start(writer), received: 0 })
+        Ok(Self {
+            sha256: Stage::start(Sha256::new()),
+            md5: with_md5.then(|| Stage::start(Md5::new())),
+            writer: Stage::start(writer),
+            received: 0,
+        })
     }
 
     /// Bytes received so far (written, or on their way).
@@ -62,18 +68,25 @@ impl Sink {
         self.received
     }
 
-    /// Takes the next chunk of the body. Waits only when the hasher or the disk is behind.
+    /// Takes the next chunk of the body. Waits only when a hasher or the disk is behind.
     pub async fn push(&mut self, chunk: Bytes) -> Result<()> {
         self.received += chunk.len() as u64;
-        // Both stages share the chunk's memory: the clone is a reference count.
-        self.hasher.push(chunk.clone()).await?;
+        // The stages share the chunk's memory: a clone is a reference count.
+        self.sha256.push(chunk.clone()).await?;
+        if let Some(md5) = &mut self.md5 {
+            md5.push(chunk.clone()).await?;
+        }
         self.writer.push(chunk).await
     }
 
     /// Waits until every byte is hashed and written, and returns the digests of them all.
     pub async fn finish(self) -> Result<Digests> {
-        let sha256 = self.hasher.finish().await?;
-        let md5 = self.writer.finish().await?;
+        let sha256 = self.sha256.finish().await?;
+        let md5 = match self.md5 {
+            Some(md5) => Some(md5.finish().await?),
+            None => None,
+        };
+        self.writer.finish().await?;
         Ok(Digests { sha256, md5 })
     }
 }
@@ -98,11 +111,23 @@ impl Consumer for Sha256 {
     }
 }
 
-/// Writes the chunks to the file; gives the MD5 of what it wrote, when asked for one.
+impl Consumer for Md5 {
+    type Output = [u8; 16];
+
+    fn take(&mut self, chunk: &[u8]) -> Result<()> {
+        self.update(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<[u8; 16]> {
+        Ok(self.finalize().into())
+    }
+}
+
+/// Writes the chunks to the file.
 struct FileWriter {
     file: BufWriter<File>,
     path: PathBuf,
-    md5: Option<Md5>,
     flusher: Flusher,
     written: u64,
     flushed: u64,
@@ -115,12 +140,9 @@ impl FileWriter {
 }
 
 impl Consumer for FileWriter {
-    type Output = Option<[u8; 16]>;
+    type Output = ();
 
     fn take(&mut self, chunk: &[u8]) -> Result<()> {
-        if let Some(md5) = &mut self.md5 {
-            md5.update(chunk);
-        }
         self.file.write_all(chunk).map_err(|err| self.failed(&err))?;
         self.written += chunk.len() as u64;
         if self.written - self.flushed >= FLUSH_EVERY {
@@ -131,9 +153,8 @@ impl Consumer for FileWriter {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Option<[u8; 16]>> {
-        self.file.flush().map_err(|err| self.failed(&err))?;
-        Ok(self.md5.map(|md5| md5.finalize().into()))
+    fn finish(mut self) -> Result<()> {
+        self.file.flush().map_err(|err| self.failed(&err))
     }
 }
 
