@@ -63,10 +63,16 @@ pub struct Settings {
     pub user_agent: Option<String>,
     pub rate_limit: bool,
     pub clock_scale: f64,
+    /// How many packages `defender_download_packages` downloads at once.
+    pub max_concurrent_downloads: usize,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Enough to keep a link's short life busy while the next links wait for the rate limit, few
+/// enough not to crowd a responder's uplink.
+const DEFAULT_CONCURRENT_DOWNLOADS: usize = 4;
+const MAX_CONCURRENT_DOWNLOADS: usize = 64;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -92,6 +98,7 @@ impl Default for Settings {
             user_agent: None,
             rate_limit: true,
             clock_scale: 1.0,
+            max_concurrent_downloads: DEFAULT_CONCURRENT_DOWNLOADS,
         }
     }
 }
@@ -119,6 +126,7 @@ pub const KEYS: &[(&str, Affects)] = &[
     ("user_agent", Affects::Transport),
     ("rate_limit", Affects::Behaviour),
     ("clock_scale", Affects::Behaviour),
+    ("max_concurrent_downloads", Affects::Behaviour),
 ];
 
 impl Settings {
@@ -164,6 +172,9 @@ impl Settings {
             "user_agent" => self.user_agent = Some(parse_text(key, value)?),
             "rate_limit" => self.rate_limit = parse_on_off(key, value)?,
             "clock_scale" => self.clock_scale = parse_clock_scale(key, value)?,
+            "max_concurrent_downloads" => {
+                self.max_concurrent_downloads = parse_count(key, value, 1..=MAX_CONCURRENT_DOWNLOADS)?
+            }
             _ => unreachable!("every key in KEYS has a parser"),
         }
         Ok(affects)
@@ -193,6 +204,7 @@ impl Settings {
             "user_agent" => self.user_agent = defaults.user_agent,
             "rate_limit" => self.rate_limit = defaults.rate_limit,
             "clock_scale" => self.clock_scale = defaults.clock_scale,
+            "max_concurrent_downloads" => self.max_concurrent_downloads = defaults.max_concurrent_downloads,
             _ => unreachable!("every key in KEYS has a default"),
         }
     }
@@ -274,6 +286,14 @@ fn parse_clock_scale(key: &str, value: &str) -> Result<f64> {
     match value.trim().parse::<f64>() {
         Ok(scale) if scale.is_finite() && scale > 0.0 && scale <= MAX => Ok(scale),
         _ => Err(malformed(key, value, "a number above 0 and at most 1000000 (1 is real time)")),
+    }
+}
+
+/// A whole number within `range`.
+fn parse_count(key: &str, value: &str, range: std::ops::RangeInclusive<usize>) -> Result<usize> {
+    match value.trim().parse::<usize>() {
+        Ok(count) if range.contains(&count) => Ok(count),
+        _ => Err(malformed(key, value, &format!("a whole number from {} to {}", range.start(), range.end()))),
     }
 }
 
@@ -425,6 +445,7 @@ mod tests {
             "environment" | "overwrite" => "true",
             "rate_limit" => "off",
             "clock_scale" => "60",
+            "max_concurrent_downloads" => "8",
             k if k.ends_with("_ms") => "1234",
             _ => "value",
         };
@@ -454,6 +475,10 @@ mod tests {
         assert!(err.message().contains("'true' or 'false'"), "{err}");
         let err = settings.set("cloud", Some("mars")).unwrap_err();
         assert!(err.message().contains("gcc-high"), "{err}");
+        for bad in ["0", "65", "-1", "four"] {
+            let err = settings.set("max_concurrent_downloads", Some(bad)).unwrap_err();
+            assert!(err.message().contains("from 1 to 64"), "{err}");
+        }
     }
 
     #[test]

@@ -47,6 +47,31 @@ pub enum DefenderStatus {
     Internal = 99,
 }
 
+impl DefenderStatus {
+    /// The name without its `DEFENDER_STATUS_` prefix, as results in JSON spell it: `"NOT_READY"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::NotReady => "NOT_READY",
+            Self::NotFound => "NOT_FOUND",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::Http => "HTTP",
+            Self::Network => "NETWORK",
+            Self::Timeout => "TIMEOUT",
+            Self::Io => "IO",
+            Self::Integrity => "INTEGRITY",
+            Self::Cancelled => "CANCELLED",
+            Self::ActionFailed => "ACTION_FAILED",
+            Self::Protocol => "PROTOCOL",
+            Self::Exists => "EXISTS",
+            Self::Internal => "INTERNAL",
+        }
+    }
+}
+
 /// A failure: what the caller gets as a status plus one readable sentence.
 ///
 /// Messages are written by the code that knows what failed; they never hold a secret.

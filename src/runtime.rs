@@ -9,8 +9,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use once_cell::sync::OnceCell;
@@ -54,48 +53,80 @@ pub enum DefenderLogLevel {
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 enum Event<T> {
-    /// New progress figures are in the reporter's atomics.
-    Progress,
+    /// New progress figures for this item are in the reporter's progress slots.
+    Progress(usize),
     Log(DefenderLogLevel, String),
+    /// One item of a batch is finished.
+    ItemDone(usize, DefenderStatus, String),
     Done(Result<T>),
 }
 
-/// The worker side of a call: where its work reports progress and log lines, and how it learns
-/// that it should stop.
+/// The worker side of a call: where its work reports progress, log lines and finished items,
+/// and how it learns that it should stop.
 pub struct Reporter {
     sender: Box<dyn Fn(ReporterEvent) + Send + Sync>,
-    bytes_done: AtomicU64,
-    bytes_total: AtomicU64,
-    progress_pending: AtomicBool,
-    last_progress: Mutex<Option<Instant>>,
+    /// One per item of the call (a single download is item 0), grown on first use.
+    progress: Mutex<Vec<ProgressSlot>>,
     secrets: Vec<String>,
     cancel: CancellationToken,
 }
 
+/// The latest progress figures of one item, and whether the caller's thread has heard of them.
+#[derive(Clone, Copy, Default)]
+struct ProgressSlot {
+    bytes_done: u64,
+    bytes_total: u64,
+    /// An event for this slot is on its way and will read the figures when it arrives.
+    pending: bool,
+    last_sent: Option<Instant>,
+}
+
 /// What a reporter sends, before it is wrapped into the call's typed event.
 enum ReporterEvent {
-    Progress,
+    Progress(usize),
     Log(DefenderLogLevel, String),
+    ItemDone(usize, DefenderStatus, String),
 }
 
 impl Reporter {
-    /// Records progress; the caller's thread hears of it at most every `PROGRESS_INTERVAL`,
-    /// unless `last` (the final figures) is set.
-    pub fn progress(&self, bytes_done: u64, bytes_total: u64, last: bool) {
-        self.bytes_done.store(bytes_done, Ordering::Relaxed);
-        self.bytes_total.store(bytes_total, Ordering::Relaxed);
-        let mut last_sent = self.last_progress.lock().unwrap_or_else(|e| e.into_inner());
-        let due = last || last_sent.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL);
-        if due && !self.progress_pending.swap(true, Ordering::AcqRel) {
-            *last_sent = Some(Instant::now());
-            (self.sender)(ReporterEvent::Progress);
+    /// Records progress of item `item` (0 for a call with one item, such as a download); the
+    /// caller's thread hears of it at most every `PROGRESS_INTERVAL` per item, unless `last`
+    /// (the item's final figures) is set.
+    pub fn item_progress(&self, item: usize, bytes_done: u64, bytes_total: u64, last: bool) {
+        let mut slots = self.progress_slots();
+        if slots.len() <= item {
+            slots.resize(item + 1, ProgressSlot::default());
         }
+        let slot = &mut slots[item];
+        slot.bytes_done = bytes_done;
+        slot.bytes_total = bytes_total;
+        let due = last || slot.last_sent.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL);
+        if due && !slot.pending {
+            slot.pending = true;
+            slot.last_sent = Some(Instant::now());
+            (self.sender)(ReporterEvent::Progress(item));
+        }
+    }
+
+    /// Tells the caller's thread that item `item` is finished, with its status and result
+    /// JSON (built from text already passed through `scrub`).
+    pub fn item_done(&self, item: usize, status: DefenderStatus, result_json: String) {
+        (self.sender)(ReporterEvent::ItemDone(item, status, result_json));
     }
 
     /// A line for the caller's log callback, scrubbed of secrets.
     pub fn log(&self, level: DefenderLogLevel, message: impl AsRef<str>) {
+        (self.sender)(ReporterEvent::Log(level, self.scrub(message.as_ref())));
+    }
+
+    /// `text` without the call's secrets, for text that goes back to the caller.
+    pub fn scrub(&self, text: &str) -> String {
         let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        (self.sender)(ReporterEvent::Log(level, crate::redact::scrub(message.as_ref(), &secrets)));
+        crate::redact::scrub(text, &secrets)
+    }
+
+    fn progress_slots(&self) -> MutexGuard<'_, Vec<ProgressSlot>> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Fires when the call is cancelled (by the client or by the progress callback).
@@ -115,10 +146,7 @@ impl Reporter {
                     let _ = sender.send(line);
                 }
             }),
-            bytes_done: AtomicU64::new(0),
-            bytes_total: AtomicU64::new(0),
-            progress_pending: AtomicBool::new(false),
-            last_progress: Mutex::new(None),
+            progress: Mutex::new(Vec::new()),
             secrets: Vec::new(),
             cancel: CancellationToken::new(),
         };
@@ -126,15 +154,20 @@ impl Reporter {
     }
 }
 
-/// Called with (bytes done, bytes total); returns `true` to cancel.
-pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, u64) -> bool;
+/// Called with (item, bytes done, bytes total); returns `true` to cancel the whole call.
+/// A call with one item (a single download) reports it as item 0.
+pub type ProgressFn<'a> = &'a mut dyn FnMut(usize, u64, u64) -> bool;
 /// Called with each log line.
 pub type LogFn<'a> = &'a mut dyn FnMut(DefenderLogLevel, &str);
+/// Called once per finished item of a batch with (item, status, result JSON).
+pub type ItemDoneFn<'a> = &'a mut dyn FnMut(usize, DefenderStatus, &str);
 
-/// The caller's side of a call: what to do with progress and log lines.
+/// The caller's side of a call: what to do with progress, log lines and finished items.
+#[derive(Default)]
 pub struct Callbacks<'a> {
     pub progress: Option<ProgressFn<'a>>,
     pub log: Option<LogFn<'a>>,
+    pub item_done: Option<ItemDoneFn<'a>>,
 }
 
 thread_local! {
@@ -184,14 +217,12 @@ where
         sender: Box::new(move |event| {
             // The caller stops listening only once the work is done: a failed send is harmless.
             let _ = event_sender.send(match event {
-                ReporterEvent::Progress => Event::Progress,
+                ReporterEvent::Progress(item) => Event::Progress(item),
                 ReporterEvent::Log(level, line) => Event::Log(level, line),
+                ReporterEvent::ItemDone(item, status, json) => Event::ItemDone(item, status, json),
             });
         }),
-        bytes_done: AtomicU64::new(0),
-        bytes_total: AtomicU64::new(0),
-        progress_pending: AtomicBool::new(false),
-        last_progress: Mutex::new(None),
+        progress: Mutex::new(Vec::new()),
         secrets: secrets.clone(),
         cancel: cancel.clone(),
     });
@@ -209,14 +240,21 @@ where
 
     loop {
         match events.recv() {
-            Ok(Event::Progress) => {
-                reporter.progress_pending.store(false, Ordering::Release);
-                let done = reporter.bytes_done.load(Ordering::Relaxed);
-                let total = reporter.bytes_total.load(Ordering::Relaxed);
+            Ok(Event::Progress(item)) => {
+                let slot = {
+                    let mut slots = reporter.progress_slots();
+                    slots[item].pending = false;
+                    slots[item]
+                };
                 if let Some(progress) = callbacks.progress.as_mut() {
-                    if as_callback(|| progress(done, total)) {
+                    if as_callback(|| progress(item, slot.bytes_done, slot.bytes_total)) {
                         cancel.cancel();
                     }
+                }
+            }
+            Ok(Event::ItemDone(item, status, json)) => {
+                if let Some(item_done) = callbacks.item_done.as_mut() {
+                    as_callback(|| item_done(item, status, &json));
                 }
             }
             Ok(Event::Log(level, line)) => {
@@ -244,7 +282,7 @@ mod tests {
     use super::*;
 
     fn no_callbacks() -> Callbacks<'static> {
-        Callbacks { progress: None, log: None }
+        Callbacks::default()
     }
 
     #[test]
@@ -258,7 +296,7 @@ mod tests {
         let caller = std::thread::current().id();
         let mut nested = None;
         let mut seen = Vec::new();
-        let mut progress = |done: u64, total: u64| {
+        let mut progress = |_: usize, done: u64, total: u64| {
             assert_eq!(std::thread::current().id(), caller);
             seen.push((done, total));
             nested = Some(run("nested", CancellationToken::new(), vec![], no_callbacks(), |_| async { Ok(()) }));
@@ -268,9 +306,9 @@ mod tests {
             "outer",
             CancellationToken::new(),
             vec![],
-            Callbacks { progress: Some(&mut progress), log: None },
+            Callbacks { progress: Some(&mut progress), ..Callbacks::default() },
             |reporter| async move {
-                reporter.progress(10, 10, true);
+                reporter.item_progress(0, 10, 10, true);
                 Ok(())
             },
         );
@@ -281,14 +319,14 @@ mod tests {
 
     #[test]
     fn progress_callback_returning_true_cancels() {
-        let mut progress = |_: u64, _: u64| true;
+        let mut progress = |_: usize, _: u64, _: u64| true;
         let result: Result<()> = run(
             "test",
             CancellationToken::new(),
             vec![],
-            Callbacks { progress: Some(&mut progress), log: None },
+            Callbacks { progress: Some(&mut progress), ..Callbacks::default() },
             |reporter| async move {
-                reporter.progress(1, 100, true);
+                reporter.item_progress(0, 1, 100, true);
                 std::future::pending::<()>().await;
                 Ok(())
             },
@@ -304,7 +342,7 @@ mod tests {
             "test",
             CancellationToken::new(),
             vec!["hunter22".into()],
-            Callbacks { progress: None, log: Some(&mut log) },
+            Callbacks { log: Some(&mut log), ..Callbacks::default() },
             |reporter| async move {
                 reporter.log(DefenderLogLevel::Info, "using hunter22");
                 Err(Error::internal("failed with hunter22"))
@@ -312,5 +350,43 @@ mod tests {
         );
         assert_eq!(lines, vec!["using REDACTED"]);
         assert_eq!(result.unwrap_err().message(), "failed with REDACTED");
+    }
+
+    #[test]
+    fn items_report_progress_and_completion_in_order_on_the_calling_thread() {
+        let caller = std::thread::current().id();
+        // Progress is coalesced per item, so only the order of what is heard and each item's
+        // final figures are certain.
+        let events = std::cell::RefCell::new(Vec::new());
+        let mut progress = |item: usize, done: u64, total: u64| {
+            assert_eq!(std::thread::current().id(), caller);
+            events.borrow_mut().push(format!("progress {item} {done}/{total}"));
+            false
+        };
+        let mut item_done = |item: usize, status: DefenderStatus, json: &str| {
+            assert_eq!(std::thread::current().id(), caller);
+            events.borrow_mut().push(format!("done {item} {status:?} {json}"));
+        };
+        let result = run(
+            "test",
+            CancellationToken::new(),
+            vec!["hunter22".into()],
+            Callbacks { progress: Some(&mut progress), item_done: Some(&mut item_done), ..Callbacks::default() },
+            |reporter| async move {
+                reporter.item_progress(1, 5, 10, false);
+                reporter.item_progress(0, 7, 7, true);
+                reporter.item_done(0, DefenderStatus::Ok, "{}".into());
+                reporter.item_progress(1, 10, 10, true);
+                let message = reporter.scrub("failed with hunter22");
+                reporter.item_done(1, DefenderStatus::Integrity, message);
+                Ok(())
+            },
+        );
+        assert_eq!(result, Ok(()));
+        let events = events.into_inner();
+        let position = |event: &str| events.iter().position(|e| e == event).unwrap_or_else(|| panic!("{events:?}"));
+        assert!(position("progress 0 7/7") < position("done 0 Ok {}"), "{events:?}");
+        assert!(position("progress 1 10/10") < position("done 1 Integrity failed with REDACTED"), "{events:?}");
+        assert_eq!(events.len(), 4 + usize::from(events.contains(&"progress 1 5/10".to_owned())), "{events:?}");
     }
 }

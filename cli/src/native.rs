@@ -184,3 +184,59 @@ impl Client {
         Ok(serde_json::from_str(&unsafe { take_string(result) }).unwrap())
     }
 }
+
+/// What the caller of `Client::download_many` hears while the batch runs.
+#[derive(Default)]
+pub struct BatchCallbacks<'a> {
+    /// (index, bytes done, bytes total); returns true to cancel the batch.
+    pub progress: Option<&'a mut dyn FnMut(usize, u64, u64) -> bool>,
+    /// (index, status, the item's result).
+    pub item_done: Option<&'a mut dyn FnMut(usize, DefenderStatus, Value)>,
+}
+
+impl Client {
+    /// Downloads the packages of `action_ids` into `folder`; returns one result per item, in order.
+    pub fn download_many(
+        &self,
+        action_ids: &[&str],
+        folder: &Path,
+        mut callbacks: BatchCallbacks<'_>,
+    ) -> Result<Vec<Value>, Failure> {
+        unsafe extern "C" fn on_progress(user_data: *mut c_void, index: usize, done: u64, total: u64) -> i32 {
+            let callbacks = unsafe { &mut *user_data.cast::<BatchCallbacks<'_>>() };
+            let progress = callbacks.progress.as_mut().expect("registered only with a progress callback");
+            i32::from(progress(index, done, total))
+        }
+        unsafe extern "C" fn on_item(
+            user_data: *mut c_void,
+            index: usize,
+            status: DefenderStatus,
+            json: *const c_char,
+        ) {
+            let callbacks = unsafe { &mut *user_data.cast::<BatchCallbacks<'_>>() };
+            let item_done = callbacks.item_done.as_mut().expect("registered only with an item callback");
+            let json = unsafe { CStr::from_ptr(json) }.to_str().expect("item results are UTF-8");
+            item_done(index, status, serde_json::from_str(json).expect("item results are JSON"));
+        }
+        let ids: Vec<CString> = action_ids.iter().map(|id| c(id)).collect();
+        let id_pointers: Vec<*const c_char> = ids.iter().map(|id| id.as_ptr()).collect();
+        let folder = c(folder.to_str().unwrap());
+        let progress = callbacks.progress.is_some().then_some(on_progress as _);
+        let item_done = callbacks.item_done.is_some().then_some(on_item as _);
+        let user_data: *mut BatchCallbacks<'_> = &mut callbacks;
+        let mut results = ptr::null_mut();
+        check(unsafe {
+            defender_download_packages(
+                self.0,
+                id_pointers.as_ptr(),
+                id_pointers.len(),
+                folder.as_ptr(),
+                progress,
+                item_done,
+                user_data.cast(),
+                &mut results,
+            )
+        })?;
+        Ok(serde_json::from_str(&unsafe { take_string(results) }).unwrap())
+    }
+}

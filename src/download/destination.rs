@@ -2,7 +2,7 @@
 //! when it is complete, so nothing partial ever stands under the destination's name.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::{DefenderStatus, Error, Result};
@@ -79,8 +79,22 @@ impl PartFile {
         &self.path
     }
 
-    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file_mut().write_all(bytes).map_err(|err| Error::io(format!("writing '{}'", self.path.display()), &err))
+    /// Empties the file and returns a second handle to it, positioned at its start, to write
+    /// the body through. The two handles share the position, and the file stays this one's:
+    /// dropping the `PartFile` removes it even while the other handle is still open.
+    pub fn start_over(&mut self) -> Result<File> {
+        let path = &self.path;
+        let file = self.file.as_mut().expect("the part file is open until it is synced");
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.try_clone())
+            .map_err(|err| Error::io(format!("preparing '{}'", path.display()), &err))
+    }
+
+    /// A second handle to the file, to sync and check it off the async workers.
+    pub fn duplicate(&self) -> Result<File> {
+        let file = self.file.as_ref().expect("the part file is open until it is synced");
+        file.try_clone().map_err(|err| Error::io(format!("opening '{}' again", self.path.display()), &err))
     }
 
     /// Flushes the bytes to the disk and closes the file.
@@ -89,10 +103,6 @@ impl PartFile {
             file.sync_all().map_err(|err| Error::io(format!("flushing '{}' to disk", self.path.display()), &err))?;
         }
         Ok(())
-    }
-
-    fn file_mut(&mut self) -> &mut File {
-        self.file.as_mut().expect("the part file is open until it is synced")
     }
 
     /// Moves the (synced) file to `destination`. Without `overwrite`, an existing destination is
@@ -145,6 +155,8 @@ fn sync_folder(path: &Path) {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     #[test]
@@ -172,13 +184,14 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         let destination = folder.path().join("p.zip");
         let mut part = PartFile::create_beside(&destination).unwrap();
-        part.write_all(b"partial").unwrap();
+        part.start_over().unwrap().write_all(b"partial").unwrap();
         let part_path = part.path().to_path_buf();
         drop(part);
         assert!(!part_path.exists());
 
         let mut part = PartFile::create_beside(&destination).unwrap();
-        part.write_all(b"whole").unwrap();
+        part.start_over().unwrap().write_all(b"a first try").unwrap();
+        part.start_over().unwrap().write_all(b"whole").unwrap();
         part.persist(&destination, false).unwrap();
         assert_eq!(std::fs::read(&destination).unwrap(), b"whole");
         assert_eq!(std::fs::read_dir(folder.path()).unwrap().count(), 1, "only the destination is left");
@@ -189,14 +202,14 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         let destination = folder.path().join("p.zip");
         let mut part = PartFile::create_beside(&destination).unwrap();
-        part.write_all(b"new").unwrap();
+        part.start_over().unwrap().write_all(b"new").unwrap();
         std::fs::write(&destination, b"theirs").unwrap();
         assert_eq!(part.persist(&destination, false).unwrap_err().status(), DefenderStatus::Exists);
         assert_eq!(std::fs::read(&destination).unwrap(), b"theirs");
         assert_eq!(std::fs::read_dir(folder.path()).unwrap().count(), 1, "the part file is gone");
 
         let mut part = PartFile::create_beside(&destination).unwrap();
-        part.write_all(b"new").unwrap();
+        part.start_over().unwrap().write_all(b"new").unwrap();
         part.persist(&destination, true).unwrap();
         assert_eq!(std::fs::read(&destination).unwrap(), b"new");
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use super::{boundary, optional_str, required_out, required_str, write_string};
 use crate::client::{Client, Session};
 use crate::error::{DefenderStatus, Error, Result};
-use crate::runtime::{Callbacks, DefenderLogLevel, LogFn, ProgressFn, Reporter};
+use crate::runtime::{Callbacks, DefenderLogLevel, ItemDoneFn, LogFn, ProgressFn, Reporter};
 
 /// A connection to the Defender for Endpoint API: options, sign-in and a connection pool.
 ///
@@ -51,6 +51,21 @@ impl DefenderClient {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
+        self.run_with(name, Callbacks { progress, ..Callbacks::default() }, work)
+    }
+
+    /// As `run`, with any of the caller's callbacks (`callbacks.log` is replaced by the
+    /// client's log callback).
+    pub(crate) fn run_with<T, F>(
+        &self,
+        name: &str,
+        callbacks: Callbacks<'_>,
+        work: impl FnOnce(Arc<Session>, Arc<Reporter>) -> F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
         let sink = *self.log.read().unwrap_or_else(|e| e.into_inner());
         let mut log = sink.map(|sink| {
             move |level: DefenderLogLevel, line: &str| {
@@ -61,8 +76,9 @@ impl DefenderClient {
             }
         });
         let callbacks = Callbacks {
-            // Shortens the trait object's lifetime to this call's, like the log callback's.
-            progress: progress.map(|progress| progress as ProgressFn<'_>),
+            // Shortens the trait objects' lifetimes to this call's, like the log callback's.
+            progress: callbacks.progress.map(|progress| progress as ProgressFn<'_>),
+            item_done: callbacks.item_done.map(|item_done| item_done as ItemDoneFn<'_>),
             log: log.as_mut().map(|log| log as LogFn<'_>),
         };
         self.client.call(name, callbacks, work)
@@ -115,7 +131,7 @@ pub unsafe extern "C" fn defender_client_free(client: *mut DefenderClient) {
 /// `tenant_id`, `client_id`, `client_secret`, `client_certificate_path`, `client_assertion`,
 /// `access_token`, `managed_identity`, `managed_identity_endpoint`, `environment`, `timeout_ms`,
 /// `connect_timeout_ms`, `wait_timeout_ms`, `overwrite`, `ca_file`, `user_agent`, `rate_limit`,
-/// `clock_scale`.
+/// `clock_scale`, `max_concurrent_downloads`.
 ///
 /// Sign-in: exactly one of `client_secret`, `client_certificate_path` or `client_assertion`
 /// (each with `tenant_id` and `client_id`), `managed_identity`, `environment=true` or

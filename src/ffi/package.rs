@@ -1,11 +1,13 @@
-//! The core of the ABI: the package's download link, and the package itself.
+//! The core of the ABI: the package's download link, the package itself, and many packages at once.
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{CString, c_char, c_void};
+
+use serde_json::Value;
 
 use super::client::{DefenderClient, client_ref};
 use super::{boundary, required_out, required_str, write_string};
-use crate::error::DefenderStatus;
-use crate::runtime::ProgressFn;
+use crate::error::{DefenderStatus, Error, Result};
+use crate::runtime::{Callbacks, ItemDoneFn, ProgressFn};
 use crate::service::{Api, machine_actions};
 
 /// Reports download progress. Return non-zero to cancel the download (the call then returns
@@ -71,11 +73,26 @@ pub unsafe extern "C" fn defender_get_package_uri(
 /// - An existing file is replaced only when the option `overwrite` is `true`; otherwise
 ///   `DEFENDER_STATUS_EXISTS`, checked before any request is made.
 /// - No `Authorization` header goes to the download host; the link never appears in messages.
-/// - A body shorter or longer than its `Content-Length`, one that fails its `Content-MD5`, or one
-///   that is not a ZIP gives `DEFENDER_STATUS_INTEGRITY`.
+/// - A transfer that breaks (connection cut or reset, body shorter than its `Content-Length`,
+///   no byte for `timeout_ms`, HTTP 408, 429, 500, 502, 503 or 504 from the download host) is
+///   tried again: resumed with a `Range` request from where it stopped when the server accepts
+///   ranges (`If-Range` makes sure the rest belongs to the same package), else started over.
+///   Tries that bring bytes go on at once; tries that bring none wait what the server's
+///   `Retry-After` asks, else about 0.5 s doubling up to 16 s (divided by `clock_scale`). It
+///   gives up after 5 retries in a row without a byte, or 25 in all, with the status of the last
+///   failure.
+/// - A link the download host refuses (HTTP 403: links expire within minutes) is replaced by a
+///   fresh one from `getPackageUri` (under the rate limit) and the download goes on; after two
+///   fresh links refused in a row, `DEFENDER_STATUS_FORBIDDEN`.
+/// - When the server sends the package's MD5 (`Content-MD5`, or `x-ms-blob-content-md5` on a
+///   resumed part), the whole file is checked against it; a mismatch is downloaded once more
+///   from the start, then `DEFENDER_STATUS_INTEGRITY`. The finished file must be a readable ZIP
+///   (its central directory), else `DEFENDER_STATUS_INTEGRITY`. A body longer than its
+///   `Content-Length`, or one still short after the retries, gives `DEFENDER_STATUS_INTEGRITY`.
+/// - Each retry and fresh link is logged (level WARN) to the client's log callback.
 /// - Memory stays flat whatever the package size.
 /// - `progress` (may be NULL) is called on this thread with `user_data`; see
-///   `DefenderProgressCallback`.
+///   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0.
 /// - `result_json_out` (may be NULL) receives
 ///   `{"path": "...", "bytes": N, "sha256": "<hex>", "action_id": "...", "elapsed_ms": N}`,
 ///   to be freed with `defender_string_free`. `path` is absolute.
@@ -101,13 +118,123 @@ pub unsafe extern "C" fn defender_download_package(
         let action_id = unsafe { required_str(action_id, "action_id") }?.to_owned();
         let destination = unsafe { required_str(destination, "destination") }?.to_owned();
         // SAFETY: the caller vouches that `progress` may be called with `user_data` on this thread.
-        let mut report =
-            progress.map(|progress| move |done: u64, total: u64| unsafe { progress(user_data, done, total) } != 0);
+        let mut report = progress.map(|progress| {
+            move |_item: usize, done: u64, total: u64| unsafe { progress(user_data, done, total) } != 0
+        });
         let progress = report.as_mut().map(|report| report as ProgressFn<'_>);
         let downloaded = client.run("defender_download_package", progress, |session, reporter| async move {
             let api = Api { session: &session, reporter: &reporter };
             crate::download::download_package(api, &action_id, &destination).await
         })?;
         unsafe { write_string(result_json_out, downloaded.to_json().to_string()) }
+    })
+}
+
+/// Reports the progress of one item of `defender_download_packages`. Return non-zero to cancel
+/// the whole batch (it then returns `DEFENDER_STATUS_CANCELLED`).
+///
+/// `index` is the item's position in `action_ids`; `bytes_total` is 0 while its size is unknown.
+/// Called on the thread that called `defender_download_packages`, only while it runs: as bytes
+/// arrive (at most about ten times a second per item) and once at the end of each item that
+/// succeeds, with `bytes_done == bytes_total`. Items run concurrently, so calls for different
+/// items interleave. The callback must not call the library, except `defender_client_cancel`.
+pub type DefenderBatchProgressCallback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, index: usize, bytes_done: u64, bytes_total: u64) -> i32>;
+
+/// Tells that one item of `defender_download_packages` is finished, as soon as it is: `index` is
+/// its position in `action_ids`, `status` its outcome, and `item_json` its result (the same
+/// object as in the batch's results; see `defender_download_packages`), NUL-terminated UTF-8
+/// valid only during the call.
+///
+/// Called exactly once per item that finishes (not for items a cancellation stopped), in the
+/// order they finish, on the thread that called `defender_download_packages`, only while it
+/// runs. The callback must not call the library, except `defender_client_cancel`.
+pub type DefenderBatchItemCallback = Option<
+    unsafe extern "C" fn(user_data: *mut c_void, index: usize, status: DefenderStatus, item_json: *const c_char),
+>;
+
+/// Downloads the investigation packages of the `count` machine actions in `action_ids` into
+/// `destination_folder`, several at once, each as `<action_id>.zip`.
+///
+/// - Each item is what `defender_download_package` does for its id with the folder as
+///   destination: a fresh link, the same retries, checks and atomic rename, the same
+///   `overwrite` and `wait_timeout_ms` options. The link requests of all items go through the
+///   client's rate limiter, so a large batch runs at the pace the service allows, without 429s.
+/// - Up to the option `max_concurrent_downloads` (default 4) items run at once.
+/// - One item's failure does not stop the others. An id given twice is downloaded once; its
+///   repeat gets `DEFENDER_STATUS_INVALID_ARGUMENT`.
+/// - `progress` and `item_done` (each may be NULL) are called on this thread with `user_data`;
+///   see `DefenderBatchProgressCallback` and `DefenderBatchItemCallback`.
+/// - `results_json_out` (may be NULL) receives a JSON array with one object per item, in the
+///   order of `action_ids`, to be freed with `defender_string_free`:
+///   `{"action_id": "...", "status": "OK", "code": 0, "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`
+///   for a package saved (`path` absolute), and
+///   `{"action_id": "...", "status": "NOT_READY", "code": 2, "message": "...", "elapsed_ms": N}`
+///   for one that failed: `status` is the name of its `DefenderStatus` without the
+///   `DEFENDER_STATUS_` prefix, `code` its number, `message` what `defender_last_error_message`
+///   would have said. No message holds a secret.
+///
+/// Blocks until every item is done. Returns:
+/// - `DEFENDER_STATUS_OK` when the batch ran, whatever its items' outcomes (read them in the
+///   results or the `item_done` calls); `count` 0 gives an empty array;
+/// - `DEFENDER_STATUS_INVALID_ARGUMENT`: a NULL client or folder, `action_ids` NULL while `count`
+///   is above 0, an id that is NULL or not UTF-8, a folder that is not a folder, or a call from
+///   inside a callback;
+/// - `DEFENDER_STATUS_IO`: `destination_folder` does not exist;
+/// - `DEFENDER_STATUS_CANCELLED`: the progress callback returned non-zero or
+///   `defender_client_cancel` was called. Items still running stop and leave no file; packages
+///   already saved (reported through `item_done`) stay. `results_json_out` is not written.
+///
+/// # Safety
+/// `client` is NULL or live; `action_ids` is NULL or points to `count` pointers, each NULL or
+/// NUL-terminated; `destination_folder` is NULL or NUL-terminated; `progress` and `item_done`
+/// are NULL or callable with `user_data`; `results_json_out` is NULL or writable.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)] // the C signature: one call, no struct to fill
+pub unsafe extern "C" fn defender_download_packages(
+    client: *const DefenderClient,
+    action_ids: *const *const c_char,
+    count: usize,
+    destination_folder: *const c_char,
+    progress: DefenderBatchProgressCallback,
+    item_done: DefenderBatchItemCallback,
+    user_data: *mut c_void,
+    results_json_out: *mut *mut c_char,
+) -> DefenderStatus {
+    boundary("defender_download_packages", || {
+        let client = unsafe { client_ref(client) }?;
+        let ids: &[*const c_char] = match (action_ids.is_null(), count) {
+            (_, 0) => &[],
+            (true, _) => return Err(Error::invalid_argument(format!("action_ids is NULL but count is {count}"))),
+            // SAFETY: the caller vouches for `count` readable pointers.
+            (false, _) => unsafe { std::slice::from_raw_parts(action_ids, count) },
+        };
+        let ids = ids
+            .iter()
+            .enumerate()
+            .map(|(index, &id)| unsafe { required_str(id, &format!("action_ids[{index}]")) }.map(str::to_owned))
+            .collect::<Result<Vec<String>>>()?;
+        let folder = unsafe { required_str(destination_folder, "destination_folder") }?.to_owned();
+
+        // SAFETY: the caller vouches that both callbacks may be called with `user_data` on this thread.
+        let mut report = progress.map(|progress| {
+            move |index: usize, done: u64, total: u64| unsafe { progress(user_data, index, done, total) } != 0
+        });
+        let mut tell = item_done.map(|item_done| {
+            move |index: usize, status: DefenderStatus, json: &str| {
+                let json = CString::new(json).unwrap_or_default();
+                unsafe { item_done(user_data, index, status, json.as_ptr()) }
+            }
+        });
+        let callbacks = Callbacks {
+            progress: report.as_mut().map(|report| report as ProgressFn<'_>),
+            item_done: tell.as_mut().map(|tell| tell as ItemDoneFn<'_>),
+            log: None,
+        };
+        let results = client.run_with("defender_download_packages", callbacks, |session, reporter| async move {
+            let api = Api { session: &session, reporter: &reporter };
+            crate::download::batch::download_packages(api, &ids, &folder).await
+        })?;
+        unsafe { write_string(results_json_out, Value::Array(results).to_string()) }
     })
 }

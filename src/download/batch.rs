@@ -1,0 +1,99 @@
+//! Many packages at once: each item is what `download_package` does for it, into
+//! `<folder>/<action_id>.zip`, with up to `max_concurrent_downloads` running together. Their
+//! link requests queue in the rate limiter like any others; one item's failure is its own.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use super::{download_item, millis};
+use crate::error::{DefenderStatus, Error, Result};
+use crate::runtime::DefenderLogLevel;
+use crate::service::Api;
+
+/// Downloads the package of every action in `action_ids` into `folder` and returns one result
+/// per item, in input order (see `download_one`). Each item's result also goes to the caller as
+/// soon as that item is done, and its progress as item `index`.
+pub async fn download_packages(api: Api<'_>, action_ids: &[String], folder: &str) -> Result<Vec<Value>> {
+    check_folder(folder)?;
+    let at_once = api.session.settings.max_concurrent_downloads;
+    api.reporter.log(
+        DefenderLogLevel::Info,
+        format!("downloading {} packages to '{folder}', up to {at_once} at once", action_ids.len()),
+    );
+    let mut first_index: HashMap<&str, usize> = HashMap::new();
+    // Collected first: a lazy iterator's closure would make the future's lifetimes too general for `Send`.
+    let items: Vec<_> = action_ids
+        .iter()
+        .enumerate()
+        .map(|(index, action_id)| {
+            let first = *first_index.entry(action_id.as_str()).or_insert(index);
+            download_one(api, index, action_id, folder, (first != index).then_some(first))
+        })
+        .collect();
+    let mut results: Vec<(usize, Value)> = futures_util::stream::iter(items).buffer_unordered(at_once).collect().await;
+    results.sort_unstable_by_key(|(index, _)| *index);
+
+    let saved = results.iter().filter(|(_, result)| result["code"] == 0).count();
+    api.reporter.log(DefenderLogLevel::Info, format!("downloaded {saved} of {} packages", action_ids.len()));
+    Ok(results.into_iter().map(|(_, result)| result).collect())
+}
+
+/// The folder must exist: every item would fail the same way otherwise.
+fn check_folder(folder: &str) -> Result<()> {
+    let path = Path::new(folder);
+    if folder.is_empty() {
+        Err(Error::invalid_argument("the destination folder is empty"))
+    } else if path.is_dir() {
+        Ok(())
+    } else if path.exists() {
+        Err(Error::invalid_argument(format!("'{folder}' is not a folder; give the folder the packages go to")))
+    } else {
+        Err(Error::new(DefenderStatus::Io, format!("the folder '{folder}' does not exist")))
+    }
+}
+
+/// One item, from start to result; tells the caller when it is done.
+async fn download_one(
+    api: Api<'_>,
+    index: usize,
+    action_id: &str,
+    folder: &str,
+    repeated: Option<usize>,
+) -> (usize, Value) {
+    let started = Instant::now();
+    let outcome = match repeated {
+        Some(first) => Err(Error::invalid_argument(format!(
+            "action id {action_id} is already item {first} of this batch; it is downloaded once"
+        ))),
+        None => download_item(api, action_id, folder, index).await,
+    };
+    let status = outcome.as_ref().map_or_else(Error::status, |_| DefenderStatus::Ok);
+    let result = match outcome {
+        Ok(downloaded) => json!({
+            "action_id": action_id,
+            "status": status.name(),
+            "code": status as i32,
+            "path": downloaded.path.to_string_lossy(),
+            "bytes": downloaded.bytes,
+            "sha256": downloaded.sha256,
+            "elapsed_ms": millis(downloaded.elapsed),
+        }),
+        Err(error) => {
+            let message = api.reporter.scrub(error.message());
+            api.reporter.log(DefenderLogLevel::Warn, format!("item {index} (machine action {action_id}): {message}"));
+            json!({
+                "action_id": action_id,
+                "status": status.name(),
+                "code": status as i32,
+                "message": message,
+                "elapsed_ms": millis(started.elapsed()),
+            })
+        }
+    };
+    api.reporter.item_done(index, status, result.to_string());
+    (index, result)
+}

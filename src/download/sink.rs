@@ -1,0 +1,274 @@
+//! Where a download's bytes go. Each chunk the connection gives is handed (not copied) to
+//! threads that work side by side with the receiving one: one hashes it (SHA-256), one computes
+//! the MD5 when there is one to check, one writes it to the file. Another flushes what is
+//! written to the disk as the download goes, so that the disk works alongside too and the final
+//! sync has little left to do. On a fast link the costs of a download then overlap instead of
+//! adding up, and memory stays at a few chunks in flight whatever the package size.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use md5::Md5;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// Chunks queued for each stage. A chunk is what one read from the connection gave (at most
+/// about 400 KiB), so this bounds the memory a download holds to a few MiB.
+const CHUNKS_IN_FLIGHT: usize = 8;
+/// Small chunks (a slow connection gives many) are gathered into writes of this size.
+const WRITE_BUFFER: usize = 256 * 1024;
+/// Written bytes after which the flusher is asked to push them to the disk.
+const FLUSH_EVERY: u64 = 64 * 1024 * 1024;
+
+/// The digests of every byte pushed, in order.
+pub struct Digests {
+    pub sha256: [u8; 32],
+    /// Only when the sink was asked for it (the server sent an MD5 to check against).
+    pub md5: Option<[u8; 16]>,
+}
+
+/// Receives a body in order and writes it to a file from its current position.
+///
+/// Dropping a sink (a cancelled download) lets its threads finish what they hold on their own;
+/// the file's name belongs to the `PartFile`, which removes it.
+pub struct Sink {
+    sha256: Stage<Sha256>,
+    /// Only when the server sent an MD5 to check against.
+    md5: Option<Stage<Md5>>,
+    writer: Stage<FileWriter>,
+    received: u64,
+}
+
+impl Sink {
+    /// A sink writing to `file` (positioned where the body starts), computing MD5 as well as
+    /// SHA-256 when `with_md5`. `path` names the file in messages.
+    pub fn new(file: File, path: PathBuf, with_md5: bool) -> Result<Self> {
+        let writer = FileWriter {
+            flusher: Flusher::start(&path)?,
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            path,
+            written: 0,
+            flushed: 0,
+        };
+        Ok(Self {
+            sha256: Stage::start(Sha256::new()),
+            md5: with_md5.then(|| Stage::start(Md5::new())),
+            writer: Stage::start(writer),
+            received: 0,
+        })
+    }
+
+    /// Bytes received so far (written, or on their way).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Takes the next chunk of the body. Waits only when a hasher or the disk is behind.
+    pub async fn push(&mut self, chunk: Bytes) -> Result<()> {
+        self.received += chunk.len() as u64;
+        // The stages share the chunk's memory: a clone is a reference count.
+        self.sha256.push(chunk.clone()).await?;
+        if let Some(md5) = &mut self.md5 {
+            md5.push(chunk.clone()).await?;
+        }
+        self.writer.push(chunk).await
+    }
+
+    /// Waits until every byte is hashed and written, and returns the digests of them all.
+    pub async fn finish(self) -> Result<Digests> {
+        let sha256 = self.sha256.finish().await?;
+        let md5 = match self.md5 {
+            Some(md5) => Some(md5.finish().await?),
+            None => None,
+        };
+        self.writer.finish().await?;
+        Ok(Digests { sha256, md5 })
+    }
+}
+
+/// What a stage does with every chunk, in order, and what it gives at the end.
+trait Consumer: Send + 'static {
+    type Output: Send + 'static;
+    fn take(&mut self, chunk: &[u8]) -> Result<()>;
+    fn finish(self) -> Result<Self::Output>;
+}
+
+impl Consumer for Sha256 {
+    type Output = [u8; 32];
+
+    fn take(&mut self, chunk: &[u8]) -> Result<()> {
+        self.update(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<[u8; 32]> {
+        Ok(self.finalize().into())
+    }
+}
+
+impl Consumer for Md5 {
+    type Output = [u8; 16];
+
+    fn take(&mut self, chunk: &[u8]) -> Result<()> {
+        self.update(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<[u8; 16]> {
+        Ok(self.finalize().into())
+    }
+}
+
+/// Writes the chunks to the file.
+struct FileWriter {
+    file: BufWriter<File>,
+    path: PathBuf,
+    flusher: Flusher,
+    written: u64,
+    flushed: u64,
+}
+
+impl FileWriter {
+    fn failed(&self, err: &std::io::Error) -> Error {
+        Error::io(format!("writing '{}'", self.path.display()), err)
+    }
+}
+
+impl Consumer for FileWriter {
+    type Output = ();
+
+    fn take(&mut self, chunk: &[u8]) -> Result<()> {
+        self.file.write_all(chunk).map_err(|err| self.failed(&err))?;
+        self.written += chunk.len() as u64;
+        if self.written - self.flushed >= FLUSH_EVERY {
+            self.file.flush().map_err(|err| self.failed(&err))?;
+            self.flusher.nudge();
+            self.flushed = self.written;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.file.flush().map_err(|err| self.failed(&err))
+    }
+}
+
+/// A consumer on a blocking thread of its own, fed through a short queue.
+struct Stage<C: Consumer> {
+    chunks: mpsc::Sender<Bytes>,
+    done: JoinHandle<Result<C::Output>>,
+}
+
+impl<C: Consumer> Stage<C> {
+    fn start(mut consumer: C) -> Self {
+        let (chunks, mut incoming) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+        let done = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = incoming.blocking_recv() {
+                consumer.take(&chunk)?;
+            }
+            consumer.finish()
+        });
+        Self { chunks, done }
+    }
+
+    async fn push(&mut self, chunk: Bytes) -> Result<()> {
+        if self.chunks.send(chunk).await.is_err() {
+            // The thread stopped early: its error says why.
+            let stopped = (&mut self.done).await;
+            return Err(stopped.map_or_else(stage_panicked, |result| result.err().unwrap_or_else(lost)));
+        }
+        Ok(())
+    }
+
+    async fn finish(self) -> Result<C::Output> {
+        drop(self.chunks);
+        self.done.await.map_err(stage_panicked)?
+    }
+}
+
+/// Pushes written bytes to the disk on its own thread while the writer goes on. It stops when
+/// dropped (once the sync it is doing, if any, is done).
+struct Flusher {
+    nudges: std::sync::mpsc::SyncSender<()>,
+}
+
+impl Flusher {
+    fn start(path: &Path) -> Result<Self> {
+        // Its own open file, not a clone of the writer's handle: a write-back error is reported
+        // once per open file, and the final sync must still see one that a flush ran into.
+        let file = File::options()
+            .write(true)
+            .open(path)
+            .map_err(|err| Error::io(format!("opening '{}' again", path.display()), &err))?;
+        let (nudges, incoming) = std::sync::mpsc::sync_channel::<()>(1);
+        tokio::task::spawn_blocking(move || {
+            while incoming.recv().is_ok() {
+                // Only a head start: the final sync (which is checked) flushes whatever this missed.
+                let _ = file.sync_data();
+            }
+        });
+        Ok(Self { nudges })
+    }
+
+    /// Asks for a flush, unless one is already waiting to start.
+    fn nudge(&self) {
+        let _ = self.nudges.try_send(());
+    }
+}
+
+fn stage_panicked(err: tokio::task::JoinError) -> Error {
+    Error::internal(format!("hashing or writing the download failed unexpectedly: {err}"))
+}
+
+fn lost() -> Error {
+    Error::internal("a stage of the download stopped without an error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_every_byte_in_order_and_hashes_them() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("out");
+        let bytes: Vec<u8> = (0..(3 * WRITE_BUFFER + 12_345)).map(|i| (i * 7 % 251) as u8).collect();
+        let mut sink = Sink::new(File::create(&path).unwrap(), path.clone(), true).unwrap();
+        // Pieces of awkward sizes, smaller and larger than the write buffer.
+        for piece in bytes[..100_000].chunks(999).chain(bytes[100_000..].chunks(300_001)) {
+            sink.push(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        assert_eq!(sink.received(), bytes.len() as u64);
+        let digests = sink.finish().await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert_eq!(digests.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
+        assert_eq!(digests.md5, Some(<[u8; 16]>::from(Md5::digest(&bytes))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_fails_is_an_io_error() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("out");
+        std::fs::write(&path, b"").unwrap();
+        // A handle that cannot write.
+        let mut sink = Sink::new(File::open(&path).unwrap(), path.clone(), false).unwrap();
+        let mut outcome = Ok(());
+        for _ in 0..(4 * CHUNKS_IN_FLIGHT) {
+            outcome = sink.push(Bytes::from(vec![0u8; WRITE_BUFFER])).await;
+            if outcome.is_err() {
+                break;
+            }
+        }
+        let error = match outcome {
+            Err(error) => error,
+            Ok(()) => sink.finish().await.err().expect("the write fails"),
+        };
+        assert_eq!(error.status(), crate::DefenderStatus::Io, "{error}");
+        assert!(error.message().contains("writing"), "{error}");
+    }
+}

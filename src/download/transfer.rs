@@ -1,0 +1,354 @@
+//! One package's bytes, from the download host to the part file, through every fault a
+//! transfer meets: a cut connection resumes with `Range` (or starts over when the server cannot
+//! resume), an expired link is replaced by a fresh one, a stalled body is caught by the
+//! idle-read timeout, and the whole is checked against the server's MD5. Retries are bounded.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, RANGE};
+use reqwest::{Response, StatusCode};
+use url::Url;
+
+use super::destination::PartFile;
+use super::sink::Sink;
+use crate::error::{DefenderStatus, Error, Result};
+use crate::http::describe_transport_error;
+use crate::retry::{self, Backoff, MAX_RETRY_AFTER};
+use crate::runtime::DefenderLogLevel;
+use crate::service::{Api, machine_actions};
+
+/// Broken transfers in a row that brought no new byte before giving up...
+const MAX_RETRIES_WITHOUT_PROGRESS: u32 = 5;
+/// ... and broken transfers in all, progress or not: a server that breaks every transfer after
+/// a few bytes would otherwise be followed for ever.
+const MAX_RETRIES: u32 = 25;
+/// Fresh links in a row that were refused before a byte came through them: a link refused
+/// right after it was issued is refused for another reason than its age.
+const MAX_FRESH_LINKS_WITHOUT_PROGRESS: u32 = 2;
+/// The pause before retrying a transfer that brought nothing, unless the server said how long to
+/// wait: 0.5 s doubling up to 16 s, with jitter (divided by `clock_scale`).
+const PAUSES: Backoff = Backoff { first: Duration::from_millis(500), cap: Duration::from_secs(16) };
+
+/// The whole package, in the part file.
+pub struct Received {
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+}
+
+/// What the download host said about the package in its last whole (200) answer.
+struct Package {
+    length: Option<u64>,
+    etag: Option<String>,
+    accepts_ranges: bool,
+    md5: Option<[u8; 16]>,
+}
+
+impl Package {
+    fn from_headers(headers: &HeaderMap) -> Result<Self> {
+        Ok(Self {
+            length: header_text(headers, CONTENT_LENGTH.as_str()).and_then(|text| text.parse().ok()),
+            etag: header_text(headers, ETAG.as_str()).map(str::to_owned),
+            accepts_ranges: header_text(headers, ACCEPT_RANGES.as_str())
+                .is_some_and(|value| value.eq_ignore_ascii_case("bytes")),
+            md5: md5_header(headers, "content-md5")?,
+        })
+    }
+
+    /// A broken transfer can go on from where it stopped: the server takes ranges, and the
+    /// validator and length make sure the rest belongs to the same package.
+    fn resumable(&self) -> bool {
+        self.accepts_ranges && self.etag.is_some() && self.length.is_some()
+    }
+}
+
+/// Why an attempt did not bring the whole package.
+enum Interruption {
+    /// Try again, resuming where possible; after the delay the server asked for, if it did
+    /// (`Retry-After`, in the service's time).
+    Broken(Error, Option<Duration>),
+    /// The download host refused the link (403): get a fresh one, then try again.
+    LinkRefused(Error),
+    /// Retrying cannot help.
+    Fatal(Error),
+}
+
+/// How much retrying is left.
+#[derive(Default)]
+struct Budget {
+    retries: u32,
+    retries_without_progress: u32,
+    fresh_links_without_progress: u32,
+    /// The package failed its MD5 once and was downloaded again from the start.
+    fetched_again_for_checksum: bool,
+}
+
+pub struct Transfer<'a> {
+    api: Api<'a>,
+    action_id: &'a str,
+    what: &'a str,
+    item: usize,
+    link: Url,
+    /// `None` until the first whole answer, and again when the next request must not resume.
+    package: Option<Package>,
+    /// Body bytes the current attempt brought.
+    delivered: u64,
+    budget: Budget,
+}
+
+impl<'a> Transfer<'a> {
+    pub fn new(api: Api<'a>, action_id: &'a str, what: &'a str, item: usize, link: Url) -> Self {
+        Self { api, action_id, what, item, link, package: None, delivered: 0, budget: Budget::default() }
+    }
+
+    /// Downloads the whole package into `part`, trying again within the budget.
+    pub async fn run(mut self, part: &mut PartFile) -> Result<Received> {
+        let mut sink: Option<Sink> = None;
+        loop {
+            self.delivered = 0;
+            match self.attempt(part, &mut sink).await {
+                Ok(()) => {
+                    let finished = sink.take().expect("a complete attempt has a sink");
+                    let bytes = finished.received();
+                    let digests = finished.finish().await?;
+                    let expected_md5 = self.package.as_ref().and_then(|package| package.md5);
+                    match expected_md5 {
+                        Some(expected) if digests.md5 != Some(expected) => self.checksum_failed()?,
+                        _ => return Ok(Received { bytes, sha256: digests.sha256 }),
+                    }
+                }
+                Err(Interruption::Fatal(error)) => return Err(error.context(self.what)),
+                Err(Interruption::Broken(error, retry_after)) => {
+                    let pause = self.spend(&error, retry_after)?;
+                    let offset = sink.as_ref().map_or(0, Sink::received);
+                    let next = match &self.package {
+                        Some(package) if package.resumable() && offset > 0 => format!("resuming at byte {offset}"),
+                        _ => "starting over".to_owned(),
+                    };
+                    let when = if pause.is_zero() { String::new() } else { format!(" in {} ms", pause.as_millis()) };
+                    self.warn(format!(
+                        "{error}; {next}{when} (retry {} of at most {MAX_RETRIES})",
+                        self.budget.retries
+                    ));
+                    tokio::time::sleep(pause).await;
+                }
+                Err(Interruption::LinkRefused(error)) => {
+                    self.spend(&error, None)?;
+                    self.budget.fresh_links_without_progress += 1;
+                    if self.budget.fresh_links_without_progress > MAX_FRESH_LINKS_WITHOUT_PROGRESS {
+                        let why = format!("{MAX_FRESH_LINKS_WITHOUT_PROGRESS} fresh links were refused too");
+                        return Err(self.giving_up(&error, &why));
+                    }
+                    self.warn(format!("{error}; getting a fresh link"));
+                    self.link = machine_actions::get_package_uri(self.api, self.action_id).await?;
+                }
+            }
+        }
+    }
+
+    /// Records a broken attempt and returns the pause before the next, or the error when the
+    /// budget is spent.
+    fn spend(&mut self, error: &Error, retry_after: Option<Duration>) -> Result<Duration> {
+        let budget = &mut self.budget;
+        budget.retries += 1;
+        if self.delivered > 0 {
+            budget.retries_without_progress = 0;
+            budget.fresh_links_without_progress = 0;
+        } else {
+            budget.retries_without_progress += 1;
+        }
+        let gave_up = if budget.retries > MAX_RETRIES {
+            Some(format!("{MAX_RETRIES} retries"))
+        } else if budget.retries_without_progress > MAX_RETRIES_WITHOUT_PROGRESS {
+            Some(format!("{MAX_RETRIES_WITHOUT_PROGRESS} retries in a row without a byte"))
+        } else {
+            None
+        };
+        if let Some(gave_up) = gave_up {
+            return Err(self.giving_up(error, &format!("gave up after {gave_up}")));
+        }
+        // Bytes came: the connection was fine until it broke, so go on at once.
+        if self.delivered > 0 {
+            return Ok(Duration::ZERO);
+        }
+        let pause = match retry_after {
+            Some(asked) => asked.min(MAX_RETRY_AFTER),
+            None => PAUSES.delay(budget.retries_without_progress - 1),
+        };
+        Ok(self.api.session.settings.scaled(pause))
+    }
+
+    /// The whole package arrived but does not match its MD5: downloaded once more from the
+    /// start (a byte may have been damaged on the way), then `INTEGRITY`.
+    fn checksum_failed(&mut self) -> Result<()> {
+        let error = Error::integrity("the package does not match its Content-MD5");
+        if self.budget.fetched_again_for_checksum {
+            return Err(self.giving_up(&error, "downloaded twice, it failed both times"));
+        }
+        self.budget.fetched_again_for_checksum = true;
+        self.package = None;
+        self.warn(format!("{error}; downloading it again from the start"));
+        Ok(())
+    }
+
+    /// The error that ends the transfer: what was being done, what went wrong last, and why no
+    /// more tries are made.
+    fn giving_up(&self, last: &Error, why: &str) -> Error {
+        Error::new(last.status(), format!("{}: {}; {why}", self.what, last.message()))
+    }
+
+    fn warn(&self, message: String) {
+        self.api.reporter.log(DefenderLogLevel::Warn, format!("{}: {message}", self.what));
+    }
+
+    /// One request for the package, or for the rest of it when `sink` holds a resumable start.
+    async fn attempt(&mut self, part: &mut PartFile, sink: &mut Option<Sink>) -> Result<(), Interruption> {
+        let offset = sink.as_ref().map_or(0, Sink::received);
+        let resume = self.package.as_ref().filter(|package| package.resumable() && offset > 0);
+        // The link carries its own credential (a SAS token): no Authorization header goes with it.
+        let mut request = self.api.session.http.get(self.link.clone());
+        if let Some(package) = resume {
+            let etag = package.etag.as_deref().unwrap_or_default();
+            request = request.header(RANGE, format!("bytes={offset}-")).header(IF_RANGE, etag);
+        }
+        let resuming = resume.is_some();
+        let response =
+            request.send().await.map_err(|err| Interruption::Broken(describe_transport_error(&err), None))?;
+        match response.status() {
+            StatusCode::OK => {
+                if offset > 0 {
+                    self.api.reporter.log(
+                        DefenderLogLevel::Warn,
+                        format!("{}: the download host sent the whole package again; starting over", self.what),
+                    );
+                }
+                let package = Package::from_headers(response.headers()).map_err(Interruption::Fatal)?;
+                if let Some(abandoned) = sink.take() {
+                    // Its writer shares the file's position: it must be done before the file is
+                    // emptied. What it wrote, or failed to write, no longer matters.
+                    let _ = abandoned.finish().await;
+                }
+                let file = part.start_over().map_err(Interruption::Fatal)?;
+                *sink =
+                    Some(Sink::new(file, part.path().to_owned(), package.md5.is_some()).map_err(Interruption::Fatal)?);
+                self.package = Some(package);
+            }
+            StatusCode::PARTIAL_CONTENT if resuming => self.check_range(response.headers(), offset)?,
+            StatusCode::FORBIDDEN => return Err(Interruption::LinkRefused(refused(&response))),
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                self.package = None;
+                return Err(Interruption::Broken(refused(&response), None));
+            }
+            status if status == StatusCode::TOO_MANY_REQUESTS || retry::is_transient(status) => {
+                return Err(Interruption::Broken(refused(&response), retry::retry_after(response.headers())));
+            }
+            _ => return Err(Interruption::Fatal(refused(&response))),
+        }
+        let sink = sink.as_mut().expect("a sink is in place for a 200 or 206 answer");
+        self.stream(response, sink).await
+    }
+
+    /// A 206 must be the rest of the same package; if it is not, the next request starts over.
+    fn check_range(&mut self, headers: &HeaderMap, offset: u64) -> Result<(), Interruption> {
+        let package = self.package.as_ref().expect("a resumed request has a package");
+        let length = package.length.expect("a resumable package has a length");
+        let expected = format!("bytes {offset}-{}/{length}", length - 1);
+        let range_matches = header_text(headers, CONTENT_RANGE.as_str()) == Some(expected.as_str());
+        let md5 = md5_header(headers, "x-ms-blob-content-md5").map_err(Interruption::Fatal)?;
+        let md5_matches = md5.is_none() || package.md5.is_none() || md5 == package.md5;
+        if range_matches && md5_matches {
+            return Ok(());
+        }
+        self.package = None;
+        Err(Interruption::Broken(
+            Error::protocol(
+                "the download host answered the resumed request with another part or another version of the package",
+            ),
+            None,
+        ))
+    }
+
+    /// Streams the body into `sink`, reporting progress.
+    async fn stream(&mut self, response: Response, sink: &mut Sink) -> Result<(), Interruption> {
+        let length = self.package.as_ref().and_then(|package| package.length);
+        self.api.reporter.item_progress(self.item, sink.received(), length.unwrap_or(0), false);
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|err| Interruption::Broken(body_error(&err, sink.received(), length), None))?;
+            self.delivered += chunk.len() as u64;
+            sink.push(chunk).await.map_err(Interruption::Fatal)?;
+            if let Some(length) = length.filter(|length| sink.received() > *length) {
+                return Err(Interruption::Fatal(Error::integrity(format!(
+                    "the body is longer than the {length} bytes announced"
+                ))));
+            }
+            self.api.reporter.item_progress(self.item, sink.received(), length.unwrap_or(0), false);
+        }
+        match length {
+            Some(length) if sink.received() < length => Err(Interruption::Broken(
+                Error::integrity(format!("the body ended after {} of {length} bytes", sink.received())),
+                None,
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name)?.to_str().ok().map(str::trim)
+}
+
+/// An MD5 header (base64 of the 16-byte digest), when the server sends one.
+fn md5_header(headers: &HeaderMap, name: &str) -> Result<Option<[u8; 16]>> {
+    let Some(value) = headers.get(name) else { return Ok(None) };
+    let digest = value
+        .to_str()
+        .ok()
+        .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text.trim()).ok())
+        .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+        .ok_or_else(|| Error::protocol(format!("the {name} header is not a base64 MD5 digest")))?;
+    Ok(Some(digest))
+}
+
+/// The download host refused the request: its status, with Azure Storage's error code and
+/// request id (what its support asks for) when it sends them.
+fn refused(response: &Response) -> Error {
+    let status = response.status();
+    let headers = response.headers();
+    let details: Vec<String> = [
+        header_text(headers, "x-ms-error-code").map(|code| format!("code {code}")),
+        header_text(headers, "x-ms-request-id").map(|id| format!("request id {id}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let details = if details.is_empty() { String::new() } else { format!(" ({})", details.join(", ")) };
+    match status.as_u16() {
+        403 => Error::new(
+            DefenderStatus::Forbidden,
+            format!(
+                "the download host refused the link (HTTP 403{details}); links expire within minutes of being issued"
+            ),
+        ),
+        404 => {
+            Error::new(DefenderStatus::NotFound, format!("the download host has no such package (HTTP 404{details})"))
+        }
+        _ => Error::new(DefenderStatus::Http, format!("the download host answered HTTP {status}{details}")),
+    }
+}
+
+/// A body that broke off: shorter than announced is `INTEGRITY`, a stall `TIMEOUT`, the rest `NETWORK`.
+fn body_error(err: &reqwest::Error, received: u64, length: Option<u64>) -> Error {
+    let transport = describe_transport_error(err);
+    match length {
+        Some(length) if transport.status() != DefenderStatus::Timeout => Error::new(
+            DefenderStatus::Integrity,
+            format!("the body ended after {received} of {length} bytes ({})", transport.message()),
+        ),
+        _ => Error::new(
+            transport.status(),
+            format!("the body broke off after {received} bytes ({})", transport.message()),
+        ),
+    }
+}
