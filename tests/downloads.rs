@@ -509,6 +509,33 @@ fn max_concurrent_downloads_bounds_how_many_items_run_at_once() {
 }
 
 #[test]
+fn collections_still_running_hold_no_download_slot_back() {
+    // The simulator's clock runs 600 times faster: a collection 3000 s InProgress ends in 5 s.
+    let simulator = simulator_with(json!({ "rate_limit": false, "clock_scale": 600.0 }));
+    let running = create_action(&simulator, json!({ "schedule": { "pending_secs": 0, "in_progress_secs": 3000 } }));
+    let ready = create_action(&simulator, json!({ "package_size": 20_000 }));
+    let folder = tempfile::tempdir().unwrap();
+    // One slot, and the item that waits for its collection comes first; wait_timeout_ms is in
+    // the service's time too (10 s real).
+    let client = client_with(
+        &simulator,
+        &[("max_concurrent_downloads", "1"), ("wait_timeout_ms", "6000000"), ("clock_scale", "600")],
+    );
+
+    let (results, events) = run_batch(&client, &[&running, &ready], folder.path(), |_| false);
+
+    let results = results.unwrap();
+    assert!(results.iter().all(|result| result["code"] == 0), "{results:?}");
+    let finished: Vec<usize> = events
+        .iter()
+        .filter_map(|event| if let Event::Done(index, ..) = event { Some(*index) } else { None })
+        .collect();
+    assert_eq!(finished, [1, 0], "the ready package did not wait for the running collection");
+    assert!(results[1]["elapsed_ms"].as_u64().unwrap() < results[0]["elapsed_ms"].as_u64().unwrap(), "{results:?}");
+    take_log();
+}
+
+#[test]
 fn cancelling_a_batch_stops_every_item_and_leaves_only_whole_packages() {
     let simulator = simulator();
     let quick = create_action(&simulator, json!({ "package_size": 50_000 }));

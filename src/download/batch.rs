@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 use super::{download_item, millis};
 use crate::error::{DefenderStatus, Error, Result};
@@ -26,16 +26,18 @@ pub async fn download_packages(api: Api<'_>, action_ids: &[String], folder: &str
     );
     let mut first_index: HashMap<&str, usize> = HashMap::new();
     // Collected first: a lazy iterator's closure would make the future's lifetimes too general for `Send`.
+    // Every item runs from the start (waiting for its collection, when asked to); the slots
+    // bound only the links and transfers.
+    let slots = Semaphore::new(at_once);
     let items: Vec<_> = action_ids
         .iter()
         .enumerate()
         .map(|(index, action_id)| {
             let first = *first_index.entry(action_id.as_str()).or_insert(index);
-            download_one(api, index, action_id, folder, (first != index).then_some(first))
+            download_one(api, index, action_id, folder, (first != index).then_some(first), &slots)
         })
         .collect();
-    let mut results: Vec<(usize, Value)> = futures_util::stream::iter(items).buffer_unordered(at_once).collect().await;
-    results.sort_unstable_by_key(|(index, _)| *index);
+    let results: Vec<(usize, Value)> = futures_util::future::join_all(items).await;
 
     let saved = results.iter().filter(|(_, result)| result["code"] == 0).count();
     api.reporter.log(DefenderLogLevel::Info, format!("downloaded {saved} of {} packages", action_ids.len()));
@@ -63,13 +65,14 @@ async fn download_one(
     action_id: &str,
     folder: &str,
     repeated: Option<usize>,
+    slots: &Semaphore,
 ) -> (usize, Value) {
     let started = Instant::now();
     let outcome = match repeated {
         Some(first) => Err(Error::invalid_argument(format!(
             "action id {action_id} is already item {first} of this batch; it is downloaded once"
         ))),
-        None => download_item(api, action_id, folder, index).await,
+        None => download_item(api, action_id, folder, index, Some(slots)).await,
     };
     let status = outcome.as_ref().map_or_else(Error::status, |_| DefenderStatus::Ok);
     let result = match outcome {

@@ -10,6 +10,8 @@ mod transfer;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
+
 use crate::error::{Error, Result};
 use crate::runtime::DefenderLogLevel;
 use crate::service::{Api, machine_actions};
@@ -46,15 +48,29 @@ fn millis(duration: Duration) -> u64 {
 /// Gets a fresh link for `action_id`'s package and downloads it to `destination` (a file path,
 /// or a folder that then gets `<action_id>.zip`). Progress goes to the call's item 0.
 pub async fn download_package(api: Api<'_>, action_id: &str, destination: &str) -> Result<Downloaded> {
-    download_item(api, action_id, destination, 0).await
+    download_item(api, action_id, destination, 0, None).await
 }
 
-/// As `download_package`, reporting progress as item `item` of the call.
-async fn download_item(api: Api<'_>, action_id: &str, destination: &str, item: usize) -> Result<Downloaded> {
+/// As `download_package`, reporting progress as item `item` of the call. With `slots`, the link
+/// and the transfer wait for one of them (a batch's `max_concurrent_downloads`); waiting for the
+/// collection does not, so that collections still running hold no download back.
+async fn download_item(
+    api: Api<'_>,
+    action_id: &str,
+    destination: &str,
+    item: usize,
+    slots: Option<&Semaphore>,
+) -> Result<Downloaded> {
     let started = Instant::now();
     let overwrite = api.session.settings.overwrite;
     let path = destination::resolve(destination, action_id, overwrite)?;
-    let link = machine_actions::package_link(api, action_id).await?;
+    let deadline = machine_actions::wait_if_asked(api, action_id).await?;
+    let _slot = match slots {
+        Some(slots) => Some(slots.acquire().await.map_err(|_| Error::internal("the download slots were closed"))?),
+        None => None,
+    };
+    // Asked for only now: a link is short-lived, and it goes to work at once.
+    let link = machine_actions::link_when_ready(api, action_id, deadline).await?;
     let what = format!("downloading the package of machine action {action_id}");
     api.reporter.log(DefenderLogLevel::Info, format!("{what} to '{}'", path.display()));
 

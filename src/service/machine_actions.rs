@@ -264,17 +264,29 @@ async fn package_uri(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -
 /// That limit then covers the whole wait: for the collection, and for the link's turn in the
 /// rate limit.
 pub async fn package_link(api: Api<'_>, action_id: &str) -> Result<Url> {
+    let deadline = wait_if_asked(api, action_id).await?;
+    link_when_ready(api, action_id, deadline).await
+}
+
+/// The first half of `package_link`: when `wait_timeout_ms` is set, waits for the collection to
+/// finish and returns the deadline that limit sets for the rest; `None` when it is not set.
+pub async fn wait_if_asked(api: Api<'_>, action_id: &str) -> Result<Option<Instant>> {
     let settings = &api.session.settings;
-    let Some(limit) = settings.wait_timeout else {
-        return package_uri(api, action_id, None).await;
-    };
+    let Some(limit) = settings.wait_timeout else { return Ok(None) };
     let deadline = Instant::now() + settings.scaled(limit);
     wait_until(api, action_id, deadline).await?;
+    Ok(Some(deadline))
+}
+
+/// The second half of `package_link`: the link, asked for again until `deadline` (when there is
+/// one) while the service still says NOT_READY right after the collection succeeded.
+pub async fn link_when_ready(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -> Result<Url> {
+    let Some(deadline) = deadline else { return package_uri(api, action_id, None).await };
     loop {
         match package_uri(api, action_id, Some(deadline)).await {
             // The action has Succeeded; the link follows within moments.
             Err(err) if err.status() == DefenderStatus::NotReady && Instant::now() < deadline => {
-                let pause = settings.scaled(FIRST_POLL).min(deadline - Instant::now());
+                let pause = api.session.settings.scaled(FIRST_POLL).min(deadline - Instant::now());
                 api.reporter
                     .log(DefenderLogLevel::Info, format!("{err}; asking again in {:.1} s", pause.as_secs_f64()));
                 tokio::time::sleep(pause).await;
