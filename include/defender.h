@@ -512,7 +512,9 @@ DefenderStatus defender_download_package(const DefenderClient *client,
  *   destination: a fresh link, the same retries, checks and atomic rename, the same
  *   `overwrite` and `wait_timeout_ms` options. The link requests of all items go through the
  *   client's rate limiter, so a large batch runs at the pace the service allows, without 429s.
- * - Up to the option `max_concurrent_downloads` (default 4) items run at once.
+ * - Up to the option `max_concurrent_downloads` (default 4) items get their link and download at
+ *   once. Waiting for collections to finish (`wait_timeout_ms`) takes no such slot: every item
+ *   waits at the same time, and a package that is ready never queues behind one still coming.
  * - One item's failure does not stop the others. An id given twice is downloaded once; its
  *   repeat gets `DEFENDER_STATUS_INVALID_ARGUMENT`.
  * - `progress` and `item_done` (each may be NULL) are called on this thread with `user_data`;
