@@ -506,6 +506,72 @@ static void test_many_threads_one_client(void) {
     defender_client_free(client);
 }
 
+typedef struct {
+    pthread_t caller;
+    int progress_calls, items_done, wrong_thread;
+    DefenderStatus statuses[3];
+} Batch;
+
+static int32_t on_batch_progress(void *user_data, size_t index, uint64_t done, uint64_t total) {
+    Batch *batch = user_data;
+    batch->progress_calls++;
+    batch->wrong_thread |= !pthread_equal(pthread_self(), batch->caller);
+    (void)index, (void)done, (void)total;
+    return 0;
+}
+
+static void on_item_done(void *user_data, size_t index, DefenderStatus status, const char *item_json) {
+    Batch *batch = user_data;
+    batch->items_done++;
+    batch->wrong_thread |= !pthread_equal(pthread_self(), batch->caller);
+    if (index < 3) batch->statuses[index] = status;
+    CHECK(item_json && strstr(item_json, "\"action_id\""), "item %zu: %s", index, item_json ? item_json : "NULL");
+}
+
+static void test_batch(void) {
+    current_test = "batch download";
+    DefenderClient *client = new_client();
+    defender_client_set(client, "max_concurrent_downloads", "2");
+    char *good1 = create_action("{\"package_size\": 120000}");
+    char *good2 = create_action("{\"package_size\": 80000}");
+    const char *ids[] = {good1, "00000000-0000-4000-8000-00000000dead", good2};
+    char *folder = new_folder(), *results = NULL;
+    Batch batch = {.caller = pthread_self()};
+    EXPECT_STATUS(defender_download_packages(client, ids, 3, folder, on_batch_progress, on_item_done, &batch, &results),
+                  DEFENDER_STATUS_OK);
+    CHECK(batch.items_done == 3 && batch.progress_calls >= 2, "%d items done, %d progress calls", batch.items_done,
+          batch.progress_calls);
+    CHECK(!batch.wrong_thread, "a batch callback ran on another thread");
+    CHECK(batch.statuses[0] == DEFENDER_STATUS_OK && batch.statuses[1] == DEFENDER_STATUS_NOT_FOUND &&
+              batch.statuses[2] == DEFENDER_STATUS_OK,
+          "statuses %d %d %d", batch.statuses[0], batch.statuses[1], batch.statuses[2]);
+    CHECK(results && count_occurrences(results, "\"action_id\"") == 3, "results: %s", results ? results : "NULL");
+    CHECK(results && strstr(results, "\"status\":\"NOT_FOUND\""), "results: %s", results ? results : "NULL");
+    for (int i = 0; i < 3; i += 2) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s.zip", folder, ids[i]);
+        size_t len = 0;
+        char *data = read_file(path, &len);
+        CHECK(data && len == (i == 0 ? 120000u : 80000u), "%s: %zu bytes", path, len);
+        free(data);
+    }
+    CHECK(entries(folder) == 2, "%d entries: only the two packages", entries(folder));
+    defender_string_free(results);
+
+    /* Bad arguments write nothing. */
+    results = NULL;
+    EXPECT_STATUS(defender_download_packages(client, NULL, 2, folder, NULL, NULL, NULL, &results),
+                  DEFENDER_STATUS_INVALID_ARGUMENT);
+    const char *with_null[] = {good1, NULL};
+    EXPECT_STATUS(defender_download_packages(client, with_null, 2, folder, NULL, NULL, NULL, &results),
+                  DEFENDER_STATUS_INVALID_ARGUMENT);
+    CHECK(results == NULL, "results written on failure");
+    remove_folder(folder);
+    free(good1);
+    free(good2);
+    defender_client_free(client);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s <defender-simulator binary>\n", argv[0]);
@@ -530,6 +596,7 @@ int main(int argc, char **argv) {
     test_bad_arguments();
     test_unknown_option();
     test_many_threads_one_client();
+    test_batch();
 
     sim_stop(&sim);
     if (failures) {
