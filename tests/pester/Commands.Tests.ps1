@@ -239,6 +239,14 @@ Describe 'Get-DefenderPackageUri' {
         $link.Uri | Should -BeLike "$($simulator.download_url)/safedownload/*.zip?token=*"
     }
 
+    It 'shows the link without its query (the download credential) in its table view' {
+        $link = Get-DefenderPackageUri -ActionId (New-SimulatedAction -Simulator $simulator)
+        $shown = $link | Out-String -Width 400
+        $shown | Should -BeLike "*$($simulator.download_url)/safedownload/*.zip?…*"
+        $shown | Should -Not -BeLike '*token=*'
+        $link.Uri | Should -BeLike '*token=*'
+    }
+
     It 'writes Defender.NotReady, Defender.NotFound and Defender.ActionFailed, one per bad id, and goes on' {
         $pending = New-SimulatedAction -Simulator $simulator -Spec @{ schedule = @{ pending_secs = 3600; in_progress_secs = 0 } }
         $unknown = '00000000-0000-4000-8000-00000000beef'

@@ -5,8 +5,10 @@ function Get-DefenderPackageUri {
 
     .DESCRIPTION
     Asks the service (getPackageUri) for a fresh link to the investigation package of each
-    collection. The link expires within minutes and carries its own credential: download it at
-    once, and do not log it. Save-DefenderInvestigationPackage gets a link and downloads it in one
+    collection. The link expires within minutes and carries its own credential in its query (a
+    SAS token): download it at once, and do not log it. The table view shows the link without its
+    query, so that a screen or a transcript does not hold the credential; the Uri property has
+    the whole link. Save-DefenderInvestigationPackage gets a link and downloads it in one
     step, which is what you usually want.
 
     The service allows 2 of these calls a minute and 120 an hour per app; the library keeps
