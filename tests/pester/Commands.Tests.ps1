@@ -10,10 +10,14 @@ BeforeAll {
 
     function New-ConnectedShell {
         # A PowerShell instance on its own runspace (as a second console would be), with the
-        # module imported and connected to the simulator; its streams can be read while it runs.
+        # module imported and connected to the simulator, with $Option added to the client's
+        # options; its streams can be read while it runs.
+        param([hashtable] $Option = @{})
+        $parameters = $connect.Clone()
+        $parameters.Option = $connect.Option + $Option
         $shell = [powershell]::Create()
         $null = $shell.AddScript('param($module, $connect) Import-Module $module; Connect-DefenderApi @connect').
-        AddArgument($modulePath).AddArgument($connect)
+        AddArgument($modulePath).AddArgument($parameters)
         $shell.Invoke()
         $shell.Commands.Clear()
         $shell
@@ -127,7 +131,8 @@ Describe 'Save-DefenderInvestigationPackage' {
 
         $saved = $input | Save-DefenderInvestigationPackage -Path $folder -PassThru -ErrorVariable failures -ErrorAction SilentlyContinue
 
-        $saved.ActionId | Should -Be @($first, $second, $third)
+        # In the order they finish, which concurrent downloads do not fix.
+        $saved.ActionId | Sort-Object | Should -Be (@($first, $second, $third) | Sort-Object)
         (Get-ChildItem -LiteralPath $folder -Force).Name | Sort-Object | Should -Be (@($first, $second, $third) | ForEach-Object { "$_.zip" } | Sort-Object)
         $failures.Count | Should -Be 1
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Save-DefenderInvestigationPackage'
@@ -227,6 +232,218 @@ Describe 'Save-DefenderInvestigationPackage' {
         $text | Should -BeLike '*SHA-256*' -Because 'the verbose stream says what was saved'
         @($streams | Where-Object { $_ -is [System.Management.Automation.ErrorRecord] }).Count | Should -Be 2
         Assert-NoSecret $text
+    }
+}
+
+Describe 'Save-DefenderInvestigationPackage with many ids' {
+    BeforeAll {
+        function Add-SlowDownload {
+            # Each download of these actions' packages comes at $BytesPerSecond.
+            param([string[]] $ActionId, [int] $BytesPerSecond)
+            foreach ($id in $ActionId) {
+                Add-SimulatorFault -Simulator $simulator -Rule @{
+                    endpoint = 'download'; action_id = $id; times = 0; fault = @{ kind = 'slow_body'; bytes_per_sec = $BytesPerSecond }
+                }
+            }
+        }
+
+        function Get-PackageBar {
+            # The progress records of the packages' own bars (children of the batch's bar).
+            param([object[]] $Record)
+            @($Record | Where-Object { $_.ParentActivityId -eq 1 })
+        }
+
+        function Get-MostBarsAtOnce {
+            # How many packages' bars were shown at the same time, at most: each package shows
+            # its bar from its first bytes until it is finished.
+            param([object[]] $Record)
+            $shown = [Collections.Generic.HashSet[int]]::new()
+            $most = 0
+            foreach ($record in Get-PackageBar $Record) {
+                if ($record.RecordType -eq 'Completed') {
+                    $null = $shown.Remove($record.ActivityId)
+                } else {
+                    $null = $shown.Add($record.ActivityId)
+                }
+                $most = [Math]::Max($most, $shown.Count)
+            }
+            $most
+        }
+
+        function Assert-SavedAsServed {
+            # Each package is in $Folder exactly as the download host serves it, and nothing else is.
+            param([string] $Folder, [string[]] $ActionId)
+            (Get-ChildItem -LiteralPath $Folder -Force).Name | Sort-Object |
+                Should -Be ($ActionId | ForEach-Object { "$_.zip" } | Sort-Object)
+            foreach ($id in $ActionId) {
+                (Get-FileHash -LiteralPath (Join-Path $Folder "$id.zip") -Algorithm SHA256).Hash.ToLowerInvariant() |
+                    Should -Be (Get-SimulatedPackageHash -Simulator $simulator -ActionId $id) -Because "$id.zip is the whole package"
+            }
+        }
+    }
+
+    BeforeEach {
+        $folder = New-TestFolder
+    }
+
+    It 'downloads the ready packages at once, max_concurrent_downloads at a time, and writes an error record for each of the others' {
+        $ready = 1..4 | ForEach-Object { New-SimulatedAction -Simulator $simulator -Spec @{ package_size = 200000 } }
+        Add-SlowDownload -ActionId $ready -BytesPerSecond 200000
+        $pending = New-SimulatedAction -Simulator $simulator -Spec @{ schedule = @{ pending_secs = 36000; in_progress_secs = 0 } }
+        $unknown = '00000000-0000-4000-8000-0000000b0a7c'
+        $failed = New-SimulatedAction -Simulator $simulator -Spec @{ outcome = 'Failed' }
+        $ids = $ready[0], $pending, $ready[1], $unknown, $ready[2], $failed, $ready[3]
+        $null = Invoke-SimulatorControl -Simulator $simulator -Method Delete -Path requests
+        $shell = New-ConnectedShell -Option @{ max_concurrent_downloads = 2 }
+        try {
+            $null = $shell.AddScript('param($ids, $folder) $ids | Save-DefenderInvestigationPackage -Path $folder -PassThru').
+            AddArgument($ids).AddArgument($folder)
+            $saved = $shell.Invoke()
+            $failures = @($shell.Streams.Error)
+            $warnings = @($shell.Streams.Warning)
+            $records = @($shell.Streams.Progress)
+        } finally {
+            $shell.Dispose()
+        }
+
+        $saved.ActionId | Sort-Object | Should -Be ($ready | Sort-Object)
+        Assert-SavedAsServed -Folder $folder -ActionId $ready
+        $failures.Count | Should -Be 3
+        $byTarget = @{}
+        $failures | ForEach-Object { $byTarget[$_.TargetObject] = "$($_.FullyQualifiedErrorId) $($_.CategoryInfo.Category)" }
+        $byTarget[$pending] | Should -Be 'Defender.NotReady,Save-DefenderInvestigationPackage ResourceUnavailable'
+        $byTarget[$unknown] | Should -Be 'Defender.NotFound,Save-DefenderInvestigationPackage ObjectNotFound'
+        $byTarget[$failed] | Should -Be 'Defender.ActionFailed,Save-DefenderInvestigationPackage InvalidResult'
+        $warnings | Should -BeNullOrEmpty -Because 'a failed package is an error record, not also a warning'
+
+        Get-MostBarsAtOnce $records | Should -Be 2 -Because 'two packages download at once, never more'
+        $downloads = Get-SimulatorRequest -Simulator $simulator -Endpoint download
+        $downloads.action_id | Sort-Object | Should -Be ($ready | Sort-Object) -Because 'each ready package is downloaded once, the others not at all'
+    }
+
+    It 'shows a progress bar per package under one for the whole batch, each completed when its package is' {
+        $ready = 1..3 | ForEach-Object { New-SimulatedAction -Simulator $simulator -Spec @{ package_size = 200000 } }
+        $unknown = '00000000-0000-4000-8000-0000000b0a7d'
+        $shell = New-ConnectedShell
+        try {
+            $null = $shell.AddScript('param($ids, $folder) $ids | Save-DefenderInvestigationPackage -Path $folder').
+            AddArgument(@($ready[0], $unknown, $ready[1], $ready[2])).AddArgument($folder)
+            $shell.Invoke()
+            $records = @($shell.Streams.Progress)
+        } finally {
+            $shell.Dispose()
+        }
+
+        $overall = @($records | Where-Object ActivityId -eq 1)
+        $overall[0].StatusDescription | Should -Be '0 of 4 packages'
+        ($overall | Where-Object RecordType -eq 'Processing')[-1].StatusDescription | Should -Be '4 of 4 packages'
+        $overall[-1].RecordType | Should -Be 'Completed'
+        $records[-1].ActivityId | Should -Be 1 -Because 'the batch bar goes last'
+        $bars = Get-PackageBar $records | Group-Object Activity
+        $bars.Name | Sort-Object | Should -Be ($ready | ForEach-Object { "Saving the investigation package of machine action $_" } | Sort-Object) `
+            -Because 'each package that downloads has a bar, one that fails before its first byte has none'
+        foreach ($bar in $bars) {
+            $bar.Group[-1].RecordType | Should -Be 'Completed'
+            @($bar.Group.ActivityId | Sort-Object -Unique).Count | Should -Be 1
+            $last = $bar.Group | Where-Object RecordType -eq 'Processing' | Select-Object -Last 1
+            $last.PercentComplete | Should -Be 100
+            $last.StatusDescription | Should -Be '195.3 KiB of 195.3 KiB'
+        }
+        @($records.ActivityId | Sort-Object -Unique).Count | Should -Be 4 -Because 'each package has its own bar'
+    }
+
+    It 'with -WhatIf and several ids writes nothing and sends nothing' {
+        $ids = 1..3 | ForEach-Object { New-SimulatedAction -Simulator $simulator }
+        $null = Invoke-SimulatorControl -Simulator $simulator -Method Delete -Path requests
+        $missing = Join-Path $folder 'cases'
+
+        $output = $ids | Save-DefenderInvestigationPackage -Path $missing -WhatIf -PassThru
+
+        $output | Should -BeNullOrEmpty
+        Get-ChildItem -LiteralPath $folder -Force | Should -BeNullOrEmpty
+        Get-SimulatorRequest -Simulator $simulator | Should -BeNullOrEmpty
+    }
+
+    It 'returns each package with -PassThru as soon as it is saved, while the others still download' {
+        $slow = New-SimulatedAction -Simulator $simulator -Spec @{ package_size = 200000 }
+        Add-SlowDownload -ActionId $slow -BytesPerSecond 100000
+        $quick = New-SimulatedAction -Simulator $simulator -Spec @{ package_size = 50000 }
+        $shell = New-ConnectedShell
+        try {
+            $null = $shell.AddScript('param($ids, $folder) $ids | Save-DefenderInvestigationPackage -Path $folder -PassThru').
+            AddArgument(@($slow, $quick)).AddArgument($folder)
+            $noInput = [Management.Automation.PSDataCollection[psobject]]::new()
+            $noInput.Complete()
+            $output = [Management.Automation.PSDataCollection[psobject]]::new()
+            $running = $shell.BeginInvoke($noInput, $output)
+            Wait-Until { $output.Count -gt 0 }
+
+            $output[0].ActionId | Should -Be $quick
+            $output[0].PSObject.TypeNames[0] | Should -Be 'DefenderPackage.InvestigationPackage'
+            Test-Path -LiteralPath (Join-Path $folder "$slow.zip") | Should -BeFalse -Because 'the slow package is still downloading'
+            $running.IsCompleted | Should -BeFalse
+
+            $null = $shell.EndInvoke($running)
+            $output.ActionId | Should -Be @($quick, $slow)
+            $output[1].Path | Should -Be (Join-Path $folder "$slow.zip")
+            $output[1].Sha256 | Should -Be (Get-SimulatedPackageHash -Simulator $simulator -ActionId $slow)
+        } finally {
+            $shell.Dispose()
+        }
+    }
+
+    It 'is cancelled promptly by stopping the pipeline (Ctrl+C) mid-batch, leaving only whole packages' {
+        $quick = New-SimulatedAction -Simulator $simulator -Spec @{ package_size = 50000 }
+        $slow = 1..2 | ForEach-Object { New-SimulatedAction -Simulator $simulator }
+        Add-SlowDownload -ActionId $slow -BytesPerSecond 16384
+        $shell = New-ConnectedShell
+        try {
+            $null = $shell.AddScript('param($ids, $folder) $ids | Save-DefenderInvestigationPackage -Path $folder').
+            AddArgument(@($slow[0], $quick, $slow[1])).AddArgument($folder)
+            $running = $shell.BeginInvoke()
+            $slowBars = $slow | ForEach-Object { "Saving the investigation package of machine action $_" }
+            Wait-Until {
+                $records = @($shell.Streams.Progress)
+                @($records | Where-Object { $_.Activity -like "*$quick" -and $_.RecordType -eq 'Completed' }).Count -eq 1 -and
+                @($records | Where-Object { $_.Activity -in $slowBars -and $_.PercentComplete -gt 0 } | Select-Object -ExpandProperty Activity -Unique).Count -eq 2
+            }
+
+            $clock = [Diagnostics.Stopwatch]::StartNew()
+            $shell.Stop()
+            $clock.Stop()
+
+            $clock.Elapsed.TotalSeconds | Should -BeLessThan 10
+            $shell.InvocationStateInfo.State | Should -Be 'Stopped'
+            $running.IsCompleted | Should -BeTrue
+            Assert-SavedAsServed -Folder $folder -ActionId $quick
+        } finally {
+            $shell.Dispose()
+        }
+    }
+
+    It 'with -ErrorAction Stop stops at the first failed package and cancels the others' {
+        $slow = 1..2 | ForEach-Object { New-SimulatedAction -Simulator $simulator }
+        Add-SlowDownload -ActionId $slow -BytesPerSecond 16384
+        $unknown = '00000000-0000-4000-8000-0000000b0a7e'
+        $clock = [Diagnostics.Stopwatch]::StartNew()
+
+        { $slow[0], $unknown, $slow[1] | Save-DefenderInvestigationPackage -Path $folder -ErrorAction Stop } |
+            Should -Throw -ErrorId 'Defender.NotFound,Save-DefenderInvestigationPackage'
+
+        $clock.Elapsed.TotalSeconds | Should -BeLessThan 10 -Because 'the slow downloads were cancelled, not waited for'
+        Get-ChildItem -LiteralPath $folder -Force | Should -BeNullOrEmpty
+    }
+
+    It 'saves an id given twice once, and writes Defender.InvalidArgument for the repeat' {
+        $id = New-SimulatedAction -Simulator $simulator
+
+        $saved = $id, $id | Save-DefenderInvestigationPackage -Path $folder -PassThru -ErrorVariable failures -ErrorAction SilentlyContinue
+
+        $saved.ActionId | Should -Be $id
+        $failures.Count | Should -Be 1
+        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.InvalidArgument,Save-DefenderInvestigationPackage'
+        $failures[0].TargetObject | Should -Be $id
+        Assert-SavedAsServed -Folder $folder -ActionId $id
     }
 }
 

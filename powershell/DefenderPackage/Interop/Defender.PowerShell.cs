@@ -3,12 +3,15 @@
 // failures turned into ErrorRecords. C# 5, like Defender.cs, for Windows PowerShell 5.1.
 //
 // Native callbacks arrive on the pipeline thread (the library calls them on the thread that made
-// the call), so writing to the command from them is safe. Nothing here ever runs a script block
-// on another thread: the watchdog timer only reads the command's Stopping flag and cancels.
+// the call, and DownloadPackages relays them to it), so writing to the command from them is
+// safe. Nothing here ever runs a script block on another thread: the watchdog timer only reads
+// the command's Stopping flag and cancels.
 
 using System;
+using System.Collections.Generic;
 using System.Globalization;
 using System.Management.Automation;
+using System.Text.RegularExpressions;
 using System.Threading;
 
 namespace Defender.PowerShell
@@ -26,7 +29,12 @@ namespace Defender.PowerShell
     public sealed class CommandScope : IDisposable
     {
         const int WatchdogPeriodMilliseconds = 100;
-        const int ProgressActivityId = 1;
+        const string InvestigationPackageType = "DefenderPackage.InvestigationPackage";
+
+        // The warning with which the library announces a failed item of a batch ("item 3 (machine
+        // action <id>): <message>"). The command reports that failure as an error record.
+        static readonly Regex BatchItemFailure = new Regex(@"^item \d+ \(machine action [^)]*\): ",
+            RegexOptions.CultureInvariant);
 
         readonly DefenderClient client;
         readonly PSCmdlet command;
@@ -43,8 +51,8 @@ namespace Defender.PowerShell
             watchdog = new Timer(CheckStopping, null, WatchdogPeriodMilliseconds, WatchdogPeriodMilliseconds);
         }
 
-        // The calls below return null after writing a failure of the library to the command as
-        // a non-terminating error about the id, so that the next pipeline item goes on. They
+        // The calls below write a failure of the library to the command as a non-terminating
+        // error about the id (and return null), so that the next pipeline item goes on. They
         // catch it here, in C#: an exception that passes through script code is also recorded
         // in the command's -ErrorVariable, once per script frame.
 
@@ -74,32 +82,59 @@ namespace Defender.PowerShell
             return Run(actionId, delegate { return client.GetPackageUri(actionId, stop.Token); });
         }
 
-        /// <summary>Downloads a package with a progress bar on the command's progress stream.</summary>
-        public DownloadedPackage DownloadPackage(string actionId, string destination)
+        /// <summary>
+        /// Downloads one package to <paramref name="destination"/> (a file, or a folder that gets
+        /// &lt;action id&gt;.zip) with a progress bar; with <paramref name="passThru"/> writes it
+        /// to the command's output.
+        /// </summary>
+        public void SavePackage(string actionId, string destination, bool passThru)
         {
-            string activity = "Saving the investigation package of machine action " + actionId;
+            PackageProgress bars = new PackageProgress(command, new[] { actionId });
             try
             {
-                return Run(actionId, delegate
+                DownloadedPackage saved = Run(actionId, delegate
                 {
-                    return client.DownloadPackage(actionId, destination, delegate(long done, long total)
+                    return client.DownloadPackage(actionId, destination,
+                        delegate(long done, long total) { bars.Report(0, done, total); }, stop.Token);
+                });
+                bars.Finish(0);
+                if (saved != null && passThru)
+                    command.WriteObject(ToInvestigationPackage(saved.ActionId, saved.Path, saved.Bytes, saved.Sha256, saved.Elapsed));
+            }
+            finally
+            {
+                bars.Close();
+            }
+        }
+
+        /// <summary>
+        /// Downloads the packages of <paramref name="actionIds"/> into <paramref name="folder"/>,
+        /// several at once, with a progress bar per package running under one for the whole
+        /// batch. Each package is reported as soon as it is finished: with
+        /// <paramref name="passThru"/> written to the command's output when saved, and as a
+        /// non-terminating error about its action id when not. An error the command's
+        /// -ErrorAction turns into a stop (Stop) cancels the packages still running.
+        /// </summary>
+        public void SavePackages(IList<string> actionIds, string folder, bool passThru)
+        {
+            PackageProgress bars = new PackageProgress(command, actionIds);
+            try
+            {
+                Run(folder, delegate
+                {
+                    return client.DownloadPackages(actionIds, folder, bars.Report, delegate(int index, PackageDownloadResult item)
                     {
-                        // A new record each time: a host may keep the records it was given.
-                        ProgressRecord progress = new ProgressRecord(ProgressActivityId, activity, DescribeProgress(done, total));
-                        if (total > 0) progress.PercentComplete = (int)Math.Min(100, done * 100 / total);
-                        command.WriteProgress(progress);
+                        bars.Finish(index);
+                        if (!item.Succeeded)
+                            WriteFailure(new DefenderException(item.Status, item.Message), item.ActionId);
+                        else if (passThru)
+                            command.WriteObject(ToInvestigationPackage(item.ActionId, item.Path, item.Bytes, item.Sha256, item.Elapsed));
                     }, stop.Token);
                 });
             }
             finally
             {
-                // Writing to a stopping pipeline throws; the bar goes away with it anyway.
-                if (!command.Stopping)
-                {
-                    ProgressRecord completed = new ProgressRecord(ProgressActivityId, activity, "Done");
-                    completed.RecordType = ProgressRecordType.Completed;
-                    command.WriteProgress(completed);
-                }
+                bars.Close();
             }
         }
 
@@ -118,9 +153,28 @@ namespace Defender.PowerShell
             }
             catch (DefenderException e)
             {
-                command.WriteError(DefenderErrors.ToErrorRecord(e, target));
+                WriteFailure(e, target);
                 return null;
             }
+        }
+
+        // With -ErrorAction Stop this throws ActionPreferenceStopException, which ends the command.
+        void WriteFailure(DefenderException failure, object target)
+        {
+            command.WriteError(DefenderErrors.ToErrorRecord(failure, target));
+        }
+
+        // What -PassThru returns for a saved package.
+        static PSObject ToInvestigationPackage(string actionId, string path, long size, string sha256, TimeSpan elapsed)
+        {
+            PSObject package = new PSObject();
+            package.TypeNames.Insert(0, InvestigationPackageType);
+            package.Properties.Add(new PSNoteProperty("ActionId", actionId));
+            package.Properties.Add(new PSNoteProperty("Path", path));
+            package.Properties.Add(new PSNoteProperty("Size", size));
+            package.Properties.Add(new PSNoteProperty("Sha256", sha256));
+            package.Properties.Add(new PSNoteProperty("Elapsed", elapsed));
+            return package;
         }
 
         void CheckStopping(object state)
@@ -145,19 +199,106 @@ namespace Defender.PowerShell
             switch (level)
             {
                 case DefenderLogLevel.Warn:
-                    command.WriteWarning(message);
+                    if (BatchItemFailure.IsMatch(message))
+                        command.WriteVerbose(message);
+                    else
+                        command.WriteWarning(message);
                     break;
                 case DefenderLogLevel.Debug:
                     command.WriteDebug(message);
                     break;
                 default:
-                    // Error lines announce the failure that the command reports as an error record.
+                    // Error lines (and the warnings of failed batch items above) announce the
+                    // failure that the command reports as an error record.
                     command.WriteVerbose(message);
                     break;
             }
         }
+    }
 
-        static string DescribeProgress(long done, long total)
+    /// <summary>
+    /// The progress bars of saving packages: one per package while it downloads, and, for
+    /// several, one for the whole ("n of N packages") that the others are children of.
+    /// </summary>
+    sealed class PackageProgress
+    {
+        const int OverallActivityId = 1;
+
+        readonly PSCmdlet command;
+        readonly IList<string> actionIds;
+        readonly bool[] shown;
+        readonly string overallActivity;
+        int finished;
+
+        internal PackageProgress(PSCmdlet command, IList<string> actionIds)
+        {
+            this.command = command;
+            this.actionIds = actionIds;
+            shown = new bool[actionIds.Count];
+            overallActivity = string.Format(CultureInfo.CurrentCulture, "Saving {0} investigation packages", actionIds.Count);
+            if (Several) WriteOverall(ProgressRecordType.Processing);
+        }
+
+        // One package needs no bar above its own.
+        bool Several
+        {
+            get { return actionIds.Count > 1; }
+        }
+
+        /// <summary>Item <paramref name="index"/> has <paramref name="done"/> of <paramref name="total"/> bytes (0: unknown).</summary>
+        internal void Report(int index, long done, long total)
+        {
+            // A new record each time: a host may keep the records it was given.
+            ProgressRecord progress = ItemRecord(index, DescribeBytes(done, total));
+            if (total > 0) progress.PercentComplete = (int)Math.Min(100, done * 100 / total);
+            command.WriteProgress(progress);
+            shown[index] = true;
+        }
+
+        /// <summary>Item <paramref name="index"/> is finished, saved or not: its bar goes.</summary>
+        internal void Finish(int index)
+        {
+            CompleteItem(index);
+            finished++;
+            if (Several) WriteOverall(ProgressRecordType.Processing);
+        }
+
+        /// <summary>Removes the bars still shown (of items a failure or cancellation stopped).</summary>
+        internal void Close()
+        {
+            // Writing to a stopping pipeline throws; the bars go away with it anyway.
+            if (command.Stopping) return;
+            for (int index = 0; index < shown.Length; index++) CompleteItem(index);
+            if (Several) WriteOverall(ProgressRecordType.Completed);
+        }
+
+        void CompleteItem(int index)
+        {
+            if (!shown[index]) return;
+            shown[index] = false;
+            ProgressRecord completed = ItemRecord(index, "Done");
+            completed.RecordType = ProgressRecordType.Completed;
+            command.WriteProgress(completed);
+        }
+
+        ProgressRecord ItemRecord(int index, string status)
+        {
+            ProgressRecord record = new ProgressRecord(OverallActivityId + 1 + index,
+                "Saving the investigation package of machine action " + actionIds[index], status);
+            if (Several) record.ParentActivityId = OverallActivityId;
+            return record;
+        }
+
+        void WriteOverall(ProgressRecordType type)
+        {
+            string status = string.Format(CultureInfo.CurrentCulture, "{0} of {1} packages", finished, actionIds.Count);
+            ProgressRecord overall = new ProgressRecord(OverallActivityId, overallActivity, status);
+            overall.PercentComplete = finished * 100 / actionIds.Count;
+            overall.RecordType = type;
+            command.WriteProgress(overall);
+        }
+
+        static string DescribeBytes(long done, long total)
         {
             if (total <= 0) return FormatBytes(done);
             return FormatBytes(done) + " of " + FormatBytes(total);

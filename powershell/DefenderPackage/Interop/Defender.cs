@@ -11,9 +11,11 @@
 // References it needs on .NET Framework: System.Core, System.Runtime.Serialization.
 //
 // Threading: one DefenderClient may be used from many threads at once. Its callbacks (download
-// progress, log lines) run on the thread that made the call, only while that call runs.
+// progress, log lines, finished items) run on the thread that made the call, only while that
+// call runs.
 
 using System;
+using System.Collections.Generic;
 using System.ComponentModel;
 using System.Globalization;
 using System.IO;
@@ -314,6 +316,48 @@ namespace Defender
         }
     }
 
+    /// <summary>
+    /// The outcome of one item of <see cref="DefenderClient.DownloadPackages"/>: the package saved
+    /// (Path, Bytes, Sha256), or why not (Status and Message).
+    /// </summary>
+    [DataContract]
+    public sealed class PackageDownloadResult
+    {
+        [DataMember(Name = "action_id")] string actionId;
+        [DataMember(Name = "code")] int code;
+        [DataMember(Name = "message")] string message;
+        [DataMember(Name = "path")] string path;
+        [DataMember(Name = "bytes")] long bytes;
+        [DataMember(Name = "sha256")] string sha256;
+        [DataMember(Name = "elapsed_ms")] long elapsedMilliseconds;
+
+        public string ActionId { get { return actionId; } }
+
+        /// <summary>Ok when the package was saved; otherwise why not (NotReady, NotFound, ActionFailed, Exists, ...).</summary>
+        public DefenderStatus Status { get { return (DefenderStatus)code; } }
+
+        public bool Succeeded { get { return Status == DefenderStatus.Ok; } }
+
+        /// <summary>The library's message for a failed item (never a secret); null for a saved one.</summary>
+        public string Message { get { return message; } }
+
+        /// <summary>The file's absolute path; null for a failed item.</summary>
+        public string Path { get { return path; } }
+
+        public long Bytes { get { return bytes; } }
+
+        /// <summary>The SHA-256 of the file, as lower-case hex; null for a failed item.</summary>
+        public string Sha256 { get { return sha256; } }
+
+        /// <summary>How long the item took, from its start to its success or failure.</summary>
+        public TimeSpan Elapsed { get { return TimeSpan.FromMilliseconds(elapsedMilliseconds); } }
+
+        internal static PackageDownloadResult FromJson(string json)
+        {
+            return Json.Parse<PackageDownloadResult>(json);
+        }
+    }
+
 #pragma warning restore 649
 
     /// <summary>
@@ -474,6 +518,84 @@ namespace Defender
             return DownloadedPackage.FromJson(json);
         }
 
+        /// <summary>
+        /// Downloads the packages of <paramref name="actionIds"/> into <paramref name="folder"/>
+        /// (which must exist), each as &lt;action id&gt;.zip, up to the option
+        /// max_concurrent_downloads (default 4) at once. Each item is what
+        /// <see cref="DownloadPackage"/> does for it, and one item's failure does not stop the
+        /// others: it is in that item's result. An id given twice is downloaded once; its repeat
+        /// fails with InvalidArgument.
+        /// </summary>
+        /// <param name="progress">Called with (index, bytes done, bytes total; 0 while unknown) as an item's bytes arrive; may be null.</param>
+        /// <param name="itemDone">Called with (index, result) as soon as an item is finished, in the order they finish; may be null.</param>
+        /// <returns>One result per id, in the order of <paramref name="actionIds"/>.</returns>
+        /// <remarks>
+        /// The handlers (and <see cref="LogHandler"/>, as it was when the call started) run on
+        /// this thread, one at a time, in the order the library reported. Unlike the handlers of
+        /// the other calls they run outside the native call, which goes on meanwhile on a helper
+        /// thread: so they may call this library themselves (a PowerShell pipeline may run the
+        /// next command of the pipeline from them). An exception a handler throws cancels the
+        /// batch (every call running on this client, as cancellation tokens do) and is rethrown
+        /// by this method; handlers are not called again after it. On cancellation, items still
+        /// running stop and leave no file; packages already reported saved stay.
+        /// </remarks>
+        public IList<PackageDownloadResult> DownloadPackages(IList<string> actionIds, string folder,
+            Action<int, long, long> progress, Action<int, PackageDownloadResult> itemDone,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            if (actionIds == null) throw new ArgumentNullException("actionIds");
+            byte[] path = Utf8.ToNative(folder);
+            IntPtr[] ids = new IntPtr[actionIds.Count];
+            HandlerRelay relay = new HandlerRelay(logHandler, CancelQuietly);
+            // Both run on the helper thread, inside the native call: they only copy what the
+            // library said and post the handler, which the relay runs on this thread.
+            NativeMethods.BatchProgressCallback onProgress = delegate(IntPtr userData, UIntPtr index, ulong done, ulong total)
+            {
+                try
+                {
+                    int item = Utf8.Index(index);
+                    if (progress != null) relay.Post(delegate { progress(item, (long)done, (long)total); });
+                }
+                catch (Exception e)
+                {
+                    relay.Fail(e);
+                }
+                return relay.Failed || cancellationToken.IsCancellationRequested ? 1 : 0;
+            };
+            NativeMethods.BatchItemCallback onItemDone = delegate(IntPtr userData, UIntPtr index, DefenderStatus status, IntPtr itemJson)
+            {
+                try
+                {
+                    int item = Utf8.Index(index);
+                    string json = Utf8.FromNative(itemJson);
+                    if (itemDone != null) relay.Post(delegate { itemDone(item, PackageDownloadResult.FromJson(json)); });
+                }
+                catch (Exception e)
+                {
+                    relay.Fail(e);
+                }
+            };
+            try
+            {
+                for (int i = 0; i < ids.Length; i++) ids[i] = Utf8.ToUnmanaged(actionIds[i]);
+                string json = relay.Run(delegate
+                {
+                    return Call(cancellationToken, delegate(out IntPtr result)
+                    {
+                        return NativeMethods.defender_download_packages(handle, ids, new UIntPtr((uint)ids.Length), path,
+                            onProgress, onItemDone, IntPtr.Zero, out result);
+                    });
+                });
+                return Json.Parse<PackageDownloadResult[]>(json);
+            }
+            finally
+            {
+                GC.KeepAlive(onProgress);
+                GC.KeepAlive(onItemDone);
+                foreach (IntPtr id in ids) Marshal.FreeHGlobal(id);
+            }
+        }
+
         /// <summary>Looks up a machine action.</summary>
         public MachineAction GetMachineAction(string actionId, CancellationToken cancellationToken = default(CancellationToken))
         {
@@ -523,6 +645,9 @@ namespace Defender
         // string taken and freed, the status turned into an exception.
         string Call(CancellationToken cancellationToken, NativeCall call)
         {
+            // The library cancels the calls in flight only: a token cancelled before the call
+            // starts would otherwise be noticed only at its first callback.
+            cancellationToken.ThrowIfCancellationRequested();
             IntPtr result = IntPtr.Zero;
             DefenderStatus status;
             callbackFailure = null;
@@ -561,6 +686,12 @@ namespace Defender
         {
             try
             {
+                HandlerRelay relay = HandlerRelay.Current;
+                if (relay != null)
+                {
+                    relay.PostLog(level, Utf8.FromNative(message));
+                    return;
+                }
                 if (callCancellation.IsCancellationRequested) CancelQuietly();
                 Action<DefenderLogLevel, string> handler = logHandler;
                 if (handler != null) handler(level, Utf8.FromNative(message));
@@ -585,6 +716,138 @@ namespace Defender
             string message = Encoding.UTF8.GetString(buffer, 0, length);
             if (message.Length == 0) message = "The defender library failed with status " + status + ".";
             return new DefenderException(status, message);
+        }
+    }
+
+    /// <summary>
+    /// Runs a native call on a helper thread while the calling thread runs, one at a time and in
+    /// order, the handlers that the call's callbacks post. So the handlers run on the caller's
+    /// thread (which PowerShell requires) but outside the native call: they may call the
+    /// library (a callback may not), and what they throw never meets native frames.
+    /// </summary>
+    sealed class HandlerRelay
+    {
+        // The relay whose native call runs on this (helper) thread, for the client's log callback.
+        [ThreadStatic] internal static HandlerRelay Current;
+
+        readonly Queue<Action> pending = new Queue<Action>();
+        readonly Action<DefenderLogLevel, string> logHandler;
+        readonly Action cancel;
+        bool workDone;
+        Exception failure;
+        volatile bool failed;
+
+        /// <param name="logHandler">Receives the call's log lines on the calling thread; may be null.</param>
+        /// <param name="cancel">Cancels the native call (from any thread) when a handler or callback fails.</param>
+        internal HandlerRelay(Action<DefenderLogLevel, string> logHandler, Action cancel)
+        {
+            this.logHandler = logHandler;
+            this.cancel = cancel;
+        }
+
+        /// <summary>A handler or callback failed: the call is being cancelled and no handler runs any more.</summary>
+        internal bool Failed
+        {
+            get { return failed; }
+        }
+
+        /// <summary>
+        /// From either thread: <paramref name="exception"/> ends the call. The first one is rethrown
+        /// by <see cref="Run"/>; the call is cancelled.
+        /// </summary>
+        internal void Fail(Exception exception)
+        {
+            lock (pending)
+            {
+                if (failure == null) failure = exception;
+            }
+            failed = true;
+            try
+            {
+                cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The client was disposed during its call: nothing is left to cancel.
+            }
+        }
+
+        /// <summary>From the helper thread: runs <paramref name="handler"/> on the calling thread.</summary>
+        internal void Post(Action handler)
+        {
+            lock (pending)
+            {
+                pending.Enqueue(handler);
+                Monitor.Pulse(pending);
+            }
+        }
+
+        internal void PostLog(DefenderLogLevel level, string message)
+        {
+            Action<DefenderLogLevel, string> handler = logHandler;
+            if (handler != null) Post(delegate { handler(level, message); });
+        }
+
+        /// <summary>
+        /// Runs <paramref name="work"/> on a helper thread and the handlers it posts on this one,
+        /// until it has returned and every handler has run; then rethrows the first exception a
+        /// handler or callback failed with, else the one <paramref name="work"/> threw, else
+        /// returns its result.
+        /// </summary>
+        internal T Run<T>(Func<T> work)
+        {
+            T result = default(T);
+            ExceptionDispatchInfo workFailure = null;
+            Thread helper = new Thread(delegate()
+            {
+                Current = this;
+                try
+                {
+                    result = work();
+                }
+                catch (Exception e)
+                {
+                    workFailure = ExceptionDispatchInfo.Capture(e);
+                }
+                finally
+                {
+                    Current = null;
+                    lock (pending)
+                    {
+                        workDone = true;
+                        Monitor.Pulse(pending);
+                    }
+                }
+            });
+            helper.IsBackground = true;
+            helper.Name = "defender call";
+            helper.Start();
+            for (Action handler = Next(); handler != null; handler = Next())
+            {
+                if (failed) continue;
+                try
+                {
+                    handler();
+                }
+                catch (Exception e)
+                {
+                    Fail(e);
+                }
+            }
+            helper.Join();
+            if (failure != null) ExceptionDispatchInfo.Capture(failure).Throw();
+            if (workFailure != null) workFailure.Throw();
+            return result;
+        }
+
+        // The next handler, or null once the work is done and every handler has been taken.
+        Action Next()
+        {
+            lock (pending)
+            {
+                while (pending.Count == 0 && !workDone) Monitor.Wait(pending);
+                return pending.Count > 0 ? pending.Dequeue() : null;
+            }
         }
     }
 
@@ -700,6 +963,23 @@ namespace Defender
             return Encoding.UTF8.GetString(bytes);
         }
 
+        // A NUL-terminated UTF-8 copy of `text` in unmanaged memory (free it with FreeHGlobal), or
+        // IntPtr.Zero for null: for strings inside arrays, which the marshaller does not convert.
+        internal static IntPtr ToUnmanaged(string text)
+        {
+            byte[] bytes = ToNative(text);
+            if (bytes == null) return IntPtr.Zero;
+            IntPtr copy = Marshal.AllocHGlobal(bytes.Length);
+            Marshal.Copy(bytes, 0, copy, bytes.Length);
+            return copy;
+        }
+
+        // A size_t index from the library as an index into a .NET list (which has fewer than 2^31 items).
+        internal static int Index(UIntPtr index)
+        {
+            return (int)index.ToUInt64();
+        }
+
         // A string the library returned, copied and freed with defender_string_free.
         internal static string TakeNative(IntPtr text)
         {
@@ -773,6 +1053,12 @@ namespace Defender
         [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
         internal delegate void LogCallback(IntPtr userData, DefenderLogLevel level, IntPtr message);
 
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate int BatchProgressCallback(IntPtr userData, UIntPtr index, ulong bytesDone, ulong bytesTotal);
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate void BatchItemCallback(IntPtr userData, UIntPtr index, DefenderStatus status, IntPtr itemJson);
+
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern IntPtr defender_version();
 
@@ -813,6 +1099,11 @@ namespace Defender
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_download_package(ClientHandle client, byte[] actionId,
             byte[] destination, ProgressCallback progress, IntPtr userData, out IntPtr resultJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_download_packages(ClientHandle client, IntPtr[] actionIds,
+            UIntPtr count, byte[] destinationFolder, BatchProgressCallback progress, BatchItemCallback itemDone,
+            IntPtr userData, out IntPtr resultsJson);
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_get_machine_action(ClientHandle client, byte[] actionId,

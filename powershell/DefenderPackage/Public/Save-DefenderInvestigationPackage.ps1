@@ -4,18 +4,28 @@ function Save-DefenderInvestigationPackage {
     Downloads investigation packages to disk.
 
     .DESCRIPTION
-    For each collection, gets a fresh download link and downloads the package at once, with a
-    progress bar. The file is written beside its destination under a temporary name, synced and
-    renamed into place only when it is complete, has the announced length and is a ZIP: a failed
-    or cancelled download (Ctrl+C) leaves no file. An existing file is kept unless -Force is given.
+    Downloads the investigation package of each collection: a fresh download link, then the
+    package at once, with a progress bar. The file is written beside its destination under a
+    temporary name, synced and renamed into place only when it is complete, has the announced
+    length and is a ZIP: a failed or cancelled download (Ctrl+C) leaves no file. An existing file
+    is kept unless -Force is given.
+
+    The ids from the pipeline are collected first (each confirmed on its own with -Confirm, or
+    only shown with -WhatIf), then downloaded together into the folder of -Path, several at once:
+    4 by default, or the option max_concurrent_downloads of Connect-DefenderApi -Option. Each
+    package running has a progress bar under one for the whole batch ("2 of 5 packages").
 
     The service allows 2 link requests a minute and 120 an hour per app; the library keeps within
     that by waiting, so a long pipeline of ids is slow but does not fail on throttling.
 
-    Each id that fails writes an error (Defender.NotReady while the collection runs,
-    Defender.NotFound, Defender.ActionFailed, Defender.Exists, ...) and the next id goes on. With
-    -PassThru, each saved package is returned with its path, size and SHA-256; the SHA-256 is also
-    written to the verbose stream.
+    Each package is reported as soon as it is finished, in the order they finish: with -PassThru
+    a saved package is returned with its path, size and SHA-256 (also written to the verbose
+    stream), and one that fails writes an error about its action id (Defender.NotReady while the
+    collection runs, Defender.NotFound, Defender.ActionFailed, Defender.Exists, ...) while the
+    others go on. An id given twice is saved once; its repeat writes Defender.InvalidArgument.
+    With -ErrorAction Stop the first failure stops the command and cancels the packages still
+    downloading, which leave no file; the packages saved before it stay. Ctrl+C cancels the
+    whole batch the same way.
 
     .PARAMETER ActionId
     The ids of CollectInvestigationPackage machine actions, from the parameter or the pipeline
@@ -37,7 +47,8 @@ function Save-DefenderInvestigationPackage {
     Replace an existing file.
 
     .PARAMETER PassThru
-    Return an object for each saved package: ActionId, Path, Size, Sha256, Elapsed.
+    Return an object for each saved package as soon as it is saved: ActionId, Path, Size, Sha256,
+    Elapsed.
 
     .EXAMPLE
     PS> Save-DefenderInvestigationPackage -ActionId $id -Path D:\Cases\4711 -PassThru
@@ -45,10 +56,25 @@ function Save-DefenderInvestigationPackage {
     Saves one package as D:\Cases\4711\<id>.zip and shows its size and SHA-256.
 
     .EXAMPLE
-    PS> Start-DefenderInvestigationPackageCollection -MachineId $machineId -Comment 'Incident 4711' |
+    PS> Get-Content ./actions.txt | Save-DefenderInvestigationPackage -Path ./cases -PassThru -ErrorVariable failed
+    PS> $failed | Select-Object TargetObject, FullyQualifiedErrorId
+
+    Saves the packages of every id in the file, four at a time, each shown as it arrives; then
+    lists the ids that failed and why.
+
+    .EXAMPLE
+    PS> $machineIds | Start-DefenderInvestigationPackageCollection -Comment 'Incident 4711' |
     >>     Save-DefenderInvestigationPackage -Path D:\Cases\4711 -Wait -Timeout 1800 -PassThru
 
-    Collects a package, waits up to 30 minutes for it, and saves it.
+    Starts a collection on each device, then waits up to 30 minutes for each and saves them all as
+    they become ready.
+
+    .EXAMPLE
+    PS> Connect-DefenderApi -Identity -Option @{ max_concurrent_downloads = 8 }
+    PS> Import-Csv ./incident.csv | Save-DefenderInvestigationPackage -Path ./cases -Force
+
+    Downloads up to eight packages at once (the ids from the CSV's ActionId column), replacing
+    older copies.
 
     .EXAMPLE
     PS> Get-Content ./actions.txt | Save-DefenderInvestigationPackage -Path ./cases -WhatIf
@@ -108,8 +134,8 @@ function Save-DefenderInvestigationPackage {
         if ($Wait) {
             $options.wait_timeout_ms = [string]($Timeout * 1000)
         }
-        # A file takes one package; a second would replace the first, or fail.
-        $savedToFile = $false
+        # Saved together in end {}: one batch downloads them several at once.
+        $approved = [Collections.Generic.List[string]]::new()
     }
 
     process {
@@ -118,17 +144,25 @@ function Save-DefenderInvestigationPackage {
             if (-not $PSCmdlet.ShouldProcess("machine action $id", "Save the investigation package to '$target'")) {
                 continue
             }
-            if ($savedToFile) {
+            if ($toFile -and $approved.Count -gt 0) {
                 $PSCmdlet.WriteError((New-DefenderErrorRecord -Reason InvalidArgument -Category InvalidArgument -Target $id `
-                            -Message "-Path '$destination' is a file and already holds another package; give a folder to save several."))
+                            -Message "-Path '$destination' is a file and takes one package; give a folder to save several."))
                 continue
             }
-            $package = Save-DefenderPackage -Command $PSCmdlet -ActionId $id -Destination $target -Option $options
-            if ($package) {
-                $savedToFile = $toFile
-                if ($PassThru) {
-                    $package
-                }
+            $approved.Add($id)
+        }
+    }
+
+    end {
+        if ($approved.Count -eq 0) {
+            return
+        }
+        Invoke-DefenderCall -Command $PSCmdlet -Option $options -Call {
+            param($scope)
+            if ($toFile) {
+                $scope.SavePackage($approved[0], $destination, $PassThru.IsPresent)
+            } else {
+                $scope.SavePackages($approved, $destination, $PassThru.IsPresent)
             }
         }
     }

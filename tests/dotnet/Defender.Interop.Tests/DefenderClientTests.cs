@@ -228,6 +228,161 @@ public sealed class DefenderClientTests : IDisposable
     }
 
     [Fact]
+    public void DownloadPackages_saves_each_package_reports_each_item_once_on_the_calling_thread_and_returns_results_in_input_order()
+    {
+        string[] good = { simulator.CreateAction(), simulator.CreateAction(), simulator.CreateAction() };
+        string failed = simulator.CreateAction(new { outcome = "Failed" });
+        string unknown = "00000000-0000-4000-8000-00000000dead";
+        string[] ids = { good[0], unknown, good[1], failed, good[2] };
+        using DefenderClient client = simulator.Client();
+        int caller = Environment.CurrentManagedThreadId;
+        var threads = new List<int>();
+        var lastProgress = new Dictionary<int, (long Done, long Total)>();
+        var finished = new List<(int Index, PackageDownloadResult Result)>();
+        var logLines = new List<string>();
+        client.LogHandler = (level, message) =>
+        {
+            threads.Add(Environment.CurrentManagedThreadId);
+            logLines.Add(message);
+        };
+
+        IList<PackageDownloadResult> results = client.DownloadPackages(ids, folder,
+            (index, done, total) =>
+            {
+                threads.Add(Environment.CurrentManagedThreadId);
+                lastProgress[index] = (done, total);
+            },
+            (index, result) =>
+            {
+                threads.Add(Environment.CurrentManagedThreadId);
+                finished.Add((index, result));
+            });
+
+        Assert.Equal(ids, results.Select(result => result.ActionId));
+        Assert.Equal(
+            new[] { DefenderStatus.Ok, DefenderStatus.NotFound, DefenderStatus.Ok, DefenderStatus.ActionFailed, DefenderStatus.Ok },
+            results.Select(result => result.Status));
+        foreach (int index in new[] { 0, 2, 4 })
+        {
+            PackageDownloadResult saved = results[index];
+            byte[] expected = simulator.Package(ids[index]);
+            Assert.True(saved.Succeeded);
+            Assert.Equal(Path.Combine(folder, ids[index] + ".zip"), saved.Path);
+            Assert.Equal(expected, File.ReadAllBytes(saved.Path));
+            Assert.Equal(Simulator.PackageSize, saved.Bytes);
+            Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(expected)), saved.Sha256);
+            Assert.Null(saved.Message);
+            Assert.Equal((Simulator.PackageSize, Simulator.PackageSize), lastProgress[index]);
+        }
+        foreach (int index in new[] { 1, 3 })
+        {
+            PackageDownloadResult failure = results[index];
+            Assert.False(failure.Succeeded);
+            Assert.Contains(ids[index], failure.Message);
+            Assert.Null(failure.Path);
+            Assert.Null(failure.Sha256);
+            Assert.True(failure.Elapsed >= TimeSpan.Zero);
+        }
+        Assert.Equal(new[] { 0, 1, 2, 3, 4 }, finished.Select(item => item.Index).Order());
+        Assert.All(finished, item => Assert.Equal(
+            (results[item.Index].ActionId, results[item.Index].Status, results[item.Index].Path, results[item.Index].Sha256),
+            (item.Result.ActionId, item.Result.Status, item.Result.Path, item.Result.Sha256)));
+        Assert.Contains(logLines, line => line.Contains("downloaded 3 of 5 packages"));
+        Assert.All(threads, thread => Assert.Equal(caller, thread));
+        Assert.Equal(good.Select(id => id + ".zip").Order(), Directory.GetFiles(folder).Select(Path.GetFileName).Order());
+    }
+
+    [Fact]
+    public void DownloadPackages_handlers_run_outside_the_native_call_so_they_may_call_the_library()
+    {
+        string[] ids = { simulator.CreateAction(), simulator.CreateAction() };
+        using DefenderClient client = simulator.Client();
+        var statuses = new List<string>();
+
+        client.DownloadPackages(ids, folder, null, (index, result) => statuses.Add(client.GetMachineAction(result.ActionId).Status));
+
+        Assert.Equal(new[] { "Succeeded", "Succeeded" }, statuses);
+    }
+
+    [Fact]
+    public void DownloadPackages_with_no_ids_returns_no_results_and_a_missing_folder_is_Io()
+    {
+        using DefenderClient client = simulator.Client();
+
+        Assert.Empty(client.DownloadPackages(new string[0], folder, null, null));
+        var missing = Assert.Throws<DefenderException>(() =>
+            client.DownloadPackages(new[] { simulator.CreateAction() }, Path.Combine(folder, "missing"), null, null));
+        Assert.Equal(DefenderStatus.Io, missing.Status);
+        Assert.Throws<ArgumentNullException>(() => client.DownloadPackages(null, folder, null, null));
+    }
+
+    [Fact]
+    public void A_cancellation_token_stops_a_batch_promptly_and_leaves_only_the_packages_already_saved()
+    {
+        string quick = simulator.CreateAction(new { package_size = 50_000 });
+        string[] slow = { simulator.CreateAction(), simulator.CreateAction() };
+        foreach (string id in slow)
+            simulator.AddFault(new { endpoint = "download", action_id = id, fault = new { kind = "slow_body", bytes_per_sec = 16384 } });
+        using DefenderClient client = simulator.Client();
+        using var cancellation = new CancellationTokenSource();
+        var started = new HashSet<int>();
+        var saved = new List<string>();
+        var clock = new Stopwatch();
+
+        Assert.ThrowsAny<OperationCanceledException>(() => client.DownloadPackages(new[] { slow[0], quick, slow[1] }, folder,
+            (index, done, total) =>
+            {
+                if (done > 0 && index != 1) started.Add(index);
+                if (started.Count == 2 && saved.Count == 1 && !clock.IsRunning)
+                {
+                    clock.Start();
+                    cancellation.Cancel();
+                }
+            },
+            (index, result) => saved.Add(result.ActionId),
+            cancellation.Token));
+
+        Assert.True(clock.IsRunning, "both slow packages were downloading after the quick one was saved");
+        Assert.InRange(clock.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(10));
+        Assert.Equal(new[] { quick }, saved);
+        Assert.Equal(new[] { quick + ".zip" }, Directory.GetFileSystemEntries(folder).Select(Path.GetFileName));
+        Assert.Equal(simulator.Package(quick), File.ReadAllBytes(Path.Combine(folder, quick + ".zip")));
+    }
+
+    [Fact]
+    public void An_exception_from_the_item_handler_cancels_the_batch_and_is_rethrown_as_it_was()
+    {
+        string unknown = "00000000-0000-4000-8000-00000000dead";
+        string[] slow = { simulator.CreateAction(), simulator.CreateAction() };
+        foreach (string id in slow)
+            simulator.AddFault(new { endpoint = "download", action_id = id, fault = new { kind = "slow_body", bytes_per_sec = 16384 } });
+        using DefenderClient client = simulator.Client();
+        var thrown = new InvalidOperationException("stop at the first failure");
+        int handlerCallsAfterThrowing = 0;
+        bool threw = false;
+        var clock = Stopwatch.StartNew();
+
+        var caught = Assert.Throws<InvalidOperationException>(() => client.DownloadPackages(new[] { slow[0], unknown, slow[1] }, folder,
+            (index, done, total) => { if (threw) handlerCallsAfterThrowing++; },
+            (index, result) =>
+            {
+                if (threw) handlerCallsAfterThrowing++;
+                if (!result.Succeeded)
+                {
+                    threw = true;
+                    throw thrown;
+                }
+            }));
+
+        Assert.Same(thrown, caught);
+        Assert.InRange(clock.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(10));
+        Assert.Equal(0, handlerCallsAfterThrowing);
+        Assert.Empty(Directory.GetFileSystemEntries(folder));
+        // The client is not left cancelled.
+        Assert.Equal(slow[0], client.GetMachineAction(slow[0]).Id);
+    }
+
+    [Fact]
     public void A_client_assertion_signed_with_a_certificate_signs_in()
     {
         const string app = "00000000-0000-4000-8000-0000000000c3";
