@@ -87,7 +87,9 @@ async fn download_one(
         }),
         Err(error) => {
             let message = api.reporter.scrub(error.message());
-            api.reporter.log(DefenderLogLevel::Warn, format!("item {index} (machine action {action_id}): {message}"));
+            // Info, not Warn: the caller hears of this failure as the item's result; a warning
+            // would announce it twice.
+            api.reporter.log(DefenderLogLevel::Info, format!("item {index} (machine action {action_id}): {message}"));
             json!({
                 "action_id": action_id,
                 "status": status.name(),

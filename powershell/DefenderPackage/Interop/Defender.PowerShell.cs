@@ -11,7 +11,6 @@ using System;
 using System.Collections.Generic;
 using System.Globalization;
 using System.Management.Automation;
-using System.Text.RegularExpressions;
 using System.Threading;
 
 namespace Defender.PowerShell
@@ -30,11 +29,6 @@ namespace Defender.PowerShell
     {
         const int WatchdogPeriodMilliseconds = 100;
         const string InvestigationPackageType = "DefenderPackage.InvestigationPackage";
-
-        // The warning with which the library announces a failed item of a batch ("item 3 (machine
-        // action <id>): <message>"). The command reports that failure as an error record.
-        static readonly Regex BatchItemFailure = new Regex(@"^item \d+ \(machine action [^)]*\): ",
-            RegexOptions.CultureInvariant);
 
         readonly DefenderClient client;
         readonly PSCmdlet command;
@@ -199,17 +193,13 @@ namespace Defender.PowerShell
             switch (level)
             {
                 case DefenderLogLevel.Warn:
-                    if (BatchItemFailure.IsMatch(message))
-                        command.WriteVerbose(message);
-                    else
-                        command.WriteWarning(message);
+                    command.WriteWarning(message);
                     break;
                 case DefenderLogLevel.Debug:
                     command.WriteDebug(message);
                     break;
                 default:
-                    // Error lines (and the warnings of failed batch items above) announce the
-                    // failure that the command reports as an error record.
+                    // Error lines announce the failure that the command reports as an error record.
                     command.WriteVerbose(message);
                     break;
             }
