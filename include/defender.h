@@ -258,71 +258,6 @@ size_t defender_last_error_message(char *buffer,
                                    size_t buffer_len);
 
 /**
- * Looks up machine action `action_id` (`GET /api/machineactions/{id}`) into
- * `*action_json_out`, to be freed with `defender_string_free`.
- *
- * Blocks until done (also while the rate limit holds the call). Returns `DEFENDER_STATUS_OK`,
- * `DEFENDER_STATUS_NOT_FOUND`, or the request statuses (`UNAUTHORIZED`, `FORBIDDEN`,
- * `RATE_LIMITED` (still 429 after the retries), `HTTP`, `NETWORK`, `TIMEOUT`, `PROTOCOL`,
- * `CANCELLED`, `INVALID_ARGUMENT`).
- *
- * # Safety
- * `client` is NULL or live; `action_id` is NULL or NUL-terminated; `action_json_out` is NULL or writable.
- */
-DefenderStatus defender_get_machine_action(const DefenderClient *client,
-                                           const char *action_id,
-                                           char **action_json_out);
-
-/**
- * Starts collecting an investigation package on machine `machine_id`
- * (`POST /api/machines/{id}/collectInvestigationPackage`) and returns the new machine action
- * into `*action_json_out` (free it with `defender_string_free`); its `id` is what
- * `defender_wait_for_action` and `defender_download_package` take.
- *
- * `comment` is recorded with the action (the API requires one; NULL gives a default). When a
- * collection is already running on that machine, that action is returned instead of an error:
- * it yields the same package.
- *
- * The request is never repeated blindly, since a repeat could start a second collection. When
- * its outcome is unknown (a 5xx, a timeout, a connection lost after sending), the machine's
- * running collection is looked up: that one is returned if there is one, and the request is
- * sent again only when none is running (then the service itself refuses a second one).
- *
- * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND` (no such
- * machine), or the request statuses.
- *
- * # Safety
- * `client` is NULL or live; `machine_id` and `comment` are NULL or NUL-terminated;
- * `action_json_out` is NULL or writable.
- */
-DefenderStatus defender_collect_investigation_package(const DefenderClient *client,
-                                                      const char *machine_id,
-                                                      const char *comment,
-                                                      char **action_json_out);
-
-/**
- * Waits for machine action `action_id` to finish and returns it, Succeeded, into
- * `*action_json_out` (free it with `defender_string_free`).
- *
- * Polls with back-off (5 s growing to 60 s, divided by the option `clock_scale`). Returns at
- * once when the action has Succeeded; when it ends Failed, TimeOut or Cancelled, returns
- * `DEFENDER_STATUS_ACTION_FAILED` at once. An action that is briefly unknown (404) in its first
- * 30 s is waited for. Gives up with `DEFENDER_STATUS_TIMEOUT` after the option
- * `wait_timeout_ms` (default: one hour), with a last look at that moment; waits for the rate
- * limit or a retry never reach past it. `defender_client_cancel` stops it promptly.
- *
- * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_ACTION_FAILED`,
- * `DEFENDER_STATUS_NOT_FOUND`, `DEFENDER_STATUS_TIMEOUT`, `DEFENDER_STATUS_CANCELLED`, or the
- * request statuses.
- *
- * # Safety
- * `client` is NULL or live; `action_id` is NULL or NUL-terminated; `action_json_out` is NULL or writable.
- */
-DefenderStatus defender_wait_for_action(const DefenderClient *client,
-                                        const char *action_id,
-                                        char **action_json_out);
-
-/**
  * Creates a client with default options (commercial cloud, no sign-in yet) into `*client_out`.
  *
  * Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` when `client_out` is NULL.
@@ -552,6 +487,71 @@ DefenderStatus defender_download_packages(const DefenderClient *client,
                                           DefenderBatchItemCallback item_done,
                                           void *user_data,
                                           char **results_json_out);
+
+/**
+ * Looks up machine action `action_id` (`GET /api/machineactions/{id}`) into
+ * `*action_json_out`, to be freed with `defender_string_free`.
+ *
+ * Blocks until done (also while the rate limit holds the call). Returns `DEFENDER_STATUS_OK`,
+ * `DEFENDER_STATUS_NOT_FOUND`, or the request statuses (`UNAUTHORIZED`, `FORBIDDEN`,
+ * `RATE_LIMITED` (still 429 after the retries), `HTTP`, `NETWORK`, `TIMEOUT`, `PROTOCOL`,
+ * `CANCELLED`, `INVALID_ARGUMENT`).
+ *
+ * # Safety
+ * `client` is NULL or live; `action_id` is NULL or NUL-terminated; `action_json_out` is NULL or writable.
+ */
+DefenderStatus defender_get_machine_action(const DefenderClient *client,
+                                           const char *action_id,
+                                           char **action_json_out);
+
+/**
+ * Starts collecting an investigation package on machine `machine_id`
+ * (`POST /api/machines/{id}/collectInvestigationPackage`) and returns the new machine action
+ * into `*action_json_out` (free it with `defender_string_free`); its `id` is what
+ * `defender_wait_for_action` and `defender_download_package` take.
+ *
+ * `comment` is recorded with the action (the API requires one; NULL gives a default). When a
+ * collection is already running on that machine, that action is returned instead of an error:
+ * it yields the same package.
+ *
+ * The request is never repeated blindly, since a repeat could start a second collection. When
+ * its outcome is unknown (a 5xx, a timeout, a connection lost after sending), the machine's
+ * running collection is looked up: that one is returned if there is one, and the request is
+ * sent again only when none is running (then the service itself refuses a second one).
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND` (no such
+ * machine), or the request statuses.
+ *
+ * # Safety
+ * `client` is NULL or live; `machine_id` and `comment` are NULL or NUL-terminated;
+ * `action_json_out` is NULL or writable.
+ */
+DefenderStatus defender_collect_investigation_package(const DefenderClient *client,
+                                                      const char *machine_id,
+                                                      const char *comment,
+                                                      char **action_json_out);
+
+/**
+ * Waits for machine action `action_id` to finish and returns it, Succeeded, into
+ * `*action_json_out` (free it with `defender_string_free`).
+ *
+ * Polls with back-off (5 s growing to 60 s, divided by the option `clock_scale`). Returns at
+ * once when the action has Succeeded; when it ends Failed, TimeOut or Cancelled, returns
+ * `DEFENDER_STATUS_ACTION_FAILED` at once. An action that is briefly unknown (404) in its first
+ * 30 s is waited for. Gives up with `DEFENDER_STATUS_TIMEOUT` after the option
+ * `wait_timeout_ms` (default: one hour), with a last look at that moment; waits for the rate
+ * limit or a retry never reach past it. `defender_client_cancel` stops it promptly.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_ACTION_FAILED`,
+ * `DEFENDER_STATUS_NOT_FOUND`, `DEFENDER_STATUS_TIMEOUT`, `DEFENDER_STATUS_CANCELLED`, or the
+ * request statuses.
+ *
+ * # Safety
+ * `client` is NULL or live; `action_id` is NULL or NUL-terminated; `action_json_out` is NULL or writable.
+ */
+DefenderStatus defender_wait_for_action(const DefenderClient *client,
+                                        const char *action_id,
+                                        char **action_json_out);
 
 #ifdef __cplusplus
 }  // extern "C"

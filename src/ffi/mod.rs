@@ -2,9 +2,10 @@
 //! message for the calling thread) and takes its arguments through the checked conversions
 //! below; the code behind them is ordinary safe Rust returning `Result`.
 
-pub mod action;
+// In the order the header presents them: the client, the package, the machine actions.
 pub mod client;
 pub mod package;
+pub mod action;
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
