@@ -71,12 +71,13 @@ fn run(args: &Args) -> Result<(), Failure> {
     // Kept alive until the download is done.
     let _simulator;
     let machine_id = if real_tenant {
-        eprintln!("signing in to tenant {} from the environment", std::env::var("AZURE_TENANT_ID").unwrap_or_default());
-        client.set("environment", Some("true"))?;
-        client.set("cloud", Some(&args.cloud))?;
         if args.action_id.is_none() && args.machine_id.is_none() {
             return Err(usage("against a real tenant, give --action-id or --machine-id"));
         }
+        client.set("environment", Some("true"))?;
+        client.set("cloud", Some(&args.cloud))?;
+        eprintln!("signing in with the app in AZURE_TENANT_ID and AZURE_CLIENT_ID");
+        client.sign_in()?;
         args.machine_id.clone()
     } else {
         let simulator = start_simulator()?;
