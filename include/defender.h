@@ -183,7 +183,8 @@ typedef void (*DefenderLogCallback)(void *user_data, DefenderLogLevel level, con
 
 /**
  * Reports download progress. Return non-zero to cancel the download (the call then returns
- * `DEFENDER_STATUS_CANCELLED` and leaves no file).
+ * `DEFENDER_STATUS_CANCELLED` and leaves no file); the callback is not called again after that,
+ * nor after `defender_client_cancel`.
  *
  * `bytes_total` is 0 while the size is unknown. Called on the thread that called
  * `defender_download_package`, only while it runs: as bytes arrive (at most about ten times a
@@ -196,7 +197,8 @@ typedef int32_t (*DefenderProgressCallback)(void *user_data,
 
 /**
  * Reports the progress of one item of `defender_download_packages`. Return non-zero to cancel
- * the whole batch (it then returns `DEFENDER_STATUS_CANCELLED`).
+ * the whole batch (it then returns `DEFENDER_STATUS_CANCELLED`); the callback is not called
+ * again after that, nor after `defender_client_cancel`.
  *
  * `index` is the item's position in `action_ids`; `bytes_total` is 0 while its size is unknown.
  * Called on the thread that called `defender_download_packages`, only while it runs: as bytes

@@ -246,7 +246,9 @@ where
                     slots[item].pending = false;
                     slots[item]
                 };
-                if let Some(progress) = callbacks.progress.as_mut() {
+                // Once the call is cancelled (by this callback or by the client), progress queued
+                // before that is not reported: a callback that asked to stop is not called again.
+                if let Some(progress) = callbacks.progress.as_mut().filter(|_| !cancel.is_cancelled()) {
                     if as_callback(|| progress(item, slot.bytes_done, slot.bytes_total)) {
                         cancel.cancel();
                     }
@@ -332,6 +334,30 @@ mod tests {
             },
         );
         assert_eq!(result.unwrap_err().status(), DefenderStatus::Cancelled);
+    }
+
+    #[test]
+    fn a_progress_callback_that_asked_to_stop_is_not_called_again() {
+        let mut calls = 0;
+        let mut progress = |_: usize, _: u64, _: u64| {
+            calls += 1;
+            true
+        };
+        let result: Result<()> = run(
+            "test",
+            CancellationToken::new(),
+            vec![],
+            Callbacks { progress: Some(&mut progress), ..Callbacks::default() },
+            |reporter| async move {
+                // Two items' figures queued before the caller's thread hears of the first.
+                reporter.item_progress(0, 1, 100, true);
+                reporter.item_progress(1, 1, 100, true);
+                std::future::pending::<()>().await;
+                Ok(())
+            },
+        );
+        assert_eq!(result.unwrap_err().status(), DefenderStatus::Cancelled);
+        assert_eq!(calls, 1);
     }
 
     #[test]

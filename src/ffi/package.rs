@@ -11,7 +11,8 @@ use crate::runtime::{Callbacks, ItemDoneFn, ProgressFn};
 use crate::service::{Api, machine_actions};
 
 /// Reports download progress. Return non-zero to cancel the download (the call then returns
-/// `DEFENDER_STATUS_CANCELLED` and leaves no file).
+/// `DEFENDER_STATUS_CANCELLED` and leaves no file); the callback is not called again after that,
+/// nor after `defender_client_cancel`.
 ///
 /// `bytes_total` is 0 while the size is unknown. Called on the thread that called
 /// `defender_download_package`, only while it runs: as bytes arrive (at most about ten times a
@@ -131,7 +132,8 @@ pub unsafe extern "C" fn defender_download_package(
 }
 
 /// Reports the progress of one item of `defender_download_packages`. Return non-zero to cancel
-/// the whole batch (it then returns `DEFENDER_STATUS_CANCELLED`).
+/// the whole batch (it then returns `DEFENDER_STATUS_CANCELLED`); the callback is not called
+/// again after that, nor after `defender_client_cancel`.
 ///
 /// `index` is the item's position in `action_ids`; `bytes_total` is 0 while its size is unknown.
 /// Called on the thread that called `defender_download_packages`, only while it runs: as bytes
