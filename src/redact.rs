@@ -59,8 +59,11 @@ fn scrub_parameters(text: &str) -> String {
     let mut i = 0;
     while i < text.len() {
         let starts_parameter = i == 0 || matches!(text.as_bytes()[i - 1], b'?' | b'&' | b' ' | b'"' | b'\'' | b'(');
-        let name =
-            SECRET_PARAMETERS.iter().find(|name| starts_parameter && lower[i..].starts_with(&format!("{name}=")));
+        let rest = &lower.as_bytes()[i..];
+        let name = SECRET_PARAMETERS
+            .iter()
+            .filter(|_| starts_parameter)
+            .find(|name| rest.starts_with(name.as_bytes()) && rest.get(name.len()) == Some(&b'='));
         if let Some(name) = name {
             let value_start = i + name.len() + 1;
             let value_len = text[value_start..].find(is_value_end).unwrap_or(text.len() - value_start);
