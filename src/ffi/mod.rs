@@ -19,6 +19,15 @@ thread_local! {
 }
 
 fn set_last_error(message: &str) {
+    if message.is_empty() {
+        // The common case, after every successful call: no scrubbing, no allocation.
+        LAST_ERROR.with(|last| {
+            if !last.borrow().is_empty() {
+                *last.borrow_mut() = CString::default();
+            }
+        });
+        return;
+    }
     let scrubbed = crate::redact::scrub(message, &[]);
     // Messages are built from Rust strings; a NUL in one could only come from the service.
     let message = CString::new(scrubbed.replace('\0', " ")).unwrap_or_default();
