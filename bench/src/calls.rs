@@ -3,7 +3,7 @@
 //! A minimal keep-alive HTTP server in this process (a thread per connection, one fixed
 //! MachineAction answer) takes `GET /api/machineactions/{id}` from two sides, in alternating
 //! rounds: `defender_get_machine_action` (token through `access_token`, `rate_limit` off) and the
-//! same request made directly with the same HTTP client (`defender::http::build_client`, the
+//! same request made directly with the same HTTP client (`defender::http::build_clients`, the
 //! library's own settings) on a runtime like the library's. The difference of the medians is what
 //! the ABI adds: entering the runtime, pumping the call's channel, JSON, strings, last-error.
 //! Then sixteen threads share one client, against one thread's rate.
@@ -140,7 +140,7 @@ impl DirectClient {
             .enable_all()
             .build()
             .map_err(|err| err.to_string())?;
-        let http = defender::http::build_client(&settings).map_err(|err| err.to_string())?;
+        let http = defender::http::build_clients(&settings).map_err(|err| err.to_string())?.api;
         Ok(Self { runtime, http, url: format!("{base_url}/api/machineactions/{ACTION_ID}"), timeout: settings.timeout })
     }
 
