@@ -4,9 +4,11 @@
 #   header  include/defender.h is what the build generates, and compiles as C and as C++
 #   c       tests/c against the built library, under AddressSanitizer and UBSan
 #   valgrind the same C tests under valgrind's memcheck (invalid accesses, definite leaks)
-#   csharp  the C# binding compiles as C# 5 (Mono's mcs) for Windows PowerShell 5.1, and its
-#           xunit tests (tests/dotnet) pass against the library and the simulator
-#   powershell  the Pester suites (tests/pester) of the DefenderPackage module, in pwsh 7
+#   csharp  the C# binding (dotnet/Defender.Interop) and the module's assembly (powershell/src)
+#           build for netstandard2.0 with the .NET SDK, and the binding's xunit tests
+#           (tests/dotnet) pass against the library and the simulator
+#   powershell  the Pester suites (tests/pester) of the DefenderPackage module, built by
+#           powershell/build.sh, in pwsh 7
 #
 # Usage: tests/run-all.sh [suite...]   (default: all of them)
 # Installs what a suite needs when it is missing. Exits non-zero when any suite fails.
@@ -68,24 +70,19 @@ tools=${XDG_CACHE_HOME:-$HOME/.cache}/defender-package/tools
 packages=${NUGET_PACKAGES:-$HOME/.nuget/packages}
 
 suite_csharp() {
-    need mcs mono-mcs || return 1
-    need_file /usr/lib/mono/4.5/System.Runtime.Serialization.dll libmono-system-runtime-serialization4.0-cil || return 1
-    need_dotnet && restore_test_tools || return 1
+    need_dotnet || return 1
     cargo build --workspace --locked || return 1
-    local interop=powershell/DefenderPackage/Interop
-    local framework=(-langversion:5 -target:library -warnaserror -r:System.Core -r:System.Runtime.Serialization)
-    # What a C# program drops in: nothing of PowerShell.
-    mcs "${framework[@]}" -out:"$build/Defender.dll" "$interop/Defender.cs" || return 1
-    # What the module's Add-Type compiles on Windows PowerShell 5.1.
-    mcs "${framework[@]}" -r:"$packages/powershellstandard.library/5.1.1/lib/net452/System.Management.Automation.dll" \
-        -out:"$build/DefenderPackage.dll" "$interop/Defender.cs" "$interop/Defender.PowerShell.cs" || return 1
-    echo "the C# binding and the module's C# compile as C# 5 against .NET Framework 4.x"
+    # What the NuGet package ships, and the module's one assembly that compiles the binding in:
+    # both netstandard2.0 (Windows PowerShell 5.1 on .NET Framework 4.7.2+, PowerShell 7, .NET 8+).
+    dotnet build dotnet/Defender.Interop --nologo -v quiet || return 1
+    dotnet build powershell/src --nologo -v quiet || return 1
     dotnet test tests/dotnet/Defender.Interop.Tests --nologo
 }
 
 suite_powershell() {
     need_dotnet && restore_test_tools || return 1
     cargo build --workspace --locked || return 1
+    powershell/build.sh --no-cargo >/dev/null || return 1
     local pwsh
     pwsh=$(command -v pwsh) || pwsh="$tools/pwsh/pwsh"
     if [ ! -x "$pwsh" ]; then
@@ -105,17 +102,10 @@ need_dotnet() {
     return 1
 }
 
-# Pester and PowerShell Standard's reference assemblies, into the NuGet package folder.
+# Pester, into the NuGet package folder.
 restore_test_tools() {
-    [ -d "$packages/pester/5.7.1/tools" ] && [ -d "$packages/powershellstandard.library/5.1.1/lib" ] && return 0
+    [ -d "$packages/pester/5.7.1/tools" ] && return 0
     dotnet restore tests/dotnet/Tools/Tools.csproj --nologo
-}
-
-# need_file FILE PACKAGE: installs Debian's PACKAGE when FILE is missing.
-need_file() {
-    [ -e "$1" ] && return 0
-    echo "$1 is missing"
-    install_package "$2"
 }
 
 # need COMMAND PACKAGE: installs Debian's PACKAGE when COMMAND is missing (as root, or with sudo).

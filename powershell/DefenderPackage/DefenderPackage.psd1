@@ -1,5 +1,6 @@
 @{
     RootModule           = 'DefenderPackage.psm1'
+    RequiredAssemblies   = @('DefenderPackage.dll')
     ModuleVersion        = '0.1.0'
     GUID                 = '624f6923-108c-4c85-9e6a-490dbb495eeb'
     Author               = 'defender-package maintainers'

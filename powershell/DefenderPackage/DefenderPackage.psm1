@@ -1,22 +1,12 @@
 # DefenderPackage: PowerShell commands over the defender native library.
 #
-# Importing compiles the C# binding (Interop/) with Add-Type and loads the native library for
-# this OS and architecture: from runtimes/<rid>/native/ inside the module, or, in a source tree,
-# from the cargo build output (target/release or target/debug, the newer one). -Verbose says
-# which file it loaded.
+# The C# binding is compiled ahead of time into DefenderPackage.dll, which the manifest loads
+# (nothing is compiled at import). Importing loads the native library for this OS and
+# architecture: from runtimes/<rid>/native/ inside the module, or, for a module built into a
+# cargo target dir (powershell/build.sh), from that target dir's release or debug output (the
+# newer one; $env:CARGO_TARGET_DIR overrides). -Verbose says which file it loaded.
 
 Set-StrictMode -Version 3.0
-
-# Compiled once per process: a second import finds the types already there.
-if (-not ('Defender.PowerShell.CommandScope' -as [type])) {
-    $sources = @(
-        Join-Path $PSScriptRoot 'Interop/Defender.cs'
-        Join-Path $PSScriptRoot 'Interop/Defender.PowerShell.cs'
-    )
-    # Windows PowerShell compiles against .NET Framework, where these are separate assemblies.
-    $references = if ($PSEdition -eq 'Desktop') { @('System.Core', 'System.Runtime.Serialization') } else { @() }
-    Add-Type -Path $sources -ReferencedAssemblies $references
-}
 
 function Find-DefenderNativeLibrary {
     # The native library this module should load, or a terminating error naming where it looked.
@@ -29,7 +19,8 @@ function Find-DefenderNativeLibrary {
     $targetDirectory = if ($env:CARGO_TARGET_DIR) {
         [IO.Path]::GetFullPath($env:CARGO_TARGET_DIR)
     } else {
-        Join-Path (Split-Path (Split-Path $PSScriptRoot -Parent) -Parent) 'target'
+        # powershell/build.sh lays the module out in <target>/powershell/DefenderPackage.
+        Split-Path (Split-Path $PSScriptRoot -Parent) -Parent
     }
     $built = @('release', 'debug') | ForEach-Object { Join-Path (Join-Path $targetDirectory $_) $fileName }
     $newest = $built | Where-Object { Test-Path -LiteralPath $_ -PathType Leaf } |

@@ -28,9 +28,11 @@ BeforeAll {
     }
 
     function Copy-ModuleElsewhere {
-        # A copy of the module outside the source tree, so no build output is beside it.
+        # A copy of the built module outside the target dir, without its runtimes/ folder, so no
+        # native library is beside it.
         $copy = Join-Path (New-TestFolder) 'DefenderPackage'
         Copy-Item -Path $modulePath -Destination $copy -Recurse
+        Remove-Item -LiteralPath (Join-Path $copy 'runtimes') -Recurse
         $copy
     }
 }
@@ -113,7 +115,8 @@ Describe 'Loading the native library' {
         $fileName = [Defender.DefenderLibrary]::FileName
         $result.Output | Should -BeLike "*$fileName*was not found*"
         $result.Output | Should -BeLike "*$(Join-Path $copy "runtimes/$([Defender.DefenderLibrary]::RuntimeIdentifier)/native/$fileName")*"
-        $result.Output | Should -BeLike "*$(Join-Path 'target' 'debug' $fileName)*"
+        # A built module looks in the target dir it was built into (<target>/powershell/DefenderPackage).
+        $result.Output | Should -BeLike "*$(Join-Path (Split-Path (Split-Path $copy)) 'debug' $fileName)*"
         $result.Output | Should -BeLike "*cargo build -p defender*"
     }
 }

@@ -1,11 +1,12 @@
 # What the Pester suites share: a defender-simulator process on loopback, its control API, and
-# checks that text holds no secret. The module under test is imported from the source tree.
+# checks that text holds no secret. The module under test is the one powershell/build.sh laid
+# out in <target>/powershell/DefenderPackage (tests/run-all.sh powershell builds it first).
 
 Set-StrictMode -Version 3.0
 
 $script:RepoRoot = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
-$script:ModulePath = Join-Path $script:RepoRoot 'powershell/DefenderPackage'
 $script:TargetDirectory = if ($env:CARGO_TARGET_DIR) { $env:CARGO_TARGET_DIR } else { Join-Path $script:RepoRoot 'target' }
+$script:ModulePath = Join-Path $script:TargetDirectory 'powershell/DefenderPackage'
 
 # The simulator's own app; its secret is a published constant of the simulator.
 $script:SimulatorSecret = 'simulator-secret'

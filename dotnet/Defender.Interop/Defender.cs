@@ -2,13 +2,12 @@
 // SafeHandle for the client, UTF-8 strings both ways, statuses turned into exceptions carrying
 // the library's message.
 //
-// Drop this one file into a C# program, or compile it with Add-Type as the DefenderPackage
-// PowerShell module does. It is C# 5 against .NET Framework 4.6+ APIs (Windows PowerShell 5.1
-// compiles it with the framework's own compiler) and runs on .NET (Core) as well, so it uses
-// nothing newer: strings are marshalled by hand (no LPUTF8Str), and .NET's NativeLibrary is
-// reached by reflection. It must not depend on System.Management.Automation.
-//
-// References it needs on .NET Framework: System.Core, System.Runtime.Serialization.
+// One file, namespace Defender: drop it into a C# program, or reference the Defender.Interop
+// class library built from it (dotnet/Defender.Interop); the DefenderPackage PowerShell module
+// compiles it into its own assembly (powershell/src). It targets netstandard2.0 (Windows
+// PowerShell 5.1 on .NET Framework 4.7.2+, PowerShell 7, .NET 8+) and uses no API newer than
+// that: .NET's NativeLibrary is reached by reflection where it exists. It must not depend on
+// System.Management.Automation.
 //
 // Threading: one DefenderClient may be used from many threads at once. Its callbacks (download
 // progress, log lines, finished items) run on the thread that made the call, only while that

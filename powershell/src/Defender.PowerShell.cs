@@ -1,6 +1,6 @@
 // What the DefenderPackage module needs beyond the binding in Defender.cs: the library's log
 // lines and progress written to a command's streams, Ctrl+C turned into a cancellation, and
-// failures turned into ErrorRecords. C# 5, like Defender.cs, for Windows PowerShell 5.1.
+// failures turned into ErrorRecords. Compiled with Defender.cs into DefenderPackage.dll.
 //
 // Native callbacks arrive on the pipeline thread (the library calls them on the thread that made
 // the call, and DownloadPackages relays them to it), so writing to the command from them is
