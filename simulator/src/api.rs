@@ -85,16 +85,24 @@ pub(crate) fn answer(
     }
 }
 
-fn collect(sim: &Simulation, caller: &Caller, machine_id: &str, exchange: &mut Exchange, now: SimTime) -> HttpResponse {
-    let comment = serde_json::from_slice::<Value>(&exchange.body)
+/// The `Comment` that collect and cancel require in their JSON body.
+fn request_comment(exchange: &Exchange) -> Result<String, HttpResponse> {
+    serde_json::from_slice::<Value>(&exchange.body)
         .ok()
-        .and_then(|body| body.get("Comment")?.as_str().map(str::to_owned));
-    let Some(comment) = comment else {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestBody",
-            "The request body must be JSON with a string 'Comment'.",
-        );
+        .and_then(|body| body.get("Comment")?.as_str().map(str::to_owned))
+        .ok_or_else(|| {
+            api_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestBody",
+                "The request body must be JSON with a string 'Comment'.",
+            )
+        })
+}
+
+fn collect(sim: &Simulation, caller: &Caller, machine_id: &str, exchange: &mut Exchange, now: SimTime) -> HttpResponse {
+    let comment = match request_comment(exchange) {
+        Ok(comment) => comment,
+        Err(response) => return response,
     };
     let config = sim.config();
     let mut state = lock(&sim.state);
@@ -238,15 +246,9 @@ fn get_machine(sim: &Simulation, machine_id: &str) -> HttpResponse {
 
 /// `POST /api/machineactions/{id}/cancel`: only an action that has not ended can be cancelled.
 fn cancel(sim: &Simulation, caller: &Caller, action_id: &str, exchange: &Exchange, now: SimTime) -> HttpResponse {
-    let comment = serde_json::from_slice::<Value>(&exchange.body)
-        .ok()
-        .and_then(|body| body.get("Comment")?.as_str().map(str::to_owned));
-    let Some(comment) = comment else {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestBody",
-            "The request body must be JSON with a string 'Comment'.",
-        );
+    let comment = match request_comment(exchange) {
+        Ok(comment) => comment,
+        Err(response) => return response,
     };
     let mut state = lock(&sim.state);
     let Some(action) = state.action_mut(action_id, now) else {
