@@ -375,6 +375,13 @@ pub fn parse_package_link(value: &str) -> Result<Url> {
             link.scheme()
         )));
     }
+    if !link.username().is_empty() || link.password().is_some() {
+        // Credentials in a URL end up in logs and proxies; a download link has its own (the SAS token).
+        return Err(Error::protocol(format!(
+            "the package link to {} carries user information (user:password@), which is refused",
+            crate::http::shown_origin(&link)
+        )));
+    }
     Ok(link)
 }
 
@@ -393,7 +400,16 @@ mod tests {
     #[test]
     fn only_https_links_except_to_loopback() {
         assert!(parse_package_link("http://127.0.0.1:9/a.zip").is_ok());
-        for bad in ["http://evil.example/a.zip", "file:///etc/passwd", "/relative/a.zip", "", "\""] {
+        for bad in [
+            "http://evil.example/a.zip",
+            "file:///etc/passwd",
+            "/relative/a.zip",
+            "",
+            "\"",
+            "https://user:pw@host.example/a.zip",
+            "https://user@host.example/a.zip",
+            "https://:pw@host.example/a.zip",
+        ] {
             let err = parse_package_link(bad).unwrap_err();
             assert_eq!(err.status(), DefenderStatus::Protocol, "{bad}");
         }
