@@ -1,0 +1,189 @@
+# Installs the packages of packaging/pack.sh as users do, and uses them against the simulator.
+# tests/run-all.sh install runs this file in a throwaway HOME (so the user module path, the
+# PSResourceGet repositories and the NuGet package folder start empty) after packing into
+# $env:DEFENDER_DIST, with:
+#   DEFENDER_DIST        the folder holding DefenderPackage.<version>.nupkg and Defender.Interop.<version>.nupkg
+#   DEFENDER_VERSION     the crate's version, which everything must carry
+#   DEFENDER_EXTRA_NATIVES  the folder (<rid>/<library>) of libraries for other runtimes given to pack.sh
+#   DEFENDER_USER_HOME   the HOME of the user running the tests, for the machine's NuGet sources
+#   DEFENDER_PWSH        the pwsh running this file (a .NET tool's is not [Environment]::ProcessPath)
+
+BeforeAll {
+    Import-Module (Join-Path $PSScriptRoot '../pester/TestHelpers.psm1') -Force
+    $script:Dist = $env:DEFENDER_DIST
+    $script:Version = $env:DEFENDER_VERSION
+    $script:ExtraNatives = $env:DEFENDER_EXTRA_NATIVES
+    $script:Work = Join-Path ([IO.Path]::GetTempPath()) "defender-install-$PID"
+    $null = New-Item -ItemType Directory -Path $script:Work -Force
+    $script:Rid = if ($IsWindows) { 'win' } elseif ($IsMacOS) { 'osx' } else { 'linux' }
+    $script:Rid += '-' + [Runtime.InteropServices.RuntimeInformation]::ProcessArchitecture.ToString().ToLowerInvariant()
+    $script:Library = if ($IsWindows) { 'defender.dll' } elseif ($IsMacOS) { 'libdefender.dylib' } else { 'libdefender.so' }
+
+    function Get-PackageEntry {
+        # The entries of a .nupkg (a ZIP): full name => SHA-256 of the bytes.
+        param([string] $Package)
+        Add-Type -AssemblyName System.IO.Compression.FileSystem
+        $zip = [IO.Compression.ZipFile]::OpenRead($Package)
+        try {
+            $entries = @{}
+            foreach ($entry in $zip.Entries) {
+                $stream = $entry.Open()
+                try {
+                    $entries[$entry.FullName] = ([BitConverter]::ToString([Security.Cryptography.SHA256]::HashData($stream)) -replace '-').ToLowerInvariant()
+                } finally {
+                    $stream.Dispose()
+                }
+            }
+            $entries
+        } finally {
+            $zip.Dispose()
+        }
+    }
+
+    function Get-NuspecVersion {
+        param([string] $Package)
+        Add-Type -AssemblyName System.IO.Compression.FileSystem
+        $zip = [IO.Compression.ZipFile]::OpenRead($Package)
+        try {
+            $nuspec = $zip.Entries | Where-Object FullName -like '*.nuspec'
+            $reader = [IO.StreamReader]::new($nuspec.Open())
+            try { ([xml]$reader.ReadToEnd()).package.metadata.version } finally { $reader.Dispose() }
+        } finally {
+            $zip.Dispose()
+        }
+    }
+
+    function Invoke-Native {
+        # Runs a program, failing with its output when it exits non-zero; returns its output lines.
+        param([string] $FilePath, [string[]] $ArgumentList)
+        $output = @(& $FilePath @ArgumentList 2>&1 | ForEach-Object { "$_" })
+        if ($LASTEXITCODE -ne 0) {
+            throw "$FilePath $($ArgumentList -join ' ') exited $LASTEXITCODE`n$($output -join "`n")"
+        }
+        , $output
+    }
+
+    $script:Simulator = Start-TestSimulator
+    $script:ModulePackage = Join-Path $script:Dist "DefenderPackage.$script:Version.nupkg"
+    $script:DotnetPackage = Join-Path $script:Dist "Defender.Interop.$script:Version.nupkg"
+}
+
+AfterAll {
+    if ($script:Simulator) { Stop-TestSimulator -Simulator $script:Simulator }
+    Remove-Item -LiteralPath $script:Work -Recurse -Force -ErrorAction SilentlyContinue
+}
+
+Describe 'the packages pack.sh wrote' {
+    It 'carry the crate version, as the module manifest does' {
+        Get-NuspecVersion $script:ModulePackage | Should -Be $script:Version
+        Get-NuspecVersion $script:DotnetPackage | Should -Be $script:Version
+    }
+
+    It 'the module package holds the manifest, the assembly, formats, and the library of every runtime given' {
+        $entries = Get-PackageEntry $script:ModulePackage
+        foreach ($name in 'DefenderPackage.psd1', 'DefenderPackage.dll', 'DefenderPackage.Format.ps1xml', "runtimes/$script:Rid/native/$script:Library") {
+            $entries.Keys | Should -Contain $name
+        }
+        foreach ($native in Get-ChildItem -LiteralPath $script:ExtraNatives -Recurse -File) {
+            $rid = $native.Directory.Name
+            $entries["runtimes/$rid/native/$($native.Name)"] | Should -Be (Get-FileHash -LiteralPath $native.FullName -Algorithm SHA256).Hash.ToLowerInvariant()
+        }
+    }
+
+    It 'the .NET package holds the netstandard2.0 assembly and the library of every runtime given' {
+        $entries = Get-PackageEntry $script:DotnetPackage
+        $entries.Keys | Should -Contain 'lib/netstandard2.0/Defender.Interop.dll'
+        $entries.Keys | Should -Contain "runtimes/$script:Rid/native/$script:Library"
+        foreach ($native in Get-ChildItem -LiteralPath $script:ExtraNatives -Recurse -File) {
+            $rid = $native.Directory.Name
+            $entries["runtimes/$rid/native/$($native.Name)"] | Should -Be (Get-FileHash -LiteralPath $native.FullName -Algorithm SHA256).Hash.ToLowerInvariant()
+        }
+        # The same library for this runtime in both packages.
+        $entries["runtimes/$script:Rid/native/$script:Library"] |
+            Should -Be (Get-PackageEntry $script:ModulePackage)["runtimes/$script:Rid/native/$script:Library"]
+    }
+}
+
+Describe 'Install-PSResource DefenderPackage from dist/ registered as a repository' {
+    BeforeAll {
+        # What the README tells users until the module is on the gallery. The gallery itself is
+        # out of reach here: unregistered, so that nothing is asked of it.
+        Unregister-PSResourceRepository -Name PSGallery -ErrorAction SilentlyContinue
+        Register-PSResourceRepository -Name DefenderDist -Uri $script:Dist -Trusted
+        Install-PSResource DefenderPackage -Scope CurrentUser -TrustRepository
+        $script:Installed = Get-InstalledPSResource -Name DefenderPackage -Scope CurrentUser
+    }
+
+    It 'installs the crate version into the user module path of this (throwaway) HOME' {
+        $script:Installed.Version.ToString() | Should -Be $script:Version
+        $script:Installed.InstalledLocation | Should -BeLike "$HOME*"
+    }
+
+    It 'a new pwsh imports it by name and downloads a package whose SHA-256 is the simulator''s' {
+        $actionId = New-SimulatedAction -Simulator $script:Simulator
+        $folder = Join-Path $script:Work 'cases'
+        $null = New-Item -ItemType Directory -Path $folder -Force
+        $pwsh = $env:DEFENDER_PWSH
+        # The new process gets the default module path: this HOME's user path and pwsh's own.
+        $modulePath = $env:PSModulePath
+        $env:PSModulePath = $null
+        $env:DEFENDER_TEST_CLIENT_SECRET = 'simulator-secret'
+        try {
+            $output = Invoke-Native $pwsh @('-NoProfile', '-NonInteractive', '-File', (Join-Path $PSScriptRoot 'Save-WithInstalledModule.ps1'),
+                $script:Simulator.base_url, $script:Simulator.tenant_id, $script:Simulator.client_id, $actionId, $folder)
+        } finally {
+            $env:PSModulePath = $modulePath
+            $env:DEFENDER_TEST_CLIENT_SECRET = $null
+        }
+        $result = $output[-1] | ConvertFrom-Json
+        $expected = Get-SimulatedPackageHash -Simulator $script:Simulator -ActionId $actionId
+        $result.Sha256 | Should -Be $expected
+        (Get-FileHash -LiteralPath $result.Path -Algorithm SHA256).Hash.ToLowerInvariant() | Should -Be $expected
+        $result.ModuleBase | Should -Be ([IO.Path]::Combine($script:Installed.InstalledLocation, 'DefenderPackage', $script:Version)) `
+            -Because 'the installed module, found by name'
+        $result.ModuleVersion | Should -Be $script:Version
+        $result.LibraryVersion | Should -Be $script:Version -Because 'defender_version() of the packaged library'
+        $result.LibraryPath | Should -Be ([IO.Path]::Combine($result.ModuleBase, 'runtimes', $script:Rid, 'native', $script:Library))
+    }
+}
+
+Describe 'dotnet add package Defender.Interop in a new console program' {
+    It 'downloads a package from the simulator with no path set and no Load call, the library found in the package' {
+        $project = Join-Path $script:Work 'DefenderConsole'
+        $packages = Join-Path $script:Work 'nuget-packages'
+        $home_ = $HOME
+        # The machine's NuGet sources (the user's HOME), an empty package folder, and dist/ added
+        # as a source the way a user adds one.
+        $env:HOME = $env:DEFENDER_USER_HOME
+        $env:NUGET_PACKAGES = $packages
+        $env:DOTNET_CLI_TELEMETRY_OPTOUT = '1'
+        $env:DOTNET_NOLOGO = '1'
+        $env:DEFENDER_TEST_CLIENT_SECRET = 'simulator-secret'
+        try {
+            $null = Invoke-Native dotnet @('new', 'console', '--output', $project, '--name', 'DefenderConsole')
+            $null = Invoke-Native dotnet @('new', 'nugetconfig', '--output', $project)
+            $null = Invoke-Native dotnet @('nuget', 'add', 'source', $script:Dist, '--name', 'defender-dist', '--configfile', (Join-Path $project 'nuget.config'))
+            $null = Invoke-Native dotnet @('add', $project, 'package', 'Defender.Interop', '--version', $script:Version)
+            Copy-Item -LiteralPath (Join-Path $PSScriptRoot 'Program.cs') -Destination (Join-Path $project 'Program.cs') -Force
+            $actionId = New-SimulatedAction -Simulator $script:Simulator
+            $folder = Join-Path $script:Work 'dotnet-cases'
+            $null = New-Item -ItemType Directory -Path $folder -Force
+            $output = Invoke-Native dotnet @('run', '--project', $project, '--',
+                $script:Simulator.base_url, $script:Simulator.tenant_id, $script:Simulator.client_id, $actionId, $folder)
+        } finally {
+            $env:HOME = $home_
+            $env:NUGET_PACKAGES = $null
+            $env:DEFENDER_TEST_CLIENT_SECRET = $null
+        }
+        $result = $output[-1] | ConvertFrom-Json
+        $expected = Get-SimulatedPackageHash -Simulator $script:Simulator -ActionId $actionId
+        $result.sha256 | Should -Be $expected
+        (Get-FileHash -LiteralPath $result.path -Algorithm SHA256).Hash.ToLowerInvariant() | Should -Be $expected
+        $result.library_version | Should -Be $script:Version
+        $result.loaded_by_load_call | Should -BeNullOrEmpty
+        # The build copied the package's runtimes/<rid>/native folder beside the program.
+        $result.native_library | Should -BeLike ([IO.Path]::Combine($project, 'bin', '*', 'runtimes', $script:Rid, 'native', $script:Library))
+        (Get-FileHash -LiteralPath $result.native_library -Algorithm SHA256).Hash.ToLowerInvariant() |
+            Should -Be (Get-PackageEntry $script:DotnetPackage)["runtimes/$script:Rid/native/$script:Library"]
+    }
+}
