@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::{Api, Endpoint, Request, check_id};
-use crate::config::is_loopback;
+use crate::config::{after, is_loopback};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::retry::{self, Repeat, RetryPolicy, Verdict};
 use crate::runtime::DefenderLogLevel;
@@ -183,7 +183,7 @@ const MAX_POLL: Duration = Duration::from_secs(60);
 /// (`TIMEOUT`). Polls start 5 s apart and back off to a minute, all divided by `clock_scale`.
 pub async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
     let settings = &api.session.settings;
-    let deadline = Instant::now() + settings.scaled(settings.wait_timeout.unwrap_or(DEFAULT_WAIT));
+    let deadline = after(settings.scaled(settings.wait_timeout.unwrap_or(DEFAULT_WAIT)));
     wait_until(api, action_id, deadline).await
 }
 
@@ -191,7 +191,7 @@ pub async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
 /// before it.
 async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<MachineAction> {
     let settings = &api.session.settings;
-    let grace_until = Instant::now() + settings.scaled(NEW_ACTION_GRACE);
+    let grace_until = after(settings.scaled(NEW_ACTION_GRACE));
     let mut interval = FIRST_POLL;
     loop {
         let status = match look_up(api, action_id, Some(deadline)).await {
@@ -273,7 +273,7 @@ pub async fn package_link(api: Api<'_>, action_id: &str) -> Result<Url> {
 pub async fn wait_if_asked(api: Api<'_>, action_id: &str) -> Result<Option<Instant>> {
     let settings = &api.session.settings;
     let Some(limit) = settings.wait_timeout else { return Ok(None) };
-    let deadline = Instant::now() + settings.scaled(limit);
+    let deadline = after(settings.scaled(limit));
     wait_until(api, action_id, deadline).await?;
     Ok(Some(deadline))
 }
@@ -348,6 +348,13 @@ pub fn parse_package_link(value: &str) -> Result<Url> {
             link.scheme()
         )));
     }
+    if !link.username().is_empty() || link.password().is_some() {
+        // Credentials in a URL end up in logs and proxies; a download link has its own (the SAS token).
+        return Err(Error::protocol(format!(
+            "the package link to {} carries user information (user:password@), which is refused",
+            crate::http::shown_origin(&link)
+        )));
+    }
     Ok(link)
 }
 
@@ -366,7 +373,16 @@ mod tests {
     #[test]
     fn only_https_links_except_to_loopback() {
         assert!(parse_package_link("http://127.0.0.1:9/a.zip").is_ok());
-        for bad in ["http://evil.example/a.zip", "file:///etc/passwd", "/relative/a.zip", "", "\""] {
+        for bad in [
+            "http://evil.example/a.zip",
+            "file:///etc/passwd",
+            "/relative/a.zip",
+            "",
+            "\"",
+            "https://user:pw@host.example/a.zip",
+            "https://user@host.example/a.zip",
+            "https://:pw@host.example/a.zip",
+        ] {
             let err = parse_package_link(bad).unwrap_err();
             assert_eq!(err.status(), DefenderStatus::Protocol, "{bad}");
         }

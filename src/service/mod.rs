@@ -198,7 +198,7 @@ impl Api<'_> {
                 // The service said when it takes such calls again: nobody in the queue goes
                 // sooner, whatever becomes of this call.
                 let wait = self.session.settings.scaled(wait.min(retry::MAX_RETRY_AFTER));
-                limiter.pause(request.endpoint, Instant::now() + wait);
+                limiter.pause(request.endpoint, crate::config::after(wait));
             }
             let refused = answer.as_ref().is_ok_and(|response| response.status == StatusCode::UNAUTHORIZED);
             if refused && !renewed && self.session.tokens.can_renew() {
@@ -238,7 +238,7 @@ impl Api<'_> {
             match (&turn.limiter, throttled) {
                 // The queue waits with it (also when the 429 did not say how long), and this call
                 // waits back in the queue.
-                (Some(limiter), true) => limiter.pause(request.endpoint, Instant::now() + delay),
+                (Some(limiter), true) => limiter.pause(request.endpoint, crate::config::after(delay)),
                 _ => tokio::time::sleep(delay).await,
             }
         }
@@ -248,7 +248,7 @@ impl Api<'_> {
     async fn take_turn(&self, request: &Request<'_>) -> Result<Turn> {
         let session = self.session;
         let settings = &session.settings;
-        let token = session.tokens.token(&session.http, settings, self.reporter).await?;
+        let token = session.tokens.token(&session.sign_in_http, settings, self.reporter).await?;
         if !settings.rate_limit {
             return Ok(Turn { token, limiter: None, slot: None });
         }
@@ -257,7 +257,7 @@ impl Api<'_> {
         let slot = limiter.acquire(request.endpoint, settings, waiter).await?;
         // A wait in the queue can outlast the token: take it again (from the cache, unless it is
         // due for renewal by now). Nothing is sent when that fails, so the slot is given back.
-        match session.tokens.token(&session.http, settings, self.reporter).await {
+        match session.tokens.token(&session.sign_in_http, settings, self.reporter).await {
             Ok(token) => Ok(Turn { token, limiter: Some(limiter), slot: Some(slot) }),
             Err(err) => {
                 slot.not_counted();
@@ -288,6 +288,12 @@ impl Api<'_> {
             Err(err) => {
                 // A connection that could not be made carried nothing: the service never saw it.
                 let sent = !err.is_connect();
+                if let Some(final_error) = crate::http::final_transport_error(&err) {
+                    if let Some(slot) = slot {
+                        if sent { slot.answered() } else { slot.not_counted() }
+                    }
+                    return Err(final_error.context(what));
+                }
                 if let Some(slot) = slot {
                     if sent { slot.answered() } else { slot.not_counted() }
                 }
