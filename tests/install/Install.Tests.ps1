@@ -63,6 +63,17 @@ BeforeAll {
         , $output
     }
 
+    function Read-SavedPackage {
+        # The JSON object a program printed on its last line, after checking that the file it
+        # saved, and the SHA-256 it reported, are those of the simulator's package.
+        param([string[]] $Output, [string] $ActionId)
+        $result = $Output[-1] | ConvertFrom-Json
+        $expected = Get-SimulatedPackageHash -Simulator $script:Simulator -ActionId $ActionId
+        $result.sha256 | Should -Be $expected
+        (Get-FileHash -LiteralPath $result.path -Algorithm SHA256).Hash.ToLowerInvariant() | Should -Be $expected
+        $result
+    }
+
     $script:Simulator = Start-TestSimulator
     $script:ModulePackage = Join-Path $script:Dist "DefenderPackage.$script:Version.nupkg"
     $script:DotnetPackage = Join-Path $script:Dist "Defender.Interop.$script:Version.nupkg"
@@ -135,10 +146,7 @@ Describe 'Install-PSResource DefenderPackage from dist/ registered as a reposito
             $env:PSModulePath = $modulePath
             $env:DEFENDER_TEST_CLIENT_SECRET = $null
         }
-        $result = $output[-1] | ConvertFrom-Json
-        $expected = Get-SimulatedPackageHash -Simulator $script:Simulator -ActionId $actionId
-        $result.Sha256 | Should -Be $expected
-        (Get-FileHash -LiteralPath $result.Path -Algorithm SHA256).Hash.ToLowerInvariant() | Should -Be $expected
+        $result = Read-SavedPackage -Output $output -ActionId $actionId
         $result.ModuleBase | Should -Be ([IO.Path]::Combine($script:Installed.InstalledLocation, 'DefenderPackage', $script:Version)) `
             -Because 'the installed module, found by name'
         $result.ModuleVersion | Should -Be $script:Version
@@ -175,10 +183,7 @@ Describe 'dotnet add package Defender.Interop in a new console program' {
             $env:NUGET_PACKAGES = $null
             $env:DEFENDER_TEST_CLIENT_SECRET = $null
         }
-        $result = $output[-1] | ConvertFrom-Json
-        $expected = Get-SimulatedPackageHash -Simulator $script:Simulator -ActionId $actionId
-        $result.sha256 | Should -Be $expected
-        (Get-FileHash -LiteralPath $result.path -Algorithm SHA256).Hash.ToLowerInvariant() | Should -Be $expected
+        $result = Read-SavedPackage -Output $output -ActionId $actionId
         $result.library_version | Should -Be $script:Version
         $result.loaded_by_load_call | Should -BeNullOrEmpty
         # The build copied the package's runtimes/<rid>/native folder beside the program.
