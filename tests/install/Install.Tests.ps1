@@ -156,39 +156,68 @@ Describe 'Install-PSResource DefenderPackage from dist/ registered as a reposito
 }
 
 Describe 'dotnet add package Defender.Interop in a new console program' {
-    It 'downloads a package from the simulator with no path set and no Load call, the library found in the package' {
-        $project = Join-Path $script:Work 'DefenderConsole'
-        $packages = Join-Path $script:Work 'nuget-packages'
-        $home_ = $HOME
-        # The machine's NuGet sources (the user's HOME), an empty package folder, and dist/ added
-        # as a source the way a user adds one.
-        $env:HOME = $env:DEFENDER_USER_HOME
-        $env:NUGET_PACKAGES = $packages
-        $env:DOTNET_CLI_TELEMETRY_OPTOUT = '1'
-        $env:DOTNET_NOLOGO = '1'
-        $env:DEFENDER_TEST_CLIENT_SECRET = 'simulator-secret'
-        try {
-            $null = Invoke-Native dotnet @('new', 'console', '--output', $project, '--name', 'DefenderConsole')
-            $null = Invoke-Native dotnet @('new', 'nugetconfig', '--output', $project)
-            $null = Invoke-Native dotnet @('nuget', 'add', 'source', $script:Dist, '--name', 'defender-dist', '--configfile', (Join-Path $project 'nuget.config'))
-            $null = Invoke-Native dotnet @('add', $project, 'package', 'Defender.Interop', '--version', $script:Version)
-            Copy-Item -LiteralPath (Join-Path $PSScriptRoot 'Program.cs') -Destination (Join-Path $project 'Program.cs') -Force
-            $actionId = New-SimulatedAction -Simulator $script:Simulator
-            $folder = Join-Path $script:Work 'dotnet-cases'
-            $null = New-Item -ItemType Directory -Path $folder -Force
-            $output = Invoke-Native dotnet @('run', '--project', $project, '--',
-                $script:Simulator.base_url, $script:Simulator.tenant_id, $script:Simulator.client_id, $actionId, $folder)
-        } finally {
-            $env:HOME = $home_
-            $env:NUGET_PACKAGES = $null
-            $env:DEFENDER_TEST_CLIENT_SECRET = $null
+    BeforeAll {
+        $script:Project = Join-Path $script:Work 'DefenderConsole'
+        $script:Packages = Join-Path $script:Work 'nuget-packages'
+        $script:PackagedLibrary = (Get-PackageEntry $script:DotnetPackage)["runtimes/$script:Rid/native/$script:Library"]
+
+        function Invoke-Dotnet {
+            # dotnet with the machine's NuGet sources (the user's HOME) and an empty package folder.
+            param([string[]] $ArgumentList)
+            $home_ = $HOME
+            $env:HOME = $env:DEFENDER_USER_HOME
+            $env:NUGET_PACKAGES = $script:Packages
+            $env:DOTNET_CLI_TELEMETRY_OPTOUT = '1'
+            $env:DOTNET_NOLOGO = '1'
+            try {
+                Invoke-Native dotnet $ArgumentList
+            } finally {
+                $env:HOME = $home_
+                $env:NUGET_PACKAGES = $null
+            }
         }
-        $result = Read-SavedPackage -Output $output -ActionId $actionId
-        $result.library_version | Should -Be $script:Version
-        $result.loaded_by_load_call | Should -BeNullOrEmpty
-        # The build copied the package's runtimes/<rid>/native folder beside the program.
-        $result.native_library | Should -BeLike ([IO.Path]::Combine($project, 'bin', '*', 'runtimes', $script:Rid, 'native', $script:Library))
-        (Get-FileHash -LiteralPath $result.native_library -Algorithm SHA256).Hash.ToLowerInvariant() |
-            Should -Be (Get-PackageEntry $script:DotnetPackage)["runtimes/$script:Rid/native/$script:Library"]
+
+        function Invoke-Download {
+            # Runs the program (a command and its first arguments) on a new simulated action; its result.
+            param([string[]] $Program)
+            $actionId = New-SimulatedAction -Simulator $script:Simulator
+            $folder = Join-Path $script:Work "dotnet-cases-$actionId"
+            $null = New-Item -ItemType Directory -Path $folder -Force
+            $env:DEFENDER_TEST_CLIENT_SECRET = 'simulator-secret'
+            try {
+                $arguments = @($Program | Select-Object -Skip 1) +
+                    @($script:Simulator.base_url, $script:Simulator.tenant_id, $script:Simulator.client_id, $actionId, $folder)
+                $output = if ($Program[0] -eq 'dotnet') { Invoke-Dotnet $arguments } else { Invoke-Native $Program[0] $arguments }
+            } finally {
+                $env:DEFENDER_TEST_CLIENT_SECRET = $null
+            }
+            $result = Read-SavedPackage -Output $output -ActionId $actionId
+            $result.library_version | Should -Be $script:Version
+            $result.loaded_by_load_call | Should -BeNullOrEmpty -Because 'the program never calls DefenderLibrary.Load'
+            (Get-FileHash -LiteralPath $result.native_library -Algorithm SHA256).Hash.ToLowerInvariant() |
+                Should -Be $script:PackagedLibrary -Because 'the library .NET found is the package''s'
+            $result
+        }
+
+        # As a user does: a new program, dist/ added as a package source, the package added.
+        $null = Invoke-Dotnet @('new', 'console', '--output', $script:Project, '--name', 'DefenderConsole')
+        $null = Invoke-Dotnet @('new', 'nugetconfig', '--output', $script:Project)
+        $null = Invoke-Dotnet @('nuget', 'add', 'source', $script:Dist, '--name', 'defender-dist', '--configfile', (Join-Path $script:Project 'nuget.config'))
+        $null = Invoke-Dotnet @('add', $script:Project, 'package', 'Defender.Interop', '--version', $script:Version)
+        Copy-Item -LiteralPath (Join-Path $PSScriptRoot 'Program.cs') -Destination (Join-Path $script:Project 'Program.cs') -Force
+    }
+
+    It 'dotnet run: downloads a package from the simulator with no path set and no Load call' {
+        $result = Invoke-Download @('dotnet', 'run', '--project', $script:Project, '--')
+        # The build copied the package's runtimes/<rid>/native folder into the output.
+        $result.native_library | Should -BeLike ([IO.Path]::Combine($script:Project, 'bin', '*', 'runtimes', $script:Rid, 'native', $script:Library))
+    }
+
+    It 'dotnet publish --runtime of this machine: the library beside the program, found there' {
+        $published = Join-Path $script:Work 'published'
+        $null = Invoke-Dotnet @('publish', $script:Project, '--runtime', $script:Rid, '--no-self-contained', '--output', $published)
+        $program = Join-Path $published $(if ($IsWindows) { 'DefenderConsole.exe' } else { 'DefenderConsole' })
+        $result = Invoke-Download @($program)
+        $result.native_library | Should -Be (Join-Path $published $script:Library)
     }
 }

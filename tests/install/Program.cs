@@ -29,7 +29,7 @@ string native = Process.GetCurrentProcess().Modules.Cast<ProcessModule>()
     .Select(module => module.FileName)
     .FirstOrDefault(path => Path.GetFileName(path) == DefenderLibrary.FileName);
 
-Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, string>
+Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, string?>
 {
     ["path"] = package.Path,
     ["sha256"] = package.Sha256,
