@@ -380,3 +380,15 @@ fn control_characters_in_a_sign_in_refusal_are_escaped() {
     assert_eq!(failure.status, DefenderStatus::Unauthorized, "{failure}");
     assert!(!has_control(&failure.message) && failure.message.contains("invalid_client\\u001b[5m"), "{failure:?}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_package_is_saved_readable_by_its_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let simulator = simulator();
+    let action_id = create_action(&simulator, json!({}));
+    let folder = tempfile::tempdir().unwrap();
+    let result = client_for(&simulator).download(&action_id, folder.path(), None).unwrap();
+    let mode = std::fs::metadata(result["path"].as_str().unwrap()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
