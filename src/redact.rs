@@ -31,10 +31,10 @@ impl fmt::Debug for Secret {
 pub const REDACTED: &str = "REDACTED";
 
 /// The longest message or log line handed to the caller, in characters (before escaping).
-pub const MAX_MESSAGE_CHARS: usize = 4096;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 4096;
 /// The most characters of one piece of the service's text (an error message, a code, a status)
 /// put into a message.
-pub const SERVICE_TEXT_CHARS: usize = 300;
+pub(crate) const SERVICE_TEXT_CHARS: usize = 300;
 
 /// `text` made safe to print, for text that came from the service and for every message and log
 /// line at the boundary: control characters (ESC, BEL, CR, LF, NUL, the C1 range) and the
