@@ -1,7 +1,9 @@
 //! The Defender for Endpoint API: how one request is made (URL, token, rate limits, retries,
 //! errors) and the typed calls on machine actions built on it.
 
+pub mod lists;
 pub mod machine_actions;
+pub mod machines;
 pub mod rate_limit;
 
 use std::fmt;
@@ -30,6 +32,9 @@ pub enum Endpoint {
     MachineAction,
     ListMachineActions,
     CollectInvestigationPackage,
+    Machine,
+    ListMachines,
+    CancelMachineAction,
 }
 
 impl Endpoint {
@@ -37,7 +42,9 @@ impl Endpoint {
     fn permission(self) -> &'static str {
         match self {
             Self::GetPackageUri | Self::CollectInvestigationPackage => "Machine.CollectForensics",
-            Self::MachineAction | Self::ListMachineActions => "Machine.Read.All",
+            Self::MachineAction | Self::ListMachineActions | Self::Machine | Self::ListMachines => "Machine.Read.All",
+            // The service asks for the permission of the action's own type.
+            Self::CancelMachineAction => "Machine.CollectForensics (or that of the action's type)",
         }
     }
 }
