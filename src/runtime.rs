@@ -127,10 +127,11 @@ impl Reporter {
         (self.sender)(ReporterEvent::Log(level, self.scrub(message.as_ref())));
     }
 
-    /// `text` without the call's secrets, for text that goes back to the caller.
+    /// `text` without the call's secrets and made printable, for text that goes back to the
+    /// caller (log lines, batch results).
     pub fn scrub(&self, text: &str) -> String {
         let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        crate::redact::scrub(text, &secrets)
+        crate::redact::for_caller(text, &secrets)
     }
 
     fn progress_slots(&self) -> MutexGuard<'_, Vec<ProgressSlot>> {
@@ -293,7 +294,7 @@ where
             Ok(Event::Done(result)) => {
                 // Events are delivered in order, so the final progress has been reported by now.
                 let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-                return result.map_err(|err| Error::new(err.status(), crate::redact::scrub(err.message(), &refs)));
+                return result.map_err(|err| Error::new(err.status(), crate::redact::for_caller(err.message(), &refs)));
             }
             Err(mpsc::RecvError) => {
                 return Err(Error::new(
