@@ -1,22 +1,21 @@
 //! Where a download's bytes go. The chunks the connection gives are gathered into blocks, and
 //! each block is handed (not copied again) to threads that work side by side with the receiving
-//! one: one hashes it (SHA-256) and writes it to the file, one computes the MD5 when there is one
-//! to check. Another flushes what is written
-//! to the disk as the download goes, so that the disk works alongside too and the final sync has
-//! little left to do. On a fast link the costs of a download then overlap instead of adding up,
-//! and memory stays at a few chunks in flight whatever the package size.
+//! one: one hashes it (SHA-256), one writes it to the file, one computes the MD5 when there is
+//! one to check. Another flushes what is written to the disk as the download goes, so that the
+//! disk works alongside too and the final sync has little left to do. On a fast link the costs
+//! of a download then overlap instead of adding up, and memory stays at a few blocks in flight
+//! whatever the package size.
 //!
 //! The blocks come from a small pool and go back to it, so a download reuses the same few MiB
 //! from start to end. The connection's own buffer is freed as soon as its bytes are copied into
 //! a block, and the next read fills that same, cache-hot memory again. Handing the connection's
-//! buffers themselves to the stages (as this did before) cost more than the copy saved: each was
+//! buffers themselves to the stages (as this did before) cost more than the copy saves: each was
 //! a fresh allocation of up to 400 KiB that the allocator got from the kernel as zeroed pages
-//! and gave back, and it was read cold by the threads that hash and write it.
+//! and gave back (see the benchmark's notes in the README).
 //!
-//! SHA-256 and the write share a thread on purpose: the write copies bytes the hash has just
-//! read, still in that core's cache. On their own threads, each read every chunk from memory,
-//! and the extra thread's wake-ups cost more than the overlap gained (see the benchmark's notes
-//! in the README). MD5, the slowest (it cannot use the CPU's SHA instructions), runs alongside.
+//! SHA-256 (about half a CPU second per GiB with the CPU's SHA instructions) and the write each
+//! have a thread: on one thread together they were the slowest stage, as slow as all of curl.
+//! Measured both ways in alternating runs, apart they use the same CPU time and finish sooner.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -33,8 +32,8 @@ use crate::error::{Error, Result};
 
 /// Blocks queued for each stage: with `BLOCK`, this bounds the memory a download holds to a few MiB.
 const CHUNKS_IN_FLIGHT: usize = 8;
-/// The body is gathered into blocks of this size: small enough to stay in a core's cache
-/// between hashing and writing, large enough that a MiB takes four writes and few hand-offs.
+/// The body is gathered into blocks of this size: small enough to stay in the cache of the core
+/// that gathers it, large enough that a MiB takes four writes and few hand-offs.
 const BLOCK: usize = 256 * 1024;
 /// The file is written through a buffer of this size: whole blocks go straight through.
 const WRITE_BUFFER: usize = BLOCK;
@@ -53,7 +52,8 @@ pub struct Digests {
 /// Dropping a sink (a cancelled download) lets its threads finish what they hold on their own;
 /// the file's name belongs to the `PartFile`, which removes it.
 pub struct Sink {
-    /// Hashes (SHA-256) and writes.
+    sha256: Stage<Sha256>,
+    /// Writes to the file.
     writer: Stage<FileWriter>,
     /// Only when the server sent an MD5 to check against.
     md5: Option<Stage<Md5>>,
@@ -68,7 +68,6 @@ impl Sink {
     /// SHA-256 when `with_md5`. `path` names the file in messages.
     pub fn new(file: File, path: PathBuf, with_md5: bool) -> Result<Self> {
         let writer = FileWriter {
-            sha256: Sha256::new(),
             flusher: Flusher::start(&path)?,
             file: BufWriter::with_capacity(WRITE_BUFFER, file),
             path,
@@ -77,6 +76,7 @@ impl Sink {
         };
         let pool = Arc::new(Pool::default());
         Ok(Self {
+            sha256: Stage::start(Sha256::new()),
             writer: Stage::start(writer),
             md5: with_md5.then(|| Stage::start(Md5::new())),
             filling: pool.take(),
@@ -113,6 +113,7 @@ impl Sink {
         if let Some(md5) = &mut self.md5 {
             md5.push(Arc::clone(&block)).await?;
         }
+        self.sha256.push(Arc::clone(&block)).await?;
         self.writer.push(block).await
     }
 
@@ -125,7 +126,8 @@ impl Sink {
             Some(md5) => Some(md5.finish().await?),
             None => None,
         };
-        let sha256 = self.writer.finish().await?;
+        self.writer.finish().await?;
+        let sha256 = self.sha256.finish().await?;
         Ok(Digests { sha256, md5 })
     }
 }
@@ -135,6 +137,19 @@ trait Consumer: Send + 'static {
     type Output: Send + 'static;
     fn take(&mut self, chunk: &[u8]) -> Result<()>;
     fn finish(self) -> Result<Self::Output>;
+}
+
+impl Consumer for Sha256 {
+    type Output = [u8; 32];
+
+    fn take(&mut self, chunk: &[u8]) -> Result<()> {
+        self.update(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<[u8; 32]> {
+        Ok(self.finalize().into())
+    }
 }
 
 impl Consumer for Md5 {
@@ -150,9 +165,8 @@ impl Consumer for Md5 {
     }
 }
 
-/// Hashes the chunks (SHA-256) and writes them to the file.
+/// Writes the blocks to the file.
 struct FileWriter {
-    sha256: Sha256,
     file: BufWriter<File>,
     path: PathBuf,
     flusher: Flusher,
@@ -167,10 +181,9 @@ impl FileWriter {
 }
 
 impl Consumer for FileWriter {
-    type Output = [u8; 32];
+    type Output = ();
 
     fn take(&mut self, chunk: &[u8]) -> Result<()> {
-        self.sha256.update(chunk);
         self.file.write_all(chunk).map_err(|err| self.failed(&err))?;
         self.written += chunk.len() as u64;
         if self.written - self.flushed >= FLUSH_EVERY {
@@ -181,9 +194,8 @@ impl Consumer for FileWriter {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<[u8; 32]> {
-        self.file.flush().map_err(|err| self.failed(&err))?;
-        Ok(self.sha256.finalize().into())
+    fn finish(mut self) -> Result<()> {
+        self.file.flush().map_err(|err| self.failed(&err))
     }
 }
 
