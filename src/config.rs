@@ -244,8 +244,22 @@ impl Settings {
     /// `duration` in the client's clock: divided by `clock_scale`, so that rate-limit windows,
     /// back-off and polling match a simulator whose clock runs fast.
     pub fn scaled(&self, duration: Duration) -> Duration {
-        duration.div_f64(self.clock_scale)
+        scale(duration, self.clock_scale)
     }
+}
+
+/// `duration` divided by `clock_scale`, saturating at `Duration::MAX` instead of panicking
+/// (`Duration::div_f64` panics when the result does not fit, e.g. a `Retry-After` of `u64::MAX`).
+pub fn scale(duration: Duration, clock_scale: f64) -> Duration {
+    Duration::try_from_secs_f64(duration.as_secs_f64() / clock_scale).unwrap_or(Duration::MAX)
+}
+
+/// The instant `after` from now; an `after` too long for the clock (a value from the network, a
+/// huge `wait_timeout_ms`) gives an instant a century away instead of a panic.
+pub fn after(after: Duration) -> tokio::time::Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    let now = tokio::time::Instant::now();
+    now.checked_add(after.min(CENTURY)).unwrap_or(now)
 }
 
 /// A value as it may be shown in a message: control characters escaped, long values cut.

@@ -180,9 +180,12 @@ impl RetryPolicy {
         if self.transient_retries >= MAX_TRANSIENT_RETRIES {
             return Verdict::Exhausted(format!("gave up after {} attempts", self.attempts()));
         }
+        if let Some(asked) = retry_after.filter(|asked| *asked > MAX_RETRY_AFTER) {
+            return Verdict::Exhausted(format!("the service asks to wait {} s before the next call", asked.as_secs()));
+        }
         let delay = self.scaled(retry_after.unwrap_or_else(|| TRANSIENT_BACKOFF.delay(self.transient_retries)));
         let spent = self.started.elapsed().saturating_sub(self.set_aside);
-        let limit = if self.budget.is_some_and(|budget| spent + delay > budget) {
+        let limit = if self.budget.is_some_and(|budget| spent.saturating_add(delay) > budget) {
             Some("timeout_ms")
         } else if self.past_deadline(delay) {
             Some("wait_timeout_ms")
@@ -201,11 +204,11 @@ impl RetryPolicy {
     }
 
     fn scaled(&self, service_time: Duration) -> Duration {
-        service_time.div_f64(self.clock_scale)
+        crate::config::scale(service_time, self.clock_scale)
     }
 
     fn past_deadline(&self, delay: Duration) -> bool {
-        self.deadline.is_some_and(|deadline| Instant::now() + delay > deadline)
+        self.deadline.is_some_and(|deadline| Instant::now().checked_add(delay).is_none_or(|at| at > deadline))
     }
 }
 
@@ -255,13 +258,24 @@ pub fn transport_failure(err: &reqwest::Error) -> Failure {
 
 /// The delay a `Retry-After` header asks for, in the service's time: whole seconds, or an HTTP
 /// date (zero when it has passed). `None` when there is none or it cannot be read.
+/// A delay beyond `MAX_RETRY_AFTER` is never waited for; larger values (up to `u64::MAX`
+/// seconds) are kept only up to a day, so that nothing computed from them can overflow.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+    parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?)
+}
+
+/// `retry_after` for the header's text.
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+    const LONGEST_KEPT: Duration = Duration::from_secs(24 * 60 * 60);
+    let value = value.trim();
+    let asked = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(SystemTime::now()).unwrap_or_default()
+        }
+    };
+    Some(asked.min(LONGEST_KEPT))
 }
 
 #[cfg(test)]
@@ -295,6 +309,26 @@ mod tests {
         assert_eq!(retry_after(&headers("soon")), None);
         assert_eq!(retry_after(&headers("-5")), None);
         assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn extreme_retry_after_values_are_refused_without_overflow() {
+        let huge = retry_after(&headers("18446744073709551615")).unwrap();
+        assert!(huge > MAX_RETRY_AFTER, "{huge:?}");
+        assert_eq!(retry_after(&headers("18446744073709551616")), None, "past u64 is not a number of seconds");
+        for code in [429, 503] {
+            for clock_scale in [1.0, 1e-9, 1e9] {
+                let settings = Settings { clock_scale, timeout: None, ..Settings::default() };
+                let mut policy = RetryPolicy::new(&settings, Repeat::Safe).until(Some(Instant::now()));
+                let failure = Failure::Status { status: StatusCode::from_u16(code).unwrap(), retry_after: Some(huge) };
+                assert!(matches!(policy.verdict(failure), Verdict::Exhausted(_)), "{code} at {clock_scale}");
+            }
+        }
+        // A delay that is not refused, scaled by an extreme clock, saturates instead of panicking.
+        assert_eq!(crate::config::scale(Duration::MAX, 1e-9), Duration::MAX);
+        let settings = Settings { clock_scale: 1e-9, timeout: Some(Duration::MAX), ..Settings::default() };
+        let mut policy = RetryPolicy::new(&settings, Repeat::Safe).until(Some(Instant::now()));
+        assert!(matches!(policy.verdict(status(503)), Verdict::Exhausted(_)));
     }
 
     #[test]

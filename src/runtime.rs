@@ -8,11 +8,14 @@
 //! the process.
 
 use std::cell::Cell;
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use once_cell::sync::OnceCell;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
@@ -273,6 +276,15 @@ impl Transfer {
     }
 }
 
+/// What a caught panic said, for the message of the INTERNAL status it becomes.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
 thread_local! {
     /// Set while this thread runs one of the caller's callbacks.
     static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
@@ -334,11 +346,18 @@ where
     let mut transfers: HashMap<usize, Transfer> = HashMap::new();
     let work = start(Arc::clone(&reporter));
     let task_cancel = cancel.clone();
+    let task_name = name.to_owned();
     runtime.spawn(async move {
+        // A panic in the work ends the call with INTERNAL instead of leaving the caller waiting
+        // for a result that never comes; the runtime and the process go on.
+        let work = AssertUnwindSafe(work).catch_unwind();
         let result = tokio::select! {
             biased;
             () = task_cancel.cancelled() => Err(Error::cancelled()),
-            result = work => result,
+            result = work => result.unwrap_or_else(|panic| Err(Error::internal(format!(
+                "{task_name} failed: internal error: {}; this is a bug, please report it",
+                panic_message(panic.as_ref())
+            )))),
         };
         // The work future is dropped by now, so its temporary files are gone before the caller hears.
         let _ = sender.send(Event::Done(result));
@@ -426,6 +445,16 @@ mod tests {
     fn returns_the_work_result() {
         let result = run("test", CancellationToken::new(), vec![], no_callbacks(), |_| async { Ok(42) });
         assert_eq!(result, Ok(42));
+    }
+
+    #[test]
+    fn a_panic_in_the_work_ends_the_call_with_internal_and_the_next_call_works() {
+        let result: Result<()> =
+            run("test", CancellationToken::new(), vec![], no_callbacks(), |_| async { panic!("worker went wrong") });
+        let err = result.unwrap_err();
+        assert_eq!(err.status(), DefenderStatus::Internal);
+        assert!(err.message().contains("worker went wrong"), "{err}");
+        assert_eq!(run("test", CancellationToken::new(), vec![], no_callbacks(), |_| async { Ok(7) }), Ok(7));
     }
 
     #[test]

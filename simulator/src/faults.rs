@@ -1,12 +1,16 @@
 //! Fault rules: failures a test asks for, applied to chosen requests of an endpoint.
 
-use hyper::StatusCode;
-use hyper::header::RETRY_AFTER;
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::ControlError;
 use crate::responses::{ErrorStyle, HttpResponse, retry_after};
 use crate::routes::Endpoint;
+use crate::server::ResponseBody;
 
 /// What goes wrong. JSON: `{"kind": "...", ...}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +51,17 @@ pub enum Fault {
     NoRanges,
     /// 404 with the endpoint's error body.
     NotFound,
+    /// This answer instead of the endpoint's, exactly as given: a server that misbehaves. A
+    /// redirect (`status` 307, `headers` `{"location": "..."}`), a token that never expires, a
+    /// `Retry-After` of `u64::MAX`, a link with user information, control characters in a
+    /// message. A `body` without `content-type` in `headers` is sent as JSON.
+    Answer {
+        status: u16,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        body: String,
+    },
 }
 
 impl Fault {
@@ -76,6 +91,13 @@ impl Fault {
             Fault::SlowBody { bytes_per_sec: 0 } => {
                 Err(ControlError::invalid("slow_body needs bytes_per_sec of at least 1"))
             }
+            Fault::Answer { status, .. } if !(200..=599).contains(status) => {
+                Err(ControlError::invalid(format!("answer status must be 200 to 599, not {status}")))
+            }
+            Fault::Answer { headers, .. } => headers.iter().try_for_each(|(name, value)| {
+                let valid = HeaderName::from_bytes(name.as_bytes()).is_ok() && HeaderValue::from_str(value).is_ok();
+                if valid { Ok(()) } else { Err(ControlError::invalid(format!("answer header {name:?}: {value:?} is not valid HTTP"))) }
+            }),
             _ => Ok(()),
         }
     }
@@ -83,6 +105,7 @@ impl Fault {
     /// The answer that replaces the normal one, for the faults that replace it with an error.
     pub(crate) fn error_answer(&self, style: ErrorStyle) -> Option<HttpResponse> {
         let (status, code, message, retry_after_value) = match self {
+            Fault::Answer { status, headers, body } => return Some(given_answer(*status, headers, body)),
             Fault::Status { status, code, retry_after_secs } => {
                 let status = StatusCode::from_u16(*status).expect("validated when added");
                 let code = code.clone().unwrap_or_else(|| style.default_code(status).to_owned());
@@ -115,6 +138,24 @@ impl Fault {
         }
         Some(response)
     }
+}
+
+/// The `answer` fault's response (validated when the rule was added).
+fn given_answer(status: u16, headers: &BTreeMap<String, String>, body: &str) -> HttpResponse {
+    let has_body = !body.is_empty();
+    let bytes = Bytes::from(body.to_owned());
+    let length_set = headers.keys().any(|name| name.eq_ignore_ascii_case("content-length"));
+    let body = if length_set { ResponseBody::full_with_length_as_set(bytes) } else { ResponseBody::full(bytes) };
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).expect("validated when added");
+    if has_body {
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    }
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("validated when added");
+        response.headers_mut().insert(name, HeaderValue::from_str(value).expect("validated when added"));
+    }
+    response
 }
 
 /// `POST /_sim/faults`: apply `fault` to the (`after`+1)-th to (`after`+`times`)-th requests
@@ -274,5 +315,25 @@ mod tests {
             serde_json::from_str::<Fault>(r#"{"kind":"delay","ms":1,"extra":1}"#).is_err(),
             "unknown fields are refused"
         );
+    }
+
+    #[test]
+    fn answers_are_served_as_given_and_refused_when_not_valid_http() {
+        let mut rules = FaultRules::default();
+        let redirect: FaultRule = serde_json::from_str(
+            r#"{"endpoint":"token","fault":{"kind":"answer","status":307,"headers":{"location":"http://127.0.0.2:1/x"}}}"#,
+        )
+        .unwrap();
+        rules.add(redirect.clone()).unwrap();
+        let response = redirect.fault.error_answer(ErrorStyle::SignIn).unwrap();
+        assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(response.headers()["location"], "http://127.0.0.2:1/x");
+        for bad in [
+            Fault::Answer { status: 100, headers: BTreeMap::new(), body: String::new() },
+            Fault::Answer { status: 200, headers: [("bad name".into(), "x".into())].into(), body: String::new() },
+            Fault::Answer { status: 200, headers: [("x-a".into(), "\u{1b}".into())].into(), body: String::new() },
+        ] {
+            assert!(rules.add(FaultRule::new(Endpoint::Token, bad)).is_err());
+        }
     }
 }

@@ -138,6 +138,10 @@ pub(crate) enum BodyEvent {
 pub(crate) struct ResponseBody {
     source: Source,
     sent: SentBytes,
+    /// The body's own length is not told to hyper, so that a `Content-Length` header set by the
+    /// answer goes out as it is, even when it is not the body's (the `answer` fault); after its
+    /// bytes the body never ends, so that the client reads the head and decides.
+    length_as_set: bool,
 }
 
 enum Source {
@@ -164,8 +168,13 @@ impl ResponseBody {
         ResponseBody::with_source(Source::Events { receiver, connection })
     }
 
+    /// `full`, with whatever `Content-Length` the answer's headers say (they must say one).
+    pub(crate) fn full_with_length_as_set(bytes: Bytes) -> ResponseBody {
+        ResponseBody { length_as_set: true, ..ResponseBody::full(bytes) }
+    }
+
     fn with_source(source: Source) -> ResponseBody {
-        ResponseBody { source, sent: SentBytes::default() }
+        ResponseBody { source, sent: SentBytes::default(), length_as_set: false }
     }
 
     pub(crate) fn sent_bytes(&self) -> SentBytes {
@@ -180,6 +189,7 @@ impl Body for ResponseBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         let event = match &mut this.source {
+            Source::Bytes(None) if this.length_as_set => return Poll::Pending,
             Source::Bytes(bytes) => bytes.take().map(BodyEvent::Data),
             Source::Events { receiver, .. } => ready!(receiver.poll_recv(cx)),
             Source::Closing => return Poll::Pending,
@@ -200,11 +210,12 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.source, Source::Bytes(None))
+        !self.length_as_set && matches!(self.source, Source::Bytes(None))
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
+            Source::Bytes(_) if self.length_as_set => SizeHint::default(),
             Source::Bytes(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64)),
             _ => SizeHint::default(),
         }

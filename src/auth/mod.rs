@@ -198,10 +198,14 @@ struct AccessToken {
 impl AccessToken {
     /// A token that expires `lifetime` from now is renewed 5 minutes before that, or halfway
     /// through a lifetime shorter than 10 minutes.
+    /// A lifetime longer than a day (Entra's tokens last about an hour; a server may announce
+    /// `u64::MAX` seconds) counts as a day.
     fn expiring_in(value: Secret, lifetime: Duration) -> Self {
         const RENEWAL_MARGIN: Duration = Duration::from_secs(5 * 60);
+        const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+        let lifetime = lifetime.min(LONGEST_LIFETIME);
         let margin = RENEWAL_MARGIN.min(lifetime / 2);
-        Self { value, renew_at: Instant::now() + (lifetime - margin) }
+        Self { value, renew_at: crate::config::after(lifetime - margin).into_std() }
     }
 
     fn is_fresh(&self) -> bool {

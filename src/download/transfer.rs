@@ -31,6 +31,10 @@ const MAX_FRESH_LINKS_WITHOUT_PROGRESS: u32 = 2;
 /// wait: 0.5 s doubling up to 16 s, with jitter (divided by `clock_scale`).
 const PAUSES: Backoff = Backoff { first: Duration::from_millis(500), cap: Duration::from_secs(16) };
 
+/// A `Content-Length` above this is refused: packages are megabytes to a few gigabytes, and a
+/// server announcing more is not serving one.
+const MAX_PACKAGE_BYTES: u64 = 1 << 40;
+
 /// The whole package, in the part file.
 pub struct Received {
     pub bytes: u64,
@@ -47,8 +51,15 @@ struct Package {
 
 impl Package {
     fn from_headers(headers: &HeaderMap) -> Result<Self> {
+        let length = header_text(headers, CONTENT_LENGTH.as_str()).and_then(|text| text.parse::<u64>().ok());
+        if let Some(length) = length.filter(|length| *length > MAX_PACKAGE_BYTES) {
+            return Err(Error::protocol(format!(
+                "the download host announces {length} bytes, more than any investigation package \
+                 ({MAX_PACKAGE_BYTES} bytes at most)"
+            )));
+        }
         Ok(Self {
-            length: header_text(headers, CONTENT_LENGTH.as_str()).and_then(|text| text.parse().ok()),
+            length,
             etag: header_text(headers, ETAG.as_str()).map(str::to_owned),
             accepts_ranges: header_text(headers, ACCEPT_RANGES.as_str())
                 .is_some_and(|value| value.eq_ignore_ascii_case("bytes")),
@@ -175,7 +186,11 @@ impl<'a> Transfer<'a> {
             return Ok(Duration::ZERO);
         }
         let pause = match retry_after {
-            Some(asked) => asked.min(MAX_RETRY_AFTER),
+            Some(asked) if asked > MAX_RETRY_AFTER => {
+                let why = format!("the download host asks to wait {} s before the next try", asked.as_secs());
+                return Err(self.giving_up(error, &why));
+            }
+            Some(asked) => asked,
             None => PAUSES.delay(budget.retries_without_progress - 1),
         };
         Ok(self.api.session.settings.scaled(pause))
@@ -261,8 +276,8 @@ impl<'a> Transfer<'a> {
     fn check_range(&mut self, headers: &HeaderMap, offset: u64) -> Result<(), Interruption> {
         let package = self.package.as_ref().expect("a resumed request has a package");
         let length = package.length.expect("a resumable package has a length");
-        let expected = format!("bytes {offset}-{}/{length}", length - 1);
-        let range_matches = header_text(headers, CONTENT_RANGE.as_str()) == Some(expected.as_str());
+        let range = header_text(headers, CONTENT_RANGE.as_str()).and_then(parse_content_range);
+        let range_matches = range == Some(ContentRange { first: offset, last: length.saturating_sub(1), total: length });
         let md5 = md5_header(headers, "x-ms-blob-content-md5").map_err(Interruption::Fatal)?;
         let md5_matches = md5.is_none() || package.md5.is_none() || md5 == package.md5;
         if range_matches && md5_matches {
@@ -301,6 +316,25 @@ impl<'a> Transfer<'a> {
             _ => Ok(()),
         }
     }
+}
+
+/// A `Content-Range: bytes first-last/total` header of a 206 answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ContentRange {
+    pub first: u64,
+    pub last: u64,
+    pub total: u64,
+}
+
+/// Reads `bytes first-last/total`; `None` for anything else (an unknown total `*`, a range whose
+/// end is before its start or past the total, numbers that do not fit in 64 bits).
+pub(crate) fn parse_content_range(text: &str) -> Option<ContentRange> {
+    let (unit, rest) = text.trim().split_once(' ')?;
+    let (range, total) = rest.trim().split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let number = |digits: &str| digits.bytes().all(|b| b.is_ascii_digit()).then(|| digits.parse::<u64>().ok())?;
+    let range = ContentRange { first: number(first)?, last: number(last)?, total: number(total)? };
+    (unit.eq_ignore_ascii_case("bytes") && range.first <= range.last && range.last < range.total).then_some(range)
 }
 
 fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -358,5 +392,33 @@ fn body_error(err: &reqwest::Error, received: u64, length: Option<u64>) -> Error
             transport.status(),
             format!("the body broke off after {received} bytes ({})", transport.message()),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_is_read_only_when_whole_and_consistent() {
+        assert_eq!(parse_content_range("bytes 5-9/10"), Some(ContentRange { first: 5, last: 9, total: 10 }));
+        let max = u64::MAX;
+        assert_eq!(
+            parse_content_range(&format!("bytes 0-{}/{max}", max - 1)),
+            Some(ContentRange { first: 0, last: max - 1, total: max })
+        );
+        for bad in [
+            "bytes 9-5/10",
+            "bytes 5-10/10",
+            "bytes 0-0/0",
+            "bytes 5-9/*",
+            "bytes */10",
+            "bytes +5-9/10",
+            "items 5-9/10",
+            "bytes 0-1/18446744073709551616",
+            "",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad}");
+        }
     }
 }

@@ -39,11 +39,7 @@ pub(crate) fn boundary(function: &str, body: impl FnOnce() -> Result<()>) -> Def
             err.status()
         }
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_owned());
+            let what = crate::runtime::panic_message(panic.as_ref());
             set_last_error(&format!("internal error in {function}: {what}; this is a bug, please report it"));
             DefenderStatus::Internal
         }

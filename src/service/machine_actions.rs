@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::{Api, Endpoint, Request, check_id};
-use crate::config::is_loopback;
+use crate::config::{after, is_loopback};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::retry::{self, Repeat, RetryPolicy, Verdict};
 use crate::runtime::{DefenderLogLevel, Phase};
@@ -183,7 +183,7 @@ const MAX_POLL: Duration = Duration::from_secs(60);
 /// (`TIMEOUT`). Polls start 5 s apart and back off to a minute, all divided by `clock_scale`.
 pub async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
     let settings = &api.session.settings;
-    let deadline = Instant::now() + settings.scaled(settings.wait_timeout.unwrap_or(DEFAULT_WAIT));
+    let deadline = after(settings.scaled(settings.wait_timeout.unwrap_or(DEFAULT_WAIT)));
     wait_until(api, action_id, deadline).await
 }
 
@@ -192,7 +192,7 @@ pub async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
 async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<MachineAction> {
     let settings = &api.session.settings;
     let started = Instant::now();
-    let grace_until = started + settings.scaled(NEW_ACTION_GRACE);
+    let grace_until = after(settings.scaled(NEW_ACTION_GRACE));
     let mut interval = FIRST_POLL;
     loop {
         let status = match look_up(api, action_id, Some(deadline)).await {
@@ -275,7 +275,7 @@ pub async fn package_link(api: Api<'_>, action_id: &str) -> Result<Url> {
 pub async fn wait_if_asked(api: Api<'_>, action_id: &str) -> Result<Option<Instant>> {
     let settings = &api.session.settings;
     let Some(limit) = settings.wait_timeout else { return Ok(None) };
-    let deadline = Instant::now() + settings.scaled(limit);
+    let deadline = after(settings.scaled(limit));
     wait_until(api, action_id, deadline).await?;
     Ok(Some(deadline))
 }

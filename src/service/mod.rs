@@ -198,7 +198,7 @@ impl Api<'_> {
                 // The service said when it takes such calls again: nobody in the queue goes
                 // sooner, whatever becomes of this call.
                 let wait = self.session.settings.scaled(wait.min(retry::MAX_RETRY_AFTER));
-                limiter.pause(request.endpoint, Instant::now() + wait);
+                limiter.pause(request.endpoint, crate::config::after(wait));
             }
             let refused = answer.as_ref().is_ok_and(|response| response.status == StatusCode::UNAUTHORIZED);
             if refused && !renewed && self.session.tokens.can_renew() {
@@ -243,7 +243,7 @@ impl Api<'_> {
             match (&turn.limiter, throttled) {
                 // The queue waits with it (also when the 429 did not say how long), and this call
                 // waits back in the queue.
-                (Some(limiter), true) => limiter.pause(request.endpoint, Instant::now() + delay),
+                (Some(limiter), true) => limiter.pause(request.endpoint, crate::config::after(delay)),
                 _ => tokio::time::sleep(delay).await,
             }
         }
