@@ -65,6 +65,10 @@ impl Client {
     /// Signs in (or not) with client assertions from the caller's assertion callback.
     pub fn set_assertion_callback(&self, enabled: bool) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if state.settings.client_assertion_callback == enabled {
+            // Replacing the callback (a clone registering its own) keeps the shared token cache.
+            return;
+        }
         let mut settings = Settings::clone(&state.settings);
         settings.client_assertion_callback = enabled;
         state.tokens = Arc::new(state.tokens.reconfigured(&settings));

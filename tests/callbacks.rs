@@ -189,7 +189,11 @@ fn the_assertion_callback_signs_on_the_calling_thread_for_the_token_endpoint() {
     let id = create_action(&simulator, json!({}));
     let signer = Signer { calls: Mutex::default(), refuse_with: 0 };
     let client = assertion_client(&simulator, &signer);
-    client.sign_in().unwrap();
+    // Signed in through a clone that registers the callback again (as a binding's clone does):
+    // the token is the client's too.
+    let clone = client.try_clone().unwrap();
+    unsafe { clone.set_assertion_callback(Some(sign_assertion), std::ptr::from_ref(&signer).cast_mut().cast()) };
+    clone.sign_in().unwrap();
     client.package_uri(&id).unwrap();
 
     let calls = signer.calls.lock().unwrap().clone();
@@ -256,7 +260,7 @@ fn a_download_reports_waiting_for_the_collection_then_downloading_then_verifying
     let simulator = simulator();
     let id = create_action(
         &simulator,
-        json!({ "package_size": 2_000_000, "schedule": { "pending_secs": 1, "in_progress_secs": 1 } }),
+        json!({ "package_size": 2_000_000, "schedule": { "pending_secs": 2, "in_progress_secs": 1 } }),
     );
     add_fault(
         &simulator,
@@ -343,7 +347,9 @@ fn a_batch_reports_queued_for_the_rate_limit_with_each_items_place() {
     let queued_items: std::collections::BTreeSet<usize> = queued.iter().map(|e| e.index).collect();
     assert!(queued_items.len() >= 2, "two items waited for the limit: {queued:?}");
     assert!(queued.iter().all(|e| e.queue_position >= 1), "{queued:?}");
-    assert!(queued.iter().any(|e| e.queue_position == 1 && e.remaining_ms > 0), "{queued:?}");
+    // The one queued behind another knows its place and about how long (the limit's pace); the
+    // head of the queue may be waiting for calls in flight to be answered (0: unknown).
+    assert!(queued.iter().any(|e| e.queue_position >= 2 && e.remaining_ms > 0), "{queued:?}");
     // Each item reported its own download, to the end.
     for index in 0..ids.len() {
         let last = seen.iter().rev().find(|e| e.index == index && e.phase == DefenderPhase::Downloading);

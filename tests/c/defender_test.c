@@ -630,7 +630,8 @@ static void test_phases(void) {
     EXPECT_STATUS(defender_client_set(client, "wait_timeout_ms", "600000"), DEFENDER_STATUS_OK);
     Phases phases = {.caller = pthread_self()};
     EXPECT_STATUS(defender_client_set_phase_callback(client, on_phase, &phases), DEFENDER_STATUS_OK);
-    char *id = create_action("{\"package_size\": 300000, \"schedule\": {\"pending_secs\": 1, \"in_progress_secs\": 1}}");
+    /* Long enough to be seen running even under valgrind, which slows the client's first look. */
+    char *id = create_action("{\"package_size\": 300000, \"schedule\": {\"pending_secs\": 4, \"in_progress_secs\": 1}}");
     char *folder = new_folder();
     EXPECT_STATUS(defender_download_package(client, id, folder, NULL, NULL, NULL), DEFENDER_STATUS_OK);
     CHECK(phases.on_other_thread == 0, "%d phase events on another thread", phases.on_other_thread);
