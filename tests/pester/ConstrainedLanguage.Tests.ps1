@@ -46,7 +46,7 @@ Describe 'In a ConstrainedLanguage runspace' {
         "$($result.Errors[0])" | Should -BeLike '*language mode*'
     }
 
-    It 'imports the module by name and connects, gets a link and saves a package' {
+    It 'imports the module by name and connects, gets a link, looks up the action and saves its package' {
         $id = New-SimulatedAction -Simulator $simulator
         $folder = New-TestFolder
         $script = @'
@@ -57,6 +57,7 @@ Connect-DefenderApi -TenantId $TenantId -ClientId $ClientId -ClientSecret $secre
 $ExecutionContext.SessionState.LanguageMode
 (Get-Module DefenderPackage).Path
 (Get-DefenderPackageUri -ActionId $ActionId -ErrorAction Stop).Uri
+(Get-DefenderMachineAction -ActionId $ActionId -ErrorAction Stop).status
 Save-DefenderInvestigationPackage -ActionId $ActionId -Path $Folder -PassThru -ErrorAction Stop
 Disconnect-DefenderApi
 '@
@@ -66,10 +67,11 @@ Disconnect-DefenderApi
         }
 
         $result.Errors | Should -BeNullOrEmpty
-        $language, $path, $uri, $package = $result.Output
+        $language, $path, $uri, $status, $package = $result.Output
         "$language" | Should -Be 'ConstrainedLanguage'
         "$path" | Should -Be (Join-Path $modulePath 'DefenderPackage.dll') -Because 'it was found by name on PSModulePath'
         "$uri" | Should -BeLike "$($simulator.download_url)/safedownload/*.zip?token=*"
+        "$status" | Should -Be 'Succeeded'
         $package.ActionId | Should -Be $id
         $package.Sha256 | Should -Be (Get-SimulatedPackageHash -Simulator $simulator -ActionId $id)
     }

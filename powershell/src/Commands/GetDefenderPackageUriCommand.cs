@@ -5,20 +5,11 @@ namespace Defender.PowerShell.Commands
     /// <summary>Get-DefenderPackageUri (help: en-US/DefenderPackage.dll-Help.xml).</summary>
     [Cmdlet(VerbsCommon.Get, "DefenderPackageUri")]
     [OutputType("DefenderPackage.PackageUri")]
-    public sealed class GetDefenderPackageUriCommand : DefenderCmdlet
+    public sealed class GetDefenderPackageUriCommand : ActionIdCommand
     {
-        [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-        [Alias("Id")]
-        [ValidateNotNullOrEmpty]
-        public string[] ActionId { get; set; }
-
-        protected override void ProcessRecord()
+        internal override PSObject Call(CommandScope scope, string actionId)
         {
-            foreach (string id in ActionId)
-            {
-                PSObject link = Scope.GetPackageUri(id);
-                if (link != null) WriteObject(link);
-            }
+            return scope.GetPackageUri(actionId);
         }
     }
 }

@@ -7,13 +7,8 @@ namespace Defender.PowerShell.Commands
     /// <summary>Wait-DefenderMachineAction (help: en-US/DefenderPackage.dll-Help.xml).</summary>
     [Cmdlet(VerbsLifecycle.Wait, "DefenderMachineAction")]
     [OutputType("DefenderPackage.MachineAction")]
-    public sealed class WaitDefenderMachineActionCommand : DefenderCmdlet
+    public sealed class WaitDefenderMachineActionCommand : ActionIdCommand
     {
-        [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-        [Alias("Id")]
-        [ValidateNotNullOrEmpty]
-        public string[] ActionId { get; set; }
-
         [Parameter]
         [ValidateRange(1, 2147483)]
         public int Timeout { get; set; }
@@ -34,13 +29,9 @@ namespace Defender.PowerShell.Commands
             }
         }
 
-        protected override void ProcessRecord()
+        internal override PSObject Call(CommandScope scope, string actionId)
         {
-            foreach (string id in ActionId)
-            {
-                PSObject action = Scope.WaitForAction(id);
-                if (action != null) WriteObject(action);
-            }
+            return scope.WaitForAction(actionId);
         }
     }
 }

@@ -382,20 +382,34 @@ public sealed class DefenderClientTests : IDisposable
         Assert.Equal(slow[0], client.GetMachineAction(slow[0]).Id);
     }
 
-    [Fact]
-    public void A_client_assertion_signed_with_a_certificate_signs_in()
+    /// <summary>A new certificate, registered with the simulator for app <paramref name="app"/>.</summary>
+    X509Certificate2 RegisterCertificateApp(string app)
     {
-        const string app = "00000000-0000-4000-8000-0000000000c3";
         using RSA key = RSA.Create(2048);
-        var request = new CertificateRequest("CN=defender-package xunit", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
-        using X509Certificate2 certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        var request = new CertificateRequest("CN=defender-package xunit " + app, key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        X509Certificate2 certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
         simulator.Control(HttpMethod.Post, "apps", new { tenant_id = simulator.TenantId, client_id = app, certificate_pem = certificate.ExportCertificatePem() });
-        string id = simulator.CreateAction();
-        using var client = new DefenderClient();
+        return certificate;
+    }
+
+    /// <summary>A client for the simulator's API and sign-in as app <paramref name="app"/>, with no proof set yet.</summary>
+    DefenderClient AppClient(string app)
+    {
+        var client = new DefenderClient();
         client.Set("base_url", simulator.BaseUrl);
         client.Set("authority_url", simulator.BaseUrl);
         client.Set("tenant_id", simulator.TenantId);
         client.Set("client_id", app);
+        return client;
+    }
+
+    [Fact]
+    public void A_client_assertion_signed_with_a_certificate_signs_in()
+    {
+        const string app = "00000000-0000-4000-8000-0000000000c3";
+        using X509Certificate2 certificate = RegisterCertificateApp(app);
+        string id = simulator.CreateAction();
+        using DefenderClient client = AppClient(app);
 
         string audience = client.GetAssertionAudience();
         client.Set("client_assertion", ClientAssertion.Create(certificate, audience, app, TimeSpan.FromMinutes(10)));
@@ -412,16 +426,9 @@ public sealed class DefenderClientTests : IDisposable
     public void SetAssertionSigner_signs_on_the_calling_thread_whenever_a_token_is_needed()
     {
         const string app = "00000000-0000-4000-8000-0000000000c4";
-        using RSA key = RSA.Create(2048);
-        var request = new CertificateRequest("CN=defender-package xunit signer", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
-        using X509Certificate2 certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
-        simulator.Control(HttpMethod.Post, "apps", new { tenant_id = simulator.TenantId, client_id = app, certificate_pem = certificate.ExportCertificatePem() });
+        using X509Certificate2 certificate = RegisterCertificateApp(app);
         string id = simulator.CreateAction();
-        using var client = new DefenderClient();
-        client.Set("base_url", simulator.BaseUrl);
-        client.Set("authority_url", simulator.BaseUrl);
-        client.Set("tenant_id", simulator.TenantId);
-        client.Set("client_id", app);
+        using DefenderClient client = AppClient(app);
         int caller = Environment.CurrentManagedThreadId;
         var asked = new List<(string Audience, string ClientId, int Thread)>();
         client.SetAssertionSigner((audience, clientId) =>
@@ -439,11 +446,7 @@ public sealed class DefenderClientTests : IDisposable
         Assert.Equal(($"{simulator.BaseUrl}/{simulator.TenantId}/oauth2/v2.0/token", app, caller), only);
 
         // What the signer throws fails the call as Unauthorized, naming why.
-        using var failing = new DefenderClient();
-        failing.Set("base_url", simulator.BaseUrl);
-        failing.Set("authority_url", simulator.BaseUrl);
-        failing.Set("tenant_id", simulator.TenantId);
-        failing.Set("client_id", app);
+        using DefenderClient failing = AppClient(app);
         failing.SetAssertionSigner((audience, clientId) => throw new CryptographicException("the key is not exportable here"));
         var refused = Assert.Throws<DefenderException>(() => failing.GetMachineAction(id));
         Assert.Equal(DefenderStatus.Unauthorized, refused.Status);
