@@ -41,6 +41,11 @@
 #include <stdint.h>
 
 /**
+ * The most entities the service sends in one page (`$top` above it is refused).
+ */
+#define MAX_PAGE 10000
+
+/**
  * The result of every fallible function.
  *
  * The numbers are part of the ABI: a number is never reused or renumbered, new codes are only
@@ -348,6 +353,11 @@ typedef void (*DefenderBatchItemCallback)(void *user_data,
                                           DefenderStatus status,
                                           const char *item_json);
 
+/**
+ * Every status, in number order.
+ */
+#define DefenderStatus_ALL { DefenderStatus_Ok, DefenderStatus_InvalidArgument, DefenderStatus_NotReady, DefenderStatus_NotFound, DefenderStatus_Unauthorized, DefenderStatus_Forbidden, DefenderStatus_RateLimited, DefenderStatus_Http, DefenderStatus_Network, DefenderStatus_Timeout, DefenderStatus_Io, DefenderStatus_Integrity, DefenderStatus_Cancelled, DefenderStatus_ActionFailed, DefenderStatus_Protocol, DefenderStatus_Exists, DefenderStatus_Internal, }
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -356,6 +366,13 @@ extern "C" {
  * The library's version, e.g. `"0.1.0"`: a static string, never freed.
  */
 const char *defender_version(void);
+
+/**
+ * The name of status `status` without its prefix (`"NOT_READY"` for 2), or `"UNKNOWN"` for a
+ * number that is not a `DefenderStatus`: a static string, never freed. Bindings use it rather
+ * than copying the table. It takes the plain number, so any value is defined behaviour.
+ */
+const char *defender_status_name(int32_t status);
 
 /**
  * Frees a string that the library returned (a link, a JSON document). NULL is fine.
@@ -727,6 +744,98 @@ DefenderStatus defender_collect_investigation_package(const DefenderClient *clie
 DefenderStatus defender_wait_for_action(const DefenderClient *client,
                                         const char *action_id,
                                         char **action_json_out);
+
+/**
+ * Lists machine actions (`GET /api/machineactions`), newest first, into `*actions_json_out`:
+ * one JSON array of the service's MachineAction objects (free it with `defender_string_free`).
+ *
+ * `odata_filter` is passed verbatim as `$filter` (NULL: every action), for instance
+ * `type eq 'CollectInvestigationPackage' and status eq 'Succeeded' and creationDateTimeUtc ge 2024-05-01T00:00:00Z`;
+ * the service filters on `id`, `status`, `machineId`, `type`, `requestor` and
+ * `creationDateTimeUtc`. Quote values that come from users, doubling each quote in them. Every
+ * page is followed (`@odata.nextLink`, only to the API host; up to 10000 actions a page);
+ * `max_items` above 0 stops after that many.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK` or the request statuses (a filter the service
+ * does not support: `DEFENDER_STATUS_HTTP`, 400, with its message).
+ *
+ * # Safety
+ * `client` is NULL or live; `odata_filter` is NULL or NUL-terminated; `actions_json_out` is NULL
+ * or writable.
+ */
+DefenderStatus defender_list_machine_actions(const DefenderClient *client,
+                                             const char *odata_filter,
+                                             uint32_t max_items,
+                                             char **actions_json_out);
+
+/**
+ * Cancels machine action `action_id` (`POST /api/machineactions/{id}/cancel`) and returns it
+ * after the cancellation into `*action_json_out` (free it with `defender_string_free`).
+ *
+ * `comment` is recorded with the cancellation (the API requires one; NULL gives a default).
+ * Only an action that has not ended (Pending, InProgress) can be cancelled: for one in a final
+ * state the service answers 400, returned as `DEFENDER_STATUS_HTTP` with the service's message.
+ * The request is not repeated after a reply that may have been lost.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND`,
+ * `DEFENDER_STATUS_HTTP`, or the request statuses.
+ *
+ * # Safety
+ * `client` is NULL or live; `action_id` and `comment` are NULL or NUL-terminated;
+ * `action_json_out` is NULL or writable.
+ */
+DefenderStatus defender_cancel_machine_action(const DefenderClient *client,
+                                              const char *action_id,
+                                              const char *comment,
+                                              char **action_json_out);
+
+/**
+ * Looks up one device into `*machine_json_out` (free it with `defender_string_free`).
+ *
+ * `machine_id_or_name` is a device id (40 hexadecimal characters: `GET /api/machines/{id}`) or
+ * a computer name (`GET /api/machines?$filter=computerDnsName eq '<name>'`, quotes in the name
+ * doubled, so a name cannot change the filter; the service compares ignoring case). When no
+ * device has that name and it has no dot, a host name such as `ws-0042` finds the device whose
+ * name starts with `ws-0042.` (its fully qualified name).
+ *
+ * Several devices with one name (a re-imaged machine keeps its old record): the one seen most
+ * recently (`lastSeen`), with a `DEFENDER_LOG_LEVEL_WARN` log line naming the ids of the others.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND` (no such device),
+ * or the request statuses (`UNAUTHORIZED`, `FORBIDDEN`, `RATE_LIMITED`, `HTTP`, `NETWORK`,
+ * `TIMEOUT`, `PROTOCOL`, `CANCELLED`, `INVALID_ARGUMENT`).
+ *
+ * # Safety
+ * `client` is NULL or live; `machine_id_or_name` is NULL or NUL-terminated; `machine_json_out`
+ * is NULL or writable.
+ */
+DefenderStatus defender_get_machine(const DefenderClient *client,
+                                    const char *machine_id_or_name,
+                                    char **machine_json_out);
+
+/**
+ * Lists devices (`GET /api/machines`) into `*machines_json_out`: one JSON array of the
+ * service's Machine objects (free it with `defender_string_free`).
+ *
+ * `odata_filter` is passed verbatim as `$filter` (NULL: every device), for instance
+ * `machineTags/any(t: t eq 'Incident4711')`, `startswith(computerDnsName, 'srv-')`,
+ * `healthStatus eq 'Active' and osPlatform eq 'Windows11'`, `rbacGroupId eq 2`. Values that
+ * come from users must be quoted, with each quote in them doubled (`'O''Brien'`); the service
+ * refuses a filter it does not support (`DEFENDER_STATUS_HTTP`, 400, with its message).
+ * Every page is followed (`@odata.nextLink`, only to the API host; up to 10000 devices a page);
+ * `max_items` above 0 stops after that many.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK` or the request statuses; a next-page link to
+ * another host is `DEFENDER_STATUS_PROTOCOL`.
+ *
+ * # Safety
+ * `client` is NULL or live; `odata_filter` is NULL or NUL-terminated; `machines_json_out` is
+ * NULL or writable.
+ */
+DefenderStatus defender_list_machines(const DefenderClient *client,
+                                      const char *odata_filter,
+                                      uint32_t max_items,
+                                      char **machines_json_out);
 
 #ifdef __cplusplus
 }  // extern "C"

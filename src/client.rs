@@ -20,7 +20,7 @@ pub struct Client {
 struct State {
     settings: Arc<Settings>,
     /// Built on first use after the transport options last changed.
-    http: Option<reqwest::Client>,
+    http: Option<http::Pools>,
     tokens: Arc<TokenCache>,
 }
 
@@ -28,7 +28,10 @@ struct State {
 /// the token cache.
 pub struct Session {
     pub settings: Arc<Settings>,
+    /// For API calls and downloads.
     pub http: reqwest::Client,
+    /// For sign-in: follows no redirect.
+    pub sign_in_http: reqwest::Client,
     pub tokens: Arc<TokenCache>,
 }
 
@@ -106,21 +109,27 @@ impl Client {
     fn session(&self) -> Result<Arc<Session>> {
         {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(http) = &state.http {
+            if let Some(pools) = &state.http {
                 return Ok(Arc::new(Session {
                     settings: Arc::clone(&state.settings),
-                    http: http.clone(),
+                    http: pools.api.clone(),
+                    sign_in_http: pools.sign_in.clone(),
                     tokens: Arc::clone(&state.tokens),
                 }));
             }
         }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        let http = match &state.http {
-            Some(http) => http.clone(),
-            None => http::build_client(&state.settings)?,
+        let pools = match &state.http {
+            Some(pools) => pools.clone(),
+            None => http::build_clients(&state.settings)?,
         };
-        state.http = Some(http.clone());
-        Ok(Arc::new(Session { settings: Arc::clone(&state.settings), http, tokens: Arc::clone(&state.tokens) }))
+        state.http = Some(pools.clone());
+        Ok(Arc::new(Session {
+            settings: Arc::clone(&state.settings),
+            http: pools.api,
+            sign_in_http: pools.sign_in,
+            tokens: Arc::clone(&state.tokens),
+        }))
     }
 
     /// Runs one call: `work` gets the session and the reporter, runs on the library's runtime,

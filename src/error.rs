@@ -70,6 +70,27 @@ impl DefenderStatus {
             Self::Internal => "INTERNAL",
         }
     }
+
+    /// Every status, in number order.
+    pub const ALL: [Self; 17] = [
+        Self::Ok,
+        Self::InvalidArgument,
+        Self::NotReady,
+        Self::NotFound,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::Http,
+        Self::Network,
+        Self::Timeout,
+        Self::Io,
+        Self::Integrity,
+        Self::Cancelled,
+        Self::ActionFailed,
+        Self::Protocol,
+        Self::Exists,
+        Self::Internal,
+    ];
 }
 
 /// A failure: what the caller gets as a status plus one readable sentence.

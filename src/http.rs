@@ -8,13 +8,32 @@ use futures_util::StreamExt;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use crate::config::Settings;
+use url::Url;
+
+use crate::config::{self, Settings};
 use crate::error::{DefenderStatus, Error, Result};
 
 pub const USER_AGENT: &str = concat!("defender-package/", env!("CARGO_PKG_VERSION"));
 
 /// Builds the connection pool for `settings` (timeouts, extra trust roots, user agent).
-pub fn build_client(settings: &Settings) -> Result<reqwest::Client> {
+/// The connection pools of a client: one for the API and downloads, which follow a few
+/// redirects (see `redirect_policy`), and one for sign-in, which follows none: a token request
+/// carries the client secret or assertion, and a redirect would carry it elsewhere.
+#[derive(Clone)]
+pub struct Pools {
+    pub api: reqwest::Client,
+    pub sign_in: reqwest::Client,
+}
+
+/// Builds the connection pools for `settings` (timeouts, extra trust roots, user agent).
+pub fn build_clients(settings: &Settings) -> Result<Pools> {
+    Ok(Pools {
+        api: build_client(settings, redirect_policy())?,
+        sign_in: build_client(settings, reqwest::redirect::Policy::none())?,
+    })
+}
+
+fn build_client(settings: &Settings, redirects: reqwest::redirect::Policy) -> Result<reqwest::Client> {
     let user_agent = match &settings.user_agent {
         Some(extra) => format!("{USER_AGENT} {extra}"),
         None => USER_AGENT.to_owned(),
@@ -24,7 +43,10 @@ pub fn build_client(settings: &Settings) -> Result<reqwest::Client> {
         .tls_backend_preconfigured(tls_config(settings)?)
         // A stalled body is caught by the idle-read timeout; a whole download may take far longer
         // than any per-request limit, so API requests set their own total timeout.
-        .redirect(reqwest::redirect::Policy::limited(5));
+        .redirect(redirects)
+        // A Referer would carry the whole link, SAS token included, to the next host.
+        .referer(false)
+        .proxy(system_proxy_except_loopback());
     if let Some(timeout) = settings.connect_timeout {
         builder = builder.connect_timeout(timeout);
     }
@@ -32,6 +54,93 @@ pub fn build_client(settings: &Settings) -> Result<reqwest::Client> {
         builder = builder.read_timeout(timeout);
     }
     builder.build().map_err(|err| Error::internal(format!("could not set up HTTP: {}", chain(&err))))
+}
+
+/// The proxy reqwest would use (the environment's `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
+/// `NO_PROXY`, or the system's settings on Windows and macOS), except for loopback destinations:
+/// a local simulator or endpoint is never reached through a proxy, which would see its traffic
+/// (bearer token and client secret included, over plain http) and could not reach it anyway.
+fn system_proxy_except_loopback() -> reqwest::Proxy {
+    let system = hyper_util::client::proxy::matcher::Matcher::from_system();
+    reqwest::Proxy::custom(move |destination: &Url| {
+        if config::is_loopback(destination) {
+            return None;
+        }
+        let uri: http::Uri = destination.as_str().parse().ok()?;
+        let intercept = system.intercept(&uri)?;
+        let mut proxy = Url::parse(&intercept.uri().to_string()).ok()?;
+        if let Some((user, password)) = intercept.raw_auth() {
+            proxy.set_username(user).ok()?;
+            proxy.set_password(Some(password)).ok()?;
+        }
+        Some(proxy)
+    })
+}
+
+/// Redirects followed at most, by API calls and downloads.
+const MAX_REDIRECTS: usize = 5;
+
+/// A redirect the library does not follow; the call ends with `PROTOCOL` and this as its message.
+#[derive(Debug)]
+struct RedirectRefused(String);
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+/// API calls and downloads follow up to `MAX_REDIRECTS` redirects, each to an absolute `https`
+/// URL without user information (`http` only to loopback, and only when no step before was
+/// `https`: never a downgrade). reqwest drops `Authorization` on a redirect to another host,
+/// scheme or port, and sends no `Referer` (see `build_client`).
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let next = attempt.url();
+        let refuse = |why: &str| RedirectRefused(format!("a redirect to {} was refused: {why}", shown_origin(next)));
+        let downgrade = next.scheme() != "https" && attempt.previous().iter().any(|url| url.scheme() == "https");
+        let refused = if attempt.previous().len() > MAX_REDIRECTS {
+            Some(refuse(&format!("more than {MAX_REDIRECTS} redirects in a row")))
+        } else if downgrade {
+            Some(refuse("it leaves https for plain http"))
+        } else if !(next.scheme() == "https" || (next.scheme() == "http" && config::is_loopback(next))) {
+            Some(refuse("only https is followed"))
+        } else if !next.username().is_empty() || next.password().is_some() {
+            Some(refuse("it carries user information"))
+        } else {
+            None
+        };
+        match refused {
+            Some(refused) => attempt.error(refused),
+            None => attempt.follow(),
+        }
+    })
+}
+
+/// `scheme://host:port` of `url`, for messages: never its user information, path or query.
+pub fn shown_origin(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("(no host)");
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
+/// A sign-in endpoint answered with a redirect: never followed (the request carries a secret).
+pub fn refused_sign_in_redirect(endpoint: &str, response: &reqwest::Response) -> Error {
+    let target = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|location| location.to_str().ok())
+        .and_then(|location| response.url().join(location).ok())
+        .map_or_else(|| "an unreadable location".to_owned(), |url| shown_origin(&url));
+    Error::protocol(format!(
+        "{endpoint} answered HTTP {} with a redirect to {target}, which was refused: sign-in requests \
+         carry a credential and are never redirected",
+        response.status()
+    ))
 }
 
 pub(crate) fn tls_config(settings: &Settings) -> Result<rustls::ClientConfig> {
@@ -42,12 +151,14 @@ pub(crate) fn tls_config(settings: &Settings) -> Result<rustls::ClientConfig> {
     };
     let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
         .map_err(|err| Error::internal(format!("could not load the system's trust store: {err}")))?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|err| Error::internal(format!("could not set up TLS: {err}")))?
         .dangerous() // not dangerous: the platform verifier does full certificate validation
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
+    // A preconfigured TLS setup gets no ALPN from reqwest: without it, HTTP/2 is never negotiated.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
@@ -63,7 +174,11 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> 
 }
 
 /// A transport failure as a status and a sentence, without the URL (it may carry a SAS token).
+/// A refused redirect is `PROTOCOL`; a refused certificate `NETWORK`, saying why.
 pub fn describe_transport_error(err: &reqwest::Error) -> Error {
+    if let Some(final_error) = final_transport_error(err) {
+        return final_error;
+    }
     let status = if err.is_timeout() { DefenderStatus::Timeout } else { DefenderStatus::Network };
     let kind = if err.is_timeout() {
         "timed out"
@@ -73,6 +188,59 @@ pub fn describe_transport_error(err: &reqwest::Error) -> Error {
         "the connection failed"
     };
     Error::new(status, format!("{kind} ({})", chain(err)))
+}
+
+/// The failure, when sending the request again cannot help: a redirect the policy refused, or
+/// a server certificate that failed verification (retrying it would only lose time, and hide
+/// the reason behind "gave up after 6 attempts").
+pub fn final_transport_error(err: &reqwest::Error) -> Option<Error> {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<RedirectRefused>() {
+            return Some(Error::protocol(refused.to_string()));
+        }
+        if let Some(rustls::Error::InvalidCertificate(why)) = tls_error(cause) {
+            return Some(Error::new(DefenderStatus::Network, certificate_refused(why)));
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// The TLS error behind `cause`, which may be wrapped in I/O errors (by the TLS stream, then by
+/// the connector), whose `source` skips the error they wrap.
+fn tls_error<'e>(cause: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut current = cause;
+    loop {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        current = current.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
+}
+
+/// Why a server certificate was refused, in words; `ca_file` is the remedy for a private CA or
+/// a TLS-inspecting proxy.
+pub(crate) fn certificate_refused(why: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as Why;
+    let reason = match why {
+        Why::UnknownIssuer => {
+            "unknown issuer: it is not signed by a certificate authority this machine trusts \
+             (for a private CA or a TLS-inspecting proxy, set ca_file to its PEM)"
+                .to_owned()
+        }
+        Why::Expired | Why::ExpiredContext { .. } => "expired: it is past its validity period".to_owned(),
+        Why::NotValidYet | Why::NotValidYetContext { .. } => {
+            "not valid yet: its validity period has not started (or this machine's clock is wrong)".to_owned()
+        }
+        Why::NotValidForName | Why::NotValidForNameContext { .. } => {
+            "name mismatch: it is not valid for the host name that was asked for".to_owned()
+        }
+        Why::Revoked => "revoked by its issuer".to_owned(),
+        Why::BadSignature => "bad signature".to_owned(),
+        other => format!("{other:?}"),
+    };
+    format!("certificate verification failed, the server's certificate is {reason}")
 }
 
 /// An error and its causes, joined: "error sending request: connection refused (os error 111)".

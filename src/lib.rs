@@ -23,6 +23,7 @@ pub mod service;
 pub use error::{DefenderStatus, Error, Result};
 pub use ffi::action::*;
 pub use ffi::client::*;
+pub use ffi::machine::*;
 pub use ffi::package::*;
-pub use ffi::{defender_last_error_message, defender_string_free, defender_version};
+pub use ffi::{defender_last_error_message, defender_status_name, defender_string_free, defender_version};
 pub use runtime::DefenderLogLevel;

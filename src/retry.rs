@@ -251,9 +251,13 @@ impl RetryPolicy {
     }
 }
 
-/// How the policy sees a request that got no answer: whether it could have reached the server.
-pub fn transport_failure(err: &reqwest::Error) -> Failure {
-    Failure::Transport { sent: !err.is_connect() }
+/// How the policy sees a request that got no answer: whether it could have reached the server;
+/// `None` when sending it again cannot help (a refused certificate or redirect).
+pub fn transport_failure(err: &reqwest::Error) -> Option<Failure> {
+    match crate::http::final_transport_error(err) {
+        Some(_) => None,
+        None => Some(Failure::Transport { sent: !err.is_connect() }),
+    }
 }
 
 /// The delay a `Retry-After` header asks for, in the service's time: whole seconds, or an HTTP

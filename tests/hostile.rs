@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use defender::*;
+use defender_simulator::Options;
 use serde_json::json;
 
 /// Runs `call` on a thread of its own and returns what it returned, failing the test when it
@@ -107,4 +108,221 @@ fn the_longest_wait_timeout_neither_panics_nor_hangs() {
     client.set("clock_scale", Some("0.000001")).unwrap();
     let link = returns_within(PROMPTLY, move || client.package_uri(&action_id));
     assert!(link.is_ok(), "{link:?}");
+}
+
+/// A second simulator on another loopback address (another host, as far as URLs go).
+fn other_host() -> defender_simulator::Simulator {
+    let options = Options { listen: "127.0.0.2:0".parse().unwrap(), ..Options::default() };
+    let simulator = defender_simulator::Simulator::start(options).expect("a simulator on 127.0.0.2");
+    simulator.configure(serde_json::from_value(json!({ "rate_limit": false })).unwrap()).unwrap();
+    simulator
+}
+
+/// A simulator over https, and a client that trusts its CA.
+fn tls_simulator_and_client() -> (defender_simulator::Simulator, Client) {
+    let simulator = defender_simulator::Simulator::start(Options { tls: true, ..Options::default() }).unwrap();
+    simulator.configure(serde_json::from_value(json!({ "rate_limit": false })).unwrap()).unwrap();
+    let client = client_for(&simulator);
+    client.set("ca_file", Some(simulator.ca_file().unwrap().to_str().unwrap())).unwrap();
+    (simulator, client)
+}
+
+#[test]
+fn the_token_endpoint_redirecting_elsewhere_is_protocol_and_the_secret_goes_nowhere() {
+    let simulator = simulator();
+    let elsewhere = other_host();
+    let action_id = create_action(&simulator, json!({}));
+    let target = format!("{}/{}/oauth2/v2.0/token?secret=1", elsewhere.base_url(), defender_simulator::DEFAULT_TENANT_ID);
+    answer(&simulator, "token", 0, json!({ "status": 307, "headers": { "location": target } }));
+    let client = client_for(&simulator);
+    let failure = client.package_uri(&action_id).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Protocol, "{failure}");
+    assert!(failure.message.contains(elsewhere.base_url()), "names the target host: {failure}");
+    assert!(!failure.message.contains("secret=1"), "not its query: {failure}");
+    assert!(elsewhere.requests().is_empty(), "the form went to the other host: {:?}", elsewhere.requests());
+    assert_eq!(requests_to(&simulator, "token").len(), 1, "a refused redirect is not retried");
+}
+
+#[test]
+fn an_api_call_redirected_to_another_host_carries_no_authorization_there() {
+    let simulator = simulator();
+    let elsewhere = other_host();
+    let action_id = create_action(&simulator, json!({}));
+    let target = format!("{}/api/machineactions/{action_id}/getPackageUri", elsewhere.base_url());
+    answer(&simulator, "get_package_uri", 1, json!({ "status": 307, "headers": { "location": target } }));
+    let client = client_for(&simulator);
+    let _ = client.package_uri(&action_id);
+    let there = elsewhere.requests();
+    assert!(!there.is_empty(), "the redirect was followed");
+    for record in there {
+        assert!(!record.headers.iter().any(|name| name == "authorization"), "{record:?}");
+    }
+}
+
+#[test]
+fn a_link_redirecting_from_https_to_http_is_protocol_and_nothing_is_saved() {
+    let (simulator, client) = tls_simulator_and_client();
+    let plain = other_host();
+    let action_id = create_action(&simulator, json!({}));
+    let target = format!("{}/safedownload/{action_id}.zip?token=abc", plain.download_url());
+    answer(&simulator, "download", 0, json!({ "status": 302, "headers": { "location": target } }));
+    let folder = tempfile::tempdir().unwrap();
+    let failure = client.download(&action_id, folder.path(), None).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Protocol, "{failure}");
+    assert!(failure.message.contains(plain.download_url()) && failure.message.contains("https"), "{failure}");
+    assert!(plain.requests().is_empty(), "followed to http: {:?}", plain.requests());
+    assert!(entries(folder.path()).is_empty());
+    assert_eq!(requests_to(&simulator, "download").len(), 1, "a refused redirect is not retried");
+}
+
+#[test]
+fn a_link_redirecting_to_another_host_sends_neither_referer_nor_authorization() {
+    let simulator = simulator();
+    let elsewhere = other_host();
+    let action_id = create_action(&simulator, json!({}));
+    let target = format!("{}/safedownload/{action_id}.zip?token=abc", elsewhere.download_url());
+    answer(&simulator, "download", 1, json!({ "status": 302, "headers": { "location": target } }));
+    let client = client_for(&simulator);
+    let folder = tempfile::tempdir().unwrap();
+    let _ = client.download(&action_id, folder.path(), None);
+    let there = elsewhere.requests();
+    assert!(!there.is_empty(), "the redirect was followed");
+    for record in there {
+        assert!(!record.headers.iter().any(|name| name == "referer" || name == "authorization"), "{record:?}");
+    }
+}
+
+#[test]
+fn links_that_are_not_plain_https_urls_are_protocol_before_any_request_to_them() {
+    let simulator = simulator();
+    let action_id = create_action(&simulator, json!({}));
+    let host = simulator.download_url().trim_start_matches("http://").to_owned();
+    for link in [
+        format!("http://user:hunter22@{host}/safedownload/{action_id}.zip?token=abc"),
+        format!("http://user@{host}/safedownload/{action_id}.zip"),
+        format!("ftp://{host}/safedownload/{action_id}.zip"),
+        "http://download.example/safedownload/a.zip".to_owned(),
+        "/safedownload/relative.zip".to_owned(),
+    ] {
+        simulator.clear_faults();
+        simulator.clear_requests();
+        let body = json!({ "value": link }).to_string();
+        answer(&simulator, "get_package_uri", 0, json!({ "status": 200, "body": body }));
+        let client = client_for(&simulator);
+        let failure = client.package_uri(&action_id).unwrap_err();
+        assert_eq!(failure.status, DefenderStatus::Protocol, "{link}: {failure}");
+        assert!(!failure.message.contains("hunter22"), "{failure}");
+        let folder = tempfile::tempdir().unwrap();
+        let failure = client.download(&action_id, folder.path(), None).unwrap_err();
+        assert_eq!(failure.status, DefenderStatus::Protocol, "{link}: {failure}");
+        assert!(requests_to(&simulator, "download").is_empty(), "{link} was asked for");
+    }
+}
+
+#[test]
+fn an_untrusted_certificate_is_not_retried_and_says_why() {
+    let (simulator, client) = tls_simulator_and_client();
+    client.set("ca_file", None).unwrap();
+    capture_log_lines(&client);
+    let action_id = create_action(&simulator, json!({}));
+    let failure = client.package_uri(&action_id).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Network, "{failure}");
+    assert!(failure.message.contains("certificate") && failure.message.contains("unknown issuer"), "{failure}");
+    let retries: Vec<_> = take_log_lines().into_iter().filter(|(_, line)| line.contains("retrying")).collect();
+    assert!(retries.is_empty(), "{retries:?}");
+}
+
+/// A TLS server on 127.0.0.1 that completes handshakes only: it records the protocol each
+/// client agreed on (ALPN), then hangs up. Its certificate is signed by a CA written to the
+/// returned file, valid for `names` from `not_before` to `not_after` (years).
+struct HandshakeServer {
+    url: String,
+    ca_file: tempfile::TempPath,
+    agreed: mpsc::Receiver<Option<Vec<u8>>>,
+}
+
+fn handshake_server(names: &[&str], not_before: i32, not_after: i32) -> HandshakeServer {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let mut params = CertificateParams::new(names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>()).unwrap();
+    params.not_before = rcgen::date_time_ymd(not_before, 1, 1);
+    params.not_after = rcgen::date_time_ymd(not_after, 1, 1);
+    let key = KeyPair::generate().unwrap();
+    let certificate = params.signed_by(&key, &issuer).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![certificate.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let config = std::sync::Arc::new(config);
+
+    let mut ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut ca_file, ca.pem().as_bytes()).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (sender, agreed) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            while connection.is_handshaking() {
+                if connection.complete_io(&mut stream).is_err() {
+                    break;
+                }
+            }
+            if !connection.is_handshaking() {
+                let _ = sender.send(connection.alpn_protocol().map(<[u8]>::to_vec));
+            }
+        }
+    });
+    HandshakeServer { url, ca_file: ca_file.into_temp_path(), agreed }
+}
+
+fn client_of(server: &HandshakeServer) -> Client {
+    let client = Client::new();
+    for (key, value) in [
+        ("base_url", server.url.as_str()),
+        ("access_token", "not-a-real-token"),
+        ("rate_limit", "off"),
+        ("ca_file", server.ca_file.to_str().unwrap()),
+        ("timeout_ms", "2000"),
+    ] {
+        client.set(key, Some(value)).unwrap();
+    }
+    client
+}
+
+#[test]
+fn alpn_offers_h2_and_a_server_that_speaks_it_gets_it() {
+    let server = handshake_server(&["127.0.0.1"], 2020, 2100);
+    let _ = client_of(&server).machine_action("a");
+    let agreed = server.agreed.recv_timeout(PROMPTLY).expect("a handshake");
+    assert_eq!(agreed.as_deref(), Some(b"h2".as_slice()));
+}
+
+#[test]
+fn an_expired_or_misnamed_certificate_is_not_retried_and_says_which() {
+    for (names, from, to, why) in
+        [(&["127.0.0.1"][..], 2000, 2001, "expired"), (&["other.example"][..], 2020, 2100, "name mismatch")]
+    {
+        let server = handshake_server(names, from, to);
+        let client = client_of(&server);
+        capture_log_lines(&client);
+        let failure = client.machine_action("a").unwrap_err();
+        assert_eq!(failure.status, DefenderStatus::Network, "{failure}");
+        assert!(failure.message.contains("certificate") && failure.message.contains(why), "{failure}");
+        let retries: Vec<_> = take_log_lines().into_iter().filter(|(_, line)| line.contains("retrying")).collect();
+        assert!(retries.is_empty(), "{retries:?}");
+    }
 }

@@ -9,6 +9,13 @@
 #           (tests/dotnet) pass against the library and the simulator
 #   powershell  the Pester suites (tests/pester) of the DefenderPackage module, built by
 #           powershell/build.sh, in pwsh 7
+#   install packaging/pack.sh writes both packages; installed as users install them
+#           (Install-PSResource from dist/ in a throwaway HOME, `dotnet add package` in a new
+#           console program, `cargo install --path cli`), each downloads a package from the
+#           simulator with the right SHA-256 (tests/install)
+#
+# On macOS and Windows (CI, .github/workflows/ci.yml) the suites that need Linux-only tools say
+# so and pass without running: valgrind (Linux only), c (POSIX sockets and fork: not on Windows).
 #
 # Usage: tests/run-all.sh [suite...]   (default: all of them)
 # Installs what a suite needs when it is missing. Exits non-zero when any suite fails.
@@ -20,11 +27,15 @@ target=${CARGO_TARGET_DIR:-$root/target}
 build="$root/target/test-build"
 mkdir -p "$build"
 
-all_suites=(rust header c valgrind csharp powershell)
+all_suites=(rust header c valgrind csharp powershell install)
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
 
 say() { printf '\n==> %s\n' "$*"; }
+
+# shellcheck source=packaging/pwsh.sh
+. "$root/packaging/pwsh.sh"
+os=$(uname -s)
 
 # Every suite builds the whole workspace: one feature resolution, so no suite rebuilds another's
 # dependencies.
@@ -46,16 +57,18 @@ suite_header() {
 }
 
 suite_c() {
+    case "$os" in MINGW* | MSYS* | CYGWIN*) echo "skipped: the C tests use POSIX sockets and fork"; return 0 ;; esac
     cargo build --workspace --locked || return 1
     gcc -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined -fno-omit-frame-pointer \
         -Iinclude tests/c/defender_test.c tests/c/simulator.c \
         -L"$target/debug" -Wl,-rpath,"$target/debug" -ldefender -lpthread \
         -o "$build/defender_test" || return 1
-    ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    DYLD_LIBRARY_PATH="$target/debug" ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         "$build/defender_test" "$target/debug/defender-simulator"
 }
 
 suite_valgrind() {
+    [ "$os" = Linux ] || { echo "skipped: valgrind runs on Linux only"; return 0; }
     need valgrind valgrind || return 1
     cargo build --workspace --locked || return 1
     gcc -std=c11 -g -O1 -Wall -Wextra -Werror -Iinclude tests/c/defender_test.c tests/c/simulator.c \
@@ -80,20 +93,105 @@ suite_csharp() {
 }
 
 suite_powershell() {
-    need_dotnet && restore_test_tools || return 1
+    need_pwsh_and_pester || return 1
     cargo build --workspace --locked || return 1
     powershell/build.sh --no-cargo >/dev/null || return 1
-    local pwsh
-    pwsh=$(command -v pwsh) || pwsh="$tools/pwsh/pwsh"
-    if [ ! -x "$pwsh" ]; then
-        echo "pwsh is missing; installing PowerShell 7.6.9 as a .NET tool into $tools/pwsh"
-        dotnet tool install PowerShell --version 7.6.9 --tool-path "$tools/pwsh" >/dev/null || return 1
-    fi
+    PSModulePath="$tools/Modules" NO_COLOR=1 "$pwsh" -NoProfile -NonInteractive -File tests/pester/Invoke-Tests.ps1
+}
+
+suite_install() {
+    need_pwsh_and_pester || return 1
+    cargo build --workspace --locked || return 1 # the simulator the tests start
+    local work="$build/install"
+    rm -rf "$work" && mkdir -p "$work/home" || return 1
+    write_foreign_natives "$work/natives" || return 1
+    check_pack_refuses "$work/natives" || return 1
+    local version
+    version=$(cargo pkgid -p defender | sed 's/.*[#@]//')
+    packaging/pack.sh --output "$work/dist" --natives-dir "$work/natives" || return 1
+    check_cargo_install "$work" || return 1
+    # A throwaway HOME: empty user module path, no PSResourceGet repository but the gallery's.
+    local user_home=$HOME
+    HOME="$work/home" DEFENDER_USER_HOME="$user_home" DEFENDER_DIST="$work/dist" DEFENDER_VERSION="$version" \
+        DEFENDER_EXTRA_NATIVES="$work/natives" DEFENDER_PWSH="$pwsh" PSModulePath="$tools/Modules" NO_COLOR=1 \
+        "$pwsh" -NoProfile -NonInteractive -File tests/pester/Invoke-Tests.ps1 -Path tests/install
+}
+
+# write_foreign_natives DIR: stand-ins for libraries of two other runtimes, DIR/<rid>/<library>:
+# the headers of a Windows DLL and a macOS dylib, which is what pack.sh reads of them (this
+# machine builds neither); the packages must carry them byte for byte. Never this machine's
+# runtime, which pack.sh builds itself.
+write_foreign_natives() {
+    local win=win-arm64 win_machine='\x64\xaa' osx=osx-x64 osx_cpu='\x07'
+    case "$os-$(uname -m)" in
+        MINGW*-aarch64 | MINGW*-arm64 | MSYS*-aarch64 | MSYS*-arm64) win=win-x64 win_machine='\x64\x86' ;;
+        Darwin-x86_64) osx=osx-arm64 osx_cpu='\x0c' ;;
+    esac
+    mkdir -p "$1/$win" "$1/$osx" || return 1
+    # MZ, the PE header at 0x40: "PE\0\0", Machine, ..., Characteristics DLL|executable.
+    { printf 'MZ' && head -c 58 /dev/zero && printf "\\x40\\0\\0\\0PE\\0\\0$win_machine" && head -c 16 /dev/zero &&
+        printf '\x22\x20'; } >"$1/$win/defender.dll" || return 1
+    # A 64-bit Mach-O: magic, CPU type, CPU subtype, file type dylib.
+    printf "\\xcf\\xfa\\xed\\xfe$osx_cpu\\0\\0\\x01\\0\\0\\0\\0\\x06\\0\\0\\0" >"$1/$osx/libdefender.dylib"
+}
+
+# check_pack_refuses NATIVES: pack.sh refuses, before building anything, a library that is not
+# the one of the runtime it is given for, saying why.
+check_pack_refuses() {
+    local natives=$1 refused=0 message
+    refuses() { # REASON ARGUMENTS...
+        local reason=$1
+        shift
+        if message=$(packaging/pack.sh --output "$build/install/refused" "$@" 2>&1); then
+            echo "FAILED: pack.sh $* was accepted; it must refuse it ($reason)"
+            refused=1
+        elif [[ $message != *"$reason"* ]]; then
+            echo "FAILED: pack.sh $* was refused with '$message', not for '$reason'"
+            refused=1
+        else
+            echo "pack.sh refuses $*: $reason"
+        fi
+    }
+    local dll dylib
+    dll=$(ls "$natives"/win-*/defender.dll) dylib=$(ls "$natives"/osx-*/libdefender.dylib)
+    refuses "must be named defender.dll" --native "win-x64=$dylib"
+    refuses "must be named libdefender.so" --native "linux-arm64=$dll"
+    refuses "is a library for $(basename "$(dirname "$dll")"), not one for win-x86" --native "win-x86=$dll"
+    refuses "is a library for $(basename "$(dirname "$dylib")"), not one for osx-arm" --native "osx-arm=$dylib"
+    refuses "not a runtime this package supports" --native "windows-x64=$dll"
+    [ $refused -eq 0 ]
+}
+
+# check_cargo_install WORK: `cargo install --path cli` (as the README says) gives a
+# defender-package that runs the whole job against its own simulator; the file it saved has the
+# SHA-256 it printed.
+check_cargo_install() {
+    local work=$1 output path sha256
+    # --debug and the workspace's target folder: the install reuses what the test build
+    # compiled (the release build is the same code, and takes minutes more on 2 cores).
+    CARGO_TARGET_DIR="$target" cargo install --locked --quiet --debug --path cli --root "$work/cargo" || return 1
+    mkdir -p "$work/cases" || return 1
+    output=$("$work/cargo/bin/defender-package" --output "$work/cases") || { echo "$output"; return 1; }
+    echo "$output"
+    path=$(sed -n 's/^path: *//p' <<<"$output")
+    sha256=$(sed -n 's/^sha256: *//p' <<<"$output")
+    [ -n "$sha256" ] && [ -f "$path" ] && [ "$(file_sha256 "$path")" = "$sha256" ] ||
+        { echo "FAILED: the installed defender-package did not save a package with the SHA-256 it printed"; return 1; }
+    echo "cargo install --path cli: defender-package $("$work/cargo/bin/defender-package" --version) saved a package with the SHA-256 it printed"
+}
+
+file_sha256() {
+    { command -v sha256sum >/dev/null && sha256sum "$1" || shasum -a 256 "$1"; } | cut -d' ' -f1
+}
+
+# pwsh 7 (installed as a .NET tool when missing) and Pester 5.7.1 on a module path of its own.
+need_pwsh_and_pester() {
+    need_dotnet && restore_test_tools || return 1
+    pwsh=$(find_pwsh) || return 1
     local pester="$tools/Modules/Pester/5.7.1"
     if [ ! -e "$pester/Pester.psd1" ]; then
         mkdir -p "$pester" && cp -R "$packages/pester/5.7.1/tools/." "$pester/" || return 1
     fi
-    PSModulePath="$tools/Modules" NO_COLOR=1 "$pwsh" -NoProfile -NonInteractive -File tests/pester/Invoke-Tests.ps1
 }
 
 need_dotnet() {

@@ -24,6 +24,11 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// A status's name (`"NOT_READY"`), from the library.
+pub fn status_name(status: i32) -> &'static str {
+    unsafe { CStr::from_ptr(defender_status_name(status)) }.to_str().expect("names are ASCII")
+}
+
 /// The calling thread's last error message, read the way the header documents.
 pub fn last_error() -> String {
     unsafe {
@@ -171,6 +176,51 @@ impl Client {
         let id = c(action_id);
         let mut json = ptr::null_mut();
         check(unsafe { defender_wait_for_action(self.0, id.as_ptr(), &mut json) })?;
+        Ok(serde_json::from_str(&unsafe { take_string(json) }).unwrap())
+    }
+
+    /// A device by id or computer name.
+    pub fn machine(&self, id_or_name: &str) -> Result<Value, Failure> {
+        let id_or_name = c(id_or_name);
+        let mut json = ptr::null_mut();
+        check(unsafe { defender_get_machine(self.0, id_or_name.as_ptr(), &mut json) })?;
+        Ok(serde_json::from_str(&unsafe { take_string(json) }).unwrap())
+    }
+
+    /// Devices passing `filter` (OData, verbatim), at most `max_items` (0: all).
+    pub fn machines(&self, filter: Option<&str>, max_items: u32) -> Result<Vec<Value>, Failure> {
+        self.list(defender_list_machines, filter, max_items)
+    }
+
+    /// Machine actions passing `filter` (OData, verbatim), newest first, at most `max_items` (0: all).
+    pub fn machine_actions(&self, filter: Option<&str>, max_items: u32) -> Result<Vec<Value>, Failure> {
+        self.list(defender_list_machine_actions, filter, max_items)
+    }
+
+    fn list(
+        &self,
+        function: unsafe extern "C" fn(*const DefenderClient, *const c_char, u32, *mut *mut c_char) -> DefenderStatus,
+        filter: Option<&str>,
+        max_items: u32,
+    ) -> Result<Vec<Value>, Failure> {
+        let filter = filter.map(c);
+        let mut json = ptr::null_mut();
+        check(unsafe { function(self.0, filter.as_ref().map_or(ptr::null(), |f| f.as_ptr()), max_items, &mut json) })?;
+        Ok(serde_json::from_str(&unsafe { take_string(json) }).unwrap())
+    }
+
+    pub fn cancel_action(&self, action_id: &str, comment: Option<&str>) -> Result<Value, Failure> {
+        let id = c(action_id);
+        let comment = comment.map(c);
+        let mut json = ptr::null_mut();
+        check(unsafe {
+            defender_cancel_machine_action(
+                self.0,
+                id.as_ptr(),
+                comment.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                &mut json,
+            )
+        })?;
         Ok(serde_json::from_str(&unsafe { take_string(json) }).unwrap())
     }
 

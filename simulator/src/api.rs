@@ -1,5 +1,5 @@
-//! The Defender for Endpoint API: collect an investigation package, read and list machine
-//! actions, and get a package's download link.
+//! The Defender for Endpoint API: read and list machines, collect an investigation package,
+//! read, list and cancel machine actions, and get a package's download link.
 
 use std::time::Duration;
 
@@ -8,13 +8,16 @@ use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::{Map, Value, json};
 
 use crate::clock::{SimClock, SimTime};
+use crate::config::MAX_PAGE_SIZE;
 use crate::exchange::Exchange;
 use crate::lock;
 use crate::rate_limit::LimitClass;
 use crate::responses::{HttpResponse, api_error, iso_timestamp, json, retry_after};
 use crate::routes::ApiCall;
 use crate::simulation::Simulation;
-use crate::state::{Action, ActionStatus, Caller, NewAction, Outcome, TokenProblem};
+use crate::state::{
+    Action, ActionStatus, Caller, MachineRegistration, NewAction, Outcome, TokenProblem, default_computer_name,
+};
 
 /// Where the real service says its entities are described.
 const METADATA: &str = "https://api.security.microsoft.com/api/$metadata";
@@ -68,6 +71,9 @@ pub(crate) fn answer(
     match call {
         ApiCall::Collect { machine_id } => collect(sim, &caller, &machine_id, exchange, now),
         ApiCall::ListActions => list_actions(sim, exchange, now),
+        ApiCall::ListMachines => list_machines(sim, exchange),
+        ApiCall::Machine { machine_id } => get_machine(sim, &machine_id),
+        ApiCall::CancelAction { action_id } => cancel(sim, &caller, &action_id, exchange, now),
         ApiCall::MachineAction { action_id } => {
             let state = lock(&sim.state);
             match state.action(&action_id, now) {
@@ -79,16 +85,24 @@ pub(crate) fn answer(
     }
 }
 
-fn collect(sim: &Simulation, caller: &Caller, machine_id: &str, exchange: &mut Exchange, now: SimTime) -> HttpResponse {
-    let comment = serde_json::from_slice::<Value>(&exchange.body)
+/// The `Comment` that collect and cancel require in their JSON body.
+fn request_comment(exchange: &Exchange) -> Result<String, HttpResponse> {
+    serde_json::from_slice::<Value>(&exchange.body)
         .ok()
-        .and_then(|body| body.get("Comment")?.as_str().map(str::to_owned));
-    let Some(comment) = comment else {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestBody",
-            "The request body must be JSON with a string 'Comment'.",
-        );
+        .and_then(|body| body.get("Comment")?.as_str().map(str::to_owned))
+        .ok_or_else(|| {
+            api_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestBody",
+                "The request body must be JSON with a string 'Comment'.",
+            )
+        })
+}
+
+fn collect(sim: &Simulation, caller: &Caller, machine_id: &str, exchange: &mut Exchange, now: SimTime) -> HttpResponse {
+    let comment = match request_comment(exchange) {
+        Ok(comment) => comment,
+        Err(response) => return response,
     };
     let config = sim.config();
     let mut state = lock(&sim.state);
@@ -100,6 +114,8 @@ fn collect(sim: &Simulation, caller: &Caller, machine_id: &str, exchange: &mut E
     }
     let new = NewAction {
         id: uuid::Uuid::new_v4().to_string(),
+        action_type: COLLECT_ACTION_TYPE.to_owned(),
+        age: Duration::ZERO,
         machine_id: machine_id.to_owned(),
         computer_dns_name: machine.computer_dns_name,
         requestor: caller.client_id.clone(),
@@ -120,43 +136,172 @@ fn collect(sim: &Simulation, caller: &Caller, machine_id: &str, exchange: &mut E
     }
 }
 
+/// The properties the service lets `$filter` use on machines (`rbacGroupName` is not one: filter
+/// on `rbacGroupId`).
+const MACHINE_FILTER_PROPERTIES: &[&str] = &[
+    "computerDnsName",
+    "id",
+    "version",
+    "deviceValue",
+    "aadDeviceId",
+    "machineTags",
+    "lastSeen",
+    "exposureLevel",
+    "onboardingStatus",
+    "lastIpAddress",
+    "healthStatus",
+    "osPlatform",
+    "riskScore",
+    "rbacGroupId",
+];
+
+/// The properties the service lets `$filter` use on machine actions.
+const ACTION_FILTER_PROPERTIES: &[&str] =
+    &["id", "status", "machineId", "type", "requestor", "creationDateTimeUtc", "computerDnsName"];
+
+fn list_machines(sim: &Simulation, exchange: &Exchange) -> HttpResponse {
+    let machines: Vec<Value> = {
+        let state = lock(&sim.state);
+        state.registered_machines().map(|machine| machine_entity(machine, &sim.clock)).collect()
+    };
+    list(sim, exchange, "/api/machines", "Machines", MACHINE_FILTER_PROPERTIES, machines)
+}
+
 fn list_actions(sim: &Simulation, exchange: &Exchange, now: SimTime) -> HttpResponse {
-    let mut filter = Vec::new();
+    let actions: Vec<Value> = {
+        let state = lock(&sim.state);
+        let actions = state.actions_newest_first(now);
+        actions.into_iter().map(|action| Value::Object(machine_action(action, now, &sim.clock))).collect()
+    };
+    list(sim, exchange, "/api/machineactions", "MachineActions", ACTION_FILTER_PROPERTIES, actions)
+}
+
+/// One page of `entities` that pass the request's `$filter`: `$top` of them (at most the
+/// configured page size) from `$skip` on, with an `@odata.nextLink` to the rest.
+fn list(
+    sim: &Simulation,
+    exchange: &Exchange,
+    path: &str,
+    entity_set: &str,
+    properties: &[&str],
+    entities: Vec<Value>,
+) -> HttpResponse {
+    let bad_request = |message: String| api_error(StatusCode::BAD_REQUEST, "BadRequest", &message);
+    let count = |name: &str, value: &str| {
+        value.parse::<usize>().map_err(|_| format!("{name} must be a whole number, not '{value}'"))
+    };
+    let mut filter = None;
     let mut top = None;
+    let mut skip = 0;
     for (name, value) in exchange.query_pairs() {
         let parsed = match name.as_str() {
-            "$filter" => parse_filter(&value).map(|clauses| filter = clauses),
-            "$top" => value
-                .parse::<usize>()
-                .map(|count| top = Some(count))
-                .map_err(|_| format!("$top must be a whole number, not '{value}'")),
+            "$filter" => crate::odata::parse(&value, properties)
+                .map(|parsed| filter = Some(parsed))
+                .map_err(|why| format!("Invalid filter clause: {why}")),
+            "$top" => count("$top", &value).and_then(|n| {
+                if !(1..=MAX_PAGE_SIZE).contains(&n) {
+                    return Err(format!("$top must be 1 to {MAX_PAGE_SIZE}, not {n}"));
+                }
+                top = Some(n);
+                Ok(())
+            }),
+            "$skip" => count("$skip", &value).map(|n| skip = n),
             option if option.starts_with('$') => {
-                Err(format!("The simulator supports the query options $filter and $top, not {option}"))
+                Err(format!("The simulator supports the query options $filter, $top and $skip, not {option}"))
             }
             _ => Ok(()),
         };
         if let Err(message) = parsed {
-            return api_error(StatusCode::BAD_REQUEST, "BadRequest", &message);
+            return bad_request(message);
         }
     }
-    let state = lock(&sim.state);
-    let value: Vec<Value> = state
-        .actions_newest_first(now)
-        .into_iter()
-        .filter(|action| {
-            filter.iter().all(|(field, expected)| {
-                let actual = match field {
-                    FilterField::MachineId => action.machine_id.as_str(),
-                    FilterField::Type => ACTION_TYPE,
-                    FilterField::Status => action.status(now).as_str(),
-                };
-                actual.eq_ignore_ascii_case(expected)
-            })
-        })
-        .take(top.unwrap_or(usize::MAX))
-        .map(|action| Value::Object(machine_action(action, now, &sim.clock)))
-        .collect();
-    json(StatusCode::OK, &json!({"@odata.context": format!("{METADATA}#MachineActions"), "value": value}))
+    let config = sim.config();
+    let page_size = top.unwrap_or(config.page_size).min(config.page_size);
+    let mut passing =
+        entities.into_iter().filter(|entity| filter.as_ref().is_none_or(|f| f.matches(entity))).skip(skip);
+    let value: Vec<Value> = passing.by_ref().take(page_size).collect();
+    let mut page = json!({"@odata.context": format!("{METADATA}#{entity_set}"), "value": value});
+    if passing.next().is_some() {
+        let mut query: Vec<(String, String)> =
+            exchange.query_pairs().into_iter().filter(|(name, _)| name != "$skip").collect();
+        query.push(("$skip".to_owned(), (skip + page_size).to_string()));
+        let root = if config.next_link_base.is_empty() { &sim.base_url } else { &config.next_link_base };
+        let query = serde_urlencoded::to_string(&query).expect("strings encode");
+        page["@odata.nextLink"] = Value::String(format!("{}{path}?{query}", root.trim_end_matches('/')));
+    }
+    json(StatusCode::OK, &page)
+}
+
+fn get_machine(sim: &Simulation, machine_id: &str) -> HttpResponse {
+    let record = lock(&sim.state).machine_record(machine_id);
+    match record {
+        Some(machine) => {
+            let mut entity = machine_entity(&machine, &sim.clock);
+            entity["@odata.context"] = Value::String(format!("{METADATA}#Machines/$entity"));
+            json(StatusCode::OK, &entity)
+        }
+        None => api_error(StatusCode::NOT_FOUND, "ResourceNotFound", &format!("Machine {machine_id} was not found.")),
+    }
+}
+
+/// `POST /api/machineactions/{id}/cancel`: only an action that has not ended can be cancelled.
+fn cancel(sim: &Simulation, caller: &Caller, action_id: &str, exchange: &Exchange, now: SimTime) -> HttpResponse {
+    let comment = match request_comment(exchange) {
+        Ok(comment) => comment,
+        Err(response) => return response,
+    };
+    let mut state = lock(&sim.state);
+    let Some(action) = state.action_mut(action_id, now) else {
+        return action_not_found(action_id);
+    };
+    match action.cancel(&caller.client_id, &comment, now) {
+        Ok(()) => json(StatusCode::OK, &machine_action_entity(action, now, &sim.clock)),
+        Err(status) => api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            &format!(
+                "Machine action {action_id} cannot be cancelled: it is already in a final state ({}).",
+                status.as_str()
+            ),
+        ),
+    }
+}
+
+/// A Machine as the service documents it.
+fn machine_entity(machine: &MachineRegistration, clock: &SimClock) -> Value {
+    let started = iso_timestamp(clock.wall_time(SimTime::default()));
+    let last_seen = machine
+        .last_seen
+        .as_deref()
+        .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok())
+        .map(|time| iso_timestamp(time.into()))
+        .unwrap_or_else(|| started.clone());
+    let name = machine.computer_dns_name.clone().unwrap_or_else(|| default_computer_name(&machine.id));
+    let os = machine.os_platform.as_deref().unwrap_or("Windows11");
+    json!({
+        "id": machine.id,
+        "computerDnsName": name,
+        "firstSeen": started,
+        "lastSeen": last_seen,
+        "osPlatform": os,
+        "osVersion": null,
+        "osProcessor": "x64",
+        "version": if os.starts_with("Windows") { "22H2" } else { "" },
+        "lastIpAddress": "10.0.0.4",
+        "lastExternalIpAddress": "203.0.113.4",
+        "agentVersion": "10.8760.22621.1105",
+        "osBuild": 22621,
+        "healthStatus": machine.health_status.as_deref().unwrap_or("Active"),
+        "deviceValue": "Normal",
+        "rbacGroupId": machine.rbac_group_id.unwrap_or(0),
+        "rbacGroupName": machine.rbac_group_name.as_deref().unwrap_or("UnassignedGroup"),
+        "riskScore": "None",
+        "exposureLevel": "Low",
+        "isAadJoined": true,
+        "aadDeviceId": null,
+        "machineTags": machine.machine_tags,
+        "onboardingStatus": "Onboarded",
+    })
 }
 
 fn get_package_uri(sim: &Simulation, caller: &Caller, action_id: &str, now: SimTime) -> HttpResponse {
@@ -188,7 +333,7 @@ fn action_not_found(action_id: &str) -> HttpResponse {
     api_error(StatusCode::NOT_FOUND, "ResourceNotFound", &format!("Machine action {action_id} was not found."))
 }
 
-const ACTION_TYPE: &str = "CollectInvestigationPackage";
+pub(crate) const COLLECT_ACTION_TYPE: &str = "CollectInvestigationPackage";
 
 /// A MachineAction as a single entity (with its `@odata.context`).
 pub(crate) fn machine_action_entity(action: &Action, now: SimTime, clock: &SimClock) -> Value {
@@ -200,8 +345,14 @@ pub(crate) fn machine_action_entity(action: &Action, now: SimTime, clock: &SimCl
 /// A MachineAction as the service documents it, at simulated time `now`.
 fn machine_action(action: &Action, now: SimTime, clock: &SimClock) -> Map<String, Value> {
     let status = action.status(now);
-    let last_update = iso_timestamp(clock.wall_time(action.last_update(now)));
+    let last_update = iso_timestamp(action.last_update(now, clock));
+    let cancellation = action.cancellation.as_ref().filter(|cancellation| now >= cancellation.at);
     let cancelled = status == ActionStatus::Finished(Outcome::Cancelled);
+    let (cancellation_requestor, cancellation_comment) = match cancellation {
+        Some(cancellation) => (Some(cancellation.requestor.clone()), Some(cancellation.comment.clone())),
+        None if cancelled => (Some(action.requestor.clone()), Some("Cancelled in the simulator".to_owned())),
+        None => (None, None),
+    };
     let error_hresult: i32 = match status {
         ActionStatus::Finished(Outcome::Failed) => 0x8000_4005_u32 as i32, // E_FAIL
         ActionStatus::Finished(Outcome::TimeOut) => 0x8007_05B4_u32 as i32, // ERROR_TIMEOUT
@@ -209,17 +360,17 @@ fn machine_action(action: &Action, now: SimTime, clock: &SimClock) -> Map<String
     };
     let fields = json!({
         "id": action.id,
-        "type": ACTION_TYPE,
+        "type": action.action_type,
         "title": null,
         "requestor": action.requestor,
         "requestorComment": action.comment,
         "status": status.as_str(),
         "machineId": action.machine_id,
         "computerDnsName": action.computer_dns_name,
-        "creationDateTimeUtc": iso_timestamp(clock.wall_time(action.created_at)),
+        "creationDateTimeUtc": iso_timestamp(action.created(clock)),
         "lastUpdateDateTimeUtc": last_update,
-        "cancellationRequestor": cancelled.then(|| action.requestor.clone()),
-        "cancellationComment": cancelled.then_some("Cancelled in the simulator"),
+        "cancellationRequestor": cancellation_requestor,
+        "cancellationComment": cancellation_comment,
         "cancellationDateTimeUtc": cancelled.then(|| last_update.clone()),
         "errorHResult": error_hresult,
         "scope": null,
@@ -232,80 +383,5 @@ fn machine_action(action: &Action, now: SimTime, clock: &SimClock) -> Map<String
     match fields {
         Value::Object(fields) => fields,
         _ => unreachable!("a JSON object literal"),
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FilterField {
-    MachineId,
-    Type,
-    Status,
-}
-
-/// OData `$filter`: `field eq 'value'` clauses joined by `and`; `''` is a quote inside a value.
-fn parse_filter(filter: &str) -> Result<Vec<(FilterField, String)>, String> {
-    let unsupported = || {
-        format!(
-            "The simulator supports $filter clauses such as machineId eq '...' joined by 'and' (fields machineId, type, status), not: {filter}"
-        )
-    };
-    let mut clauses = Vec::new();
-    let mut rest = filter.trim();
-    loop {
-        let (field, after_field) = rest.split_once(' ').ok_or_else(unsupported)?;
-        let field = match field {
-            "machineId" => FilterField::MachineId,
-            "type" => FilterField::Type,
-            "status" => FilterField::Status,
-            _ => return Err(unsupported()),
-        };
-        let literal = after_field
-            .trim_start()
-            .strip_prefix("eq ")
-            .map(str::trim_start)
-            .and_then(|after_eq| after_eq.strip_prefix('\''))
-            .ok_or_else(unsupported)?;
-        let mut value = String::new();
-        let mut characters = literal.char_indices().peekable();
-        let mut literal_end = None;
-        while let Some((index, character)) = characters.next() {
-            if character != '\'' {
-                value.push(character);
-            } else if characters.next_if(|&(_, next)| next == '\'').is_some() {
-                value.push('\'');
-            } else {
-                literal_end = Some(index + 1);
-                break;
-            }
-        }
-        clauses.push((field, value));
-        rest = literal[literal_end.ok_or_else(unsupported)?..].trim_start();
-        if rest.is_empty() {
-            return Ok(clauses);
-        }
-        rest = rest.strip_prefix("and ").map(str::trim_start).ok_or_else(unsupported)?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filters_parse_clauses_joined_by_and() {
-        assert_eq!(
-            parse_filter("machineId eq 'abc' and status eq 'Succeeded'"),
-            Ok(vec![(FilterField::MachineId, "abc".to_owned()), (FilterField::Status, "Succeeded".to_owned()),])
-        );
-        assert_eq!(parse_filter("type eq 'it''s and more'"), Ok(vec![(FilterField::Type, "it's and more".to_owned())]));
-        for unsupported in [
-            "machineId ne 'x'",
-            "computerDnsName eq 'x'",
-            "status eq 'x' or type eq 'y'",
-            "status eq 'unterminated",
-            "status eq Succeeded",
-        ] {
-            assert!(parse_filter(unsupported).is_err(), "{unsupported}");
-        }
     }
 }

@@ -31,6 +31,12 @@ pub struct Config {
     pub quoted_links: bool,
     /// Scopes the token endpoint accepts; managed identity accepts them without `/.default`.
     pub accepted_scopes: Vec<String>,
+    /// Most entities in one page of a list (`GET /api/machines`, `/api/machineactions`); the
+    /// service's is 10000. Small values make tests cross pages.
+    pub page_size: usize,
+    /// The root that `@odata.nextLink`s point at; empty: the simulator's own `base_url`. Lets a
+    /// test check that clients follow links only to the API host.
+    pub next_link_base: String,
 }
 
 impl Default for Config {
@@ -49,9 +55,14 @@ impl Default for Config {
             content_md5: false,
             quoted_links: false,
             accepted_scopes: vec![DEFAULT_SCOPE.to_owned()],
+            page_size: MAX_PAGE_SIZE,
+            next_link_base: String::new(),
         }
     }
 }
+
+/// The largest page, and `$top`, the service allows.
+pub const MAX_PAGE_SIZE: usize = 10_000;
 
 /// How long an action stays Pending, then InProgress, in simulated seconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +114,10 @@ pub struct ConfigPatch {
     pub quoted_links: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_scopes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_link_base: Option<String>,
 }
 
 /// Replaces the limits of the classes it names.
@@ -130,6 +145,8 @@ impl Config {
             content_md5,
             quoted_links,
             accepted_scopes,
+            page_size,
+            next_link_base,
         } = patch;
         set(&mut config.clock_scale, clock_scale);
         set(&mut config.token_lifetime_secs, token_lifetime_secs);
@@ -144,6 +161,8 @@ impl Config {
         set(&mut config.content_md5, content_md5);
         set(&mut config.quoted_links, quoted_links);
         set(&mut config.accepted_scopes, accepted_scopes);
+        set(&mut config.page_size, page_size);
+        set(&mut config.next_link_base, next_link_base);
         config.validate()?;
         Ok(config)
     }
@@ -159,6 +178,12 @@ impl Config {
             return Err(ControlError::invalid("token_lifetime_secs must be at least 1"));
         }
         validate_package_size(self.package_size)?;
+        if !(1..=MAX_PAGE_SIZE).contains(&self.page_size) {
+            return Err(ControlError::invalid(format!(
+                "page_size must be 1 to {MAX_PAGE_SIZE}, not {}",
+                self.page_size
+            )));
+        }
         for (class, limit) in [("get_package_uri", self.rate_limits.get_package_uri), ("other", self.rate_limits.other)]
         {
             if limit.per_minute == 0 || limit.per_hour == 0 {

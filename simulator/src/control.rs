@@ -10,6 +10,7 @@ use crate::ControlError;
 use crate::request_log::RequestFilter;
 use crate::responses::{HttpResponse, api_error, json, no_content, with_body};
 use crate::simulation::Simulation;
+use crate::state::MachineRegistration;
 
 pub(crate) fn handle(sim: &Simulation, method: &Method, path: &str, query: Option<&str>, body: &[u8]) -> HttpResponse {
     let answer = match (method.as_str(), path) {
@@ -25,9 +26,9 @@ pub(crate) fn handle(sim: &Simulation, method: &Method, path: &str, query: Optio
         ("POST", "/_sim/identities") => {
             parse(body).and_then(|identity| sim.register_identity(identity)).map(|()| no_content())
         }
-        ("POST", "/_sim/machines") => {
-            parse(body).and_then(|machine| sim.configure_machine(machine)).map(|()| no_content())
-        }
+        ("POST", "/_sim/machines") => one_or_many::<MachineRegistration>(body)
+            .and_then(|machines| machines.into_iter().try_for_each(|machine| sim.configure_machine(machine)))
+            .map(|()| no_content()),
         ("POST", "/_sim/actions") => {
             parse(body).and_then(|spec| sim.create_action(spec)).map(|action| json(StatusCode::CREATED, &action))
         }
@@ -71,6 +72,11 @@ pub(crate) fn handle(sim: &Simulation, method: &Method, path: &str, query: Optio
         };
         api_error(status, "InvalidControlRequest", &error.to_string())
     })
+}
+
+/// A body that holds one object or an array of them.
+fn one_or_many<T: DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, ControlError> {
+    if body.trim_ascii_start().starts_with(b"[") { parse(body) } else { parse(body).map(|one| vec![one]) }
 }
 
 /// A JSON body; an empty one counts as `{}` (every field optional).

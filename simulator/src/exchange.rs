@@ -187,7 +187,10 @@ fn identify(sim: &Simulation, route: Route, exchange: &mut Exchange) -> Target {
                 exchange.record.tenant_id = Some(caller.tenant_id.clone());
                 exchange.record.client_id = Some(caller.client_id.clone());
             }
-            if let ApiCall::MachineAction { action_id } | ApiCall::GetPackageUri { action_id } = &call {
+            if let ApiCall::MachineAction { action_id }
+            | ApiCall::GetPackageUri { action_id }
+            | ApiCall::CancelAction { action_id } = &call
+            {
                 exchange.record.action_id = Some(action_id.clone());
             }
             Target::Api(call, caller)

@@ -24,6 +24,7 @@ mod control;
 mod download;
 mod exchange;
 mod faults;
+mod odata;
 mod package;
 mod rate_limit;
 mod request_log;
@@ -43,13 +44,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    Config, ConfigPatch, DEFAULT_SCOPE, RateLimit, RateLimits, RateLimitsPatch, Schedule, parse_byte_size,
+    Config, ConfigPatch, DEFAULT_SCOPE, MAX_PAGE_SIZE, RateLimit, RateLimits, RateLimitsPatch, Schedule,
+    parse_byte_size,
 };
 pub use faults::{Fault, FaultRule};
 pub use package::MIN_PACKAGE_SIZE;
 pub use request_log::{AssertionClaims, Credential, Port, RequestFilter, RequestRecord};
 pub use routes::Endpoint;
-pub use state::{ActionSpec, AppRegistration, IdentityRegistration, MachineRegistration, Outcome};
+pub use state::{ActionSpec, AppRegistration, IdentityRegistration, MachineRegistration, Outcome, seeded_machines};
 
 use simulation::Simulation;
 use tls::CaFile;
@@ -77,6 +79,8 @@ pub struct Options {
     pub config: Config,
     /// Already-succeeded actions to create at start.
     pub seed_actions: usize,
+    /// Devices to register at start (see [`seeded_machines`]).
+    pub seed_machines: usize,
     /// Serve both ports over HTTPS with a generated certificate.
     pub tls: bool,
     /// Where `tls` writes its CA certificate; default: a temporary file removed on drop.
@@ -90,6 +94,7 @@ impl Default for Options {
             download_listen: None,
             config: Config::default(),
             seed_actions: 0,
+            seed_machines: 0,
             tls: false,
             ca_out: None,
         }
@@ -172,6 +177,9 @@ impl Simulator {
             format!("{scheme}://{}", download_listener.local_addr()?),
             options.config,
         ));
+        for machine in seeded_machines(options.seed_machines) {
+            simulation.configure_machine(machine).map_err(|error| invalid(error.to_string()))?;
+        }
         let seeded_action_ids = (0..options.seed_actions)
             .map(|_| {
                 let id = uuid::Uuid::new_v4().to_string();

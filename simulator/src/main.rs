@@ -45,6 +45,12 @@ struct Cli {
     /// Wrap links from getPackageUri in literal double quotes, as the published example does
     #[arg(long)]
     quoted_links: bool,
+    /// At most N entities in one page of a list; the rest follow @odata.nextLink [default: 10000]
+    #[arg(long, value_name = "N")]
+    page_size: Option<usize>,
+    /// Register N devices (names, tags, groups, health, OS; a few duplicate names) at start
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed_machines: usize,
     /// Create N already-succeeded actions and list their ids in the ready line
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed_actions: usize,
@@ -83,6 +89,7 @@ impl Cli {
             rate_limit: self.rate_limit.map(|switch| matches!(switch, Switch::On)),
             content_md5: self.content_md5.then_some(true),
             quoted_links: self.quoted_links.then_some(true),
+            page_size: self.page_size,
             ..ConfigPatch::default()
         };
         Ok(Options {
@@ -90,6 +97,7 @@ impl Cli {
             download_listen: self.download_listen,
             config: Config::default().patched(patch).map_err(|error| error.to_string())?,
             seed_actions: self.seed_actions,
+            seed_machines: self.seed_machines,
             tls: self.tls,
             ca_out: self.ca_out,
         })

@@ -20,12 +20,18 @@ pub enum Endpoint {
     AppServiceIdentity,
     /// `POST /api/machines/{id}/collectInvestigationPackage`
     Collect,
+    /// `GET /api/machines`
+    ListMachines,
+    /// `GET /api/machines/{id}`
+    Machine,
     /// `GET /api/machineactions`
     ListActions,
     /// `GET /api/machineactions/{id}`
     MachineAction,
     /// `GET /api/machineactions/{id}/getPackageUri`
     GetPackageUri,
+    /// `POST /api/machineactions/{id}/cancel`
+    CancelAction,
     /// `GET`/`HEAD /safedownload/{name}.zip` on the download host
     Download,
 }
@@ -36,9 +42,13 @@ impl Endpoint {
         match self {
             Endpoint::Token => ErrorStyle::SignIn,
             Endpoint::Imds | Endpoint::AppServiceIdentity => ErrorStyle::ManagedIdentity,
-            Endpoint::Collect | Endpoint::ListActions | Endpoint::MachineAction | Endpoint::GetPackageUri => {
-                ErrorStyle::Api
-            }
+            Endpoint::Collect
+            | Endpoint::ListMachines
+            | Endpoint::Machine
+            | Endpoint::ListActions
+            | Endpoint::MachineAction
+            | Endpoint::GetPackageUri
+            | Endpoint::CancelAction => ErrorStyle::Api,
             Endpoint::Download => ErrorStyle::Storage,
         }
     }
@@ -54,9 +64,12 @@ pub(crate) enum Route {
 
 pub(crate) enum ApiCall {
     Collect { machine_id: String },
+    ListMachines,
+    Machine { machine_id: String },
     ListActions,
     MachineAction { action_id: String },
     GetPackageUri { action_id: String },
+    CancelAction { action_id: String },
 }
 
 impl Route {
@@ -66,7 +79,10 @@ impl Route {
             Route::Imds => Endpoint::Imds,
             Route::AppServiceIdentity => Endpoint::AppServiceIdentity,
             Route::Api(ApiCall::Collect { .. }) => Endpoint::Collect,
+            Route::Api(ApiCall::ListMachines) => Endpoint::ListMachines,
+            Route::Api(ApiCall::Machine { .. }) => Endpoint::Machine,
             Route::Api(ApiCall::ListActions) => Endpoint::ListActions,
+            Route::Api(ApiCall::CancelAction { .. }) => Endpoint::CancelAction,
             Route::Api(ApiCall::MachineAction { .. }) => Endpoint::MachineAction,
             Route::Api(ApiCall::GetPackageUri { .. }) => Endpoint::GetPackageUri,
             Route::Download => Endpoint::Download,
@@ -109,6 +125,19 @@ pub(crate) fn route(port: Port, method: &Method, path: &str) -> Result<Route, No
         {
             let machine_id = (*machine_id).to_owned();
             (Route::Api(ApiCall::Collect { machine_id }), &[Method::POST])
+        }
+        (Port::Api, [api, machines]) if is(api, "api") && is(machines, "machines") => {
+            (Route::Api(ApiCall::ListMachines), &[Method::GET])
+        }
+        (Port::Api, [api, machines, machine_id]) if is(api, "api") && is(machines, "machines") => {
+            let machine_id = (*machine_id).to_owned();
+            (Route::Api(ApiCall::Machine { machine_id }), &[Method::GET])
+        }
+        (Port::Api, [api, actions, action_id, cancel])
+            if is(api, "api") && is(actions, "machineactions") && is(cancel, "cancel") =>
+        {
+            let action_id = (*action_id).to_owned();
+            (Route::Api(ApiCall::CancelAction { action_id }), &[Method::POST])
         }
         (Port::Api, [api, actions]) if is(api, "api") && is(actions, "machineactions") => {
             (Route::Api(ApiCall::ListActions), &[Method::GET])

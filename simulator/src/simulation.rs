@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::api::machine_action_entity;
+use crate::api::{COLLECT_ACTION_TYPE, machine_action_entity};
 use crate::assertion::RegisteredCertificate;
 use crate::clock::SimClock;
 use crate::config::{Config, ConfigPatch, validate_package_size};
@@ -105,6 +105,11 @@ impl Simulation {
         if let Some(size) = machine.package_size {
             validate_package_size(size)?;
         }
+        if let Some(last_seen) = &machine.last_seen {
+            chrono::DateTime::parse_from_rfc3339(last_seen).map_err(|error| {
+                ControlError::invalid(format!("last_seen '{last_seen}' is not an RFC 3339 date-time: {error}"))
+            })?;
+        }
         lock(&self.state).register_machine(machine);
         Ok(())
     }
@@ -126,10 +131,12 @@ impl Simulation {
             .unwrap_or_else(|| format!("{machine_id}.simulated"));
         let new = NewAction {
             id,
+            action_type: spec.action_type.unwrap_or_else(|| COLLECT_ACTION_TYPE.to_owned()),
             machine_id,
             computer_dns_name,
-            requestor: DEFAULT_CLIENT_ID.to_owned(),
-            comment: "Created through the simulator's control API".to_owned(),
+            requestor: spec.requestor.unwrap_or_else(|| DEFAULT_CLIENT_ID.to_owned()),
+            comment: spec.comment.unwrap_or_else(|| "Created through the simulator's control API".to_owned()),
+            age: Duration::from_secs(spec.age_secs.unwrap_or(0)),
             schedule: spec.schedule.unwrap_or_default(),
             outcome: spec.outcome.unwrap_or_default(),
             package_size,

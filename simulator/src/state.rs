@@ -1,14 +1,14 @@
 //! What the simulated tenant holds: registered apps, identities and machines, machine actions,
 //! issued access tokens and download links.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::assertion::RegisteredCertificate;
-use crate::clock::SimTime;
+use crate::clock::{SimClock, SimTime};
 use crate::config::{Schedule, optional_byte_size};
 use crate::{ControlError, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, SYSTEM_IDENTITY_CLIENT_ID};
 
@@ -35,13 +35,33 @@ pub struct IdentityRegistration {
     pub client_id: String,
 }
 
-/// `POST /_sim/machines`: what collections started through the API on this machine do.
+/// `POST /_sim/machines`: a device as `GET /api/machines` shows it, and what collections started
+/// through the API on it do.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MachineRegistration {
     pub id: String,
+    /// Default: `desktop-<first 7 characters of the id>`. Several devices may share one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub computer_dns_name: Option<String>,
+    /// `osPlatform`, default `Windows11`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_platform: Option<String>,
+    /// `healthStatus`, default `Active`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<String>,
+    /// `rbacGroupName`, default `UnassignedGroup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbac_group_name: Option<String>,
+    /// `rbacGroupId`, default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbac_group_id: Option<u64>,
+    /// `machineTags`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machine_tags: Vec<String>,
+    /// `lastSeen`, an RFC 3339 date-time; default: when the simulator started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
     /// How its collections end (default `Succeeded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
@@ -82,6 +102,18 @@ pub struct ActionSpec {
     /// right after a collection request to the real service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visible_after_secs: Option<u64>,
+    /// `type`, default `CollectInvestigationPackage` (`Isolate`, `RunAntiVirusScan`, ...).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub action_type: Option<String>,
+    /// `requestor`, default the simulator's own app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requestor: Option<String>,
+    /// `requestorComment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The action was created this many simulated seconds ago (its schedule runs from then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_secs: Option<u64>,
 }
 
 /// How a machine action ends.
@@ -130,13 +162,18 @@ pub(crate) struct Caller {
 
 pub(crate) struct Action {
     pub(crate) id: String,
+    pub(crate) action_type: String,
     /// Creation order, for "newest first".
     sequence: u64,
     pub(crate) machine_id: String,
     pub(crate) computer_dns_name: String,
     pub(crate) requestor: String,
     pub(crate) comment: String,
-    pub(crate) created_at: SimTime,
+    /// When the action was added; it counts as `age` older than that.
+    added_at: SimTime,
+    age: Duration,
+    /// Who cancelled it, why and when (`POST /api/machineactions/{id}/cancel`).
+    pub(crate) cancellation: Option<Cancellation>,
     schedule: Schedule,
     outcome: Outcome,
     pub(crate) package_size: u64,
@@ -147,16 +184,35 @@ pub(crate) struct Action {
     pub(crate) package_md5: Arc<OnceLock<[u8; 16]>>,
 }
 
+pub(crate) struct Cancellation {
+    pub(crate) requestor: String,
+    pub(crate) comment: String,
+    pub(crate) at: SimTime,
+}
+
+/// A moment in an action's life, counted from when it was added; the action's `age` is added
+/// when it is shown (`Action::wall_time`), so a backdated action's times lie in the past.
 impl Action {
     fn in_progress_at(&self) -> SimTime {
-        self.created_at + Duration::from_secs(self.schedule.pending_secs)
+        self.added_at + Duration::from_secs(self.schedule.pending_secs)
     }
 
     fn finished_at(&self) -> SimTime {
         self.in_progress_at() + Duration::from_secs(self.schedule.in_progress_secs)
     }
 
+    /// `now` on the action's own timeline, where it was created at `added_at`.
+    fn local(&self, now: SimTime) -> SimTime {
+        now + self.age
+    }
+
     pub(crate) fn status(&self, now: SimTime) -> ActionStatus {
+        if let Some(cancellation) = &self.cancellation {
+            if now >= cancellation.at {
+                return ActionStatus::Finished(Outcome::Cancelled);
+            }
+        }
+        let now = self.local(now);
         if now < self.in_progress_at() {
             ActionStatus::Pending
         } else if now < self.finished_at() {
@@ -166,12 +222,37 @@ impl Action {
         }
     }
 
-    /// When the status last changed.
-    pub(crate) fn last_update(&self, now: SimTime) -> SimTime {
-        match self.status(now) {
-            ActionStatus::Pending => self.created_at,
+    /// When the status last changed, as a calendar time.
+    pub(crate) fn last_update(&self, now: SimTime, clock: &SimClock) -> SystemTime {
+        if let Some(cancellation) = self.cancellation.as_ref().filter(|c| now >= c.at) {
+            return clock.wall_time(cancellation.at);
+        }
+        let changed = match self.status(now) {
+            ActionStatus::Pending => self.added_at,
             ActionStatus::InProgress => self.in_progress_at(),
             ActionStatus::Finished(_) => self.finished_at(),
+        };
+        self.wall_time(changed, clock)
+    }
+
+    /// When it was created, as a calendar time.
+    pub(crate) fn created(&self, clock: &SimClock) -> SystemTime {
+        self.wall_time(self.added_at, clock)
+    }
+
+    fn wall_time(&self, local: SimTime, clock: &SimClock) -> SystemTime {
+        clock.wall_time(local) - self.age
+    }
+
+    /// Cancels it at `now`: `Err` with its status when it has already ended.
+    pub(crate) fn cancel(&mut self, requestor: &str, comment: &str, now: SimTime) -> Result<(), ActionStatus> {
+        match self.status(now) {
+            status @ ActionStatus::Finished(_) => Err(status),
+            ActionStatus::Pending | ActionStatus::InProgress => {
+                self.cancellation =
+                    Some(Cancellation { requestor: requestor.to_owned(), comment: comment.to_owned(), at: now });
+                Ok(())
+            }
         }
     }
 
@@ -183,6 +264,7 @@ impl Action {
 /// Everything needed to create an action.
 pub(crate) struct NewAction {
     pub(crate) id: String,
+    pub(crate) action_type: String,
     pub(crate) machine_id: String,
     pub(crate) computer_dns_name: String,
     pub(crate) requestor: String,
@@ -193,6 +275,7 @@ pub(crate) struct NewAction {
     pub(crate) quoted_link: Option<bool>,
     pub(crate) content_md5: Option<bool>,
     pub(crate) visible_after: Duration,
+    pub(crate) age: Duration,
 }
 
 /// How collections on a machine behave, from its registration or the defaults.
@@ -251,7 +334,8 @@ pub(crate) struct LinkTarget {
 pub(crate) struct State {
     apps: HashMap<Caller, App>,
     user_assigned_identities: HashSet<String>,
-    machines: HashMap<String, MachineRegistration>,
+    /// By id: listed in that order.
+    machines: BTreeMap<String, MachineRegistration>,
     actions: HashMap<String, Action>,
     next_action_sequence: u64,
     tokens: HashMap<String, IssuedToken>,
@@ -264,7 +348,7 @@ impl State {
         let mut state = State {
             apps: HashMap::new(),
             user_assigned_identities: HashSet::new(),
-            machines: HashMap::new(),
+            machines: BTreeMap::new(),
             actions: HashMap::new(),
             next_action_sequence: 0,
             tokens: HashMap::new(),
@@ -311,21 +395,29 @@ impl State {
     /// A registered machine, or a default one for any id that looks like a real machine id
     /// (40 hex digits).
     pub(crate) fn machine(&self, id: &str) -> Option<MachineProfile> {
+        let registered = self.machine_record(id)?;
+        Some(MachineProfile {
+            computer_dns_name: registered.computer_dns_name.clone().unwrap_or_else(|| default_computer_name(id)),
+            outcome: registered.outcome.unwrap_or_default(),
+            schedule: registered.schedule,
+            package_size: registered.package_size,
+        })
+    }
+
+    /// What `machine` is built from: the registration, or a default one with only the id.
+    pub(crate) fn machine_record(&self, id: &str) -> Option<MachineRegistration> {
         match self.machines.get(id) {
-            Some(registered) => Some(MachineProfile {
-                computer_dns_name: registered.computer_dns_name.clone().unwrap_or_else(|| default_computer_name(id)),
-                outcome: registered.outcome.unwrap_or_default(),
-                schedule: registered.schedule,
-                package_size: registered.package_size,
-            }),
-            None if id.len() == 40 && id.bytes().all(|byte| byte.is_ascii_hexdigit()) => Some(MachineProfile {
-                computer_dns_name: default_computer_name(id),
-                outcome: Outcome::Succeeded,
-                schedule: None,
-                package_size: None,
-            }),
+            Some(registered) => Some(registered.clone()),
+            None if id.len() == 40 && id.bytes().all(|byte| byte.is_ascii_hexdigit()) => {
+                Some(MachineRegistration { id: id.to_owned(), ..MachineRegistration::default() })
+            }
             None => None,
         }
+    }
+
+    /// The registered machines, in id order (the default ones are not listed).
+    pub(crate) fn registered_machines(&self) -> impl Iterator<Item = &MachineRegistration> {
+        self.machines.values()
     }
 
     pub(crate) fn has_running_action(&self, machine_id: &str, now: SimTime) -> bool {
@@ -338,12 +430,15 @@ impl State {
         }
         self.next_action_sequence += 1;
         let action = Action {
+            action_type: new.action_type,
+            added_at: now,
+            age: new.age,
+            cancellation: None,
             sequence: self.next_action_sequence,
             machine_id: new.machine_id,
             computer_dns_name: new.computer_dns_name,
             requestor: new.requestor,
             comment: new.comment,
-            created_at: now,
             schedule: new.schedule,
             outcome: new.outcome,
             package_size: new.package_size,
@@ -361,9 +456,15 @@ impl State {
         self.actions.get(id).filter(|action| action.visible_at <= now)
     }
 
+    pub(crate) fn action_mut(&mut self, id: &str, now: SimTime) -> Option<&mut Action> {
+        self.actions.get_mut(id).filter(|action| action.visible_at <= now)
+    }
+
     pub(crate) fn actions_newest_first(&self, now: SimTime) -> Vec<&Action> {
         let mut actions: Vec<&Action> = self.actions.values().filter(|action| action.visible_at <= now).collect();
-        actions.sort_by_key(|action| std::cmp::Reverse(action.sequence));
+        // By creation time (backdated actions among the others), then by the order they were added.
+        let created = |action: &Action| i128::from(action.added_at.as_millis()) - action.age.as_millis() as i128;
+        actions.sort_by_key(|action| std::cmp::Reverse((created(action), action.sequence)));
         actions
     }
 
@@ -421,7 +522,41 @@ impl State {
     }
 }
 
-fn default_computer_name(machine_id: &str) -> String {
+/// The devices `--seed-machines N` registers: `ws-0000.contoso.test`, ... (every fourth a server,
+/// `srv-0003.contoso.test`), Windows 11 / 10 workstations in group `Workstations` (id 1),
+/// Windows Server 2022 in `Servers` (id 2), every fifth `Inactive`, the first three of every ten
+/// tagged `Incident4711`, each seen a minute before the one before it. With two or more, the last
+/// one is a re-imaged machine's old record: the name of the first, `Inactive`, seen long ago.
+pub fn seeded_machines(count: usize) -> Vec<MachineRegistration> {
+    let now = std::time::SystemTime::now();
+    (0..count)
+        .map(|index| {
+            let server = index % 4 == 3;
+            let name =
+                if server { format!("srv-{index:04}.contoso.test") } else { format!("ws-{index:04}.contoso.test") };
+            let (os, group, group_id) = match (server, index % 2) {
+                (true, _) => ("WindowsServer2022", "Servers", 2),
+                (false, 0) => ("Windows11", "Workstations", 1),
+                (false, _) => ("Windows10", "Workstations", 1),
+            };
+            let duplicate = count >= 2 && index == count - 1;
+            let seen = now - Duration::from_secs(if duplicate { 90 * 24 * 3600 } else { 60 * index as u64 });
+            MachineRegistration {
+                id: format!("5eed{index:036x}"),
+                computer_dns_name: Some(if duplicate { "ws-0000.contoso.test".to_owned() } else { name }),
+                os_platform: Some(os.to_owned()),
+                health_status: Some(if index % 5 == 4 || duplicate { "Inactive" } else { "Active" }.to_owned()),
+                rbac_group_name: Some(group.to_owned()),
+                rbac_group_id: Some(group_id),
+                machine_tags: if index % 10 < 3 && !duplicate { vec!["Incident4711".to_owned()] } else { Vec::new() },
+                last_seen: Some(chrono::DateTime::<chrono::Utc>::from(seen).to_rfc3339()),
+                ..MachineRegistration::default()
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn default_computer_name(machine_id: &str) -> String {
     let short: String = machine_id.chars().take(7).collect();
     format!("desktop-{}", short.to_lowercase())
 }

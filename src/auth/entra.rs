@@ -10,7 +10,7 @@ use super::certificate::ClientCertificate;
 use super::{AccessToken, App, Proof, seconds};
 use crate::config::Settings;
 use crate::error::{DefenderStatus, Error, Result};
-use crate::http::{describe_transport_error, read_limited};
+use crate::http::{describe_transport_error, read_limited, refused_sign_in_redirect};
 use crate::redact::Secret;
 use crate::retry::{Attempt, Failure, Repeat, RetryPolicy, retry_after, transport_failure};
 use crate::runtime::{DefenderLogLevel, Reporter};
@@ -116,8 +116,11 @@ async fn request_token(
         request = request.timeout(timeout);
     }
     let response =
-        request.send().await.map_err(|err| (Some(transport_failure(&err)), describe_transport_error(&err)))?;
+        request.send().await.map_err(|err| (transport_failure(&err), describe_transport_error(&err)))?;
     let status = response.status();
+    if status.is_redirection() {
+        return Err((None, refused_sign_in_redirect("the token endpoint", &response)));
+    }
     let retry_after = retry_after(response.headers());
     let body = read_limited(response, MAX_TOKEN_RESPONSE).await.map_err(|err| (None, err))?;
     if !status.is_success() {

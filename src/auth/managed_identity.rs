@@ -165,6 +165,9 @@ impl Endpoint {
             (None, Error::new(status, format!("no managed identity endpoint answered ({}){hint}", chain(&err))))
         })?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err((None, http::refused_sign_in_redirect("the managed identity endpoint", &response)));
+        }
         let retry_after = retry_after(response.headers());
         let body = read_limited(response, MAX_TOKEN_RESPONSE).await.map_err(|err| (None, err))?;
         if !status.is_success() {

@@ -236,8 +236,10 @@ impl<'a> Transfer<'a> {
             request = request.header(RANGE, format!("bytes={offset}-")).header(IF_RANGE, etag);
         }
         let resuming = resume.is_some();
-        let response =
-            request.send().await.map_err(|err| Interruption::Broken(describe_transport_error(&err), None))?;
+        let response = request.send().await.map_err(|err| match crate::http::final_transport_error(&err) {
+            Some(final_error) => Interruption::Fatal(final_error),
+            None => Interruption::Broken(describe_transport_error(&err), None),
+        })?;
         match response.status() {
             StatusCode::OK => {
                 if offset > 0 {

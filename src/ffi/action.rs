@@ -115,3 +115,71 @@ pub unsafe extern "C" fn defender_wait_for_action(
         unsafe { write_string(action_json_out, action.json.to_string()) }
     })
 }
+
+/// Lists machine actions (`GET /api/machineactions`), newest first, into `*actions_json_out`:
+/// one JSON array of the service's MachineAction objects (free it with `defender_string_free`).
+///
+/// `odata_filter` is passed verbatim as `$filter` (NULL: every action), for instance
+/// `type eq 'CollectInvestigationPackage' and status eq 'Succeeded' and creationDateTimeUtc ge 2024-05-01T00:00:00Z`;
+/// the service filters on `id`, `status`, `machineId`, `type`, `requestor` and
+/// `creationDateTimeUtc`. Quote values that come from users, doubling each quote in them. Every
+/// page is followed (`@odata.nextLink`, only to the API host; up to 10000 actions a page);
+/// `max_items` above 0 stops after that many.
+///
+/// Blocks until done. Returns `DEFENDER_STATUS_OK` or the request statuses (a filter the service
+/// does not support: `DEFENDER_STATUS_HTTP`, 400, with its message).
+///
+/// # Safety
+/// `client` is NULL or live; `odata_filter` is NULL or NUL-terminated; `actions_json_out` is NULL
+/// or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_list_machine_actions(
+    client: *const DefenderClient,
+    odata_filter: *const c_char,
+    max_items: u32,
+    actions_json_out: *mut *mut c_char,
+) -> DefenderStatus {
+    boundary("defender_list_machine_actions", || {
+        let client = unsafe { client_ref(client) }?;
+        let filter = unsafe { optional_str(odata_filter, "odata_filter") }?.map(str::to_owned);
+        required_out(actions_json_out, "actions_json_out")?;
+        let actions = client.run("defender_list_machine_actions", None, |session, reporter| async move {
+            machine_actions::list(Api { session: &session, reporter: &reporter }, filter.as_deref(), max_items).await
+        })?;
+        unsafe { write_string(actions_json_out, serde_json::Value::Array(actions).to_string()) }
+    })
+}
+
+/// Cancels machine action `action_id` (`POST /api/machineactions/{id}/cancel`) and returns it
+/// after the cancellation into `*action_json_out` (free it with `defender_string_free`).
+///
+/// `comment` is recorded with the cancellation (the API requires one; NULL gives a default).
+/// Only an action that has not ended (Pending, InProgress) can be cancelled: for one in a final
+/// state the service answers 400, returned as `DEFENDER_STATUS_HTTP` with the service's message.
+/// The request is not repeated after a reply that may have been lost.
+///
+/// Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND`,
+/// `DEFENDER_STATUS_HTTP`, or the request statuses.
+///
+/// # Safety
+/// `client` is NULL or live; `action_id` and `comment` are NULL or NUL-terminated;
+/// `action_json_out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_cancel_machine_action(
+    client: *const DefenderClient,
+    action_id: *const c_char,
+    comment: *const c_char,
+    action_json_out: *mut *mut c_char,
+) -> DefenderStatus {
+    boundary("defender_cancel_machine_action", || {
+        let client = unsafe { client_ref(client) }?;
+        let action_id = unsafe { required_str(action_id, "action_id") }?.to_owned();
+        let comment =
+            unsafe { optional_str(comment, "comment") }?.unwrap_or(machine_actions::DEFAULT_CANCEL_COMMENT).to_owned();
+        required_out(action_json_out, "action_json_out")?;
+        let action = client.run("defender_cancel_machine_action", None, |session, reporter| async move {
+            machine_actions::cancel(Api { session: &session, reporter: &reporter }, &action_id, &comment).await
+        })?;
+        unsafe { write_string(action_json_out, action.json.to_string()) }
+    })
+}

@@ -412,7 +412,7 @@ pub unsafe extern "C" fn defender_client_sign_in(client: *const DefenderClient) 
     boundary("defender_client_sign_in", || {
         let client = unsafe { client_ref(client) }?;
         client.run("defender_client_sign_in", None, |session, reporter| async move {
-            session.tokens.token(&session.http, &session.settings, &reporter).await.map(drop)
+            session.tokens.token(&session.sign_in_http, &session.settings, &reporter).await.map(drop)
         })
     })
 }

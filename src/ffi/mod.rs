@@ -2,10 +2,11 @@
 //! message for the calling thread) and takes its arguments through the checked conversions
 //! below; the code behind them is ordinary safe Rust returning `Result`.
 
-// In the order the header presents them: the client, the package, the machine actions.
+// In the order the header presents them: the client, the package, the machine actions, the devices.
 pub mod client;
 pub mod package;
 pub mod action;
+pub mod machine;
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
@@ -91,6 +92,22 @@ pub(crate) unsafe fn write_string(out: *mut *mut c_char, text: String) -> Result
 #[unsafe(no_mangle)]
 pub extern "C" fn defender_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The name of status `status` without its prefix (`"NOT_READY"` for 2), or `"UNKNOWN"` for a
+/// number that is not a `DefenderStatus`: a static string, never freed. Bindings use it rather
+/// than copying the table. It takes the plain number, so any value is defined behaviour.
+#[unsafe(no_mangle)]
+pub extern "C" fn defender_status_name(status: i32) -> *const c_char {
+    static NAMES: once_cell::sync::Lazy<Vec<(i32, CString)>> = once_cell::sync::Lazy::new(|| {
+        DefenderStatus::ALL
+            .iter()
+            .map(|status| (*status as i32, CString::new(status.name()).unwrap_or_default()))
+            .collect()
+    });
+    const UNKNOWN: &CStr = c"UNKNOWN";
+    catch_unwind(|| NAMES.iter().find(|(code, _)| *code == status).map_or(UNKNOWN.as_ptr(), |(_, name)| name.as_ptr()))
+        .unwrap_or(UNKNOWN.as_ptr())
 }
 
 /// Frees a string that the library returned (a link, a JSON document). NULL is fine.

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
+use super::lists::{self, Collection};
+use super::machines::odata_string;
 use super::{Api, Endpoint, Request, check_id};
 use crate::config::{after, is_loopback};
 use crate::error::{DefenderStatus, Error, Result};
@@ -63,6 +65,9 @@ impl MachineAction {
 
 /// The comment the API requires, when the caller gives none.
 pub const DEFAULT_COMMENT: &str = concat!("Investigation package collected with defender ", env!("CARGO_PKG_VERSION"));
+
+/// The comment of a cancellation, when the caller gives none.
+pub const DEFAULT_CANCEL_COMMENT: &str = concat!("Cancelled with defender ", env!("CARGO_PKG_VERSION"));
 
 /// `POST /api/machines/{id}/collectInvestigationPackage`: starts a collection and returns its action.
 ///
@@ -134,7 +139,7 @@ pub async fn collect(api: Api<'_>, machine_id: &str, comment: &str) -> Result<Ma
 
 /// The newest Pending or InProgress collection on `machine_id`, if there is one.
 async fn running_collection(api: Api<'_>, machine_id: &str) -> Result<Option<MachineAction>> {
-    let filter = format!("machineId eq '{}' and type eq 'CollectInvestigationPackage'", machine_id.replace('\'', "''"));
+    let filter = format!("machineId eq {} and type eq 'CollectInvestigationPackage'", odata_string(machine_id));
     let what = format!("looking up the running collection on machine {machine_id}");
     let url = api.url(&["machineactions"], &[("$filter", &filter)])?;
     let response = api.send(Request::get(Endpoint::ListMachineActions, url, &what)).await?;
@@ -152,6 +157,28 @@ async fn running_collection(api: Api<'_>, machine_id: &str) -> Result<Option<Mac
     // ISO 8601 timestamps in one format sort as text.
     running.sort_by(|a, b| b.text("creationDateTimeUtc").cmp(&a.text("creationDateTimeUtc")));
     Ok(running.into_iter().next())
+}
+
+pub const MACHINE_ACTIONS: Collection =
+    Collection { segment: "machineactions", endpoint: Endpoint::ListMachineActions, entities: "machine actions" };
+
+/// `GET /api/machineactions`, every page.
+pub async fn list(api: Api<'_>, filter: Option<&str>, max_items: u32) -> Result<Vec<serde_json::Value>> {
+    lists::list(api, &MACHINE_ACTIONS, filter, max_items).await
+}
+
+/// `POST /api/machineactions/{id}/cancel`: the action, Cancelled. 404 is `NOT_FOUND`; an action
+/// that has already ended is refused by the service (400, `HTTP` with its message).
+pub async fn cancel(api: Api<'_>, action_id: &str, comment: &str) -> Result<MachineAction> {
+    check_id("action id", action_id)?;
+    let what = format!("cancelling machine action {action_id}");
+    let url = api.url(&["machineactions", action_id, "cancel"], &[])?;
+    let body = serde_json::json!({ "Comment": comment });
+    let response = api.send(Request::post(Endpoint::CancelMachineAction, url, &body, &what)).await?;
+    if response.status == StatusCode::NOT_FOUND {
+        return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine action {action_id}")));
+    }
+    MachineAction::from_json(response.success(&what)?.json(&what)?, &what)
 }
 
 /// `GET /api/machineactions/{id}`. A 404 is `NOT_FOUND`.
@@ -350,6 +377,13 @@ pub fn parse_package_link(value: &str) -> Result<Url> {
             link.scheme()
         )));
     }
+    if !link.username().is_empty() || link.password().is_some() {
+        // Credentials in a URL end up in logs and proxies; a download link has its own (the SAS token).
+        return Err(Error::protocol(format!(
+            "the package link to {} carries user information (user:password@), which is refused",
+            crate::http::shown_origin(&link)
+        )));
+    }
     Ok(link)
 }
 
@@ -368,7 +402,16 @@ mod tests {
     #[test]
     fn only_https_links_except_to_loopback() {
         assert!(parse_package_link("http://127.0.0.1:9/a.zip").is_ok());
-        for bad in ["http://evil.example/a.zip", "file:///etc/passwd", "/relative/a.zip", "", "\""] {
+        for bad in [
+            "http://evil.example/a.zip",
+            "file:///etc/passwd",
+            "/relative/a.zip",
+            "",
+            "\"",
+            "https://user:pw@host.example/a.zip",
+            "https://user@host.example/a.zip",
+            "https://:pw@host.example/a.zip",
+        ] {
             let err = parse_package_link(bad).unwrap_err();
             assert_eq!(err.status(), DefenderStatus::Protocol, "{bad}");
         }

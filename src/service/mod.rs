@@ -1,7 +1,9 @@
 //! The Defender for Endpoint API: how one request is made (URL, token, rate limits, retries,
 //! errors) and the typed calls on machine actions built on it.
 
+pub mod lists;
 pub mod machine_actions;
+pub mod machines;
 pub mod rate_limit;
 
 use std::fmt;
@@ -30,6 +32,9 @@ pub enum Endpoint {
     MachineAction,
     ListMachineActions,
     CollectInvestigationPackage,
+    Machine,
+    ListMachines,
+    CancelMachineAction,
 }
 
 impl Endpoint {
@@ -37,7 +42,9 @@ impl Endpoint {
     fn permission(self) -> &'static str {
         match self {
             Self::GetPackageUri | Self::CollectInvestigationPackage => "Machine.CollectForensics",
-            Self::MachineAction | Self::ListMachineActions => "Machine.Read.All",
+            Self::MachineAction | Self::ListMachineActions | Self::Machine | Self::ListMachines => "Machine.Read.All",
+            // The service asks for the permission of the action's own type.
+            Self::CancelMachineAction => "Machine.CollectForensics (or that of the action's type)",
         }
     }
 }
@@ -253,7 +260,7 @@ impl Api<'_> {
     async fn take_turn(&self, request: &Request<'_>) -> Result<Turn> {
         let session = self.session;
         let settings = &session.settings;
-        let token = session.tokens.token(&session.http, settings, self.reporter).await?;
+        let token = session.tokens.token(&session.sign_in_http, settings, self.reporter).await?;
         if !settings.rate_limit {
             return Ok(Turn { token, limiter: None, slot: None });
         }
@@ -262,7 +269,7 @@ impl Api<'_> {
         let slot = limiter.acquire(request.endpoint, settings, waiter).await?;
         // A wait in the queue can outlast the token: take it again (from the cache, unless it is
         // due for renewal by now). Nothing is sent when that fails, so the slot is given back.
-        match session.tokens.token(&session.http, settings, self.reporter).await {
+        match session.tokens.token(&session.sign_in_http, settings, self.reporter).await {
             Ok(token) => Ok(Turn { token, limiter: Some(limiter), slot: Some(slot) }),
             Err(err) => {
                 slot.not_counted();
@@ -293,6 +300,12 @@ impl Api<'_> {
             Err(err) => {
                 // A connection that could not be made carried nothing: the service never saw it.
                 let sent = !err.is_connect();
+                if let Some(final_error) = crate::http::final_transport_error(&err) {
+                    if let Some(slot) = slot {
+                        if sent { slot.answered() } else { slot.not_counted() }
+                    }
+                    return Err(final_error.context(what));
+                }
                 if let Some(slot) = slot {
                     if sent { slot.answered() } else { slot.not_counted() }
                 }

@@ -59,9 +59,12 @@ impl Class {
     fn of(endpoint: Endpoint) -> Self {
         match endpoint {
             Endpoint::GetPackageUri => Self::GetPackageUri,
-            Endpoint::MachineAction | Endpoint::ListMachineActions | Endpoint::CollectInvestigationPackage => {
-                Self::Other
-            }
+            Endpoint::MachineAction
+            | Endpoint::ListMachineActions
+            | Endpoint::CollectInvestigationPackage
+            | Endpoint::Machine
+            | Endpoint::ListMachines
+            | Endpoint::CancelMachineAction => Self::Other,
         }
     }
 

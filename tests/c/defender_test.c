@@ -34,27 +34,9 @@ static const char *current_test;
         }                                                                                       \
     } while (0)
 
+/* Bindings name statuses through the library rather than copying its table. */
 static const char *status_name(DefenderStatus status) {
-    switch (status) {
-    case DEFENDER_STATUS_OK: return "OK";
-    case DEFENDER_STATUS_INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case DEFENDER_STATUS_NOT_READY: return "NOT_READY";
-    case DEFENDER_STATUS_NOT_FOUND: return "NOT_FOUND";
-    case DEFENDER_STATUS_UNAUTHORIZED: return "UNAUTHORIZED";
-    case DEFENDER_STATUS_FORBIDDEN: return "FORBIDDEN";
-    case DEFENDER_STATUS_RATE_LIMITED: return "RATE_LIMITED";
-    case DEFENDER_STATUS_HTTP: return "HTTP";
-    case DEFENDER_STATUS_NETWORK: return "NETWORK";
-    case DEFENDER_STATUS_TIMEOUT: return "TIMEOUT";
-    case DEFENDER_STATUS_IO: return "IO";
-    case DEFENDER_STATUS_INTEGRITY: return "INTEGRITY";
-    case DEFENDER_STATUS_CANCELLED: return "CANCELLED";
-    case DEFENDER_STATUS_ACTION_FAILED: return "ACTION_FAILED";
-    case DEFENDER_STATUS_PROTOCOL: return "PROTOCOL";
-    case DEFENDER_STATUS_EXISTS: return "EXISTS";
-    case DEFENDER_STATUS_INTERNAL: return "INTERNAL";
-    default: return "unknown status";
-    }
+    return defender_status_name((int32_t)status);
 }
 
 /* The calling thread's last error message, in a buffer sized from the library's answer. */
@@ -719,6 +701,97 @@ static void test_assertion_callback(void) {
     defender_client_free(client);
 }
 
+/* Sends a control call that must succeed. */
+static void control(const char *method, const char *path, const char *json_body) {
+    char *body = NULL;
+    int status = sim_request(&sim, method, path, json_body, &body);
+    CHECK(status >= 200 && status < 300, "%s %s: HTTP %d %s", method, path, status, body ? body : "");
+    free(body);
+}
+
+static void test_status_names(void) {
+    current_test = "status names";
+    CHECK(strcmp(defender_status_name(DEFENDER_STATUS_OK), "OK") == 0, "OK");
+    CHECK(strcmp(defender_status_name(DEFENDER_STATUS_NOT_READY), "NOT_READY") == 0, "NOT_READY");
+    CHECK(strcmp(defender_status_name(DEFENDER_STATUS_INTERNAL), "INTERNAL") == 0, "INTERNAL");
+    CHECK(strcmp(defender_status_name(16), "UNKNOWN") == 0, "16");
+    CHECK(strcmp(defender_status_name(-1), "UNKNOWN") == 0, "-1");
+}
+
+static void test_machines(void) {
+    current_test = "machines";
+    control("POST", "/_sim/config", "{\"page_size\": 2}");
+    control("POST", "/_sim/machines",
+            "[{\"id\": \"c0000000000000000000000000000000000000a1\", \"computer_dns_name\": \"O'Brien-PC\","
+            "  \"machine_tags\": [\"Incident4711\"], \"last_seen\": \"2024-01-01T00:00:00Z\"},"
+            " {\"id\": \"c0000000000000000000000000000000000000a2\", \"computer_dns_name\": \"O'Brien-PC\","
+            "  \"machine_tags\": [\"Incident4711\"], \"last_seen\": \"2024-06-01T00:00:00Z\"},"
+            " {\"id\": \"c0000000000000000000000000000000000000a3\", \"computer_dns_name\": \"srv-01\","
+            "  \"machine_tags\": [\"Incident4711\"]},"
+            " {\"id\": \"c0000000000000000000000000000000000000a4\", \"computer_dns_name\": \"srv-02\"}]");
+    DefenderClient *client = new_client();
+
+    char *json = NULL;
+    EXPECT_STATUS(defender_get_machine(client, "O'Brien-PC", &json), DEFENDER_STATUS_OK);
+    char *id = json ? json_string(json, "id") : NULL;
+    CHECK(id && strcmp(id, "c0000000000000000000000000000000000000a2") == 0, "the one seen last: %s", json);
+    free(id);
+    defender_string_free(json);
+    json = NULL;
+    EXPECT_STATUS(defender_get_machine(client, "c0000000000000000000000000000000000000a3", &json), DEFENDER_STATUS_OK);
+    CHECK(json && strstr(json, "\"computerDnsName\":\"srv-01\""), "%s", json);
+    defender_string_free(json);
+    json = NULL;
+    EXPECT_STATUS(defender_get_machine(client, "x' or computerDnsName ne 'y", &json), DEFENDER_STATUS_NOT_FOUND);
+    CHECK(json == NULL, "nothing written on failure");
+
+    /* Three tagged devices, two to a page: two pages, one array. */
+    EXPECT_STATUS(defender_list_machines(client, "machineTags/any(t: t eq 'Incident4711')", 0, &json),
+                  DEFENDER_STATUS_OK);
+    CHECK(json && json[0] == '[' && count_occurrences(json, "\"computerDnsName\"") == 3, "%s", json);
+    defender_string_free(json);
+    json = NULL;
+    EXPECT_STATUS(defender_list_machines(client, NULL, 1, &json), DEFENDER_STATUS_OK);
+    CHECK(json && count_occurrences(json, "\"computerDnsName\"") == 1, "max_items 1: %s", json);
+    defender_string_free(json);
+    json = NULL;
+    EXPECT_STATUS(defender_list_machines(client, "contains(computerDnsName, 'srv')", 0, &json), DEFENDER_STATUS_HTTP);
+    EXPECT_STATUS(defender_list_machines(client, NULL, 0, NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_get_machine(NULL, "srv-01", &json), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_get_machine(client, "\xff", &json), DEFENDER_STATUS_INVALID_ARGUMENT);
+    defender_client_free(client);
+    control("POST", "/_sim/config", "{\"page_size\": 10000}");
+}
+
+static void test_action_lists_and_cancel(void) {
+    current_test = "action lists and cancel";
+    char *running = create_action("{\"type\": \"Isolate\", \"requestor\": \"o'neil@contoso.test\","
+                                  " \"schedule\": {\"pending_secs\": 3600, \"in_progress_secs\": 0}}");
+    DefenderClient *client = new_client();
+    char *json = NULL;
+    EXPECT_STATUS(defender_list_machine_actions(client, "requestor eq 'o''neil@contoso.test'", 0, &json),
+                  DEFENDER_STATUS_OK);
+    CHECK(json && count_occurrences(json, "\"requestor\"") == 1 && strstr(json, running), "%s", json);
+    defender_string_free(json);
+    json = NULL;
+
+    EXPECT_STATUS(defender_cancel_machine_action(client, running, "wrong device", &json), DEFENDER_STATUS_OK);
+    char *status = json ? json_string(json, "status") : NULL;
+    CHECK(status && strcmp(status, "Cancelled") == 0, "%s", json);
+    free(status);
+    defender_string_free(json);
+    json = NULL;
+    EXPECT_STATUS(defender_cancel_machine_action(client, running, NULL, &json), DEFENDER_STATUS_HTTP);
+    char *message = last_error();
+    CHECK(strstr(message, "already in a final state (Cancelled)") != NULL, "%s", message);
+    free(message);
+    EXPECT_STATUS(defender_cancel_machine_action(client, "no-such-action", NULL, &json), DEFENDER_STATUS_NOT_FOUND);
+    EXPECT_STATUS(defender_cancel_machine_action(client, NULL, NULL, &json), DEFENDER_STATUS_INVALID_ARGUMENT);
+    CHECK(json == NULL, "nothing written on failure");
+    defender_client_free(client);
+    free(running);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s <defender-simulator binary>\n", argv[0]);
@@ -744,6 +817,9 @@ int main(int argc, char **argv) {
     test_unknown_option();
     test_many_threads_one_client();
     test_batch();
+    test_status_names();
+    test_machines();
+    test_action_lists_and_cancel();
     test_clone();
     test_phases();
     test_assertion_callback();

@@ -11,7 +11,7 @@ use std::path::Path;
 use defender_simulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Options, Simulator};
 use serde_json::Value;
 
-pub use native::{BatchCallbacks, Client, Failure, last_error};
+pub use native::{BatchCallbacks, Client, Failure, last_error, status_name};
 
 /// A client signed in to `simulator` as its own app with its secret, rate limiting off.
 pub fn client_for(simulator: &Simulator) -> Client {

@@ -23,11 +23,10 @@ function Start-TestSimulator {
         [string] $PackageSize = '1MiB'
     )
     $executable = Join-Path $script:TargetDirectory 'debug/defender-simulator'
-    if ($IsWindows) { $executable += '.exe' }
+    # Not $IsWindows nor ArgumentList: Windows PowerShell 5.1 (CI) has neither.
+    if ([Environment]::OSVersion.Platform -eq 'Win32NT') { $executable += '.exe' }
     $start = [Diagnostics.ProcessStartInfo]::new($executable)
-    foreach ($argument in '--rate-limit', 'off', '--clock-scale', $ClockScale, '--package-size', $PackageSize) {
-        $start.ArgumentList.Add([string]$argument)
-    }
+    $start.Arguments = "--rate-limit off --clock-scale $ClockScale --package-size $PackageSize"
     $start.RedirectStandardOutput = $true
     $start.UseShellExecute = $false
     $start.Environment['RUST_LOG'] = 'warn'
@@ -60,7 +59,7 @@ function Invoke-SimulatorControl {
         [string] $Method = 'Post',
         [object] $Body
     )
-    $parameters = @{ Method = $Method; Uri = "$($Simulator.base_url)/_sim/$Path" }
+    $parameters = @{ Method = $Method; Uri = "$($Simulator.base_url)/_sim/$Path"; UseBasicParsing = $true }
     if ($PSBoundParameters.ContainsKey('Body')) {
         $parameters.Body = $Body | ConvertTo-Json -Depth 5 -Compress
         $parameters.ContentType = 'application/json'
@@ -93,7 +92,7 @@ function Get-SimulatorRequest {
 function Get-SimulatedPackageHash {
     # The SHA-256 of the action's package exactly as the download host serves it.
     param([Parameter(Mandatory)] $Simulator, [Parameter(Mandatory)] [string] $ActionId)
-    $bytes = (Invoke-WebRequest -Uri "$($Simulator.base_url)/_sim/actions/$ActionId/package").Content
+    $bytes = (Invoke-WebRequest -Uri "$($Simulator.base_url)/_sim/actions/$ActionId/package" -UseBasicParsing).Content
     $sha256 = [Security.Cryptography.SHA256]::Create()
     try {
         ([BitConverter]::ToString($sha256.ComputeHash([byte[]]$bytes)) -replace '-').ToLowerInvariant()

@@ -85,7 +85,7 @@ fn machines_decide_how_collections_end() {
             computer_dns_name: Some("broken.contoso.local".to_owned()),
             outcome: Some(Outcome::Failed),
             schedule: Some(Schedule::default()),
-            package_size: None,
+            ..MachineRegistration::default()
         })
         .unwrap();
     let action = json(collect(&client, &simulator, &token, "failing-machine"));
@@ -163,13 +163,13 @@ fn listing_filters_newest_first() {
     let (_, body) = list(&format!("$filter={}", urlencode("status eq 'Failed'")));
     assert_eq!(ids(&body), [failed]);
 
-    let (status, body) = list(&format!("$filter={}", urlencode("status ne 'Failed'")));
+    let (status, body) = list(&format!("$filter={}", urlencode("contains(status, 'Fail')")));
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(api_error_code(&body), "BadRequest");
     assert_eq!(list("$orderby=creationDateTimeUtc").0, StatusCode::BAD_REQUEST);
 }
 
-fn urlencode(text: &str) -> String {
+pub(crate) fn urlencode(text: &str) -> String {
     text.replace('%', "%25").replace(' ', "%20").replace('\'', "%27").replace('&', "%26")
 }
 

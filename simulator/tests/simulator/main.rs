@@ -8,4 +8,5 @@ mod certificate;
 mod common;
 mod control;
 mod download;
+mod fleet;
 mod sign_in;
