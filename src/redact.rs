@@ -30,6 +30,41 @@ impl fmt::Debug for Secret {
 
 pub const REDACTED: &str = "REDACTED";
 
+/// The longest message or log line handed to the caller, in characters (before escaping).
+pub(crate) const MAX_MESSAGE_CHARS: usize = 4096;
+/// The most characters of one piece of the service's text (an error message, a code, a status)
+/// put into a message.
+pub(crate) const SERVICE_TEXT_CHARS: usize = 300;
+
+/// `text` made safe to print, for text that came from the service and for every message and log
+/// line at the boundary: control characters (ESC, BEL, CR, LF, NUL, the C1 range) and the
+/// bidirectional formatting characters that reorder what a terminal shows are escaped as
+/// `\u001b`, so a server cannot inject terminal escapes or forge log lines; at most `max_chars`
+/// characters are kept, then `…`.
+pub fn printable(text: &str, max_chars: usize) -> String {
+    let is_unsafe = |c: char| {
+        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    let mut out = String::with_capacity(text.len().min(max_chars));
+    for (kept, c) in text.chars().enumerate() {
+        if kept == max_chars {
+            out.push('…');
+            break;
+        }
+        if is_unsafe(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A message or log line as the caller gets it: without secrets (see `scrub`), printable.
+pub fn for_caller(text: &str, known_secrets: &[&str]) -> String {
+    printable(&scrub(text, known_secrets), MAX_MESSAGE_CHARS)
+}
+
 /// Query parameters whose values are credentials: SAS tokens and signatures on download links,
 /// and the OAuth form fields.
 const SECRET_PARAMETERS: &[&str] = &["token", "sig", "client_secret", "client_assertion", "access_token", "code"];
@@ -153,6 +188,15 @@ mod tests {
     fn text_without_secrets_is_unchanged_including_non_ascii() {
         let text = "Zugriff verweigert für Aktion «42»: HTTP 403";
         assert_eq!(scrub(text, &[]), text);
+    }
+
+    #[test]
+    fn control_and_bidi_characters_are_escaped_and_long_text_cut() {
+        assert_eq!(printable("a\u{1b}[31mb\u{7}\r\n\0\u{85}\u{202e}c", 100), "a\\u001b[31mb\\u0007\\u000d\\u000a\\u0000\\u0085\\u202ec");
+        assert_eq!(printable("Zugriff für «42»", 100), "Zugriff für «42»");
+        assert_eq!(printable("abcdef", 3), "abc…");
+        assert_eq!(printable("abc", 3), "abc");
+        assert_eq!(printable(&printable("\u{1b}", 10), 10), "\\u001b", "escaping twice changes nothing more");
     }
 
     #[test]

@@ -174,8 +174,12 @@ impl Reporter {
 
     /// Tells the caller's phase callback what the current item (see `as_item`) is doing now.
     pub fn phase(&self, phase: Phase) {
+        // Their text may come from the service: scrubbed and made printable like log lines.
         let phase = match phase {
             Phase::Retrying { attempt, wait, reason } => Phase::Retrying { attempt, wait, reason: self.scrub(&reason) },
+            Phase::WaitingForCollection { status, waited, next_look_in } => {
+                Phase::WaitingForCollection { status: self.scrub(&status), waited, next_look_in }
+            }
             phase => phase,
         };
         (self.sender)(ReporterEvent::Phase(current_item(), phase));
@@ -194,11 +198,12 @@ impl Reporter {
         Ok(Secret::new(assertion))
     }
 
-    /// `text` without the call's secrets, for text that goes back to the caller.
+    /// `text` without the call's secrets and made printable, for text that goes back to the
+    /// caller (log lines, phases, batch results).
     pub fn scrub(&self, text: &str) -> String {
         let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
         let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        crate::redact::scrub(text, &secrets)
+        crate::redact::for_caller(text, &secrets)
     }
 
     fn progress_slots(&self) -> MutexGuard<'_, Vec<ProgressSlot>> {

@@ -326,3 +326,69 @@ fn an_expired_or_misnamed_certificate_is_not_retried_and_says_which() {
         assert!(retries.is_empty(), "{retries:?}");
     }
 }
+
+/// Whether `text` holds a character a terminal or a log file would act on.
+fn has_control(text: &str) -> bool {
+    text.chars().any(|c| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+}
+
+/// A service error whose code, message and correlation id try terminal escapes, a forged log
+/// line and sheer length.
+fn hostile_error_body() -> String {
+    let message = format!("\u{1b}]0;pwned\u{7}\u{1b}[2J\r\n[Error] forged line \u{202e}{}", "x".repeat(50_000));
+    json!({ "error": { "code": "Bad\u{1b}[31m", "message": message, "target": "id\u{85}\u{0}" } }).to_string()
+}
+
+#[test]
+fn control_characters_from_the_service_are_escaped_in_messages_log_lines_and_batch_results() {
+    let simulator = simulator();
+    let action_id = create_action(&simulator, json!({}));
+    answer(&simulator, "get_package_uri", 0, json!({ "status": 400, "body": hostile_error_body() }));
+    let client = client_for(&simulator);
+    capture_log_lines(&client);
+
+    let failure = client.package_uri(&action_id).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Http, "{failure}");
+    assert!(!has_control(&failure.message), "{failure:?}");
+    assert!(failure.message.contains("\\u001b]0;pwned\\u0007") && failure.message.contains("code Bad\\u001b[31m"), "{failure}");
+    assert!(failure.message.chars().count() < 4_000, "capped: {} characters", failure.message.chars().count());
+
+    let folder = tempfile::tempdir().unwrap();
+    let mut results = Vec::new();
+    let mut item_done = |_: usize, _: DefenderStatus, result: serde_json::Value| results.push(result);
+    let all = client
+        .download_many(&[&action_id], folder.path(), BatchCallbacks { item_done: Some(&mut item_done), ..Default::default() })
+        .unwrap();
+    for result in all.iter().chain(&results) {
+        let message = result["message"].as_str().expect("a failed item has a message");
+        assert!(!has_control(message) && message.contains("\\u001b"), "{message:?}");
+    }
+    let lines = take_log_lines();
+    assert!(lines.iter().any(|(_, line)| line.contains("\\u001b")), "{lines:?}");
+    for (_, line) in lines {
+        assert!(!has_control(&line), "{line:?}");
+    }
+}
+
+#[test]
+fn control_characters_in_a_sign_in_refusal_are_escaped() {
+    let simulator = simulator();
+    let action_id = create_action(&simulator, json!({}));
+    let body = json!({ "error": "invalid_client\u{1b}[5m", "error_description": "AADSTS7000215\u{7}: bad\u{1b}[2J", "correlation_id": "c\u{1b}" });
+    answer(&simulator, "token", 0, json!({ "status": 401, "body": body.to_string() }));
+    let failure = client_for(&simulator).package_uri(&action_id).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Unauthorized, "{failure}");
+    assert!(!has_control(&failure.message) && failure.message.contains("invalid_client\\u001b[5m"), "{failure:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_package_is_saved_readable_by_its_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let simulator = simulator();
+    let action_id = create_action(&simulator, json!({}));
+    let folder = tempfile::tempdir().unwrap();
+    let result = client_for(&simulator).download(&action_id, folder.path(), None).unwrap();
+    let mode = std::fs::metadata(result["path"].as_str().unwrap()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}

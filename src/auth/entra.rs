@@ -11,7 +11,7 @@ use super::{AccessToken, App, Proof, seconds};
 use crate::config::Settings;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{describe_transport_error, read_limited, refused_sign_in_redirect};
-use crate::redact::Secret;
+use crate::redact::{SERVICE_TEXT_CHARS, Secret, printable};
 use crate::retry::{Attempt, Failure, Repeat, RetryPolicy, retry_after, transport_failure};
 use crate::runtime::{DefenderLogLevel, Reporter};
 
@@ -139,8 +139,10 @@ fn assertion_fields(assertion: &Secret) -> Vec<(&'static str, &str)> {
 fn token_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
     let detail = match serde_json::from_slice::<TokenError>(body) {
         Ok(err) => {
-            let correlation = err.correlation_id.map(|id| format!(" (correlation id {id})")).unwrap_or_default();
-            format!("{}{correlation}: {}", err.error, first_line(&err.error_description))
+            let shown = |text: &str| printable(text, SERVICE_TEXT_CHARS);
+            let correlation =
+                err.correlation_id.map(|id| format!(" (correlation id {})", shown(&id))).unwrap_or_default();
+            format!("{}{correlation}: {}", shown(&err.error), shown(first_line(&err.error_description)))
         }
         Err(_) => "no error details".to_owned(),
     };

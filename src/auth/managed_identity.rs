@@ -19,7 +19,7 @@ use super::{AccessToken, environment_variable, seconds};
 use crate::config::{self, ManagedIdentity, PlainHttp, Settings};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{self, chain, read_limited};
-use crate::redact::Secret;
+use crate::redact::{SERVICE_TEXT_CHARS, Secret, printable};
 use crate::retry::{Attempt, Failure, Repeat, RetryPolicy, retry_after};
 use crate::runtime::{DefenderLogLevel, Reporter};
 
@@ -214,7 +214,7 @@ fn endpoint_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
         .ok()
         .and_then(|err| {
             let parts: Vec<String> = [err.error, err.error_description.or(err.message)].into_iter().flatten().collect();
-            (!parts.is_empty()).then(|| parts.join(": "))
+            (!parts.is_empty()).then(|| printable(&parts.join(": "), SERVICE_TEXT_CHARS))
         })
         .unwrap_or_else(|| "no error details".to_owned());
     let code =

@@ -1,5 +1,9 @@
 //! Where a package is written: a temporary file beside the destination, renamed into place only
 //! when it is complete, so nothing partial ever stands under the destination's name.
+//!
+//! A package holds a device's processes, connections and event logs: on Unix the file is
+//! created readable and writable by its owner only (0600, whatever the umask). On Windows it
+//! inherits the folder's ACL, as every new file does; choose the folder accordingly.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
@@ -65,7 +69,11 @@ impl PartFile {
         let name = destination.file_name().unwrap_or_default().to_string_lossy();
         loop {
             let path = folder.join(format!(".{name}.{:016x}.part", fastrand::u64(..)));
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            let mut options = OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(&path) {
                 Ok(file) => return Ok(Self { file: Some(file), path }),
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(err) => {
@@ -113,15 +121,10 @@ impl PartFile {
         if overwrite {
             std::fs::rename(&self.path, destination).map_err(|err| moving(&err))?;
         } else {
-            // A hard link fails if the destination exists, atomically; file systems without hard
-            // links (FAT, some network shares) fall back to check-then-rename.
-            match std::fs::hard_link(&self.path, destination) {
-                Ok(()) => {
-                    let _ = std::fs::remove_file(&self.path);
-                }
+            match rename_no_replace(&self.path, destination) {
+                Ok(()) => {}
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => return Err(exists(destination)),
-                Err(_) if destination.exists() => return Err(exists(destination)),
-                Err(_) => std::fs::rename(&self.path, destination).map_err(|err| moving(&err))?,
+                Err(err) => return Err(moving(&err)),
             }
         }
         sync_folder(destination);
@@ -137,6 +140,123 @@ impl Drop for PartFile {
         if !self.path.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then), with the platform's
+/// atomic no-replace rename: `renameat2(RENAME_NOREPLACE)` on Linux, `renamex_np(RENAME_EXCL)`
+/// on macOS, `MoveFileExW` without `MOVEFILE_REPLACE_EXISTING` on Windows. Where the file
+/// system does not offer it (Linux answers EINVAL for some network and FUSE file systems, ENOSYS
+/// before 3.15), `claim_then_rename`.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    match platform::rename_no_replace(from, to) {
+        Err(err) if platform::is_unsupported(&err) => claim_then_rename(from, to),
+        done => done,
+    }
+}
+
+/// Claims `to` by creating it exclusively (`O_EXCL`, which every file system has, FAT and
+/// network shares included), then renames `from` over that empty claim. What another program
+/// wrote is never replaced; a crash between the two steps leaves an empty file, never a partial
+/// package.
+fn claim_then_rename(from: &Path, to: &Path) -> io::Result<()> {
+    OpenOptions::new().write(true).create_new(true).open(to)?;
+    std::fs::rename(from, to).inspect_err(|_| {
+        let _ = std::fs::remove_file(to);
+    })
+}
+
+#[cfg(target_os = "linux")]
+mod platform {
+    use std::ffi::CString;
+    use std::io;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+
+    pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+        let c_path = |path: &Path| CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other);
+        let (from, to) = (c_path(from)?, c_path(to)?);
+        // The system call, not glibc's wrapper: that one only exists from glibc 2.28 (and musl 1.2.?).
+        // SAFETY: two NUL-terminated paths that outlive the call; AT_FDCWD resolves them as given.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+
+    pub fn is_unsupported(err: &io::Error) -> bool {
+        matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP))
+    }
+}
+
+#[cfg(target_os = "macos")]
+mod platform {
+    use std::ffi::CString;
+    use std::io;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+
+    pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+        let c_path = |path: &Path| CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other);
+        let (from, to) = (c_path(from)?, c_path(to)?);
+        // SAFETY: two NUL-terminated paths that outlive the call.
+        let result = unsafe { libc::renamex_np(from.as_ptr(), to.as_ptr(), libc::RENAME_EXCL) };
+        if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+
+    pub fn is_unsupported(err: &io::Error) -> bool {
+        matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP))
+    }
+}
+
+#[cfg(windows)]
+mod platform {
+    use std::io;
+    use std::os::windows::ffi::OsStrExt;
+    use std::path::Path;
+
+    #[link(name = "kernel32")]
+    unsafe extern "system" {
+        fn MoveFileExW(existing: *const u16, new: *const u16, flags: u32) -> i32;
+    }
+    /// Flushes the move to disk before returning; without MOVEFILE_REPLACE_EXISTING (1), an
+    /// existing destination fails the move with ERROR_ALREADY_EXISTS.
+    const MOVEFILE_WRITE_THROUGH: u32 = 0x8;
+
+    pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+        let wide = |path: &Path| path.as_os_str().encode_wide().chain([0]).collect::<Vec<u16>>();
+        let (from, to) = (wide(from), wide(to));
+        // SAFETY: two NUL-terminated UTF-16 paths that outlive the call.
+        if unsafe { MoveFileExW(from.as_ptr(), to.as_ptr(), MOVEFILE_WRITE_THROUGH) } != 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    pub fn is_unsupported(err: &io::Error) -> bool {
+        err.kind() == io::ErrorKind::Unsupported
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+mod platform {
+    use std::io;
+    use std::path::Path;
+
+    pub fn rename_no_replace(_: &Path, _: &Path) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    pub fn is_unsupported(err: &io::Error) -> bool {
+        err.kind() == io::ErrorKind::Unsupported
     }
 }
 
@@ -195,6 +315,46 @@ mod tests {
         part.persist(&destination, false).unwrap();
         assert_eq!(std::fs::read(&destination).unwrap(), b"whole");
         assert_eq!(std::fs::read_dir(folder.path()).unwrap().count(), 1, "only the destination is left");
+    }
+
+    #[test]
+    fn without_a_no_replace_rename_the_name_is_claimed_first_and_nothing_is_replaced() {
+        let folder = tempfile::tempdir().unwrap();
+        let (from, to) = (folder.path().join("part"), folder.path().join("p.zip"));
+        std::fs::write(&from, b"new").unwrap();
+        std::fs::write(&to, b"theirs").unwrap();
+        assert_eq!(claim_then_rename(&from, &to).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&to).unwrap(), b"theirs");
+        std::fs::remove_file(&to).unwrap();
+        claim_then_rename(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"new");
+        assert!(!from.exists());
+    }
+
+    #[test]
+    fn the_platform_rename_refuses_an_existing_destination() {
+        let folder = tempfile::tempdir().unwrap();
+        let (from, to) = (folder.path().join("part"), folder.path().join("p.zip"));
+        std::fs::write(&from, b"new").unwrap();
+        std::fs::write(&to, b"theirs").unwrap();
+        assert_eq!(rename_no_replace(&from, &to).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&to).unwrap(), b"theirs");
+        // On Linux: the system call itself, not the fallback, refused it.
+        #[cfg(target_os = "linux")]
+        assert_eq!(platform::rename_no_replace(&from, &to).unwrap_err().raw_os_error(), Some(libc::EEXIST));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_package_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let folder = tempfile::tempdir().unwrap();
+        let destination = folder.path().join("p.zip");
+        let mut part = PartFile::create_beside(&destination).unwrap();
+        assert_eq!(std::fs::metadata(part.path()).unwrap().permissions().mode() & 0o777, 0o600);
+        part.start_over().unwrap().write_all(b"whole").unwrap();
+        part.persist(&destination, false).unwrap();
+        assert_eq!(std::fs::metadata(&destination).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]

@@ -20,9 +20,8 @@ thread_local! {
 }
 
 fn set_last_error(message: &str) {
-    let scrubbed = crate::redact::scrub(message, &[]);
-    // Messages are built from Rust strings; a NUL in one could only come from the service.
-    let message = CString::new(scrubbed.replace('\0', " ")).unwrap_or_default();
+    // Printable: a NUL or an escape sequence from the service is escaped (`\u0000`, `\u001b`).
+    let message = CString::new(crate::redact::for_caller(message, &[])).unwrap_or_default();
     LAST_ERROR.with(|last| *last.borrow_mut() = message);
 }
 

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::client::Session;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{describe_transport_error, read_limited};
-use crate::redact::Secret;
+use crate::redact::{SERVICE_TEXT_CHARS, Secret, printable};
 use crate::retry::{self, Failure, Repeat, RetryPolicy, Verdict};
 use crate::runtime::{DefenderLogLevel, Phase, Reporter};
 use rate_limit::{Limiter, Slot, Waiter};
@@ -108,9 +108,10 @@ impl ApiResponse {
             _ => DefenderStatus::Http,
         };
         let mut sentence = format!("{what}: HTTP {}", self.status);
+        let shown = |text: &String| printable(text, SERVICE_TEXT_CHARS);
         let details: Vec<String> = [
-            service.code.as_ref().map(|code| format!("code {code}")),
-            service.target.as_ref().map(|target| format!("correlation id {target}")),
+            service.code.as_ref().map(|code| format!("code {}", shown(code))),
+            service.target.as_ref().map(|target| format!("correlation id {}", shown(target))),
         ]
         .into_iter()
         .flatten()
@@ -120,7 +121,7 @@ impl ApiResponse {
         }
         if let Some(message) = service.message.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
             sentence.push_str(": ");
-            sentence.push_str(&truncate(message, 300));
+            sentence.push_str(&printable(message, SERVICE_TEXT_CHARS));
         }
         if status == DefenderStatus::Forbidden {
             sentence.push_str(&format!(
@@ -138,13 +139,6 @@ impl ApiResponse {
     /// `Ok(self)` for a 2xx answer, the mapped error otherwise.
     pub fn success(self, what: impl fmt::Display) -> Result<Self> {
         if self.is_success() { Ok(self) } else { Err(self.into_error(what)) }
-    }
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
     }
 }
 

@@ -112,6 +112,23 @@ public sealed class DefenderClientTests : IDisposable
     }
 
     [Fact]
+    public void Text_from_a_hostile_service_reaches_the_exception_with_control_characters_escaped_and_capped()
+    {
+        using DefenderClient client = simulator.Client();
+        string id = simulator.CreateAction(new { });
+        string message = "\u001b]0;pwned\u0007\u001b[2J\r\n[Error] forged line " + new string('x', 50000);
+        string body = System.Text.Json.JsonSerializer.Serialize(new { error = new { code = "Bad\u001b[31m", message, target = "id" } });
+        simulator.AddFault(new { endpoint = "get_package_uri", action_id = id, times = 0, fault = new { kind = "answer", status = 400, body } });
+
+        var failure = Assert.Throws<DefenderException>(() => client.GetPackageUri(id));
+
+        Assert.Equal(DefenderStatus.Http, failure.Status);
+        Assert.DoesNotContain(failure.Message, char.IsControl);
+        Assert.Contains("\\u001b]0;pwned\\u0007", failure.Message);
+        Assert.True(failure.Message.Length < 5000, $"{failure.Message.Length} characters");
+    }
+
+    [Fact]
     public void An_unknown_option_is_InvalidArgument_naming_it_and_null_restores_the_default()
     {
         using var client = new DefenderClient();
