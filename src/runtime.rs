@@ -20,6 +20,7 @@ use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{DefenderStatus, Error, Result};
+use crate::redact::Secret;
 
 static RUNTIME: OnceCell<Runtime> = OnceCell::new();
 
@@ -70,7 +71,7 @@ pub struct Reporter {
     sender: Box<dyn Fn(ReporterEvent) + Send + Sync>,
     /// One per item of the call (a single download is item 0), grown on first use.
     progress: Mutex<Vec<ProgressSlot>>,
-    secrets: Vec<String>,
+    secrets: Vec<Secret>,
     cancel: CancellationToken,
 }
 
@@ -125,7 +126,7 @@ impl Reporter {
     /// `text` without the call's secrets and made printable, for text that goes back to the
     /// caller (log lines, batch results).
     pub fn scrub(&self, text: &str) -> String {
-        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        let secrets: Vec<&str> = self.secrets.iter().map(Secret::expose).collect();
         crate::redact::for_caller(text, &secrets)
     }
 
@@ -209,7 +210,7 @@ fn as_callback<R>(f: impl FnOnce() -> R) -> R {
 pub fn run<T, F>(
     name: &str,
     cancel: CancellationToken,
-    secrets: Vec<String>,
+    secrets: Vec<Secret>,
     mut callbacks: Callbacks<'_>,
     start: impl FnOnce(Arc<Reporter>) -> F,
 ) -> Result<T>
@@ -286,7 +287,7 @@ where
             }
             Ok(Event::Done(result)) => {
                 // Events are delivered in order, so the final progress has been reported by now.
-                let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+                let refs: Vec<&str> = secrets.iter().map(Secret::expose).collect();
                 return result.map_err(|err| Error::new(err.status(), crate::redact::for_caller(err.message(), &refs)));
             }
             Err(mpsc::RecvError) => {
@@ -397,7 +398,7 @@ mod tests {
         let result: Result<()> = run(
             "test",
             CancellationToken::new(),
-            vec!["hunter22".into()],
+            vec![Secret::new("hunter22")],
             Callbacks { log: Some(&mut log), ..Callbacks::default() },
             |reporter| async move {
                 reporter.log(DefenderLogLevel::Info, "using hunter22");
@@ -426,7 +427,7 @@ mod tests {
         let result = run(
             "test",
             CancellationToken::new(),
-            vec!["hunter22".into()],
+            vec![Secret::new("hunter22")],
             Callbacks { progress: Some(&mut progress), item_done: Some(&mut item_done), ..Callbacks::default() },
             |reporter| async move {
                 reporter.item_progress(1, 5, 10, false);

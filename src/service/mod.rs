@@ -78,6 +78,10 @@ pub struct ServiceError {
 }
 
 impl ApiResponse {
+    pub(crate) fn new(status: StatusCode, body: Vec<u8>, endpoint: Endpoint) -> Self {
+        Self { status, body, endpoint, gave_up: None }
+    }
+
     pub fn is_success(&self) -> bool {
         self.status.is_success()
     }
@@ -310,7 +314,7 @@ impl Api<'_> {
         match read_limited(response, MAX_API_RESPONSE).await {
             Ok(body) => Ok((
                 Failure::Status { status, retry_after },
-                Ok(ApiResponse { status, body, endpoint: *endpoint, gave_up: None }),
+                Ok(ApiResponse::new(status, body, *endpoint)),
             )),
             // The answer broke off: as if none had come.
             Err(err) if err.status() == DefenderStatus::Network => Ok((Failure::Transport { sent: true }, Err(err))),
