@@ -73,6 +73,8 @@ pub struct Reporter {
     progress: Mutex<Vec<ProgressSlot>>,
     secrets: Vec<Secret>,
     cancel: CancellationToken,
+    /// The caller takes log lines: without a log callback, none is scrubbed and sent for nothing.
+    logs: bool,
 }
 
 /// The latest progress figures of one item, and whether the caller's thread has heard of them.
@@ -120,6 +122,9 @@ impl Reporter {
 
     /// A line for the caller's log callback, scrubbed of secrets.
     pub fn log(&self, level: DefenderLogLevel, message: impl AsRef<str>) {
+        if !self.logs {
+            return;
+        }
         (self.sender)(ReporterEvent::Log(level, self.scrub(message.as_ref())));
     }
 
@@ -154,6 +159,7 @@ impl Reporter {
             progress: Mutex::new(Vec::new()),
             secrets: Vec::new(),
             cancel: CancellationToken::new(),
+            logs: true,
         };
         (Arc::new(reporter), lines)
     }
@@ -239,6 +245,7 @@ where
         progress: Mutex::new(Vec::new()),
         secrets: secrets.clone(),
         cancel: cancel.clone(),
+        logs: callbacks.log.is_some(),
     });
     let work = start(Arc::clone(&reporter));
     let task_cancel = cancel.clone();

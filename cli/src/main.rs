@@ -1,30 +1,45 @@
 //! `defender-package`: the whole job from the command line, through the library's C ABI.
 //!
+//! Without a subcommand it runs the main job: collect (or take a collection), wait, download.
+//! The subcommands do one step each for many devices or actions, for scripts and cron jobs:
+//! `machines`, `actions`, `collect`, `wait`, `link`, `download`, `cancel`; `--json` prints what
+//! a script parses, and the exit code is the status of the first failure (see `--help`).
+//!
 //! With credentials in the environment (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and
 //! `AZURE_CLIENT_SECRET` or `AZURE_CLIENT_CERTIFICATE_PATH`, as Azure Identity reads them) it
 //! works against that tenant. Without them it starts the simulator in this process and works
 //! against it, so that anyone can see the job run on a fresh machine.
 
+mod commands;
 #[allow(dead_code)] // shared with the integration tests, which use all of it
 mod native;
+mod output;
+mod progress;
 
 use std::ffi::{CStr, c_char, c_void};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use defender::DefenderLogLevel;
+use clap::{Args as ClapArgs, Parser};
+use defender::{DefenderLogLevel, DefenderStatus};
 use defender_simulator::{Options, Simulator};
 use native::{Client, Failure};
 
-/// Collects a Microsoft Defender for Endpoint investigation package and downloads it.
+/// Collects Microsoft Defender for Endpoint investigation packages and downloads them; finds
+/// devices and machine actions, and cancels actions.
+///
+/// Without a subcommand: starts a collection on --machine-id (or takes the collection
+/// --action-id), waits for it, and downloads its package to --output.
 ///
 /// Against a real tenant when AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or
-/// AZURE_CLIENT_CERTIFICATE_PATH) are set; otherwise against a simulator started for the run.
+/// AZURE_CLIENT_CERTIFICATE_PATH) are set; otherwise against a simulator started for the run
+/// (with ten sample devices, three of them tagged Incident4711).
 #[derive(Parser)]
-#[command(version, about, long_about)]
+#[command(version, about, long_about, args_conflicts_with_subcommands = true, after_long_help = output::EXIT_CODES_HELP)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<commands::Command>,
     /// Download the package of this collection (machine action id); waits for it to finish.
     #[arg(long, conflicts_with = "machine_id")]
     action_id: Option<String>,
@@ -40,69 +55,121 @@ struct Args {
     /// The comment recorded with a new collection.
     #[arg(long, default_value = "Collected with defender-package")]
     comment: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// Where and how to connect; every subcommand takes these too.
+#[derive(ClapArgs)]
+pub struct Connection {
     /// commercial, us, eu, uk, au, gcc, gcc-high or dod.
-    #[arg(long, env = "DEFENDER_CLOUD", default_value = "commercial")]
+    #[arg(long, env = "DEFENDER_CLOUD", default_value = "commercial", global = true)]
     cloud: String,
+    /// API root instead of the cloud's (such as a simulator's base_url); signs in with the
+    /// credentials in the environment.
+    #[arg(long, env = "DEFENDER_BASE_URL", global = true, value_name = "URL")]
+    base_url: Option<String>,
+    /// Sign-in host instead of the cloud's (such as a simulator's base_url).
+    #[arg(long, env = "DEFENDER_AUTHORITY_URL", global = true, value_name = "URL")]
+    authority_url: Option<String>,
+    /// Run rate-limit windows, back-off and polling N times faster, to match a simulator
+    /// started with --clock-scale N.
+    #[arg(long, env = "DEFENDER_CLOCK_SCALE", global = true, value_name = "N", hide_short_help = true)]
+    clock_scale: Option<String>,
     /// How long to wait for a collection to finish, in minutes.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, global = true)]
     wait_minutes: u64,
-    /// Use the simulator even when credentials are in the environment.
-    #[arg(long)]
+    /// Use a simulator started for the run, even when credentials are in the environment.
+    #[arg(long, global = true)]
     simulator: bool,
     /// Show what the library does: waits, retries, throttling.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     verbose: bool,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("error: {}", failure.message);
-            ExitCode::FAILURE
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        // --help and --version print and exit 0; a usage error is INVALID_ARGUMENT.
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) => {
+            let _ = err.print();
+            return output::exit_code(DefenderStatus::InvalidArgument);
         }
+    };
+    let json = args.command.as_ref().is_some_and(commands::Command::json);
+    let result = Session::open(&args.connection, args.command.is_some()).and_then(|session| match &args.command {
+        Some(command) => command.run(&session),
+        None => main_job(&args, &session).map(|()| DefenderStatus::Ok),
+    });
+    match result {
+        Ok(status) => output::exit_code(status),
+        Err(failure) => output::fail(&failure, json),
     }
 }
 
-fn run(args: &Args) -> Result<(), Failure> {
-    let client = Client::new();
-    let real_tenant = !args.simulator && std::env::var_os("AZURE_CLIENT_ID").is_some();
-    // Kept alive until the download is done.
-    let _simulator;
-    let machine_id = if real_tenant {
+/// A client ready for calls, and the simulator it talks to when there is one (kept alive).
+pub struct Session {
+    pub client: Client,
+    simulator: Option<Simulator>,
+}
+
+impl Session {
+    fn open(connection: &Connection, subcommand: bool) -> Result<Session, Failure> {
+        let client = Client::new();
+        let credentials = std::env::var_os("AZURE_CLIENT_ID").is_some() || connection.base_url.is_some();
+        let simulator = if credentials && !connection.simulator {
+            client.set("environment", Some("true"))?;
+            client.set("cloud", Some(&connection.cloud))?;
+            client.set("base_url", connection.base_url.as_deref())?;
+            client.set("authority_url", connection.authority_url.as_deref())?;
+            None
+        } else {
+            let simulator = start_simulator(subcommand)?;
+            eprintln!(
+                "no credentials in the environment: using a simulator at {} (set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a real tenant)",
+                simulator.base_url()
+            );
+            for (key, value) in [
+                ("base_url", simulator.base_url()),
+                ("authority_url", simulator.base_url()),
+                ("tenant_id", defender_simulator::DEFAULT_TENANT_ID),
+                ("client_id", defender_simulator::DEFAULT_CLIENT_ID),
+                ("client_secret", defender_simulator::DEFAULT_CLIENT_SECRET),
+                ("clock_scale", &SIMULATOR_CLOCK_SCALE.to_string()),
+            ] {
+                client.set(key, Some(value))?;
+            }
+            Some(simulator)
+        };
+        if let Some(scale) = &connection.clock_scale {
+            client.set("clock_scale", Some(scale))?;
+        }
+        client.set("wait_timeout_ms", Some(&(connection.wait_minutes * 60_000).to_string()))?;
+        if connection.verbose {
+            client.set_log_callback(Some(print_log_line));
+        }
+        Ok(Session { client, simulator })
+    }
+
+    fn against_simulator(&self) -> bool {
+        self.simulator.is_some()
+    }
+}
+
+fn main_job(args: &Args, session: &Session) -> Result<(), Failure> {
+    let client = &session.client;
+    let machine_id = if session.against_simulator() {
+        Some(args.machine_id.clone().unwrap_or_else(|| defender_simulator::DEFAULT_MACHINE_ID.to_owned()))
+    } else {
         if args.action_id.is_none() && args.machine_id.is_none() {
             return Err(usage("against a real tenant, give --action-id or --machine-id"));
         }
-        client.set("environment", Some("true"))?;
-        client.set("cloud", Some(&args.cloud))?;
         eprintln!("signing in with the app in AZURE_TENANT_ID and AZURE_CLIENT_ID");
         client.sign_in()?;
         args.machine_id.clone()
-    } else {
-        let simulator = start_simulator()?;
-        eprintln!(
-            "no credentials in the environment: using a simulator at {} (set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a real tenant)",
-            simulator.base_url()
-        );
-        for (key, value) in [
-            ("base_url", simulator.base_url()),
-            ("authority_url", simulator.base_url()),
-            ("tenant_id", defender_simulator::DEFAULT_TENANT_ID),
-            ("client_id", defender_simulator::DEFAULT_CLIENT_ID),
-            ("client_secret", defender_simulator::DEFAULT_CLIENT_SECRET),
-            ("clock_scale", &SIMULATOR_CLOCK_SCALE.to_string()),
-        ] {
-            client.set(key, Some(value))?;
-        }
-        _simulator = simulator;
-        Some(args.machine_id.clone().unwrap_or_else(|| defender_simulator::DEFAULT_MACHINE_ID.to_owned()))
     };
-    client.set("wait_timeout_ms", Some(&(args.wait_minutes * 60_000).to_string()))?;
     client.set("overwrite", Some(if args.overwrite { "true" } else { "false" }))?;
-    if args.verbose {
-        client.set_log_callback(Some(print_log_line));
-    }
 
     let action_id = match (&args.action_id, &machine_id) {
         (Some(action_id), _) => action_id.clone(),
@@ -140,17 +207,19 @@ fn run(args: &Args) -> Result<(), Failure> {
 /// (5 s Pending, 30 s InProgress) finishes in well under a second; the client is told the same.
 const SIMULATOR_CLOCK_SCALE: u32 = 60;
 
-fn start_simulator() -> Result<Simulator, Failure> {
+/// A simulator for this run; for a subcommand, with sample devices to find.
+fn start_simulator(with_devices: bool) -> Result<Simulator, Failure> {
     let mut options = Options::default();
     options.config.clock_scale = f64::from(SIMULATOR_CLOCK_SCALE);
-    Simulator::start(options).map_err(|err| Failure {
-        status: defender::DefenderStatus::Io,
-        message: format!("could not start the simulator: {err}"),
-    })
+    if with_devices {
+        options.seed_machines = 10;
+    }
+    Simulator::start(options)
+        .map_err(|err| Failure { status: DefenderStatus::Io, message: format!("could not start the simulator: {err}") })
 }
 
-fn usage(message: &str) -> Failure {
-    Failure { status: defender::DefenderStatus::InvalidArgument, message: message.to_owned() }
+pub fn usage(message: &str) -> Failure {
+    Failure { status: DefenderStatus::InvalidArgument, message: message.to_owned() }
 }
 
 unsafe extern "C" fn print_log_line(_: *mut c_void, level: DefenderLogLevel, message: *const c_char) {

@@ -86,23 +86,20 @@ pub(crate) fn answer(
 }
 
 /// The `Comment` that collect and cancel require in their JSON body.
-fn request_comment(exchange: &Exchange) -> Result<String, HttpResponse> {
+fn request_comment(exchange: &Exchange) -> Option<String> {
     serde_json::from_slice::<Value>(&exchange.body)
         .ok()
         .and_then(|body| body.get("Comment")?.as_str().map(str::to_owned))
-        .ok_or_else(|| {
-            api_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidRequestBody",
-                "The request body must be JSON with a string 'Comment'.",
-            )
-        })
+}
+
+/// The answer when `request_comment` finds none.
+fn comment_required() -> HttpResponse {
+    api_error(StatusCode::BAD_REQUEST, "InvalidRequestBody", "The request body must be JSON with a string 'Comment'.")
 }
 
 fn collect(sim: &Simulation, caller: &Caller, machine_id: &str, exchange: &mut Exchange, now: SimTime) -> HttpResponse {
-    let comment = match request_comment(exchange) {
-        Ok(comment) => comment,
-        Err(response) => return response,
+    let Some(comment) = request_comment(exchange) else {
+        return comment_required();
     };
     let config = sim.config();
     let mut state = lock(&sim.state);
@@ -246,9 +243,8 @@ fn get_machine(sim: &Simulation, machine_id: &str) -> HttpResponse {
 
 /// `POST /api/machineactions/{id}/cancel`: only an action that has not ended can be cancelled.
 fn cancel(sim: &Simulation, caller: &Caller, action_id: &str, exchange: &Exchange, now: SimTime) -> HttpResponse {
-    let comment = match request_comment(exchange) {
-        Ok(comment) => comment,
-        Err(response) => return response,
+    let Some(comment) = request_comment(exchange) else {
+        return comment_required();
     };
     let mut state = lock(&sim.state);
     let Some(action) = state.action_mut(action_id, now) else {

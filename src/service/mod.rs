@@ -167,14 +167,16 @@ const SEGMENT: &percent_encoding::AsciiSet =
 impl Api<'_> {
     /// `{api root}/api/{segments...}?{query}`, each segment percent-encoded.
     pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<url::Url> {
-        let root = self.session.settings.api_root();
-        let mut text = root.as_str().trim_end_matches('/').to_owned();
-        text.push_str("/api");
+        // The root is parsed already: only the path is set (parsing a whole URL again, host
+        // and all, was a tenth of a call's instructions).
+        let mut url = self.session.settings.api_root();
+        let mut path = url.path().trim_end_matches('/').to_owned();
+        path.push_str("/api");
         for segment in segments {
-            text.push('/');
-            text.extend(percent_encoding::utf8_percent_encode(segment, SEGMENT));
+            path.push('/');
+            path.extend(percent_encoding::utf8_percent_encode(segment, SEGMENT));
         }
-        let mut url = url::Url::parse(&text).map_err(|err| Error::internal(format!("bad request URL: {err}")))?;
+        url.set_path(&path);
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
