@@ -552,4 +552,13 @@ mod tests {
         settings.set("timeout_ms", Some("0")).unwrap();
         assert_eq!(settings.timeout, None);
     }
+
+    #[test]
+    fn a_settings_snapshot_does_not_copy_its_secrets() {
+        let mut settings = Settings::default();
+        settings.set("client_secret", Some("hunter22-secret")).unwrap();
+        let snapshot = settings.clone();
+        let address = |settings: &Settings| settings.client_secret.as_ref().map(|secret| secret.expose().as_ptr());
+        assert_eq!(address(&snapshot), address(&settings));
+    }
 }

@@ -118,8 +118,10 @@ pub struct Reporter {
     /// One per item of the call (a single download is item 0), grown on first use.
     progress: Mutex<Vec<ProgressSlot>>,
     /// The call's secrets; an assertion signed during the call joins them.
-    secrets: Mutex<Vec<String>>,
+    secrets: Mutex<Vec<Secret>>,
     cancel: CancellationToken,
+    /// The caller takes log lines: without a log callback, none is scrubbed and sent for nothing.
+    logs: bool,
 }
 
 /// The latest progress figures of one item, and whether the caller's thread has heard of them.
@@ -169,6 +171,9 @@ impl Reporter {
 
     /// A line for the caller's log callback, scrubbed of secrets.
     pub fn log(&self, level: DefenderLogLevel, message: impl AsRef<str>) {
+        if !self.logs {
+            return;
+        }
         (self.sender)(ReporterEvent::Log(level, self.scrub(message.as_ref())));
     }
 
@@ -191,18 +196,20 @@ impl Reporter {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = AssertionRequest { audience: audience.to_owned(), client_id: client_id.to_owned(), reply };
         (self.sender)(ReporterEvent::SignAssertion(request));
-        let assertion = answer
-            .await
-            .map_err(|_| Error::internal("the caller's thread stopped before the assertion callback answered"))??;
+        let assertion = Secret::new(
+            answer
+                .await
+                .map_err(|_| Error::internal("the caller's thread stopped before the assertion callback answered"))??,
+        );
         self.secrets.lock().unwrap_or_else(|e| e.into_inner()).push(assertion.clone());
-        Ok(Secret::new(assertion))
+        Ok(assertion)
     }
 
     /// `text` without the call's secrets and made printable, for text that goes back to the
     /// caller (log lines, phases, batch results).
     pub fn scrub(&self, text: &str) -> String {
         let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let secrets: Vec<&str> = secrets.iter().map(Secret::expose).collect();
         crate::redact::for_caller(text, &secrets)
     }
 
@@ -230,6 +237,7 @@ impl Reporter {
             progress: Mutex::new(Vec::new()),
             secrets: Mutex::new(Vec::new()),
             cancel: CancellationToken::new(),
+            logs: true,
         };
         (Arc::new(reporter), lines)
     }
@@ -316,7 +324,7 @@ fn as_callback<R>(f: impl FnOnce() -> R) -> R {
 pub fn run<T, F>(
     name: &str,
     cancel: CancellationToken,
-    secrets: Vec<String>,
+    secrets: Vec<Secret>,
     mut callbacks: Callbacks<'_>,
     start: impl FnOnce(Arc<Reporter>) -> F,
 ) -> Result<T>
@@ -347,6 +355,7 @@ where
         progress: Mutex::new(Vec::new()),
         secrets: Mutex::new(secrets),
         cancel: cancel.clone(),
+        logs: callbacks.log.is_some(),
     });
     let mut transfers: HashMap<usize, Transfer> = HashMap::new();
     let work = start(Arc::clone(&reporter));
@@ -536,7 +545,7 @@ mod tests {
         let result: Result<()> = run(
             "test",
             CancellationToken::new(),
-            vec!["hunter22".into()],
+            vec![Secret::new("hunter22")],
             Callbacks { log: Some(&mut log), ..Callbacks::default() },
             |reporter| async move {
                 reporter.log(DefenderLogLevel::Info, "using hunter22");
@@ -565,7 +574,7 @@ mod tests {
         let result = run(
             "test",
             CancellationToken::new(),
-            vec!["hunter22".into()],
+            vec![Secret::new("hunter22")],
             Callbacks { progress: Some(&mut progress), item_done: Some(&mut item_done), ..Callbacks::default() },
             |reporter| async move {
                 reporter.item_progress(1, 5, 10, false);

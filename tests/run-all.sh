@@ -113,7 +113,8 @@ suite_install() {
     # A throwaway HOME: empty user module path, no PSResourceGet repository but the gallery's.
     local user_home=$HOME
     HOME="$work/home" DEFENDER_USER_HOME="$user_home" DEFENDER_DIST="$work/dist" DEFENDER_VERSION="$version" \
-        DEFENDER_EXTRA_NATIVES="$work/natives" DEFENDER_PWSH="$pwsh" PSModulePath="$tools/Modules" NO_COLOR=1 \
+        DEFENDER_EXTRA_NATIVES="$work/natives" DEFENDER_PWSH="$pwsh" \
+        DEFENDER_MODULE_FOLDER="$target/packaging/DefenderPackage" PSModulePath="$tools/Modules" NO_COLOR=1 \
         "$pwsh" -NoProfile -NonInteractive -File tests/pester/Invoke-Tests.ps1 -Path tests/install
 }
 

@@ -1,44 +1,73 @@
-//! `defender-bench`: how fast and how lean the library downloads, measured against the
-//! simulator, which runs as its own process (its release binary) so that it shares neither
-//! memory nor runtime with the library.
+//! `defender-bench`: how fast and how lean the library is, each figure measured against its
+//! comparison in the same run, the two sides alternating. The simulator runs as its own process
+//! (its release binary), so that it shares neither memory nor runtime with the library.
 //!
-//! 1. Throughput: one large package, downloaded by the library through the C ABI and by curl on
-//!    the same machine, each with a fresh link, runs alternating; prints both throughputs (the
-//!    median run), their ratio, and this process's peak memory before and after.
-//! 2. Fifty packages: a simulator with the documented rate limits and a fast clock, and a client
-//!    with the same clock, downloading them all through `defender_download_packages`; prints the
-//!    total time against the least the limits allow, and how many 429s the simulator answered.
+//! 1. Memory: one large package (default 4 GiB) through the C ABI; the process's peak resident
+//!    memory against the 32 MiB goal.
+//! 2. Throughput: one package (default 1 GiB) downloaded by the library with SHA-256 against
+//!    `curl -o FILE`; then with the server's Content-MD5 checked as well, against
+//!    `curl | tee FILE | sha256sum` with `md5sum` beside it, then `sync FILE`. Median
+//!    throughputs, spread, CPU seconds per GiB, ratios.
+//! 3. Cost of a call: `defender_get_machine_action` against a minimal HTTP server in this
+//!    process, and the same request with the same HTTP client directly (see `calls.rs`); the
+//!    medians, what the ABI adds, sixteen threads against one, and callgrind's instruction
+//!    counts per call.
+//! 4. Fifty packages: a simulator with the documented rate limits and a fast clock, and a client
+//!    with the same clock, downloading them all through `defender_download_packages`; the total
+//!    time against the least the limits allow, and how many 429s the simulator answered.
 //!
 //! `cargo run --release -p defender-bench -- --help` lists the options.
 
 #[path = "../../cli/src/native.rs"]
 #[allow(dead_code)] // shared with the CLI and the tests; the benchmark uses part of it
 mod native;
+mod calls;
+mod throughput;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use defender_simulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, ReadyInfo, parse_byte_size};
 use native::{BatchCallbacks, Client};
 use serde_json::Value;
+use throughput::{Runs, Tools};
 
-/// Download throughput and memory of the defender library next to curl, and a batch of
-/// packages against the time the rate limits allow, all against the simulator.
+/// The library's throughput, memory and cost per call, each against its comparison measured in
+/// the same run, and a batch of packages against the time the rate limits allow.
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
+    /// Parts to run (all when not given); may be repeated
+    #[arg(long, value_enum)]
+    only: Vec<Part>,
     /// Size of the package in the throughput runs (such as 512MiB, 2GiB, 4GB)
-    #[arg(long, default_value = "2GiB", value_parser = parse_byte_size)]
+    #[arg(long, default_value = "1GiB", value_parser = parse_byte_size)]
     size: u64,
-    /// Have the simulator send Content-MD5, so that the library checks it too (curl does not)
-    #[arg(long)]
-    content_md5: bool,
-    /// Runs of each downloader in the throughput part; the median is shown
+    /// Runs of each side in the throughput comparisons; the median is shown
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
     runs: u32,
+    /// Size of the package whose download's peak memory is measured
+    #[arg(long, default_value = "4GiB", value_parser = parse_byte_size)]
+    memory_size: u64,
+    /// Alternating rounds of each side in the cost-of-a-call part
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    call_rounds: u32,
+    /// Calls of each side per round
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    calls_per_round: u32,
+    /// Threads sharing one client, against one thread
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=256))]
+    threads: u32,
+    /// How long the server of the call part takes to answer in the scaling runs, in
+    /// milliseconds, as a service does (the calls then wait rather than compute)
+    #[arg(long, default_value_t = 2)]
+    server_latency_ms: u64,
+    /// Calls of each side counted under valgrind's callgrind (0: none)
+    #[arg(long, default_value_t = 200)]
+    callgrind_calls: u32,
     /// Packages in the batch part
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     actions: u32,
@@ -48,20 +77,38 @@ struct Args {
     /// Size of each package in the batch part
     #[arg(long, default_value = "1MiB", value_parser = parse_byte_size)]
     batch_package_size: u64,
-    /// Folder the downloads go to (default: a new temporary folder, removed at the end)
+    /// Folder the downloads go to (default: a new folder in /dev/shm where there is one, else
+    /// in the temporary folder; removed at the end)
     #[arg(long)]
     work_dir: Option<PathBuf>,
-    /// Only the throughput part
-    #[arg(long, conflicts_with = "only_batch")]
-    only_throughput: bool,
-    /// Only the batch part
-    #[arg(long)]
-    only_batch: bool,
+    /// (internal) the client side of the call part, run under callgrind against this server
+    #[arg(long, hide = true)]
+    callgrind_child: Option<String>,
+    #[arg(long, hide = true, default_value_t = 0)]
+    calls_under_callgrind: u32,
+}
+
+impl Args {
+    fn server_latency(&self) -> Duration {
+        Duration::from_millis(self.server_latency_ms)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    Memory,
+    Throughput,
+    Calls,
+    Batch,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
+    let outcome = match &args.callgrind_child {
+        Some(base_url) => calls::callgrind_child(base_url, args.calls_under_callgrind),
+        None => run(&args),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("defender-bench: {message}");
@@ -75,15 +122,26 @@ fn run(args: &Args) -> Result<(), String> {
         eprintln!("defender-bench: this is a debug build; measure with `cargo run --release -p defender-bench`");
     }
     let simulator_binary = simulator_binary()?;
+    let shm = Path::new("/dev/shm");
     let work_dir = match &args.work_dir {
         Some(folder) => tempfile::tempdir_in(folder),
+        None if shm.is_dir() => tempfile::tempdir_in(shm),
         None => tempfile::tempdir(),
     }
     .map_err(|err| format!("cannot create a work folder: {err}"))?;
-    if !args.only_batch {
+    println!("work folder: {}", work_dir.path().display());
+    let wanted = |part: Part| args.only.is_empty() || args.only.contains(&part);
+    // First: the peak is the process's, and nothing else has raised it yet.
+    if wanted(Part::Memory) {
+        memory(args, &simulator_binary, work_dir.path())?;
+    }
+    if wanted(Part::Throughput) {
         throughput(args, &simulator_binary, work_dir.path())?;
     }
-    if !args.only_throughput {
+    if wanted(Part::Calls) {
+        call_cost(args, work_dir.path())?;
+    }
+    if wanted(Part::Batch) {
         batch(args, &simulator_binary, work_dir.path())?;
     }
     Ok(())
@@ -180,70 +238,139 @@ impl Drop for SimulatorProcess {
     }
 }
 
-fn throughput(args: &Args, simulator_binary: &Path, work_dir: &Path) -> Result<(), String> {
-    let mut simulator_args = vec!["--rate-limit", "off", "--seed-actions", "1"];
-    if args.content_md5 {
+/// A simulator serving one package of `size` (with Content-MD5 when `md5`), a client signed in
+/// to it, and the package's action id.
+fn package_server(binary: &Path, size: u64, md5: bool) -> Result<(SimulatorProcess, Client, String), String> {
+    let size = size.to_string();
+    let mut simulator_args = vec!["--rate-limit", "off", "--seed-actions", "1", "--package-size", &size];
+    if md5 {
         simulator_args.push("--content-md5");
     }
-    let package_size = args.size.to_string();
-    simulator_args.extend(["--package-size", &package_size]);
-    let simulator = SimulatorProcess::start(simulator_binary, &simulator_args)?;
+    let simulator = SimulatorProcess::start(binary, &simulator_args)?;
     let action_id = simulator.ready.seeded_action_ids[0].clone();
     let client = simulator.client(&[("rate_limit", "off")])?;
-    // Signs in and starts the library's workers, so that the baseline memory includes them.
+    // Signs in and starts the library's workers; with MD5, the simulator computes the package's
+    // MD5 on the first request that needs it: not in a run.
     let link = client.package_uri(&action_id).map_err(|failure| failure.to_string())?;
-    if args.content_md5 {
-        // The simulator computes a package's MD5 on the first request that needs it: not in a run.
+    if md5 {
         curl(&["--head", "--output", "/dev/null", &link])?;
     }
-    let memory_before = peak_memory();
-    let checked = if args.content_md5 { ", Content-MD5 sent and checked by the library" } else { "" };
-    println!(
-        "download throughput: a {} package from the simulator{checked}, {} runs each, median",
-        size(args.size),
-        args.runs
-    );
+    Ok((simulator, client, action_id))
+}
 
-    let mut library = Vec::new();
-    let mut curl = Vec::new();
-    let mut curl_synced = Vec::new();
-    for _ in 0..args.runs {
-        let started = Instant::now();
-        let result = client.download(&action_id, work_dir, None).map_err(|failure| failure.to_string())?;
-        library.push(started.elapsed());
-        let path = PathBuf::from(result["path"].as_str().unwrap_or_default());
-        check_size(&path, args.size)?;
-        remove(&path)?;
-
-        let link = client.package_uri(&action_id).map_err(|failure| failure.to_string())?;
-        let path = work_dir.join("curl.zip");
-        let started = Instant::now();
-        self::curl(&["--output", path.to_str().ok_or("the work folder's path is not UTF-8")?, &link])?;
-        curl.push(started.elapsed());
-        // The library syncs the file before renaming it into place; the same for curl's file.
-        std::fs::File::open(&path)
-            .and_then(|file| file.sync_all())
-            .map_err(|err| format!("syncing curl's file: {err}"))?;
-        curl_synced.push(started.elapsed());
-        check_size(&path, args.size)?;
-        remove(&path)?;
-    }
-    let memory_after = peak_memory();
-
-    let rate = |runs: &mut Vec<Duration>| args.size as f64 / median(runs).as_secs_f64() / MIB;
-    let (library, curl, curl_synced) = (rate(&mut library), rate(&mut curl), rate(&mut curl_synced));
-    println!("  library, defender_download_package (file synced)   {library:8.0} MiB/s");
-    println!("  curl -o FILE, then fsync                           {curl_synced:8.0} MiB/s");
-    println!("  curl -o FILE (bytes left in the page cache)        {curl:8.0} MiB/s");
-    println!("  library / (curl + fsync)                           {:8.2}", library / curl_synced);
-    println!("  library / curl                                     {:8.2}", library / curl);
-    match (memory_before, memory_after) {
-        (Some(before), Some(after)) => println!(
-            "  peak memory of the library's process (VmHWM)       {:8.1} MiB before the downloads, {:.1} MiB after",
-            before as f64 / MIB,
-            after as f64 / MIB
-        ),
+fn memory(args: &Args, simulator_binary: &Path, work_dir: &Path) -> Result<(), String> {
+    let (_simulator, client, action_id) = package_server(simulator_binary, args.memory_size, true)?;
+    let before = peak_memory();
+    let mut runs = Runs::default();
+    throughput::library_run(&client, &action_id, work_dir, args.memory_size, &mut runs)?;
+    let after = peak_memory();
+    println!("memory: a {} package through defender_download_package, SHA-256 and MD5 checked", size(args.memory_size));
+    match (before, after) {
+        (Some(before), Some(after)) => {
+            println!("  peak resident memory (VmHWM) before the download     {:8.1} MiB", before as f64 / MIB);
+            println!("  peak resident memory (VmHWM) after                   {:8.1} MiB", after as f64 / MIB);
+            println!("  after / goal of 32 MiB                               {:8.2}", after as f64 / MIB / 32.0);
+        }
         _ => println!("  peak memory: not available on this system (Linux /proc/self/status)"),
+    }
+    Ok(())
+}
+
+fn throughput(args: &Args, simulator_binary: &Path, work_dir: &Path) -> Result<(), String> {
+    for md5 in [false, true] {
+        let (_simulator, client, action_id) = package_server(simulator_binary, args.size, md5)?;
+        let (tools, library_name, tools_name) = if md5 {
+            (
+                Tools::Pipeline { md5: true },
+                "library, SHA-256 + Content-MD5 checked, ZIP check, sync, rename",
+                "curl | tee FILE | sha256sum, md5sum beside, sync FILE",
+            )
+        } else {
+            (Tools::Curl, "library, SHA-256, ZIP check, sync, rename", "curl -o FILE")
+        };
+        println!(
+            "\nthroughput: a {} package from the simulator{}, {} runs each, alternating; median (slowest-fastest)",
+            size(args.size),
+            if md5 { " sending Content-MD5" } else { "" },
+            args.runs
+        );
+        let (mut library, mut others) = (Runs::default(), Runs::default());
+        for _ in 0..args.runs {
+            throughput::library_run(&client, &action_id, work_dir, args.size, &mut library)?;
+            let link = client.package_uri(&action_id).map_err(|failure| failure.to_string())?;
+            throughput::tools_run(tools, &link, work_dir, args.size, &mut others)?;
+        }
+        let show = |name: &str, runs: &Runs| {
+            let (median, slowest, fastest) = runs.rates(args.size);
+            println!(
+                "  {name:<58} {median:6.0} MiB/s ({slowest:.0}-{fastest:.0}), {:.2} CPU s/GiB",
+                runs.cpu_per_gib(args.size)
+            );
+        };
+        show(library_name, &library);
+        show(tools_name, &others);
+        println!(
+            "  library / {:<48} {:6.2}",
+            if md5 { "pipeline" } else { "curl" },
+            library.rates(args.size).0 / others.rates(args.size).0
+        );
+    }
+    Ok(())
+}
+
+fn call_cost(args: &Args, work_dir: &Path) -> Result<(), String> {
+    let instant = calls::start_server(Duration::ZERO)?;
+    let threads = args.threads as usize;
+    println!(
+        "\ncost of a call: GET /api/machineactions/{{id}} against a minimal keep-alive server in this process; \
+         defender_get_machine_action against the same request with the same reqwest client, directly"
+    );
+    println!(
+        "  one thread, {} rounds of {} calls a side, alternating call by call:",
+        args.call_rounds, args.calls_per_round
+    );
+    let figures = calls::latency(&instant, args.call_rounds, args.calls_per_round)?;
+    let micros = |d: Duration| d.as_secs_f64() * 1e6;
+    let spread = |(low, high): (Duration, Duration)| format!("({:.0}-{:.0} over rounds)", micros(low), micros(high));
+    println!(
+        "  library, median                                       {:8.1} µs {}",
+        micros(figures.library_median),
+        spread(figures.library_spread)
+    );
+    println!(
+        "  direct, median                                        {:8.1} µs {}",
+        micros(figures.direct_median),
+        spread(figures.direct_spread)
+    );
+    println!(
+        "  what the C ABI adds, median (goal: under 50 µs)       {:8.1} µs",
+        micros(figures.library_median) - micros(figures.direct_median)
+    );
+    if args.callgrind_calls > 0 {
+        match calls::callgrind_counts(&instant, args.callgrind_calls, work_dir)? {
+            Some((library, direct)) => {
+                println!(
+                    "  instructions per call, callgrind ({} calls a side, all the client's threads, not the server's):",
+                    args.callgrind_calls
+                );
+                println!("    library {library:8.0}, direct {direct:8.0}, library / direct {:.2}", library / direct);
+            }
+            None => println!("  instructions per call: valgrind is not installed"),
+        }
+    }
+    let latencies = [(Duration::ZERO, instant), (args.server_latency(), calls::start_server(args.server_latency())?)];
+    for (latency, base_url) in latencies {
+        let [(library_1, library_n), (direct_1, direct_n)] =
+            calls::scaling(&base_url, args.call_rounds, args.calls_per_round, threads)?;
+        println!(
+            "  {threads} threads sharing one client against one thread, the server answering after {} ms:",
+            latency.as_millis()
+        );
+        println!(
+            "    library {library_1:6.0} -> {library_n:6.0} calls/s: {:5.1}x   direct {direct_1:6.0} -> {direct_n:6.0} calls/s: {:5.1}x",
+            library_n / library_1,
+            direct_n / direct_1
+        );
     }
     Ok(())
 }
@@ -312,11 +439,6 @@ fn size(bytes: u64) -> String {
     } else {
         format!("{:.1} MiB", bytes as f64 / MIB)
     }
-}
-
-fn median(runs: &mut [Duration]) -> Duration {
-    runs.sort();
-    runs[runs.len() / 2]
 }
 
 fn check_size(path: &Path, expected: u64) -> Result<(), String> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+use zeroize::Zeroizing;
 
 use super::certificate::ClientCertificate;
 use super::{AccessToken, App, Proof, seconds};
@@ -122,12 +123,18 @@ async fn request_token(
         return Err((None, refused_sign_in_redirect("the token endpoint", &response)));
     }
     let retry_after = retry_after(response.headers());
-    let body = read_limited(response, MAX_TOKEN_RESPONSE).await.map_err(|err| (None, err))?;
+    // Zeroed when dropped: it holds the token.
+    let body = Zeroizing::new(read_limited(response, MAX_TOKEN_RESPONSE).await.map_err(|err| (None, err))?);
     if !status.is_success() {
         return Err((Some(Failure::Status { status, retry_after }), token_error(status, &body)));
     }
-    let token: TokenResponse = serde_json::from_slice(&body)
-        .map_err(|err| (None, Error::protocol(format!("the token endpoint's answer is not a token ({err})"))))?;
+    token_from_answer(&body).map_err(|err| (None, err))
+}
+
+/// The token in the token endpoint's (successful) answer.
+pub(crate) fn token_from_answer(body: &[u8]) -> Result<AccessToken> {
+    let token: TokenResponse = serde_json::from_slice(body)
+        .map_err(|err| Error::protocol(format!("the token endpoint's answer is not a token ({err})")))?;
     Ok(AccessToken::expiring_in(Secret::new(token.access_token), Duration::from_secs(token.expires_in)))
 }
 
@@ -136,7 +143,7 @@ fn assertion_fields(assertion: &Secret) -> Vec<(&'static str, &str)> {
 }
 
 /// 400 and 401 from the token endpoint mean the credentials (or tenant, or app) were refused.
-fn token_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
+pub(crate) fn token_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
     let detail = match serde_json::from_slice::<TokenError>(body) {
         Ok(err) => {
             let shown = |text: &str| printable(text, SERVICE_TEXT_CHARS);

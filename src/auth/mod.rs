@@ -11,6 +11,12 @@ mod entra;
 mod environment;
 mod managed_identity;
 
+// The parsers of the sign-in endpoints' answers, for `crate::fuzzing`.
+pub(crate) use entra::{token_error as entra_token_error, token_from_answer as entra_token_from_answer};
+pub(crate) use managed_identity::{
+    endpoint_error as identity_endpoint_error, token_from_answer as identity_token_from_answer,
+};
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -189,7 +195,7 @@ impl Source {
 
 /// A token and when to stop using it.
 #[derive(Clone, Debug)]
-struct AccessToken {
+pub(crate) struct AccessToken {
     value: Secret,
     /// After this instant the token is renewed before use: a few minutes before it expires.
     renew_at: Instant,
@@ -288,18 +294,16 @@ pub fn assertion_audience(settings: &Settings) -> Result<String> {
 
 /// Every secret value a call with these settings may send, for scrubbing text meant for people:
 /// the configured ones, and those the sign-in reads from the environment.
-pub fn secrets(settings: &Settings) -> Vec<String> {
-    let configured = [&settings.client_secret, &settings.client_assertion, &settings.access_token]
-        .into_iter()
-        .flatten()
-        .map(|secret| secret.expose().to_owned());
+pub fn secrets(settings: &Settings) -> Vec<Secret> {
+    let configured =
+        [&settings.client_secret, &settings.client_assertion, &settings.access_token].into_iter().flatten().cloned();
     let from_environment = [
         (settings.environment, environment::CLIENT_SECRET),
         (settings.managed_identity.is_some(), managed_identity::IDENTITY_HEADER),
     ]
     .into_iter()
     .filter(|(read, _)| *read)
-    .filter_map(|(_, name)| std::env::var(name).ok());
+    .filter_map(|(_, name)| std::env::var(name).ok().map(Secret::new));
     configured.chain(from_environment).collect()
 }
 

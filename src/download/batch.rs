@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -42,6 +42,17 @@ pub async fn download_packages(api: Api<'_>, action_ids: &[String], folder: &str
     let saved = results.iter().filter(|(_, result)| result["code"] == 0).count();
     api.reporter.log(DefenderLogLevel::Info, format!("downloaded {saved} of {} packages", action_ids.len()));
     Ok(results.into_iter().map(|(_, result)| result).collect())
+}
+
+/// A failed item's result; `message` is already fit for the caller (`Reporter::scrub`).
+pub(crate) fn failed_item(action_id: &str, status: DefenderStatus, message: &str, elapsed: Duration) -> Value {
+    json!({
+        "action_id": action_id,
+        "status": status.name(),
+        "code": status as i32,
+        "message": message,
+        "elapsed_ms": millis(elapsed),
+    })
 }
 
 /// The folder must exist: every item would fail the same way otherwise.
@@ -90,13 +101,7 @@ async fn download_one(
             // Info, not Warn: the caller hears of this failure as the item's result; a warning
             // would announce it twice.
             api.reporter.log(DefenderLogLevel::Info, format!("item {index} (machine action {action_id}): {message}"));
-            json!({
-                "action_id": action_id,
-                "status": status.name(),
-                "code": status as i32,
-                "message": message,
-                "elapsed_ms": millis(started.elapsed()),
-            })
+            failed_item(action_id, status, &message, started.elapsed())
         }
     };
     api.reporter.item_done(index, status, result.to_string());

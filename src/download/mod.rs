@@ -7,6 +7,8 @@ mod destination;
 mod sink;
 mod transfer;
 
+pub(crate) use transfer::parse_content_range;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -114,10 +116,14 @@ async fn check_and_sync(part: &PartFile) -> Result<()> {
     .map_err(|err| Error::internal(format!("checking the download failed unexpectedly: {err}")))?
 }
 
-/// A package is a ZIP: its central directory must be readable.
 fn check_zip(path: &Path) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|err| Error::io(format!("reopening '{}'", path.display()), &err))?;
-    zip::ZipArchive::new(std::io::BufReader::new(file))
+    check_zip_reader(std::io::BufReader::new(file))
+}
+
+/// A package is a ZIP: its central directory must be readable.
+pub(crate) fn check_zip_reader(package: impl std::io::Read + std::io::Seek) -> Result<()> {
+    zip::ZipArchive::new(package)
         .map(drop)
         .map_err(|err| Error::integrity(format!("the download is not a readable ZIP ({err})")))
 }

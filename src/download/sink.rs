@@ -1,13 +1,27 @@
-//! Where a download's bytes go. Each chunk the connection gives is handed (not copied) to
-//! threads that work side by side with the receiving one: one hashes it (SHA-256), one computes
-//! the MD5 when there is one to check, one writes it to the file. Another flushes what is
-//! written to the disk as the download goes, so that the disk works alongside too and the final
-//! sync has little left to do. On a fast link the costs of a download then overlap instead of
-//! adding up, and memory stays at a few chunks in flight whatever the package size.
+//! Where a download's bytes go. The chunks the connection gives are gathered into blocks, and
+//! each block is handed (not copied again) to threads that work side by side with the receiving
+//! one: one hashes it (SHA-256) and writes it to the file, one computes the MD5 when there is one
+//! to check. Another flushes what is written
+//! to the disk as the download goes, so that the disk works alongside too and the final sync has
+//! little left to do. On a fast link the costs of a download then overlap instead of adding up,
+//! and memory stays at a few chunks in flight whatever the package size.
+//!
+//! The blocks come from a small pool and go back to it, so a download reuses the same few MiB
+//! from start to end. The connection's own buffer is freed as soon as its bytes are copied into
+//! a block, and the next read fills that same, cache-hot memory again. Handing the connection's
+//! buffers themselves to the stages (as this did before) cost more than the copy saved: each was
+//! a fresh allocation of up to 400 KiB that the allocator got from the kernel as zeroed pages
+//! and gave back, and it was read cold by the threads that hash and write it.
+//!
+//! SHA-256 and the write share a thread on purpose: the write copies bytes the hash has just
+//! read, still in that core's cache. On their own threads, each read every chunk from memory,
+//! and the extra thread's wake-ups cost more than the overlap gained (see the benchmark's notes
+//! in the README). MD5, the slowest (it cannot use the CPU's SHA instructions), runs alongside.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use md5::Md5;
@@ -17,11 +31,13 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
-/// Chunks queued for each stage. A chunk is what one read from the connection gave (at most
-/// about 400 KiB), so this bounds the memory a download holds to a few MiB.
+/// Blocks queued for each stage: with `BLOCK`, this bounds the memory a download holds to a few MiB.
 const CHUNKS_IN_FLIGHT: usize = 8;
-/// Small chunks (a slow connection gives many) are gathered into writes of this size.
-const WRITE_BUFFER: usize = 256 * 1024;
+/// The body is gathered into blocks of this size: small enough to stay in a core's cache
+/// between hashing and writing, large enough that a MiB takes four writes and few hand-offs.
+const BLOCK: usize = 256 * 1024;
+/// The file is written through a buffer of this size: whole blocks go straight through.
+const WRITE_BUFFER: usize = BLOCK;
 /// Written bytes after which the flusher is asked to push them to the disk.
 const FLUSH_EVERY: u64 = 64 * 1024 * 1024;
 
@@ -37,10 +53,13 @@ pub struct Digests {
 /// Dropping a sink (a cancelled download) lets its threads finish what they hold on their own;
 /// the file's name belongs to the `PartFile`, which removes it.
 pub struct Sink {
-    sha256: Stage<Sha256>,
+    /// Hashes (SHA-256) and writes.
+    writer: Stage<FileWriter>,
     /// Only when the server sent an MD5 to check against.
     md5: Option<Stage<Md5>>,
-    writer: Stage<FileWriter>,
+    /// The block being gathered.
+    filling: Vec<u8>,
+    pool: Arc<Pool>,
     received: u64,
 }
 
@@ -49,16 +68,19 @@ impl Sink {
     /// SHA-256 when `with_md5`. `path` names the file in messages.
     pub fn new(file: File, path: PathBuf, with_md5: bool) -> Result<Self> {
         let writer = FileWriter {
+            sha256: Sha256::new(),
             flusher: Flusher::start(&path)?,
             file: BufWriter::with_capacity(WRITE_BUFFER, file),
             path,
             written: 0,
             flushed: 0,
         };
+        let pool = Arc::new(Pool::default());
         Ok(Self {
-            sha256: Stage::start(Sha256::new()),
-            md5: with_md5.then(|| Stage::start(Md5::new())),
             writer: Stage::start(writer),
+            md5: with_md5.then(|| Stage::start(Md5::new())),
+            filling: pool.take(),
+            pool,
             received: 0,
         })
     }
@@ -71,22 +93,39 @@ impl Sink {
     /// Takes the next chunk of the body. Waits only when a hasher or the disk is behind.
     pub async fn push(&mut self, chunk: Bytes) -> Result<()> {
         self.received += chunk.len() as u64;
-        // The stages share the chunk's memory: a clone is a reference count.
-        self.sha256.push(chunk.clone()).await?;
-        if let Some(md5) = &mut self.md5 {
-            md5.push(chunk.clone()).await?;
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(rest.len().min(BLOCK - self.filling.len()));
+            self.filling.extend_from_slice(now);
+            rest = later;
+            if self.filling.len() == BLOCK {
+                self.send_block().await?;
+            }
         }
-        self.writer.push(chunk).await
+        Ok(())
+    }
+
+    /// Hands the gathered block to the stages and starts another.
+    async fn send_block(&mut self) -> Result<()> {
+        let next = self.pool.take();
+        let block = Arc::new(Block { bytes: std::mem::replace(&mut self.filling, next), pool: Arc::clone(&self.pool) });
+        // The stages share the block: a clone is a reference count.
+        if let Some(md5) = &mut self.md5 {
+            md5.push(Arc::clone(&block)).await?;
+        }
+        self.writer.push(block).await
     }
 
     /// Waits until every byte is hashed and written, and returns the digests of them all.
-    pub async fn finish(self) -> Result<Digests> {
-        let sha256 = self.sha256.finish().await?;
+    pub async fn finish(mut self) -> Result<Digests> {
+        if !self.filling.is_empty() {
+            self.send_block().await?;
+        }
         let md5 = match self.md5 {
             Some(md5) => Some(md5.finish().await?),
             None => None,
         };
-        self.writer.finish().await?;
+        let sha256 = self.writer.finish().await?;
         Ok(Digests { sha256, md5 })
     }
 }
@@ -96,19 +135,6 @@ trait Consumer: Send + 'static {
     type Output: Send + 'static;
     fn take(&mut self, chunk: &[u8]) -> Result<()>;
     fn finish(self) -> Result<Self::Output>;
-}
-
-impl Consumer for Sha256 {
-    type Output = [u8; 32];
-
-    fn take(&mut self, chunk: &[u8]) -> Result<()> {
-        self.update(chunk);
-        Ok(())
-    }
-
-    fn finish(self) -> Result<[u8; 32]> {
-        Ok(self.finalize().into())
-    }
 }
 
 impl Consumer for Md5 {
@@ -124,8 +150,9 @@ impl Consumer for Md5 {
     }
 }
 
-/// Writes the chunks to the file.
+/// Hashes the chunks (SHA-256) and writes them to the file.
 struct FileWriter {
+    sha256: Sha256,
     file: BufWriter<File>,
     path: PathBuf,
     flusher: Flusher,
@@ -140,9 +167,10 @@ impl FileWriter {
 }
 
 impl Consumer for FileWriter {
-    type Output = ();
+    type Output = [u8; 32];
 
     fn take(&mut self, chunk: &[u8]) -> Result<()> {
+        self.sha256.update(chunk);
         self.file.write_all(chunk).map_err(|err| self.failed(&err))?;
         self.written += chunk.len() as u64;
         if self.written - self.flushed >= FLUSH_EVERY {
@@ -153,31 +181,59 @@ impl Consumer for FileWriter {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<()> {
-        self.file.flush().map_err(|err| self.failed(&err))
+    fn finish(mut self) -> Result<[u8; 32]> {
+        self.file.flush().map_err(|err| self.failed(&err))?;
+        Ok(self.sha256.finalize().into())
+    }
+}
+
+/// Blocks of the body, kept for reuse while the download runs.
+#[derive(Default)]
+struct Pool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Pool {
+    fn take(&self) -> Vec<u8> {
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| Vec::with_capacity(BLOCK))
+    }
+}
+
+/// A gathered block on its way through the stages; back to the pool when the last is done.
+struct Block {
+    bytes: Vec<u8>,
+    pool: Arc<Pool>,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.clear();
+        self.pool.free.lock().unwrap_or_else(|e| e.into_inner()).push(bytes);
     }
 }
 
 /// A consumer on a blocking thread of its own, fed through a short queue.
 struct Stage<C: Consumer> {
-    chunks: mpsc::Sender<Bytes>,
+    chunks: mpsc::Sender<Arc<Block>>,
     done: JoinHandle<Result<C::Output>>,
 }
 
 impl<C: Consumer> Stage<C> {
     fn start(mut consumer: C) -> Self {
-        let (chunks, mut incoming) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+        let (chunks, mut incoming) = mpsc::channel::<Arc<Block>>(CHUNKS_IN_FLIGHT);
         let done = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = incoming.blocking_recv() {
-                consumer.take(&chunk)?;
+            while let Some(block) = incoming.blocking_recv() {
+                consumer.take(&block.bytes)?;
             }
             consumer.finish()
         });
         Self { chunks, done }
     }
 
-    async fn push(&mut self, chunk: Bytes) -> Result<()> {
-        if self.chunks.send(chunk).await.is_err() {
+    async fn push(&mut self, block: Arc<Block>) -> Result<()> {
+        if self.chunks.send(block).await.is_err() {
             // The thread stopped early: its error says why.
             let stopped = (&mut self.done).await;
             return Err(stopped.map_or_else(stage_panicked, |result| result.err().unwrap_or_else(lost)));

@@ -20,6 +20,15 @@ thread_local! {
 }
 
 fn set_last_error(message: &str) {
+    if message.is_empty() {
+        // The common case, after every successful call: no scrubbing, no allocation.
+        LAST_ERROR.with(|last| {
+            if !last.borrow().is_empty() {
+                *last.borrow_mut() = CString::default();
+            }
+        });
+        return;
+    }
     // Printable: a NUL or an escape sequence from the service is escaped (`\u0000`, `\u001b`).
     let message = CString::new(crate::redact::for_caller(message, &[])).unwrap_or_default();
     LAST_ERROR.with(|last| *last.borrow_mut() = message);

@@ -49,7 +49,7 @@ pub struct MachineAction {
 }
 
 impl MachineAction {
-    fn from_json(json: serde_json::Value, what: &str) -> Result<Self> {
+    pub(crate) fn from_json(json: serde_json::Value, what: &str) -> Result<Self> {
         let status = json
             .get("status")
             .and_then(|s| s.as_str())
@@ -281,12 +281,18 @@ async fn package_uri(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -
     if response.status == StatusCode::NOT_FOUND {
         return Err(why_no_package(api, action_id, deadline).await);
     }
+    link_from_answer(&response.success(&what)?.body).map_err(|err| err.context(&what))
+}
+
+/// The link in getPackageUri's answer, `{"value": "<link>"}` (see `parse_package_link`).
+pub(crate) fn link_from_answer(body: &[u8]) -> Result<Url> {
     #[derive(Deserialize)]
     struct PackageUri {
         value: String,
     }
-    let answer: PackageUri = response.success(&what)?.json(&what)?;
-    parse_package_link(&answer.value).map_err(|err| err.context(&what))
+    let answer: PackageUri = serde_json::from_slice(body)
+        .map_err(|err| Error::protocol(format!("the service's answer could not be understood ({err})")))?;
+    parse_package_link(&answer.value)
 }
 
 /// The package link, after waiting for the collection to finish when `wait_timeout_ms` is set.

@@ -78,6 +78,10 @@ pub struct ServiceError {
 }
 
 impl ApiResponse {
+    pub(crate) fn new(status: StatusCode, body: Vec<u8>, endpoint: Endpoint) -> Self {
+        Self { status, body, endpoint, gave_up: None }
+    }
+
     pub fn is_success(&self) -> bool {
         self.status.is_success()
     }
@@ -163,14 +167,16 @@ const SEGMENT: &percent_encoding::AsciiSet =
 impl Api<'_> {
     /// `{api root}/api/{segments...}?{query}`, each segment percent-encoded.
     pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<url::Url> {
-        let root = self.session.settings.api_root();
-        let mut text = root.as_str().trim_end_matches('/').to_owned();
-        text.push_str("/api");
+        // The root is parsed already: only the path is set (parsing a whole URL again, host
+        // and all, was a tenth of a call's instructions).
+        let mut url = self.session.settings.api_root();
+        let mut path = url.path().trim_end_matches('/').to_owned();
+        path.push_str("/api");
         for segment in segments {
-            text.push('/');
-            text.extend(percent_encoding::utf8_percent_encode(segment, SEGMENT));
+            path.push('/');
+            path.extend(percent_encoding::utf8_percent_encode(segment, SEGMENT));
         }
-        let mut url = url::Url::parse(&text).map_err(|err| Error::internal(format!("bad request URL: {err}")))?;
+        url.set_path(&path);
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
@@ -315,7 +321,7 @@ impl Api<'_> {
         match read_limited(response, MAX_API_RESPONSE).await {
             Ok(body) => Ok((
                 Failure::Status { status, retry_after },
-                Ok(ApiResponse { status, body, endpoint: *endpoint, gave_up: None }),
+                Ok(ApiResponse::new(status, body, *endpoint)),
             )),
             // The answer broke off: as if none had come.
             Err(err) if err.status() == DefenderStatus::Network => Ok((Failure::Transport { sent: true }, Err(err))),

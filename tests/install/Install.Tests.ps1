@@ -7,6 +7,7 @@
 #   DEFENDER_EXTRA_NATIVES  the folder (<rid>/<library>) of libraries for other runtimes given to pack.sh
 #   DEFENDER_USER_HOME   the HOME of the user running the tests, for the machine's NuGet sources
 #   DEFENDER_PWSH        the pwsh running this file (a .NET tool's is not [Environment]::ProcessPath)
+#   DEFENDER_MODULE_FOLDER  the module folder pack.sh packed (powershell/build.sh's, other runtimes added)
 
 BeforeAll {
     Import-Module (Join-Path $PSScriptRoot '../pester/TestHelpers.psm1') -Force
@@ -38,6 +39,18 @@ BeforeAll {
         } finally {
             $zip.Dispose()
         }
+    }
+
+    function Get-FolderEntry {
+        # The files under a folder: path relative to it, with '/' => SHA-256 of the bytes.
+        param([string] $Folder)
+        $root = (Resolve-Path -LiteralPath $Folder).Path.TrimEnd('/', '\')
+        $entries = @{}
+        foreach ($file in Get-ChildItem -LiteralPath $root -Recurse -File) {
+            $entries[$file.FullName.Substring($root.Length + 1).Replace('\', '/')] =
+                (Get-FileHash -LiteralPath $file.FullName -Algorithm SHA256).Hash.ToLowerInvariant()
+        }
+        $entries
     }
 
     function Get-NuspecVersion {
@@ -92,6 +105,11 @@ Describe 'the packages pack.sh wrote' {
 
     It 'the module package holds the manifest, the assembly, formats, and the library of every runtime given' {
         $entries = Get-PackageEntry $script:ModulePackage
+        # Every file of the module folder, byte for byte (help and all that the module build lays out).
+        $folder = Get-FolderEntry $env:DEFENDER_MODULE_FOLDER
+        foreach ($name in $folder.Keys) {
+            $entries[$name] | Should -Be $folder[$name] -Because "$name is part of the module"
+        }
         foreach ($name in 'DefenderPackage.psd1', 'DefenderPackage.dll', 'DefenderPackage.Format.ps1xml', "runtimes/$script:Rid/native/$script:Library") {
             $entries.Keys | Should -Contain $name
         }
@@ -128,6 +146,14 @@ Describe 'Install-PSResource DefenderPackage from dist/ registered as a reposito
     It 'installs the crate version into the user module path of this (throwaway) HOME' {
         $script:Installed.Version.ToString() | Should -Be $script:Version
         $script:Installed.InstalledLocation | Should -BeLike "$HOME*"
+        # The installed folder is the module that was packed, file for file.
+        $installed = Get-FolderEntry ([IO.Path]::Combine($script:Installed.InstalledLocation, 'DefenderPackage', $script:Version))
+        $installed.Remove('PSGetModuleInfo.xml') # PSResourceGet's record of the installation
+        $packed = Get-FolderEntry $env:DEFENDER_MODULE_FOLDER
+        ($installed.Keys | Sort-Object) | Should -Be ($packed.Keys | Sort-Object)
+        foreach ($name in $packed.Keys) {
+            $installed[$name] | Should -Be $packed[$name] -Because "$name as packed"
+        }
     }
 
     It 'a new pwsh imports it by name and downloads a package whose SHA-256 is the simulator''s' {
