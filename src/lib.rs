@@ -14,6 +14,8 @@ pub mod config;
 pub mod download;
 pub mod error;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod redact;
 pub mod retry;

@@ -6,21 +6,34 @@
 //! like a JWT, and the exact secret values the client was configured with.
 
 use std::fmt;
+use std::sync::Arc;
 
-/// A configured secret (client secret, access token, client assertion). Its `Debug` output
-/// never shows the value, so it cannot leak through a `{:?}` by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+use zeroize::Zeroizing;
+
+/// A secret (client secret, access token, client assertion, identity header). Its `Debug`
+/// output never shows the value, so it cannot leak through a `{:?}` by accident. Its copies share
+/// one allocation, so a settings snapshot per call copies no secret, and that memory is zeroed
+/// (`zeroize`) when the last copy is dropped.
+#[derive(Clone)]
+pub struct Secret(Arc<Zeroizing<String>>);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(Arc::new(Zeroizing::new(value.into())))
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -197,6 +210,14 @@ mod tests {
         assert_eq!(printable("abcdef", 3), "abc…");
         assert_eq!(printable("abc", 3), "abc");
         assert_eq!(printable(&printable("\u{1b}", 10), 10), "\\u001b", "escaping twice changes nothing more");
+    }
+
+    #[test]
+    fn copies_of_a_secret_share_one_allocation() {
+        let secret = Secret::new("hunter22");
+        let copy = secret.clone();
+        assert_eq!(copy.expose().as_ptr(), secret.expose().as_ptr());
+        assert_eq!(copy, Secret::new("hunter22"));
     }
 
     #[test]

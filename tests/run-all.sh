@@ -13,9 +13,13 @@
 #           (Install-PSResource from dist/ in a throwaway HOME, `dotnet add package` in a new
 #           console program, `cargo install --path cli`), each downloads a package from the
 #           simulator with the right SHA-256 (tests/install)
+#   fuzz    every cargo-fuzz target (fuzz/: the parsers of what the service sends) for a few
+#           seconds each from its committed corpus (DEFENDER_FUZZ_SECONDS, default 10); needs
+#           the nightly toolchain, installs cargo-fuzz when missing
 #
 # On macOS and Windows (CI, .github/workflows/ci.yml) the suites that need Linux-only tools say
-# so and pass without running: valgrind (Linux only), c (POSIX sockets and fork: not on Windows).
+# so and pass without running: valgrind (Linux only), c (POSIX sockets and fork) and fuzz
+# (cargo-fuzz) not on Windows.
 #
 # Usage: tests/run-all.sh [suite...]   (default: all of them)
 # Installs what a suite needs when it is missing. Exits non-zero when any suite fails.
@@ -27,7 +31,7 @@ target=${CARGO_TARGET_DIR:-$root/target}
 build="$root/target/test-build"
 mkdir -p "$build"
 
-all_suites=(rust header c valgrind csharp powershell install)
+all_suites=(rust header c valgrind csharp powershell install fuzz)
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
 
@@ -193,6 +197,41 @@ need_pwsh_and_pester() {
     if [ ! -e "$pester/Pester.psd1" ]; then
         mkdir -p "$pester" && cp -R "$packages/pester/5.7.1/tools/." "$pester/" || return 1
     fi
+}
+
+suite_fuzz() {
+    case "$os" in MINGW* | MSYS* | CYGWIN*) echo "skipped: cargo-fuzz (libFuzzer, sanitizers) runs on Linux and macOS"; return 0 ;; esac
+    need_cargo_fuzz || return 1
+    local seconds=${DEFENDER_FUZZ_SECONDS:-10} target
+    # Built with optimisations, debug assertions and overflow checks (cargo-fuzz's default), so an
+    # overflow is a finding too. New inputs go to a scratch corpus (listed first, so libFuzzer
+    # writes there), never into the committed one; a crash leaves its input in
+    # fuzz/artifacts/<target>/ and fails the suite.
+    cargo +nightly fuzz build || return 1
+    for target in $(cargo +nightly fuzz list); do
+        mkdir -p "$build/fuzz-corpus/$target"
+        echo "fuzzing $target for ${seconds}s"
+        if ! cargo +nightly fuzz run "$target" "$build/fuzz-corpus/$target" "fuzz/corpus/$target" -- \
+            -max_total_time="$seconds" -max_len=65536 >"$build/fuzz-$target.log" 2>&1; then
+            tail -n 40 "$build/fuzz-$target.log"
+            echo "fuzz target $target failed; its input is in fuzz/artifacts/$target/"
+            return 1
+        fi
+        grep -E '^Done' "$build/fuzz-$target.log"
+    done
+}
+
+# cargo-fuzz and the nightly toolchain it runs on.
+need_cargo_fuzz() {
+    if ! cargo +nightly --version >/dev/null 2>&1; then
+        echo "the nightly toolchain is missing; installing it with rustup"
+        rustup toolchain install nightly --profile minimal >/dev/null || return 1
+    fi
+    command -v cargo-fuzz >/dev/null 2>&1 && return 0
+    export PATH="$tools/cargo-fuzz/bin:$PATH"
+    command -v cargo-fuzz >/dev/null 2>&1 && return 0
+    echo "cargo-fuzz is missing; installing it into $tools/cargo-fuzz"
+    cargo install cargo-fuzz --locked --root "$tools/cargo-fuzz" >/dev/null 2>&1 || cargo install cargo-fuzz --root "$tools/cargo-fuzz"
 }
 
 need_dotnet() {

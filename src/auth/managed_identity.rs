@@ -14,6 +14,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 use serde::Deserialize;
 use url::Url;
+use zeroize::Zeroizing;
 
 use super::{AccessToken, environment_variable, seconds};
 use crate::config::{self, ManagedIdentity, PlainHttp, Settings};
@@ -169,27 +170,31 @@ impl Endpoint {
             return Err((None, http::refused_sign_in_redirect("the managed identity endpoint", &response)));
         }
         let retry_after = retry_after(response.headers());
-        let body = read_limited(response, MAX_TOKEN_RESPONSE).await.map_err(|err| (None, err))?;
+        // Zeroed when dropped: it holds the token.
+        let body = Zeroizing::new(read_limited(response, MAX_TOKEN_RESPONSE).await.map_err(|err| (None, err))?);
         if !status.is_success() {
             // IMDS answers 410 while it updates itself, for up to 70 s: a passing failure.
             let passing = if status == StatusCode::GONE { StatusCode::SERVICE_UNAVAILABLE } else { status };
             return Err((Some(Failure::Status { status: passing, retry_after }), endpoint_error(status, &body)));
         }
-        let token: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|err| (None, Error::protocol(format!("the answer is not a token ({err})"))))?;
-        let lifetime = match (token.expires_in, token.expires_on) {
-            // Relative time does not depend on this machine's clock being right.
-            (Some(expires_in), _) => Duration::from_secs(expires_in),
-            (None, Some(expires_on)) => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-                Duration::from_secs(expires_on.saturating_sub(now))
-            }
-            (None, None) => {
-                return Err((None, Error::protocol("the answer says neither expires_in nor expires_on")));
-            }
-        };
-        Ok(AccessToken::expiring_in(Secret::new(token.access_token), lifetime))
+        token_from_answer(&body).map_err(|err| (None, err))
     }
+}
+
+/// The token in a managed identity endpoint's (successful) answer.
+pub(crate) fn token_from_answer(body: &[u8]) -> Result<AccessToken> {
+    let token: TokenResponse = serde_json::from_slice(body)
+        .map_err(|err| Error::protocol(format!("the answer is not a token ({err})")))?;
+    let lifetime = match (token.expires_in, token.expires_on) {
+        // Relative time does not depend on this machine's clock being right.
+        (Some(expires_in), _) => Duration::from_secs(expires_in),
+        (None, Some(expires_on)) => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            Duration::from_secs(expires_on.saturating_sub(now))
+        }
+        (None, None) => return Err(Error::protocol("the answer says neither expires_in nor expires_on")),
+    };
+    Ok(AccessToken::expiring_in(Secret::new(token.access_token), lifetime))
 }
 
 /// An HTTP client for the endpoint: no proxy (the endpoint is on this machine or its host, where
@@ -209,7 +214,7 @@ fn local_client(settings: &Settings) -> Result<reqwest::Client> {
 
 /// 400, 401 and 403 mean the identity was refused (none assigned, an unknown user-assigned one,
 /// a wrong header).
-fn endpoint_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
+pub(crate) fn endpoint_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
     let detail = serde_json::from_slice::<EndpointError>(body)
         .ok()
         .and_then(|err| {

@@ -11,6 +11,12 @@ mod entra;
 mod environment;
 mod managed_identity;
 
+// The parsers of the sign-in endpoints' answers, for `crate::fuzzing`.
+pub(crate) use entra::{token_error as entra_token_error, token_from_answer as entra_token_from_answer};
+pub(crate) use managed_identity::{
+    endpoint_error as identity_endpoint_error, token_from_answer as identity_token_from_answer,
+};
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -55,11 +61,15 @@ enum Proof {
     Certificate(PathBuf),
     /// A client assertion signed elsewhere (a key that never leaves a certificate store).
     Assertion(Secret),
+    /// Client assertions that the caller's assertion callback signs on the caller's thread, a
+    /// fresh one for each token request: a key in a certificate store, and tokens renewed
+    /// however long a call runs.
+    Callback,
 }
 
 /// The sign-in keys: exactly one of them names the way to sign in.
-const WAYS: &str = "client_secret, client_certificate_path or client_assertion (each with tenant_id and client_id), \
-                    managed_identity, environment=true, or access_token";
+const WAYS: &str = "client_secret, client_certificate_path, client_assertion or an assertion callback (each with \
+                    tenant_id and client_id), managed_identity, environment=true, or access_token";
 
 impl SignIn {
     /// The sign-in the settings describe. Exactly one way must be configured, and completely.
@@ -69,6 +79,7 @@ impl SignIn {
             ("client_secret", settings.client_secret.is_some()),
             ("client_certificate_path", settings.client_certificate_path.is_some()),
             ("client_assertion", settings.client_assertion.is_some()),
+            ("an assertion callback", settings.client_assertion_callback),
             ("managed_identity", settings.managed_identity.is_some()),
             ("environment", settings.environment),
         ]
@@ -106,6 +117,9 @@ impl SignIn {
         }
         if let Some(assertion) = &settings.client_assertion {
             return app(Proof::Assertion(assertion.clone()));
+        }
+        if settings.client_assertion_callback {
+            return app(Proof::Callback);
         }
         if let Some(identity) = &settings.managed_identity {
             refuse_app_ids(
@@ -181,7 +195,7 @@ impl Source {
 
 /// A token and when to stop using it.
 #[derive(Clone, Debug)]
-struct AccessToken {
+pub(crate) struct AccessToken {
     value: Secret,
     /// After this instant the token is renewed before use: a few minutes before it expires.
     renew_at: Instant,
@@ -280,18 +294,16 @@ pub fn assertion_audience(settings: &Settings) -> Result<String> {
 
 /// Every secret value a call with these settings may send, for scrubbing text meant for people:
 /// the configured ones, and those the sign-in reads from the environment.
-pub fn secrets(settings: &Settings) -> Vec<String> {
-    let configured = [&settings.client_secret, &settings.client_assertion, &settings.access_token]
-        .into_iter()
-        .flatten()
-        .map(|secret| secret.expose().to_owned());
+pub fn secrets(settings: &Settings) -> Vec<Secret> {
+    let configured =
+        [&settings.client_secret, &settings.client_assertion, &settings.access_token].into_iter().flatten().cloned();
     let from_environment = [
         (settings.environment, environment::CLIENT_SECRET),
         (settings.managed_identity.is_some(), managed_identity::IDENTITY_HEADER),
     ]
     .into_iter()
     .filter(|(read, _)| *read)
-    .filter_map(|(_, name)| std::env::var(name).ok());
+    .filter_map(|(_, name)| std::env::var(name).ok().map(Secret::new));
     configured.chain(from_environment).collect()
 }
 

@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use super::{download_item, millis};
 use crate::error::{DefenderStatus, Error, Result};
-use crate::runtime::DefenderLogLevel;
+use crate::runtime::{self, DefenderLogLevel};
 use crate::service::Api;
 
 /// Downloads the package of every action in `action_ids` into `folder` and returns one result
@@ -44,6 +44,17 @@ pub async fn download_packages(api: Api<'_>, action_ids: &[String], folder: &str
     Ok(results.into_iter().map(|(_, result)| result).collect())
 }
 
+/// A failed item's result; `message` is already fit for the caller (`Reporter::scrub`).
+pub(crate) fn failed_item(action_id: &str, status: DefenderStatus, message: &str, elapsed: Duration) -> Value {
+    json!({
+        "action_id": action_id,
+        "status": status.name(),
+        "code": status as i32,
+        "message": message,
+        "elapsed_ms": millis(elapsed),
+    })
+}
+
 /// The folder must exist: every item would fail the same way otherwise.
 fn check_folder(folder: &str) -> Result<()> {
     let path = Path::new(folder);
@@ -72,7 +83,7 @@ async fn download_one(
         Some(first) => Err(Error::invalid_argument(format!(
             "action id {action_id} is already item {first} of this batch; it is downloaded once"
         ))),
-        None => download_item(api, action_id, folder, index, Some(slots)).await,
+        None => runtime::as_item(index, download_item(api, action_id, folder, index, Some(slots))).await,
     };
     let status = outcome.as_ref().map_or_else(Error::status, |_| DefenderStatus::Ok);
     let result = match outcome {
@@ -90,13 +101,7 @@ async fn download_one(
             // Info, not Warn: the caller hears of this failure as the item's result; a warning
             // would announce it twice.
             api.reporter.log(DefenderLogLevel::Info, format!("item {index} (machine action {action_id}): {message}"));
-            json!({
-                "action_id": action_id,
-                "status": status.name(),
-                "code": status as i32,
-                "message": message,
-                "elapsed_ms": millis(started.elapsed()),
-            })
+            failed_item(action_id, status, &message, started.elapsed())
         }
     };
     api.reporter.item_done(index, status, result.to_string());

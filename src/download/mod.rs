@@ -7,13 +7,15 @@ mod destination;
 mod sink;
 mod transfer;
 
+pub(crate) use transfer::parse_content_range;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
-use crate::runtime::DefenderLogLevel;
+use crate::runtime::{DefenderLogLevel, Phase};
 use crate::service::{Api, machine_actions};
 use destination::PartFile;
 use transfer::Transfer;
@@ -66,7 +68,13 @@ async fn download_item(
     let path = destination::resolve(destination, action_id, overwrite)?;
     let deadline = machine_actions::wait_if_asked(api, action_id).await?;
     let _slot = match slots {
-        Some(slots) => Some(slots.acquire().await.map_err(|_| Error::internal("the download slots were closed"))?),
+        Some(slots) => Some(match slots.try_acquire() {
+            Ok(slot) => slot,
+            Err(_) => {
+                api.reporter.phase(Phase::WaitingForDownloadSlot);
+                slots.acquire().await.map_err(|_| Error::internal("the download slots were closed"))?
+            }
+        }),
         None => None,
     };
     // Asked for only now: a link is short-lived, and it goes to work at once.
@@ -76,10 +84,11 @@ async fn download_item(
 
     let mut part = PartFile::create_beside(&path)?;
     let received = Transfer::new(api, action_id, &what, item, link).run(&mut part).await?;
+    // Every byte is in: the transfer's last figures, then the checks.
+    api.reporter.item_progress(item, received.bytes, received.bytes, true);
+    api.reporter.phase(Phase::Verifying { bytes: received.bytes });
     check_and_sync(&part).await.map_err(|err| err.context(&what))?;
     tokio::task::block_in_place(|| part.persist(&path, overwrite))?;
-
-    api.reporter.item_progress(item, received.bytes, received.bytes, true);
     let downloaded = Downloaded {
         action_id: action_id.to_owned(),
         path,
@@ -107,10 +116,14 @@ async fn check_and_sync(part: &PartFile) -> Result<()> {
     .map_err(|err| Error::internal(format!("checking the download failed unexpectedly: {err}")))?
 }
 
-/// A package is a ZIP: its central directory must be readable.
 fn check_zip(path: &Path) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|err| Error::io(format!("reopening '{}'", path.display()), &err))?;
-    zip::ZipArchive::new(std::io::BufReader::new(file))
+    check_zip_reader(std::io::BufReader::new(file))
+}
+
+/// A package is a ZIP: its central directory must be readable.
+pub(crate) fn check_zip_reader(package: impl std::io::Read + std::io::Seek) -> Result<()> {
+    zip::ZipArchive::new(package)
         .map(drop)
         .map_err(|err| Error::integrity(format!("the download is not a readable ZIP ({err})")))
 }

@@ -14,7 +14,7 @@ use super::{Api, Endpoint, Request, check_id};
 use crate::config::{after, is_loopback};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::retry::{self, Repeat, RetryPolicy, Verdict};
-use crate::runtime::DefenderLogLevel;
+use crate::runtime::{DefenderLogLevel, Phase};
 
 /// Where a machine action is in its life, from its `status` field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub struct MachineAction {
 }
 
 impl MachineAction {
-    fn from_json(json: serde_json::Value, what: &str) -> Result<Self> {
+    pub(crate) fn from_json(json: serde_json::Value, what: &str) -> Result<Self> {
         let status = json
             .get("status")
             .and_then(|s| s.as_str())
@@ -218,6 +218,7 @@ pub async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
 /// before it.
 async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<MachineAction> {
     let settings = &api.session.settings;
+    let started = Instant::now();
     let grace_until = after(settings.scaled(NEW_ACTION_GRACE));
     let mut interval = FIRST_POLL;
     loop {
@@ -257,6 +258,7 @@ async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<
             DefenderLogLevel::Info,
             format!("machine action {action_id} is {status}; looking again in {:.1} s", pause.as_secs_f64()),
         );
+        api.reporter.phase(Phase::WaitingForCollection { status, waited: now - started, next_look_in: pause });
         tokio::time::sleep(pause).await;
         interval = (interval.mul_f64(1.5)).min(MAX_POLL);
     }
@@ -279,12 +281,18 @@ async fn package_uri(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -
     if response.status == StatusCode::NOT_FOUND {
         return Err(why_no_package(api, action_id, deadline).await);
     }
+    link_from_answer(&response.success(&what)?.body).map_err(|err| err.context(&what))
+}
+
+/// The link in getPackageUri's answer, `{"value": "<link>"}` (see `parse_package_link`).
+pub(crate) fn link_from_answer(body: &[u8]) -> Result<Url> {
     #[derive(Deserialize)]
     struct PackageUri {
         value: String,
     }
-    let answer: PackageUri = response.success(&what)?.json(&what)?;
-    parse_package_link(&answer.value).map_err(|err| err.context(&what))
+    let answer: PackageUri = serde_json::from_slice(body)
+        .map_err(|err| Error::protocol(format!("the service's answer could not be understood ({err})")))?;
+    parse_package_link(&answer.value)
 }
 
 /// The package link, after waiting for the collection to finish when `wait_timeout_ms` is set.

@@ -19,7 +19,7 @@ use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{describe_transport_error, read_limited};
 use crate::redact::{SERVICE_TEXT_CHARS, Secret, printable};
 use crate::retry::{self, Failure, Repeat, RetryPolicy, Verdict};
-use crate::runtime::{DefenderLogLevel, Reporter};
+use crate::runtime::{DefenderLogLevel, Phase, Reporter};
 use rate_limit::{Limiter, Slot, Waiter};
 
 /// API answers are small JSON documents; anything larger is not one of them.
@@ -78,6 +78,10 @@ pub struct ServiceError {
 }
 
 impl ApiResponse {
+    pub(crate) fn new(status: StatusCode, body: Vec<u8>, endpoint: Endpoint) -> Self {
+        Self { status, body, endpoint, gave_up: None }
+    }
+
     pub fn is_success(&self) -> bool {
         self.status.is_success()
     }
@@ -238,6 +242,11 @@ impl Api<'_> {
                     delay.as_secs_f64()
                 ),
             );
+            self.reporter.phase(Phase::Retrying {
+                attempt: retries.attempts() - 1,
+                wait: delay,
+                reason: format!("{what}: {problem}"),
+            });
             match (&turn.limiter, throttled) {
                 // The queue waits with it (also when the 429 did not say how long), and this call
                 // waits back in the queue.
@@ -312,7 +321,7 @@ impl Api<'_> {
         match read_limited(response, MAX_API_RESPONSE).await {
             Ok(body) => Ok((
                 Failure::Status { status, retry_after },
-                Ok(ApiResponse { status, body, endpoint: *endpoint, gave_up: None }),
+                Ok(ApiResponse::new(status, body, *endpoint)),
             )),
             // The answer broke off: as if none had come.
             Err(err) if err.status() == DefenderStatus::Network => Ok((Failure::Transport { sent: true }, Err(err))),

@@ -1,0 +1,101 @@
+//! Entry points for the fuzz targets in `fuzz/`: each hands the fuzzer's bytes to one parser of
+//! what the service sends, as the library calls it, and checks what must hold whatever the input:
+//! no panic, no overflow, and text that reaches the caller is printable. Hidden and unstable: not
+//! part of the library's API (which is the C ABI).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::config::{Settings, is_loopback};
+use crate::error::{DefenderStatus, Error};
+use crate::redact::for_caller;
+use crate::retry::{Failure, Repeat, RetryPolicy};
+use crate::service::{ApiResponse, Endpoint, machine_actions};
+
+/// What the caller would be shown for `error` holds no character a terminal acts on.
+fn assert_printable(error: &Error) {
+    let shown = for_caller(error.message(), &[]);
+    assert!(!shown.chars().any(char::is_control), "not printable: {shown:?}");
+}
+
+/// A MachineAction (`GET /api/machineactions/{id}`, and each item of a list).
+pub fn machine_action(data: &[u8]) {
+    if let Ok(json) = serde_json::from_slice(data) {
+        if let Err(error) = machine_actions::MachineAction::from_json(json, "fuzzing") {
+            assert_printable(&error);
+        }
+    }
+}
+
+/// getPackageUri's answer: any link that comes out is absolute `https` (or `http` to loopback)
+/// without user information.
+pub fn package_uri_answer(data: &[u8]) {
+    match machine_actions::link_from_answer(data) {
+        Ok(link) => {
+            assert!(link.scheme() == "https" || (link.scheme() == "http" && is_loopback(&link)), "{link}");
+            assert!(link.username().is_empty() && link.password().is_none(), "{link}");
+        }
+        Err(error) => assert_printable(&error),
+    }
+}
+
+/// The token endpoint's answer, as a token and as an error.
+pub fn token_answer(data: &[u8]) {
+    if let Err(error) = crate::auth::entra_token_from_answer(data) {
+        assert_printable(&error);
+    }
+    assert_printable(&crate::auth::entra_token_error(StatusCode::BAD_REQUEST, data));
+}
+
+/// A managed identity endpoint's answer, as a token and as an error.
+pub fn managed_identity_answer(data: &[u8]) {
+    if let Err(error) = crate::auth::identity_token_from_answer(data) {
+        assert_printable(&error);
+    }
+    assert_printable(&crate::auth::identity_endpoint_error(StatusCode::BAD_REQUEST, data));
+}
+
+/// The API's error body, as it becomes the call's message.
+pub fn service_error(data: &[u8]) {
+    let error = ApiResponse::new(StatusCode::BAD_REQUEST, data.to_vec(), Endpoint::GetPackageUri).into_error("fuzzing");
+    assert_printable(&error);
+}
+
+/// A `Retry-After` header, and the retry policy's verdict on it at every clock scale.
+pub fn retry_after(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Some(wait) = crate::retry::parse_retry_after(text) else { return };
+    for clock_scale in [1.0, 1e-6, 1e6] {
+        let settings = Settings { clock_scale, timeout: Some(Duration::from_secs(30)), ..Settings::default() };
+        for status in [StatusCode::TOO_MANY_REQUESTS, StatusCode::SERVICE_UNAVAILABLE] {
+            let mut policy = RetryPolicy::new(&settings, Repeat::Safe);
+            let _ = policy.verdict(Failure::Status { status, retry_after: Some(wait) });
+        }
+    }
+}
+
+/// A `Content-Range` header: a range that is read is whole and within its total.
+pub fn content_range(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Some(range) = crate::download::parse_content_range(text) {
+        assert!(range.first <= range.last && range.last < range.total, "{range:?}");
+    }
+}
+
+/// The check that a download is a readable ZIP.
+pub fn zip_check(data: &[u8]) {
+    let _ = crate::download::check_zip_reader(std::io::Cursor::new(data));
+}
+
+/// The result the batch builds for a failed item, from an action id and a message of the
+/// service's (split at the first NUL): valid JSON that reads back as it was built, printable.
+pub fn batch_result(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (action_id, message) = text.split_once('\0').unwrap_or((&text, ""));
+    let message = for_caller(message, &[]);
+    let result = crate::download::batch::failed_item(action_id, DefenderStatus::Http, &message, Duration::MAX);
+    let read_back: serde_json::Value = serde_json::from_str(&result.to_string()).expect("the batch builds JSON");
+    assert_eq!(read_back, result);
+    assert!(!read_back["message"].as_str().unwrap_or_default().chars().any(char::is_control));
+}
