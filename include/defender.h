@@ -169,6 +169,56 @@ typedef int32_t DefenderLogLevel;
 #endif // __cplusplus
 
 /**
+ * What an item of a call is doing (`DefenderPhaseEvent.phase`). The numbers are fixed; new
+ * phases may be added, so treat an unknown number as "busy".
+ */
+enum DefenderPhase
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    /**
+     * The collection is not finished yet (the call waits because `wait_timeout_ms` is set):
+     * `detail` is its status as last seen (`Pending`, `InProgress`), `elapsed_ms` how long the
+     * item has waited so far, `remaining_ms` when the library looks again.
+     */
+    DEFENDER_PHASE_WAITING_FOR_COLLECTION = 1,
+    /**
+     * Queued behind the API's rate limit (getPackageUri: 2 a minute, 120 an hour per app):
+     * `queue_position` is the call's place (1: next to go), `remaining_ms` about how long until
+     * it goes (0 when it waits for calls in flight to be answered), `elapsed_ms` how long it has
+     * been queued.
+     */
+    DEFENDER_PHASE_QUEUED_FOR_RATE_LIMIT = 2,
+    /**
+     * A batch item whose package is ready waits for one of the `max_concurrent_downloads` slots.
+     */
+    DEFENDER_PHASE_WAITING_FOR_DOWNLOAD_SLOT = 3,
+    /**
+     * Bytes arriving: `bytes_done`, `bytes_total` (0 while unknown), `bytes_per_second` (the
+     * average since the transfer started; 0 at first), `elapsed_ms` since the transfer started.
+     */
+    DEFENDER_PHASE_DOWNLOADING = 4,
+    /**
+     * The whole package is on disk and being checked (synced, its MD5 and ZIP directory):
+     * `bytes_done` and `bytes_total` are its size.
+     */
+    DEFENDER_PHASE_VERIFYING = 5,
+    /**
+     * A request or transfer failed and is tried again: `detail` says what failed (never a
+     * secret), `attempt` counts the retries so far, `remaining_ms` is the pause before the next.
+     */
+    DEFENDER_PHASE_RETRYING = 6,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum DefenderPhase DefenderPhase;
+#else
+typedef int32_t DefenderPhase;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A connection to the Defender for Endpoint API: options, sign-in and a connection pool.
  *
  * Opaque. Create it with `defender_client_new`, configure it with `defender_client_set`, free
@@ -185,6 +235,78 @@ typedef struct DefenderClient DefenderClient;
  * except `defender_client_cancel`.
  */
 typedef void (*DefenderLogCallback)(void *user_data, DefenderLogLevel level, const char *message);
+
+/**
+ * One report of what an item of a call is doing. Fields that do not apply to a phase are 0
+ * (`detail`: an empty string). Later versions may append fields, never change these.
+ */
+typedef struct {
+    DefenderPhase phase;
+    /**
+     * The item: the position in `action_ids` of `defender_download_packages`, 0 for other calls.
+     */
+    size_t index;
+    /**
+     * How long the item has been in this phase (see `DefenderPhase`).
+     */
+    uint64_t elapsed_ms;
+    /**
+     * About how long until the item moves on; 0 when unknown or not applicable.
+     */
+    uint64_t remaining_ms;
+    uint64_t bytes_done;
+    uint64_t bytes_total;
+    uint64_t bytes_per_second;
+    /**
+     * The place in the rate limit's queue, 1 being next.
+     */
+    uint32_t queue_position;
+    /**
+     * The retries so far.
+     */
+    uint32_t attempt;
+    /**
+     * NUL-terminated UTF-8, valid only during the callback; never NULL.
+     */
+    const char *detail;
+} DefenderPhaseEvent;
+
+/**
+ * Reports what an item of a call is doing, so that a progress bar can say it: waiting for the
+ * collection, queued for the rate limit, waiting for a download slot, downloading (with bytes
+ * and rate), verifying, retrying after a fault. Return non-zero to cancel the call (it then
+ * returns `DEFENDER_STATUS_CANCELLED`); the callback is not called again after that, nor after
+ * `defender_client_cancel`.
+ *
+ * `event` is valid only during the callback. Called on the thread that made the call, only
+ * while it runs: on every change of phase, at each look at a collection and each retry, and
+ * while downloading as often as the progress callback (at most about ten times a second per
+ * item). The progress callbacks (`DefenderProgressCallback`, `DefenderBatchProgressCallback`)
+ * are called as before; this one adds to them. The callback must not call the library, except
+ * `defender_client_cancel`.
+ */
+typedef int32_t (*DefenderPhaseCallback)(void *user_data, const DefenderPhaseEvent *event);
+
+/**
+ * Signs a client assertion (an RFC 7523 JWT, RS256, with the certificate's `x5t`) for the app
+ * `client_id` and the token endpoint `audience` (its `aud` claim), with a key that stays where
+ * it is (a certificate store, a smart card, an HSM).
+ *
+ * Write the assertion, NUL-terminated, into `assertion_out` (`assertion_capacity` bytes, at
+ * least 16 KiB) and return 0. Return non-zero when it cannot be signed: the call then fails with
+ * `DEFENDER_STATUS_UNAUTHORIZED`. The library wipes the buffer after use.
+ *
+ * Called whenever the client needs a new token (at the first call, and again before the token
+ * expires, also in the middle of a long call such as a wait for a collection), so each
+ * assertion may be short-lived (a few minutes) and is used once. Called on the thread that made
+ * the call, only while it runs. The callback must not call the library, except
+ * `defender_client_cancel`.
+ */
+typedef int32_t (*DefenderAssertionCallback)(void *user_data,
+                                             const char *audience,
+                                             const char *client_id,
+                                             char *assertion_out,
+                                             size_t assertion_capacity);
 
 /**
  * Reports download progress. Return non-zero to cancel the download (the call then returns
@@ -287,6 +409,27 @@ size_t defender_last_error_message(char *buffer,
 DefenderStatus defender_client_new(DefenderClient **client_out);
 
 /**
+ * Creates into `*clone_out` a client for calls of their own, cheaply: it starts with
+ * `client`'s options and registered callbacks (log, phase, assertion) as they are now, and
+ * shares `client`'s signed-in token (and its renewals), its connection pool and, like every
+ * client in the process, the rate limiters. Options and callbacks set on either afterwards
+ * apply to that one only, so a caller can give one call settings of its own (`overwrite`,
+ * `wait_timeout_ms`) without touching the client others use. Changing a sign-in option on the
+ * clone gives it a token cache of its own. `defender_client_cancel` cancels the calls of the
+ * client it is given, not those of its clones or of the client it was cloned from.
+ *
+ * Free the clone with `defender_client_free`, before or after `client`: each owns what it
+ * shares with the other.
+ *
+ * Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` when `client` or
+ * `clone_out` is NULL.
+ *
+ * # Safety
+ * `client` is NULL or live; `clone_out` is NULL or valid for a write.
+ */
+DefenderStatus defender_client_clone(const DefenderClient *client, DefenderClient **clone_out);
+
+/**
  * Frees a client. NULL is fine; freeing twice is not. No call may be running on it: cancel them
  * with `defender_client_cancel` and wait for them to return first.
  *
@@ -364,6 +507,36 @@ DefenderStatus defender_client_assertion_audience(const DefenderClient *client,
 DefenderStatus defender_client_set_log_callback(DefenderClient *client,
                                                 DefenderLogCallback callback,
                                                 void *user_data);
+
+/**
+ * Registers a phase callback for every later call on this client (NULL `callback` removes it):
+ * see `DefenderPhaseCallback`. `user_data` is passed back to it as it is.
+ *
+ * Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL client.
+ *
+ * # Safety
+ * `client` is NULL or live; `callback` stays callable, and `user_data` valid, while calls run.
+ */
+DefenderStatus defender_client_set_phase_callback(DefenderClient *client,
+                                                  DefenderPhaseCallback callback,
+                                                  void *user_data);
+
+/**
+ * Makes the client sign in with client assertions that `callback` signs (see
+ * `DefenderAssertionCallback`), with the options `tenant_id` and `client_id`: the way to sign
+ * in with a key that never leaves a certificate store, also in calls that outlive one assertion
+ * (the token is renewed with a fresh one). It counts as the client's one way to sign in, like
+ * `client_secret`. NULL `callback` removes it. `user_data` is passed back to it as it is.
+ *
+ * Replacing the callback keeps the cached token. Returns `DEFENDER_STATUS_OK`, or
+ * `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL client.
+ *
+ * # Safety
+ * `client` is NULL or live; `callback` stays callable, and `user_data` valid, while calls run.
+ */
+DefenderStatus defender_client_set_assertion_callback(DefenderClient *client,
+                                                      DefenderAssertionCallback callback,
+                                                      void *user_data);
 
 /**
  * Cancels every call running on this client: each returns `DEFENDER_STATUS_CANCELLED` promptly,

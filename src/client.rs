@@ -65,6 +65,36 @@ impl Client {
         Ok(())
     }
 
+    /// Signs in (or not) with client assertions from the caller's assertion callback.
+    pub fn set_assertion_callback(&self, enabled: bool) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if state.settings.client_assertion_callback == enabled {
+            // Replacing the callback (a clone registering its own) keeps the shared token cache.
+            return;
+        }
+        let mut settings = Settings::clone(&state.settings);
+        settings.client_assertion_callback = enabled;
+        state.tokens = Arc::new(state.tokens.reconfigured(&settings));
+        state.settings = Arc::new(settings);
+    }
+
+    /// A client with this one's options as they are now, sharing its token cache and connection
+    /// pool (so also its sign-in) and, like every client, the process's rate limiters. Options
+    /// set on either later are its own; so is cancellation.
+    pub fn duplicate(&self) -> Client {
+        // Built now if it was not yet, so that both use one pool.
+        let _ = self.session();
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        Client {
+            state: RwLock::new(State {
+                settings: Arc::clone(&state.settings),
+                http: state.http.clone(),
+                tokens: Arc::clone(&state.tokens),
+            }),
+            cancel: Mutex::new(CancellationToken::new()),
+        }
+    }
+
     /// Makes every call in flight on this client return `CANCELLED` promptly. Later calls run normally.
     pub fn cancel(&self) {
         let mut cancel = self.cancel.lock().unwrap_or_else(|e| e.into_inner());

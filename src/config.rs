@@ -65,6 +65,9 @@ pub struct Settings {
     pub clock_scale: f64,
     /// How many packages `defender_download_packages` downloads at once.
     pub max_concurrent_downloads: usize,
+    /// Sign in with client assertions that the caller's assertion callback signs
+    /// (`defender_client_set_assertion_callback`); not an option key.
+    pub client_assertion_callback: bool,
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -99,6 +102,7 @@ impl Default for Settings {
             rate_limit: true,
             clock_scale: 1.0,
             max_concurrent_downloads: DEFAULT_CONCURRENT_DOWNLOADS,
+            client_assertion_callback: false,
         }
     }
 }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::runtime::{DefenderLogLevel, Reporter};
+use crate::runtime::{DefenderLogLevel, Phase, Reporter};
 
 /// Retries after network errors and 5xx answers, at most.
 const MAX_TRANSIENT_RETRIES: u32 = 5;
@@ -237,6 +237,11 @@ impl RetryPolicy {
                         delay.as_secs_f64()
                     ),
                 );
+                reporter.phase(Phase::Retrying {
+                    attempt: self.attempts() - 1,
+                    wait: delay,
+                    reason: format!("{what}: {err}"),
+                });
                 tokio::time::sleep(delay).await;
                 Ok(())
             }

@@ -9,6 +9,7 @@
 
 use std::any::Any;
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
@@ -52,6 +53,41 @@ pub enum DefenderLogLevel {
     Debug = 4,
 }
 
+/// What one item of a call is doing, for the caller's phase callback (`DefenderPhaseEvent`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    /// The collection is not finished: it had `status` when last looked at, the item has waited
+    /// `waited` so far, and looks again in `next_look_in`.
+    WaitingForCollection { status: String, waited: Duration, next_look_in: Duration },
+    /// Queued for an API rate limit: `position` 1 is next; `wait` is about how long until this
+    /// call may go (`None`: until calls in flight are answered); queued for `queued` so far.
+    QueuedForRateLimit { position: usize, wait: Option<Duration>, queued: Duration },
+    /// A batch item whose package is ready waits for one of `max_concurrent_downloads` slots.
+    WaitingForDownloadSlot,
+    /// Bytes arriving: made on the caller's thread from the item's progress figures.
+    Downloading { bytes_done: u64, bytes_total: u64, bytes_per_second: u64, elapsed: Duration },
+    /// The whole package is on disk and being checked (synced, its MD5 and ZIP directory).
+    Verifying { bytes: u64 },
+    /// Something failed and is tried again in `wait`: `attempt` counts the retries so far, and
+    /// `reason` says what failed (scrubbed of secrets).
+    Retrying { attempt: u32, wait: Duration, reason: String },
+}
+
+tokio::task_local! {
+    /// The batch item the work running in this task's current scope belongs to (see `as_item`).
+    static ITEM: usize;
+}
+
+/// Runs `work` as item `index` of its call: what it reports (phases) is about that item.
+/// Outside of it, reports are about item 0.
+pub async fn as_item<F: Future>(index: usize, work: F) -> F::Output {
+    ITEM.scope(index, work).await
+}
+
+fn current_item() -> usize {
+    ITEM.try_with(|item| *item).unwrap_or(0)
+}
+
 /// Progress is reported at most this often (plus once at the end): enough for a smooth bar,
 /// little enough that a slow callback (PowerShell's `Write-Progress`) does not slow the download.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -62,7 +98,17 @@ enum Event<T> {
     Log(DefenderLogLevel, String),
     /// One item of a batch is finished.
     ItemDone(usize, DefenderStatus, String),
+    Phase(usize, Phase),
+    /// The sign-in needs a client assertion from the caller's assertion callback.
+    SignAssertion(AssertionRequest),
     Done(Result<T>),
+}
+
+/// A request for a signed client assertion, answered on `reply`.
+struct AssertionRequest {
+    audience: String,
+    client_id: String,
+    reply: tokio::sync::oneshot::Sender<Result<String>>,
 }
 
 /// The worker side of a call: where its work reports progress, log lines and finished items,
@@ -71,7 +117,8 @@ pub struct Reporter {
     sender: Box<dyn Fn(ReporterEvent) + Send + Sync>,
     /// One per item of the call (a single download is item 0), grown on first use.
     progress: Mutex<Vec<ProgressSlot>>,
-    secrets: Vec<Secret>,
+    /// The call's secrets; an assertion signed during the call joins them.
+    secrets: Mutex<Vec<Secret>>,
     cancel: CancellationToken,
     /// The caller takes log lines: without a log callback, none is scrubbed and sent for nothing.
     logs: bool,
@@ -92,6 +139,8 @@ enum ReporterEvent {
     Progress(usize),
     Log(DefenderLogLevel, String),
     ItemDone(usize, DefenderStatus, String),
+    Phase(usize, Phase),
+    SignAssertion(AssertionRequest),
 }
 
 impl Reporter {
@@ -128,10 +177,39 @@ impl Reporter {
         (self.sender)(ReporterEvent::Log(level, self.scrub(message.as_ref())));
     }
 
+    /// Tells the caller's phase callback what the current item (see `as_item`) is doing now.
+    pub fn phase(&self, phase: Phase) {
+        // Their text may come from the service: scrubbed and made printable like log lines.
+        let phase = match phase {
+            Phase::Retrying { attempt, wait, reason } => Phase::Retrying { attempt, wait, reason: self.scrub(&reason) },
+            Phase::WaitingForCollection { status, waited, next_look_in } => {
+                Phase::WaitingForCollection { status: self.scrub(&status), waited, next_look_in }
+            }
+            phase => phase,
+        };
+        (self.sender)(ReporterEvent::Phase(current_item(), phase));
+    }
+
+    /// A client assertion for app `client_id` at the token endpoint `audience`, signed by the
+    /// caller's assertion callback on the caller's thread. It is a secret of the call from then on.
+    pub async fn sign_assertion(&self, audience: &str, client_id: &str) -> Result<Secret> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = AssertionRequest { audience: audience.to_owned(), client_id: client_id.to_owned(), reply };
+        (self.sender)(ReporterEvent::SignAssertion(request));
+        let assertion = Secret::new(
+            answer
+                .await
+                .map_err(|_| Error::internal("the caller's thread stopped before the assertion callback answered"))??,
+        );
+        self.secrets.lock().unwrap_or_else(|e| e.into_inner()).push(assertion.clone());
+        Ok(assertion)
+    }
+
     /// `text` without the call's secrets and made printable, for text that goes back to the
-    /// caller (log lines, batch results).
+    /// caller (log lines, phases, batch results).
     pub fn scrub(&self, text: &str) -> String {
-        let secrets: Vec<&str> = self.secrets.iter().map(Secret::expose).collect();
+        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        let secrets: Vec<&str> = secrets.iter().map(Secret::expose).collect();
         crate::redact::for_caller(text, &secrets)
     }
 
@@ -157,7 +235,7 @@ impl Reporter {
                 }
             }),
             progress: Mutex::new(Vec::new()),
-            secrets: Vec::new(),
+            secrets: Mutex::new(Vec::new()),
             cancel: CancellationToken::new(),
             logs: true,
         };
@@ -172,13 +250,43 @@ pub type ProgressFn<'a> = &'a mut dyn FnMut(usize, u64, u64) -> bool;
 pub type LogFn<'a> = &'a mut dyn FnMut(DefenderLogLevel, &str);
 /// Called once per finished item of a batch with (item, status, result JSON).
 pub type ItemDoneFn<'a> = &'a mut dyn FnMut(usize, DefenderStatus, &str);
+/// Called with (item, what it is doing); returns `true` to cancel the whole call.
+pub type PhaseFn<'a> = &'a mut dyn FnMut(usize, &Phase) -> bool;
+/// Called with (audience, client id); returns a signed client assertion.
+pub type AssertionFn<'a> = &'a mut dyn FnMut(&str, &str) -> Result<String>;
 
-/// The caller's side of a call: what to do with progress, log lines and finished items.
+/// The caller's side of a call: what to do with progress, log lines, finished items and
+/// phases, and how to sign a client assertion.
 #[derive(Default)]
 pub struct Callbacks<'a> {
     pub progress: Option<ProgressFn<'a>>,
     pub log: Option<LogFn<'a>>,
     pub item_done: Option<ItemDoneFn<'a>>,
+    pub phase: Option<PhaseFn<'a>>,
+    pub assertion: Option<AssertionFn<'a>>,
+}
+
+/// An item's download rate, from the progress figures the caller's thread hears.
+struct Transfer {
+    started: Instant,
+    bytes_at_start: u64,
+    last_done: u64,
+}
+
+impl Transfer {
+    fn start(bytes_done: u64) -> Self {
+        Self { started: Instant::now(), bytes_at_start: bytes_done, last_done: bytes_done }
+    }
+
+    /// Bytes a second since the transfer (re)started: a restart from the start begins again.
+    fn update(&mut self, bytes_done: u64) -> u64 {
+        if bytes_done < self.last_done {
+            *self = Self::start(bytes_done);
+        }
+        self.last_done = bytes_done;
+        let seconds = self.started.elapsed().as_secs_f64();
+        if seconds < 0.05 { 0 } else { ((bytes_done - self.bytes_at_start) as f64 / seconds) as u64 }
+    }
 }
 
 /// What a caught panic said, for the message of the INTERNAL status it becomes.
@@ -240,13 +348,16 @@ where
                 ReporterEvent::Progress(item) => Event::Progress(item),
                 ReporterEvent::Log(level, line) => Event::Log(level, line),
                 ReporterEvent::ItemDone(item, status, json) => Event::ItemDone(item, status, json),
+                ReporterEvent::Phase(item, phase) => Event::Phase(item, phase),
+                ReporterEvent::SignAssertion(request) => Event::SignAssertion(request),
             });
         }),
         progress: Mutex::new(Vec::new()),
-        secrets: secrets.clone(),
+        secrets: Mutex::new(secrets),
         cancel: cancel.clone(),
         logs: callbacks.log.is_some(),
     });
+    let mut transfers: HashMap<usize, Transfer> = HashMap::new();
     let work = start(Arc::clone(&reporter));
     let task_cancel = cancel.clone();
     let task_name = name.to_owned();
@@ -281,6 +392,36 @@ where
                         cancel.cancel();
                     }
                 }
+                if let Some(phase) = callbacks.phase.as_mut().filter(|_| !cancel.is_cancelled()) {
+                    let transfer = transfers.entry(item).or_insert_with(|| Transfer::start(slot.bytes_done));
+                    let bytes_per_second = transfer.update(slot.bytes_done);
+                    let downloading = Phase::Downloading {
+                        bytes_done: slot.bytes_done,
+                        bytes_total: slot.bytes_total,
+                        bytes_per_second,
+                        elapsed: transfer.started.elapsed(),
+                    };
+                    if as_callback(|| phase(item, &downloading)) {
+                        cancel.cancel();
+                    }
+                }
+            }
+            Ok(Event::Phase(item, reported)) => {
+                if let Some(phase) = callbacks.phase.as_mut().filter(|_| !cancel.is_cancelled()) {
+                    if as_callback(|| phase(item, &reported)) {
+                        cancel.cancel();
+                    }
+                }
+            }
+            Ok(Event::SignAssertion(request)) => {
+                let signed = match callbacks.assertion.as_mut() {
+                    Some(sign) => as_callback(|| sign(&request.audience, &request.client_id)),
+                    None => Err(Error::invalid_argument(
+                        "the sign-in needs a client assertion from the assertion callback, but none is registered",
+                    )),
+                };
+                // The work stopped waiting only when it was cancelled: nothing to tell then.
+                let _ = request.reply.send(signed);
             }
             Ok(Event::ItemDone(item, status, json)) => {
                 if let Some(item_done) = callbacks.item_done.as_mut() {
@@ -294,8 +435,7 @@ where
             }
             Ok(Event::Done(result)) => {
                 // Events are delivered in order, so the final progress has been reported by now.
-                let refs: Vec<&str> = secrets.iter().map(Secret::expose).collect();
-                return result.map_err(|err| Error::new(err.status(), crate::redact::for_caller(err.message(), &refs)));
+                return result.map_err(|err| Error::new(err.status(), reporter.scrub(err.message())));
             }
             Err(mpsc::RecvError) => {
                 return Err(Error::new(

@@ -18,7 +18,8 @@
 #           the nightly toolchain, installs cargo-fuzz when missing
 #
 # On macOS and Windows (CI, .github/workflows/ci.yml) the suites that need Linux-only tools say
-# so and pass without running: valgrind (Linux only), c (POSIX sockets and fork: not on Windows).
+# so and pass without running: valgrind (Linux only), c (POSIX sockets and fork) and fuzz
+# (cargo-fuzz) not on Windows.
 #
 # Usage: tests/run-all.sh [suite...]   (default: all of them)
 # Installs what a suite needs when it is missing. Exits non-zero when any suite fails.
@@ -199,6 +200,7 @@ need_pwsh_and_pester() {
 }
 
 suite_fuzz() {
+    case "$os" in MINGW* | MSYS* | CYGWIN*) echo "skipped: cargo-fuzz (libFuzzer, sanitizers) runs on Linux and macOS"; return 0 ;; esac
     need_cargo_fuzz || return 1
     local seconds=${DEFENDER_FUZZ_SECONDS:-10} target
     # Built with optimisations, debug assertions and overflow checks (cargo-fuzz's default), so an

@@ -111,6 +111,30 @@ impl Client {
         check(unsafe { defender_client_set_log_callback(self.0, callback, ptr::null_mut()) }).unwrap();
     }
 
+    /// A client for calls of their own: this one's options and callbacks as they are now, its
+    /// token and connection pool shared (`defender_client_clone`).
+    pub fn try_clone(&self) -> Result<Client, Failure> {
+        let mut clone = ptr::null_mut();
+        check(unsafe { defender_client_clone(self.0, &mut clone) })?;
+        Ok(Self(clone))
+    }
+
+    /// Reports every later call's phases to `callback` with `user_data` (None: nowhere).
+    ///
+    /// # Safety
+    /// `user_data` stays valid for `callback` while calls on this client run.
+    pub unsafe fn set_phase_callback(&self, callback: DefenderPhaseCallback, user_data: *mut c_void) {
+        check(unsafe { defender_client_set_phase_callback(self.0, callback, user_data) }).unwrap();
+    }
+
+    /// Signs in with client assertions from `callback` with `user_data` (None: not any more).
+    ///
+    /// # Safety
+    /// `user_data` stays valid for `callback` while calls on this client run.
+    pub unsafe fn set_assertion_callback(&self, callback: DefenderAssertionCallback, user_data: *mut c_void) {
+        check(unsafe { defender_client_set_assertion_callback(self.0, callback, user_data) }).unwrap();
+    }
+
     pub fn sign_in(&self) -> Result<(), Failure> {
         check(unsafe { defender_client_sign_in(self.0) })
     }

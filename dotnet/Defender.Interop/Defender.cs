@@ -63,6 +63,70 @@ namespace Defender
         Debug = 4,
     }
 
+    /// <summary>What an item of a call is doing (DefenderPhase in defender.h); the numbers are fixed.</summary>
+    public enum DefenderPhase
+    {
+        /// <summary>The collection is not finished: Detail is its status, Elapsed the wait so far, Remaining the time to the next look.</summary>
+        WaitingForCollection = 1,
+        /// <summary>Queued for the API's rate limit: QueuePosition (1: next), Remaining about how long (null: until calls in flight are answered).</summary>
+        QueuedForRateLimit = 2,
+        /// <summary>A batch item whose package is ready waits for a download slot (max_concurrent_downloads).</summary>
+        WaitingForDownloadSlot = 3,
+        /// <summary>Bytes arriving: BytesDone, BytesTotal (0 while unknown), BytesPerSecond.</summary>
+        Downloading = 4,
+        /// <summary>The whole package is on disk and being checked.</summary>
+        Verifying = 5,
+        /// <summary>A request or transfer failed and is tried again after Remaining: Detail says what failed, Attempt counts the retries.</summary>
+        Retrying = 6,
+    }
+
+    /// <summary>
+    /// What an item of a call is doing (DefenderPhaseEvent in defender.h), for a progress bar.
+    /// Fields that do not apply to its phase are 0 (Detail: empty).
+    /// </summary>
+    public sealed class PhaseEvent
+    {
+        internal PhaseEvent(ref NativeMethods.PhaseEventData data)
+        {
+            Phase = (DefenderPhase)data.Phase;
+            Index = Utf8.Index(data.Index);
+            Elapsed = TimeSpan.FromMilliseconds(data.ElapsedMilliseconds);
+            if (data.RemainingMilliseconds > 0) Remaining = TimeSpan.FromMilliseconds(data.RemainingMilliseconds);
+            BytesDone = (long)data.BytesDone;
+            BytesTotal = (long)data.BytesTotal;
+            BytesPerSecond = (long)data.BytesPerSecond;
+            QueuePosition = (int)data.QueuePosition;
+            Attempt = (int)data.Attempt;
+            Detail = Utf8.FromNative(data.Detail) ?? "";
+        }
+
+        public DefenderPhase Phase { get; private set; }
+
+        /// <summary>The item: its position in the ids of DownloadPackages; 0 for other calls.</summary>
+        public int Index { get; private set; }
+
+        /// <summary>How long the item has been in this phase.</summary>
+        public TimeSpan Elapsed { get; private set; }
+
+        /// <summary>About how long until the item moves on; null when unknown.</summary>
+        public TimeSpan? Remaining { get; private set; }
+
+        public long BytesDone { get; private set; }
+
+        public long BytesTotal { get; private set; }
+
+        public long BytesPerSecond { get; private set; }
+
+        /// <summary>The place in the rate limit's queue, 1 being next.</summary>
+        public int QueuePosition { get; private set; }
+
+        /// <summary>The retries so far.</summary>
+        public int Attempt { get; private set; }
+
+        /// <summary>The collection's status (WaitingForCollection) or what failed (Retrying); never a secret.</summary>
+        public string Detail { get; private set; }
+    }
+
     /// <summary>A call that failed: the library's status and its message (never a secret).</summary>
     public class DefenderException : Exception
     {
@@ -372,16 +436,95 @@ namespace Defender
         [ThreadStatic] static CancellationToken callCancellation;
 
         readonly ClientHandle handle;
-        // Kept in a field: the native side holds this delegate for as long as the client lives.
+        // Kept in fields: the native side holds these delegates for as long as the client lives.
         readonly NativeMethods.LogCallback logCallback;
+        readonly NativeMethods.PhaseCallback phaseCallback;
+        readonly NativeMethods.AssertionCallback assertionCallback;
         volatile Action<DefenderLogLevel, string> logHandler;
+        volatile Action<PhaseEvent> phaseHandler;
+        volatile Func<string, string, string> assertionSigner;
 
         public DefenderClient()
         {
             DefenderStatus status = NativeMethods.defender_client_new(out handle);
             if (status != DefenderStatus.Ok) throw LastError(status);
             logCallback = OnLog;
+            phaseCallback = OnPhase;
+            assertionCallback = OnSignAssertion;
+            RegisterCallbacks();
+        }
+
+        // A clone (see Clone): the native clone starts with this object's native callbacks,
+        // which are replaced at once by the clone's own.
+        DefenderClient(ClientHandle handle, DefenderClient original)
+        {
+            this.handle = handle;
+            logCallback = OnLog;
+            phaseCallback = OnPhase;
+            assertionCallback = OnSignAssertion;
+            logHandler = original.logHandler;
+            phaseHandler = original.phaseHandler;
+            assertionSigner = original.assertionSigner;
+            RegisterCallbacks();
+        }
+
+        void RegisterCallbacks()
+        {
             Check(NativeMethods.defender_client_set_log_callback(handle, logCallback, IntPtr.Zero));
+            Check(NativeMethods.defender_client_set_phase_callback(handle, phaseCallback, IntPtr.Zero));
+            if (assertionSigner != null)
+                Check(NativeMethods.defender_client_set_assertion_callback(handle, assertionCallback, IntPtr.Zero));
+        }
+
+        /// <summary>
+        /// A client for calls of their own (defender_client_clone): it starts with this client's
+        /// options and handlers as they are now, and shares its signed-in token, connection pool
+        /// and rate limiters. Options set on either afterwards apply to that one only, and
+        /// <see cref="Cancel"/> cancels only the calls of the client it is called on. Cheap: make
+        /// one per operation that needs options of its own (overwrite, wait_timeout_ms). Dispose
+        /// it when done; the two may be disposed in any order.
+        /// </summary>
+        public DefenderClient Clone()
+        {
+            ClientHandle clone;
+            DefenderStatus status = NativeMethods.defender_client_clone(handle, out clone);
+            if (status != DefenderStatus.Ok) throw LastError(status);
+            try
+            {
+                return new DefenderClient(clone, this);
+            }
+            catch
+            {
+                clone.Dispose();
+                throw;
+            }
+        }
+
+        /// <summary>
+        /// Receives what each item of a call is doing (waiting for the collection, queued for the
+        /// rate limit, downloading, verifying, retrying) on the thread that made the call, while it
+        /// runs, as the handlers of that call do. An exception it throws cancels that call and is
+        /// rethrown by it.
+        /// </summary>
+        public Action<PhaseEvent> PhaseHandler
+        {
+            get { return phaseHandler; }
+            set { phaseHandler = value; }
+        }
+
+        /// <summary>
+        /// Signs in with client assertions that <paramref name="signer"/> signs, given the aud
+        /// (the token endpoint) and the client id to sign for (see <see cref="ClientAssertion"/>):
+        /// for a key that stays in a certificate store. It is asked whenever a token is needed,
+        /// also in the middle of a long call, on the thread that made the call. It counts as the
+        /// client's one way to sign in, with the options tenant_id and client_id. What it throws
+        /// fails the call with status Unauthorized. Null removes it.
+        /// </summary>
+        public void SetAssertionSigner(Func<string, string, string> signer)
+        {
+            assertionSigner = signer;
+            Check(NativeMethods.defender_client_set_assertion_callback(handle,
+                signer == null ? null : assertionCallback, IntPtr.Zero));
         }
 
         /// <summary>
@@ -679,6 +822,51 @@ namespace Defender
         void CancelQuietly()
         {
             NativeMethods.defender_client_cancel(handle);
+        }
+
+        int OnPhase(IntPtr userData, ref NativeMethods.PhaseEventData data)
+        {
+            try
+            {
+                Action<PhaseEvent> handler = phaseHandler;
+                if (handler == null) return callCancellation.IsCancellationRequested ? 1 : 0;
+                PhaseEvent phase = new PhaseEvent(ref data);
+                HandlerRelay relay = HandlerRelay.Current;
+                if (relay != null)
+                {
+                    relay.Post(delegate { handler(phase); });
+                    return relay.Failed ? 1 : 0;
+                }
+                handler(phase);
+            }
+            catch (Exception e)
+            {
+                if (callbackFailure == null) callbackFailure = e;
+            }
+            return callbackFailure != null || callCancellation.IsCancellationRequested ? 1 : 0;
+        }
+
+        // Runs on the thread that made the call (for DownloadPackages, its helper thread: the
+        // signer is .NET code that may run on any thread, never a script block).
+        int OnSignAssertion(IntPtr userData, IntPtr audience, IntPtr clientId, IntPtr buffer, UIntPtr capacity)
+        {
+            try
+            {
+                Func<string, string, string> signer = assertionSigner;
+                if (signer == null) return 1;
+                byte[] assertion = Utf8.ToNative(signer(Utf8.FromNative(audience), Utf8.FromNative(clientId)));
+                if (assertion == null || (ulong)assertion.Length > capacity.ToUInt64()) return 2;
+                Marshal.Copy(assertion, 0, buffer, assertion.Length);
+                Array.Clear(assertion, 0, assertion.Length);
+                return 0;
+            }
+            catch (Exception e)
+            {
+                if (callbackFailure == null)
+                    callbackFailure = new DefenderException(DefenderStatus.Unauthorized,
+                        "Signing a client assertion failed: " + e.Message);
+                return 1;
+            }
         }
 
         void OnLog(IntPtr userData, DefenderLogLevel level, IntPtr message)
@@ -1058,6 +1246,29 @@ namespace Defender
         [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
         internal delegate void BatchItemCallback(IntPtr userData, UIntPtr index, DefenderStatus status, IntPtr itemJson);
 
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate int PhaseCallback(IntPtr userData, ref PhaseEventData phaseEvent);
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate int AssertionCallback(IntPtr userData, IntPtr audience, IntPtr clientId, IntPtr assertionOut,
+            UIntPtr assertionCapacity);
+
+        // DefenderPhaseEvent, field for field.
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct PhaseEventData
+        {
+            internal int Phase;
+            internal UIntPtr Index;
+            internal ulong ElapsedMilliseconds;
+            internal ulong RemainingMilliseconds;
+            internal ulong BytesDone;
+            internal ulong BytesTotal;
+            internal ulong BytesPerSecond;
+            internal uint QueuePosition;
+            internal uint Attempt;
+            internal IntPtr Detail;
+        }
+
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern IntPtr defender_version();
 
@@ -1072,6 +1283,17 @@ namespace Defender
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern void defender_client_free(IntPtr client);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_clone(ClientHandle client, out ClientHandle clone);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_set_phase_callback(ClientHandle client, PhaseCallback callback,
+            IntPtr userData);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_set_assertion_callback(ClientHandle client,
+            AssertionCallback callback, IntPtr userData);
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_client_set(ClientHandle client, byte[] key, byte[] value);

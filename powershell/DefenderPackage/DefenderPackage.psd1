@@ -1,6 +1,7 @@
 @{
-    RootModule           = 'DefenderPackage.psm1'
-    RequiredAssemblies   = @('DefenderPackage.dll')
+    # The cmdlets and the C# binding, compiled ahead of time (powershell/src): nothing is compiled
+    # at import. Importing loads the native library from runtimes/<rid>/native/.
+    RootModule           = 'DefenderPackage.dll'
     ModuleVersion        = '0.1.0'
     GUID                 = '624f6923-108c-4c85-9e6a-490dbb495eeb'
     Author               = 'defender-package maintainers'
@@ -8,9 +9,12 @@
     Copyright            = '(c) defender-package maintainers. MIT License.'
     Description          = 'Collect and download Microsoft Defender for Endpoint investigation packages through the defender native library: sign-in, collection, waiting, rate limits and atomic, verified downloads.'
     PowerShellVersion    = '5.1'
+    # Windows PowerShell 5.1 needs .NET Framework 4.7.2 or later (netstandard2.0).
+    DotNetFrameworkVersion = '4.7.2'
     CompatiblePSEditions = @('Core', 'Desktop')
     FormatsToProcess     = @('DefenderPackage.Format.ps1xml')
-    FunctionsToExport    = @(
+    FunctionsToExport    = @()
+    CmdletsToExport      = @(
         'Connect-DefenderApi'
         'Disconnect-DefenderApi'
         'Get-DefenderMachineAction'
@@ -19,7 +23,6 @@
         'Start-DefenderInvestigationPackageCollection'
         'Wait-DefenderMachineAction'
     )
-    CmdletsToExport      = @()
     VariablesToExport    = @()
     AliasesToExport      = @()
     PrivateData          = @{

@@ -1,14 +1,16 @@
-// What the DefenderPackage module needs beyond the binding in Defender.cs: the library's log
-// lines and progress written to a command's streams, Ctrl+C turned into a cancellation, and
-// failures turned into ErrorRecords. Compiled with Defender.cs into DefenderPackage.dll.
+// What the DefenderPackage cmdlets share beyond the binding in Defender.cs: a command's own clone
+// of the session's client (its options, its cancellation), the library's log lines and phases
+// written to the command's streams and progress bars, Ctrl+C turned into a cancellation, and
+// failures turned into ErrorRecords.
 //
 // Native callbacks arrive on the pipeline thread (the library calls them on the thread that made
 // the call, and DownloadPackages relays them to it), so writing to the command from them is
-// safe. Nothing here ever runs a script block on another thread: the watchdog timer only reads
-// the command's Stopping flag and cancels.
+// safe. StopProcessing, which the engine calls on another thread, only cancels.
 
 using System;
+using System.Collections;
 using System.Collections.Generic;
+using System.Collections.ObjectModel;
 using System.Globalization;
 using System.Management.Automation;
 using System.Threading;
@@ -16,64 +18,171 @@ using System.Threading;
 namespace Defender.PowerShell
 {
     /// <summary>
-    /// One command's use of the client, from its creation to Dispose: calls whose failures are
-    /// the command's non-terminating errors, the client's log lines on the command's Verbose,
-    /// Warning and Debug streams, and stopping the pipeline (Ctrl+C) cancelling the native call
-    /// in flight.
+    /// The base of the module's cmdlets: the session's connection, a scope for the command's
+    /// calls, and Ctrl+C (StopProcessing) cancelling the call in flight.
     /// </summary>
-    /// <remarks>
-    /// A script function cannot override StopProcessing, and the engine cannot interrupt a
-    /// blocking native call, so a timer polls the command's Stopping flag while the scope lives.
-    /// </remarks>
-    public sealed class CommandScope : IDisposable
+    public abstract class DefenderCmdlet : PSCmdlet, IDisposable
     {
-        const int WatchdogPeriodMilliseconds = 100;
+        readonly object scopeLock = new object();
+        CommandScope scope;
+        bool stopping;
+
+        /// <summary>
+        /// The command's scope: created at its first call, on a clone of the session's client with
+        /// <see cref="CallOptions"/> set on it. Terminating error Defender.NotConnected when the
+        /// session is not connected.
+        /// </summary>
+        internal CommandScope Scope
+        {
+            get
+            {
+                if (scope != null) return scope;
+                DefenderConnection connection = DefenderConnection.ForThisRunspace;
+                if (connection == null)
+                    ThrowTerminatingError(ModuleError("NotConnected",
+                        "Not connected to the Defender for Endpoint API: run Connect-DefenderApi first.",
+                        ErrorCategory.ConnectionError, null));
+                return Open(connection.Client);
+            }
+        }
+
+        /// <summary>
+        /// Options of the library for this command's calls only (overwrite, wait_timeout_ms); the
+        /// session's client and other commands (a nested command in the pipeline) keep theirs.
+        /// </summary>
+        internal virtual IDictionary<string, string> CallOptions
+        {
+            get { return null; }
+        }
+
+        /// <summary>Opens the command's scope on a clone of <paramref name="client"/>.</summary>
+        internal CommandScope Open(DefenderClient client)
+        {
+            CommandScope opened = new CommandScope(client, this, CallOptions);
+            lock (scopeLock)
+            {
+                scope = opened;
+                if (stopping) opened.Stop();
+            }
+            return opened;
+        }
+
+        protected override void StopProcessing()
+        {
+            lock (scopeLock)
+            {
+                stopping = true;
+                if (scope != null) scope.Stop();
+            }
+        }
+
+        public void Dispose()
+        {
+            lock (scopeLock)
+            {
+                if (scope != null) scope.Dispose();
+                scope = null;
+            }
+        }
+
+        /// <summary>
+        /// An error record for a failure the module finds itself, in the form of the library's
+        /// (ErrorId Defender.&lt;reason&gt;).
+        /// </summary>
+        internal static ErrorRecord ModuleError(string reason, string message, ErrorCategory category, object target)
+        {
+            return new ErrorRecord(new InvalidOperationException(message), "Defender." + reason, category, target);
+        }
+    }
+
+    /// <summary>
+    /// One command's calls, from its creation to Dispose: a clone of the session's client with
+    /// the command's own options, whose failures are the command's non-terminating errors, whose
+    /// log lines go to the command's Verbose, Warning and Debug streams and whose phases to its
+    /// progress bars, and which <see cref="Stop"/> (Ctrl+C) cancels.
+    /// </summary>
+    sealed class CommandScope : IDisposable
+    {
         const string InvestigationPackageType = "DefenderPackage.InvestigationPackage";
+        const string MachineActionType = "DefenderPackage.MachineAction";
+        const string PackageUriType = "DefenderPackage.PackageUri";
 
         readonly DefenderClient client;
         readonly PSCmdlet command;
         readonly CancellationTokenSource stop = new CancellationTokenSource();
-        readonly Timer watchdog;
+        // The bars the phases of the call in flight go to.
+        PackageProgress bars;
 
-        public CommandScope(DefenderClient client, PSCmdlet command)
+        internal CommandScope(DefenderClient sessionClient, PSCmdlet command, IDictionary<string, string> options)
         {
-            if (client == null) throw new ArgumentNullException("client");
-            if (command == null) throw new ArgumentNullException("command");
-            this.client = client;
             this.command = command;
-            client.LogHandler = WriteLog;
-            watchdog = new Timer(CheckStopping, null, WatchdogPeriodMilliseconds, WatchdogPeriodMilliseconds);
+            client = sessionClient.Clone();
+            try
+            {
+                if (options != null)
+                    foreach (KeyValuePair<string, string> option in options) client.Set(option.Key, option.Value);
+                client.LogHandler = WriteLog;
+                client.PhaseHandler = ReportPhase;
+            }
+            catch
+            {
+                client.Dispose();
+                throw;
+            }
+        }
+
+        /// <summary>From any thread (StopProcessing): cancels the call in flight and every later one.</summary>
+        internal void Stop()
+        {
+            try
+            {
+                stop.Cancel();
+                // The clone is this command's alone: cancelling it stops no other command.
+                client.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The command finished meanwhile.
+            }
         }
 
         // The calls below write a failure of the library to the command as a non-terminating
-        // error about the id (and return null), so that the next pipeline item goes on. They
-        // catch it here, in C#: an exception that passes through script code is also recorded
-        // in the command's -ErrorVariable, once per script frame.
+        // error about the id (and return null), so that the next pipeline item goes on.
 
         /// <summary>Signs in now; a failure is thrown (Connect-DefenderApi makes it terminating).</summary>
-        public void SignIn()
+        internal void SignIn()
         {
             client.SignIn(stop.Token);
         }
 
-        public MachineAction GetMachineAction(string actionId)
+        internal PSObject GetMachineAction(string actionId)
         {
-            return Run(actionId, delegate { return client.GetMachineAction(actionId, stop.Token); });
+            return ToMachineAction(WithBar("Looking up machine action {0}", actionId,
+                delegate { return client.GetMachineAction(actionId, stop.Token); }));
         }
 
-        public MachineAction WaitForAction(string actionId)
+        internal PSObject WaitForAction(string actionId)
         {
-            return Run(actionId, delegate { return client.WaitForAction(actionId, stop.Token); });
+            return ToMachineAction(WithBar("Waiting for machine action {0}", actionId,
+                delegate { return client.WaitForAction(actionId, stop.Token); }));
         }
 
-        public MachineAction CollectInvestigationPackage(string machineId, string comment)
+        internal PSObject CollectInvestigationPackage(string machineId, string comment)
         {
-            return Run(machineId, delegate { return client.CollectInvestigationPackage(machineId, comment, stop.Token); });
+            return ToMachineAction(WithBar("Starting a collection on device {0}", machineId,
+                delegate { return client.CollectInvestigationPackage(machineId, comment, stop.Token); }));
         }
 
-        public string GetPackageUri(string actionId)
+        internal PSObject GetPackageUri(string actionId)
         {
-            return Run(actionId, delegate { return client.GetPackageUri(actionId, stop.Token); });
+            string uri = WithBar("Getting the download link of machine action {0}", actionId,
+                delegate { return client.GetPackageUri(actionId, stop.Token); });
+            if (uri == null) return null;
+            PSObject link = new PSObject();
+            link.TypeNames.Insert(0, PackageUriType);
+            link.Properties.Add(new PSNoteProperty("ActionId", actionId));
+            link.Properties.Add(new PSNoteProperty("Uri", uri));
+            return link;
         }
 
         /// <summary>
@@ -81,15 +190,14 @@ namespace Defender.PowerShell
         /// &lt;action id&gt;.zip) with a progress bar; with <paramref name="passThru"/> writes it
         /// to the command's output.
         /// </summary>
-        public void SavePackage(string actionId, string destination, bool passThru)
+        internal void SavePackage(string actionId, string destination, bool passThru)
         {
-            PackageProgress bars = new PackageProgress(command, new[] { actionId });
+            bars = new PackageProgress(command, new[] { actionId }, SavingActivity);
             try
             {
                 DownloadedPackage saved = Run(actionId, delegate
                 {
-                    return client.DownloadPackage(actionId, destination,
-                        delegate(long done, long total) { bars.Report(0, done, total); }, stop.Token);
+                    return client.DownloadPackage(actionId, destination, null, stop.Token);
                 });
                 bars.Finish(0);
                 if (saved != null && passThru)
@@ -98,25 +206,26 @@ namespace Defender.PowerShell
             finally
             {
                 bars.Close();
+                bars = null;
             }
         }
 
         /// <summary>
         /// Downloads the packages of <paramref name="actionIds"/> into <paramref name="folder"/>,
-        /// several at once, with a progress bar per package running under one for the whole
-        /// batch. Each package is reported as soon as it is finished: with
-        /// <paramref name="passThru"/> written to the command's output when saved, and as a
-        /// non-terminating error about its action id when not. An error the command's
-        /// -ErrorAction turns into a stop (Stop) cancels the packages still running.
+        /// several at once, with a progress bar per package under one for the whole batch. Each
+        /// package is reported as soon as it is finished: with <paramref name="passThru"/> written
+        /// to the command's output when saved, and as a non-terminating error about its action id
+        /// when not. An error the command's -ErrorAction turns into a stop (Stop) cancels the
+        /// packages still running.
         /// </summary>
-        public void SavePackages(IList<string> actionIds, string folder, bool passThru)
+        internal void SavePackages(IList<string> actionIds, string folder, bool passThru)
         {
-            PackageProgress bars = new PackageProgress(command, actionIds);
+            bars = new PackageProgress(command, actionIds, SavingActivity);
             try
             {
                 Run(folder, delegate
                 {
-                    return client.DownloadPackages(actionIds, folder, bars.Report, delegate(int index, PackageDownloadResult item)
+                    return client.DownloadPackages(actionIds, folder, null, delegate(int index, PackageDownloadResult item)
                     {
                         bars.Finish(index);
                         if (!item.Succeeded)
@@ -129,14 +238,32 @@ namespace Defender.PowerShell
             finally
             {
                 bars.Close();
+                bars = null;
             }
         }
 
         public void Dispose()
         {
-            watchdog.Dispose();
-            client.LogHandler = null;
+            client.Dispose();
             stop.Dispose();
+        }
+
+        const string SavingActivity = "Saving the investigation package of machine action {0}";
+
+        // A call about one id, whose phases (a wait, a queue, a retry) show in a bar of its own
+        // (activity: {0} is the id).
+        T WithBar<T>(string activity, string target, Func<T> call) where T : class
+        {
+            bars = new PackageProgress(command, new[] { target }, activity);
+            try
+            {
+                return Run(target, call);
+            }
+            finally
+            {
+                bars.Close();
+                bars = null;
+            }
         }
 
         T Run<T>(string target, Func<T> call) where T : class
@@ -158,6 +285,29 @@ namespace Defender.PowerShell
             command.WriteError(DefenderErrors.ToErrorRecord(failure, target));
         }
 
+        void ReportPhase(PhaseEvent phase)
+        {
+            if (bars != null) bars.Report(phase);
+        }
+
+        // A MachineAction as the service sent it (every field, the API's names), as
+        // ConvertFrom-Json makes it, typed for the module's format view and for pipeline binding by Id.
+        PSObject ToMachineAction(MachineAction action)
+        {
+            if (action == null) return null;
+            using (System.Management.Automation.PowerShell convert =
+                System.Management.Automation.PowerShell.Create(RunspaceMode.CurrentRunspace))
+            {
+                convert.AddCommand("Microsoft.PowerShell.Utility\\ConvertFrom-Json").AddParameter("InputObject", action.Json);
+                Collection<PSObject> converted = convert.Invoke();
+                if (converted.Count != 1)
+                    throw new InvalidOperationException("ConvertFrom-Json did not make one object of a MachineAction.");
+                PSObject result = converted[0];
+                result.TypeNames.Insert(0, MachineActionType);
+                return result;
+            }
+        }
+
         // What -PassThru returns for a saved package.
         static PSObject ToInvestigationPackage(string actionId, string path, long size, string sha256, TimeSpan elapsed)
         {
@@ -169,23 +319,6 @@ namespace Defender.PowerShell
             package.Properties.Add(new PSNoteProperty("Sha256", sha256));
             package.Properties.Add(new PSNoteProperty("Elapsed", elapsed));
             return package;
-        }
-
-        void CheckStopping(object state)
-        {
-            try
-            {
-                if (!command.Stopping) return;
-                stop.Cancel();
-                // Again on every tick: a cancel that lands just before a native call starts would
-                // otherwise be missed by it.
-                client.Cancel();
-            }
-            catch (Exception)
-            {
-                // An exception on a timer thread ends the process; the only one expected here is
-                // ObjectDisposedException when the command finished meanwhile.
-            }
         }
 
         void WriteLog(DefenderLogLevel level, string message)
@@ -207,40 +340,47 @@ namespace Defender.PowerShell
     }
 
     /// <summary>
-    /// The progress bars of saving packages: one per package while it downloads, and, for
-    /// several, one for the whole ("n of N packages") that the others are children of.
+    /// The progress bars of a command's items: one per item, showing its phase (waiting for the
+    /// collection, queued for the rate limit, downloading, verifying, retrying) from its first
+    /// report until it is finished, and, for several, one for the whole ("n of N packages") that
+    /// the others are children of.
     /// </summary>
     sealed class PackageProgress
     {
         const int OverallActivityId = 1;
 
         readonly PSCmdlet command;
-        readonly IList<string> actionIds;
+        readonly IList<string> ids;
+        readonly string itemActivity;
         readonly bool[] shown;
         readonly string overallActivity;
         int finished;
 
-        internal PackageProgress(PSCmdlet command, IList<string> actionIds)
+        /// <param name="itemActivity">The activity of an item's bar, {0} being its id.</param>
+        internal PackageProgress(PSCmdlet command, IList<string> ids, string itemActivity)
         {
             this.command = command;
-            this.actionIds = actionIds;
-            shown = new bool[actionIds.Count];
-            overallActivity = string.Format(CultureInfo.CurrentCulture, "Saving {0} investigation packages", actionIds.Count);
+            this.ids = ids;
+            this.itemActivity = itemActivity;
+            shown = new bool[ids.Count];
+            overallActivity = string.Format(CultureInfo.CurrentCulture, "Saving {0} investigation packages", ids.Count);
             if (Several) WriteOverall(ProgressRecordType.Processing);
         }
 
-        // One package needs no bar above its own.
+        // One item needs no bar above its own.
         bool Several
         {
-            get { return actionIds.Count > 1; }
+            get { return ids.Count > 1; }
         }
 
-        /// <summary>Item <paramref name="index"/> has <paramref name="done"/> of <paramref name="total"/> bytes (0: unknown).</summary>
-        internal void Report(int index, long done, long total)
+        /// <summary>What item <paramref name="phase"/>.Index is doing now.</summary>
+        internal void Report(PhaseEvent phase)
         {
+            int index = phase.Index;
+            if (index < 0 || index >= ids.Count) return;
             // A new record each time: a host may keep the records it was given.
-            ProgressRecord progress = ItemRecord(index, DescribeBytes(done, total));
-            if (total > 0) progress.PercentComplete = (int)Math.Min(100, done * 100 / total);
+            ProgressRecord progress = ItemRecord(index, "Working");
+            Describe(phase, progress);
             command.WriteProgress(progress);
             shown[index] = true;
         }
@@ -274,18 +414,76 @@ namespace Defender.PowerShell
         ProgressRecord ItemRecord(int index, string status)
         {
             ProgressRecord record = new ProgressRecord(OverallActivityId + 1 + index,
-                "Saving the investigation package of machine action " + actionIds[index], status);
+                string.Format(CultureInfo.CurrentCulture, itemActivity, ids[index]), status);
             if (Several) record.ParentActivityId = OverallActivityId;
             return record;
         }
 
         void WriteOverall(ProgressRecordType type)
         {
-            string status = string.Format(CultureInfo.CurrentCulture, "{0} of {1} packages", finished, actionIds.Count);
+            string status = string.Format(CultureInfo.CurrentCulture, "{0} of {1} packages", finished, ids.Count);
             ProgressRecord overall = new ProgressRecord(OverallActivityId, overallActivity, status);
-            overall.PercentComplete = finished * 100 / actionIds.Count;
+            overall.PercentComplete = finished * 100 / ids.Count;
             overall.RecordType = type;
             command.WriteProgress(overall);
+        }
+
+        /// <summary>The bar's status (what the item is doing) and current operation (the detail).</summary>
+        static void Describe(PhaseEvent phase, ProgressRecord record)
+        {
+            switch (phase.Phase)
+            {
+                case DefenderPhase.WaitingForCollection:
+                    record.StatusDescription = "Waiting for the collection to finish: " + phase.Detail + " for " + Duration(phase.Elapsed);
+                    if (phase.Remaining.HasValue) record.CurrentOperation = "Looking again in " + Duration(phase.Remaining.Value);
+                    break;
+                case DefenderPhase.QueuedForRateLimit:
+                    record.StatusDescription = phase.QueuePosition <= 1
+                        ? "Next in line for the API's rate limit"
+                        : string.Format(CultureInfo.CurrentCulture, "Queued for the API's rate limit: {0} calls ahead", phase.QueuePosition - 1);
+                    record.CurrentOperation = phase.Remaining.HasValue
+                        ? "About " + Duration(phase.Remaining.Value) + " to go"
+                        : "Waiting for calls in flight to be answered";
+                    if (phase.Remaining.HasValue) record.SecondsRemaining = Seconds(phase.Remaining.Value);
+                    break;
+                case DefenderPhase.WaitingForDownloadSlot:
+                    record.StatusDescription = "Ready; waiting for a download slot (max_concurrent_downloads)";
+                    break;
+                case DefenderPhase.Downloading:
+                    record.StatusDescription = DescribeBytes(phase.BytesDone, phase.BytesTotal);
+                    if (phase.BytesTotal > 0) record.PercentComplete = (int)Math.Min(100, phase.BytesDone * 100 / phase.BytesTotal);
+                    record.CurrentOperation = phase.BytesPerSecond > 0 ? "Downloading at " + FormatBytes(phase.BytesPerSecond) + "/s" : "Downloading";
+                    if (phase.BytesPerSecond > 0 && phase.BytesTotal > 0)
+                        record.SecondsRemaining = (int)Math.Min(int.MaxValue, (phase.BytesTotal - phase.BytesDone) / phase.BytesPerSecond);
+                    break;
+                case DefenderPhase.Verifying:
+                    record.StatusDescription = DescribeBytes(phase.BytesTotal, phase.BytesTotal);
+                    record.PercentComplete = 100;
+                    record.CurrentOperation = "Verifying the package";
+                    break;
+                case DefenderPhase.Retrying:
+                    record.StatusDescription = string.Format(CultureInfo.CurrentCulture, "Retrying{0} (retry {1})",
+                        phase.Remaining.HasValue ? " in " + Duration(phase.Remaining.Value) : "", phase.Attempt);
+                    record.CurrentOperation = phase.Detail;
+                    break;
+                default:
+                    record.StatusDescription = "Working";
+                    break;
+            }
+        }
+
+        static int Seconds(TimeSpan duration)
+        {
+            return (int)Math.Min(int.MaxValue, Math.Ceiling(duration.TotalSeconds));
+        }
+
+        // "12 s", "3 min 5 s", "1 h 20 min"
+        static string Duration(TimeSpan duration)
+        {
+            if (duration.TotalSeconds < 60) return Math.Ceiling(duration.TotalSeconds).ToString(CultureInfo.CurrentCulture) + " s";
+            if (duration.TotalMinutes < 60)
+                return string.Format(CultureInfo.CurrentCulture, "{0} min {1} s", (int)duration.TotalMinutes, duration.Seconds);
+            return string.Format(CultureInfo.CurrentCulture, "{0} h {1} min", (int)duration.TotalHours, duration.Minutes);
         }
 
         static string DescribeBytes(long done, long total)

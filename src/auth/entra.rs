@@ -61,13 +61,14 @@ pub async fn client_credentials(
     let what = format!("signing in to tenant {} as app {}", app.tenant_id, app.client_id);
     let certificate = match &app.proof {
         Proof::Certificate(path) => Some(ClientCertificate::read(path).map_err(|err| err.context(&what))?),
-        Proof::Secret(_) | Proof::Assertion(_) => None,
+        Proof::Secret(_) | Proof::Assertion(_) | Proof::Callback => None,
     };
     let described = match (&app.proof, &certificate) {
         (Proof::Certificate(path), Some(certificate)) => {
             format!("the certificate in '{}' (thumbprint {})", path.display(), certificate.thumbprint())
         }
         (Proof::Assertion(_), _) => "a client assertion".to_owned(),
+        (Proof::Callback, _) => "a client assertion from the assertion callback".to_owned(),
         _ => "a client secret".to_owned(),
     };
     reporter.log(DefenderLogLevel::Debug, format!("{what} with {described}"));
@@ -77,15 +78,15 @@ pub async fn client_credentials(
     // connection.
     let mut policy = RetryPolicy::new(settings, Repeat::Safe);
     loop {
-        match request_token(http, settings, app, certificate.as_ref(), &url, &scope).await {
+        match request_token(http, settings, app, certificate.as_ref(), &url, &scope, reporter).await {
             Ok(token) => return Ok(token),
             Err(failed) => policy.after_failure(failed, &what, reporter).await.map_err(|err| err.context(&what))?,
         }
     }
 }
 
-/// One request to the token endpoint. A certificate signs a new assertion for each: an
-/// assertion's `jti` is single-use.
+/// One request to the token endpoint. A certificate, or the caller's assertion callback, signs
+/// a new assertion for each: an assertion's `jti` is single-use.
 async fn request_token(
     http: &reqwest::Client,
     settings: &Settings,
@@ -93,6 +94,7 @@ async fn request_token(
     certificate: Option<&ClientCertificate>,
     url: &Url,
     scope: &str,
+    reporter: &Reporter,
 ) -> Attempt<AccessToken> {
     let signed: Secret;
     let proof_fields = match (&app.proof, certificate) {
@@ -101,6 +103,10 @@ async fn request_token(
         (Proof::Certificate(_), certificate) => {
             let certificate = certificate.expect("the certificate is read before the first attempt");
             signed = certificate.sign_assertion(&app.client_id, url.as_str()).map_err(|err| (None, err))?;
+            assertion_fields(&signed)
+        }
+        (Proof::Callback, _) => {
+            signed = reporter.sign_assertion(url.as_str(), &app.client_id).await.map_err(|err| (None, err))?;
             assertion_fields(&signed)
         }
     };

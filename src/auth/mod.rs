@@ -61,11 +61,15 @@ enum Proof {
     Certificate(PathBuf),
     /// A client assertion signed elsewhere (a key that never leaves a certificate store).
     Assertion(Secret),
+    /// Client assertions that the caller's assertion callback signs on the caller's thread, a
+    /// fresh one for each token request: a key in a certificate store, and tokens renewed
+    /// however long a call runs.
+    Callback,
 }
 
 /// The sign-in keys: exactly one of them names the way to sign in.
-const WAYS: &str = "client_secret, client_certificate_path or client_assertion (each with tenant_id and client_id), \
-                    managed_identity, environment=true, or access_token";
+const WAYS: &str = "client_secret, client_certificate_path, client_assertion or an assertion callback (each with \
+                    tenant_id and client_id), managed_identity, environment=true, or access_token";
 
 impl SignIn {
     /// The sign-in the settings describe. Exactly one way must be configured, and completely.
@@ -75,6 +79,7 @@ impl SignIn {
             ("client_secret", settings.client_secret.is_some()),
             ("client_certificate_path", settings.client_certificate_path.is_some()),
             ("client_assertion", settings.client_assertion.is_some()),
+            ("an assertion callback", settings.client_assertion_callback),
             ("managed_identity", settings.managed_identity.is_some()),
             ("environment", settings.environment),
         ]
@@ -112,6 +117,9 @@ impl SignIn {
         }
         if let Some(assertion) = &settings.client_assertion {
             return app(Proof::Assertion(assertion.clone()));
+        }
+        if settings.client_assertion_callback {
+            return app(Proof::Callback);
         }
         if let Some(identity) = &settings.managed_identity {
             refuse_app_ids(

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::{download_item, millis};
 use crate::error::{DefenderStatus, Error, Result};
-use crate::runtime::DefenderLogLevel;
+use crate::runtime::{self, DefenderLogLevel};
 use crate::service::Api;
 
 /// Downloads the package of every action in `action_ids` into `folder` and returns one result
@@ -83,7 +83,7 @@ async fn download_one(
         Some(first) => Err(Error::invalid_argument(format!(
             "action id {action_id} is already item {first} of this batch; it is downloaded once"
         ))),
-        None => download_item(api, action_id, folder, index, Some(slots)).await,
+        None => runtime::as_item(index, download_item(api, action_id, folder, index, Some(slots))).await,
     };
     let status = outcome.as_ref().map_or_else(Error::status, |_| DefenderStatus::Ok);
     let result = match outcome {

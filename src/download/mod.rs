@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
-use crate::runtime::DefenderLogLevel;
+use crate::runtime::{DefenderLogLevel, Phase};
 use crate::service::{Api, machine_actions};
 use destination::PartFile;
 use transfer::Transfer;
@@ -68,7 +68,13 @@ async fn download_item(
     let path = destination::resolve(destination, action_id, overwrite)?;
     let deadline = machine_actions::wait_if_asked(api, action_id).await?;
     let _slot = match slots {
-        Some(slots) => Some(slots.acquire().await.map_err(|_| Error::internal("the download slots were closed"))?),
+        Some(slots) => Some(match slots.try_acquire() {
+            Ok(slot) => slot,
+            Err(_) => {
+                api.reporter.phase(Phase::WaitingForDownloadSlot);
+                slots.acquire().await.map_err(|_| Error::internal("the download slots were closed"))?
+            }
+        }),
         None => None,
     };
     // Asked for only now: a link is short-lived, and it goes to work at once.
@@ -78,10 +84,11 @@ async fn download_item(
 
     let mut part = PartFile::create_beside(&path)?;
     let received = Transfer::new(api, action_id, &what, item, link).run(&mut part).await?;
+    // Every byte is in: the transfer's last figures, then the checks.
+    api.reporter.item_progress(item, received.bytes, received.bytes, true);
+    api.reporter.phase(Phase::Verifying { bytes: received.bytes });
     check_and_sync(&part).await.map_err(|err| err.context(&what))?;
     tokio::task::block_in_place(|| part.persist(&path, overwrite))?;
-
-    api.reporter.item_progress(item, received.bytes, received.bytes, true);
     let downloaded = Downloaded {
         action_id: action_id.to_owned(),
         path,

@@ -16,7 +16,7 @@ use super::sink::Sink;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::describe_transport_error;
 use crate::retry::{self, Backoff, MAX_RETRY_AFTER};
-use crate::runtime::DefenderLogLevel;
+use crate::runtime::{DefenderLogLevel, Phase};
 use crate::service::{Api, machine_actions};
 
 /// Broken transfers in a row that brought no new byte before giving up...
@@ -142,6 +142,7 @@ impl<'a> Transfer<'a> {
                         "{error}; {next}{when} (retry {} of at most {MAX_RETRIES})",
                         self.budget.retries
                     ));
+                    self.retrying(pause, format!("{error}; {next}"));
                     tokio::time::sleep(pause).await;
                 }
                 Err(Interruption::LinkRefused(error)) => {
@@ -152,6 +153,7 @@ impl<'a> Transfer<'a> {
                         return Err(self.giving_up(&error, &why));
                     }
                     self.warn(format!("{error}; getting a fresh link"));
+                    self.retrying(Duration::ZERO, format!("{error}; getting a fresh link"));
                     self.link = machine_actions::get_package_uri(self.api, self.action_id).await?;
                 }
             }
@@ -204,7 +206,13 @@ impl<'a> Transfer<'a> {
         self.budget.fetched_again_for_checksum = true;
         self.package = None;
         self.warn(format!("{error}; downloading it again from the start"));
+        self.retrying(Duration::ZERO, format!("{error}; downloading it again from the start"));
         Ok(())
+    }
+
+    /// Tells the caller's phase callback that the transfer is tried again after `pause`.
+    fn retrying(&self, pause: Duration, reason: String) {
+        self.api.reporter.phase(Phase::Retrying { attempt: self.budget.retries, wait: pause, reason });
     }
 
     /// The error that ends the transfer: what was being done, what went wrong last, and why no

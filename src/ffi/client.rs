@@ -1,13 +1,16 @@
 //! `DefenderClient`: creating, configuring, cancelling and freeing it.
 
-use std::ffi::{CString, c_char, c_void};
+use std::ffi::{CStr, CString, c_char, c_void};
 use std::future::Future;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use super::{boundary, optional_str, required_out, required_str, write_string};
 use crate::client::{Client, Session};
 use crate::error::{DefenderStatus, Error, Result};
-use crate::runtime::{Callbacks, DefenderLogLevel, ItemDoneFn, LogFn, ProgressFn, Reporter};
+use crate::runtime::{
+    AssertionFn, Callbacks, DefenderLogLevel, ItemDoneFn, LogFn, Phase, PhaseFn, ProgressFn, Reporter,
+};
 
 /// A connection to the Defender for Endpoint API: options, sign-in and a connection pool.
 ///
@@ -16,8 +19,31 @@ use crate::runtime::{Callbacks, DefenderLogLevel, ItemDoneFn, LogFn, ProgressFn,
 /// its access token, so reuse one client rather than creating one per call.
 pub struct DefenderClient {
     client: Client,
-    log: RwLock<Option<LogSink>>,
+    callbacks: RwLock<Registered>,
 }
+
+/// The callbacks registered on a client, each with its `user_data`.
+#[derive(Clone, Copy, Default)]
+struct Registered {
+    log: Option<Sink<LogCallbackFn>>,
+    phase: Option<Sink<PhaseCallbackFn>>,
+    assertion: Option<Sink<AssertionCallbackFn>>,
+}
+
+type LogCallbackFn = unsafe extern "C" fn(*mut c_void, DefenderLogLevel, *const c_char);
+type PhaseCallbackFn = unsafe extern "C" fn(*mut c_void, *const DefenderPhaseEvent) -> i32;
+type AssertionCallbackFn = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char, *mut c_char, usize) -> i32;
+
+#[derive(Clone, Copy)]
+struct Sink<F> {
+    callback: F,
+    user_data: *mut c_void,
+}
+
+// SAFETY: a sink is only ever called on the thread that makes a call (see runtime::run); the
+// caller who registered it vouches for `user_data` on every thread that calls the library.
+unsafe impl<F> Send for Sink<F> {}
+unsafe impl<F> Sync for Sink<F> {}
 
 /// Receives the library's log lines: waits, retries, throttling, each request's status. Never a secret.
 ///
@@ -27,16 +53,97 @@ pub struct DefenderClient {
 pub type DefenderLogCallback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, level: DefenderLogLevel, message: *const c_char)>;
 
-#[derive(Clone, Copy)]
-struct LogSink {
-    callback: unsafe extern "C" fn(*mut c_void, DefenderLogLevel, *const c_char),
-    user_data: *mut c_void,
+/// What an item of a call is doing (`DefenderPhaseEvent.phase`). The numbers are fixed; new
+/// phases may be added, so treat an unknown number as "busy".
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefenderPhase {
+    /// The collection is not finished yet (the call waits because `wait_timeout_ms` is set):
+    /// `detail` is its status as last seen (`Pending`, `InProgress`), `elapsed_ms` how long the
+    /// item has waited so far, `remaining_ms` when the library looks again.
+    WaitingForCollection = 1,
+    /// Queued behind the API's rate limit (getPackageUri: 2 a minute, 120 an hour per app):
+    /// `queue_position` is the call's place (1: next to go), `remaining_ms` about how long until
+    /// it goes (0 when it waits for calls in flight to be answered), `elapsed_ms` how long it has
+    /// been queued.
+    QueuedForRateLimit = 2,
+    /// A batch item whose package is ready waits for one of the `max_concurrent_downloads` slots.
+    WaitingForDownloadSlot = 3,
+    /// Bytes arriving: `bytes_done`, `bytes_total` (0 while unknown), `bytes_per_second` (the
+    /// average since the transfer started; 0 at first), `elapsed_ms` since the transfer started.
+    Downloading = 4,
+    /// The whole package is on disk and being checked (synced, its MD5 and ZIP directory):
+    /// `bytes_done` and `bytes_total` are its size.
+    Verifying = 5,
+    /// A request or transfer failed and is tried again: `detail` says what failed (never a
+    /// secret), `attempt` counts the retries so far, `remaining_ms` is the pause before the next.
+    Retrying = 6,
 }
 
-// SAFETY: the sink is only ever called on the thread that makes a call (see runtime::run); the
-// caller who registered it vouches for `user_data` on every thread that calls the library.
-unsafe impl Send for LogSink {}
-unsafe impl Sync for LogSink {}
+/// One report of what an item of a call is doing. Fields that do not apply to a phase are 0
+/// (`detail`: an empty string). Later versions may append fields, never change these.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DefenderPhaseEvent {
+    pub phase: DefenderPhase,
+    /// The item: the position in `action_ids` of `defender_download_packages`, 0 for other calls.
+    pub index: usize,
+    /// How long the item has been in this phase (see `DefenderPhase`).
+    pub elapsed_ms: u64,
+    /// About how long until the item moves on; 0 when unknown or not applicable.
+    pub remaining_ms: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub bytes_per_second: u64,
+    /// The place in the rate limit's queue, 1 being next.
+    pub queue_position: u32,
+    /// The retries so far.
+    pub attempt: u32,
+    /// NUL-terminated UTF-8, valid only during the callback; never NULL.
+    pub detail: *const c_char,
+}
+
+/// Reports what an item of a call is doing, so that a progress bar can say it: waiting for the
+/// collection, queued for the rate limit, waiting for a download slot, downloading (with bytes
+/// and rate), verifying, retrying after a fault. Return non-zero to cancel the call (it then
+/// returns `DEFENDER_STATUS_CANCELLED`); the callback is not called again after that, nor after
+/// `defender_client_cancel`.
+///
+/// `event` is valid only during the callback. Called on the thread that made the call, only
+/// while it runs: on every change of phase, at each look at a collection and each retry, and
+/// while downloading as often as the progress callback (at most about ten times a second per
+/// item). The progress callbacks (`DefenderProgressCallback`, `DefenderBatchProgressCallback`)
+/// are called as before; this one adds to them. The callback must not call the library, except
+/// `defender_client_cancel`.
+pub type DefenderPhaseCallback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, event: *const DefenderPhaseEvent) -> i32>;
+
+/// Signs a client assertion (an RFC 7523 JWT, RS256, with the certificate's `x5t`) for the app
+/// `client_id` and the token endpoint `audience` (its `aud` claim), with a key that stays where
+/// it is (a certificate store, a smart card, an HSM).
+///
+/// Write the assertion, NUL-terminated, into `assertion_out` (`assertion_capacity` bytes, at
+/// least 16 KiB) and return 0. Return non-zero when it cannot be signed: the call then fails with
+/// `DEFENDER_STATUS_UNAUTHORIZED`. The library wipes the buffer after use.
+///
+/// Called whenever the client needs a new token (at the first call, and again before the token
+/// expires, also in the middle of a long call such as a wait for a collection), so each
+/// assertion may be short-lived (a few minutes) and is used once. Called on the thread that made
+/// the call, only while it runs. The callback must not call the library, except
+/// `defender_client_cancel`.
+pub type DefenderAssertionCallback = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        audience: *const c_char,
+        client_id: *const c_char,
+        assertion_out: *mut c_char,
+        assertion_capacity: usize,
+    ) -> i32,
+>;
+
+/// The buffer an assertion callback writes into: a JWT signed with a 4096-bit key and a
+/// certificate chain in `x5c` still fits.
+const ASSERTION_CAPACITY: usize = 16 * 1024;
 
 impl DefenderClient {
     /// Runs one call on the client (see `Client::call`) with the caller's progress callback, if
@@ -66,8 +173,8 @@ impl DefenderClient {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
-        let sink = *self.log.read().unwrap_or_else(|e| e.into_inner());
-        let mut log = sink.map(|sink| {
+        let registered = *self.callbacks.read().unwrap_or_else(|e| e.into_inner());
+        let mut log = registered.log.map(|sink| {
             move |level: DefenderLogLevel, line: &str| {
                 let line = CString::new(line.replace('\0', " ")).unwrap_or_default();
                 // SAFETY: the caller registered this callback for this purpose; the string lives
@@ -75,14 +182,110 @@ impl DefenderClient {
                 unsafe { (sink.callback)(sink.user_data, level, line.as_ptr()) }
             }
         });
+        let mut phase = registered.phase.map(|sink| {
+            move |index: usize, phase: &Phase| {
+                let (event, _detail) = phase_event(index, phase);
+                // SAFETY: as for the log callback; the event and its detail live until it returns.
+                unsafe { (sink.callback)(sink.user_data, &event) != 0 }
+            }
+        });
+        let mut assertion =
+            registered.assertion.map(|sink| move |audience: &str, client_id: &str| sign(sink, audience, client_id));
         let callbacks = Callbacks {
-            // Shortens the trait objects' lifetimes to this call's, like the log callback's.
+            // Shortens the trait objects' lifetimes to this call's, like the client's callbacks'.
             progress: callbacks.progress.map(|progress| progress as ProgressFn<'_>),
             item_done: callbacks.item_done.map(|item_done| item_done as ItemDoneFn<'_>),
             log: log.as_mut().map(|log| log as LogFn<'_>),
+            phase: phase.as_mut().map(|phase| phase as PhaseFn<'_>),
+            assertion: assertion.as_mut().map(|assertion| assertion as AssertionFn<'_>),
         };
         self.client.call(name, callbacks, work)
     }
+}
+
+/// The C form of `phase` for item `index`, and the detail string it points into (keep it alive
+/// while the event is used).
+fn phase_event(index: usize, phase: &Phase) -> (DefenderPhaseEvent, CString) {
+    let millis = |duration: &Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    let mut event = DefenderPhaseEvent {
+        phase: DefenderPhase::Downloading,
+        index,
+        elapsed_ms: 0,
+        remaining_ms: 0,
+        bytes_done: 0,
+        bytes_total: 0,
+        bytes_per_second: 0,
+        queue_position: 0,
+        attempt: 0,
+        detail: std::ptr::null(),
+    };
+    let mut detail = String::new();
+    match phase {
+        Phase::WaitingForCollection { status, waited, next_look_in } => {
+            event.phase = DefenderPhase::WaitingForCollection;
+            event.elapsed_ms = millis(waited);
+            event.remaining_ms = millis(next_look_in);
+            detail.clone_from(status);
+        }
+        Phase::QueuedForRateLimit { position, wait, queued } => {
+            event.phase = DefenderPhase::QueuedForRateLimit;
+            event.queue_position = u32::try_from(*position).unwrap_or(u32::MAX);
+            event.remaining_ms = wait.as_ref().map_or(0, millis);
+            event.elapsed_ms = millis(queued);
+        }
+        Phase::WaitingForDownloadSlot => event.phase = DefenderPhase::WaitingForDownloadSlot,
+        Phase::Downloading { bytes_done, bytes_total, bytes_per_second, elapsed } => {
+            event.bytes_done = *bytes_done;
+            event.bytes_total = *bytes_total;
+            event.bytes_per_second = *bytes_per_second;
+            event.elapsed_ms = millis(elapsed);
+        }
+        Phase::Verifying { bytes } => {
+            event.phase = DefenderPhase::Verifying;
+            event.bytes_done = *bytes;
+            event.bytes_total = *bytes;
+        }
+        Phase::Retrying { attempt, wait, reason } => {
+            event.phase = DefenderPhase::Retrying;
+            event.attempt = *attempt;
+            event.remaining_ms = millis(wait);
+            detail.clone_from(reason);
+        }
+    }
+    let detail = CString::new(detail.replace('\0', " ")).unwrap_or_default();
+    event.detail = detail.as_ptr();
+    (event, detail)
+}
+
+/// Asks the caller's assertion callback for an assertion, in a buffer wiped afterwards.
+fn sign(sink: Sink<AssertionCallbackFn>, audience: &str, client_id: &str) -> Result<String> {
+    let audience = CString::new(audience).map_err(|_| Error::internal("the token endpoint holds a NUL"))?;
+    let client_id = CString::new(client_id).map_err(|_| Error::invalid_argument("client_id holds a NUL"))?;
+    let mut buffer = vec![0u8; ASSERTION_CAPACITY];
+    // SAFETY: the caller registered this callback for this purpose; every pointer lives until it
+    // returns, and the buffer has ASSERTION_CAPACITY bytes.
+    let returned = unsafe {
+        (sink.callback)(sink.user_data, audience.as_ptr(), client_id.as_ptr(), buffer.as_mut_ptr().cast(), buffer.len())
+    };
+    let assertion = if returned != 0 {
+        Err(Error::new(
+            DefenderStatus::Unauthorized,
+            format!("the assertion callback could not sign a client assertion (it returned {returned})"),
+        ))
+    } else {
+        match CStr::from_bytes_until_nul(&buffer) {
+            Err(_) => Err(Error::invalid_argument(format!(
+                "the assertion callback wrote no NUL-terminated assertion within its {ASSERTION_CAPACITY} bytes"
+            ))),
+            Ok(text) => match text.to_str() {
+                Ok("") => Err(Error::invalid_argument("the assertion callback returned an empty assertion")),
+                Ok(text) => Ok(text.trim().to_owned()),
+                Err(_) => Err(Error::invalid_argument("the assertion callback wrote an assertion that is not UTF-8")),
+            },
+        }
+    };
+    buffer.fill(0);
+    assertion
 }
 
 /// Turns a client pointer into a reference.
@@ -104,9 +307,42 @@ pub(crate) unsafe fn client_ref<'a>(client: *const DefenderClient) -> Result<&'a
 pub unsafe extern "C" fn defender_client_new(client_out: *mut *mut DefenderClient) -> DefenderStatus {
     boundary("defender_client_new", || {
         required_out(client_out, "client_out")?;
-        let client = Box::new(DefenderClient { client: Client::new(), log: RwLock::new(None) });
+        let client = Box::new(DefenderClient { client: Client::new(), callbacks: RwLock::default() });
         // SAFETY: checked non-NULL; the caller guarantees it is writable.
         unsafe { client_out.write(Box::into_raw(client)) };
+        Ok(())
+    })
+}
+
+/// Creates into `*clone_out` a client for calls of their own, cheaply: it starts with
+/// `client`'s options and registered callbacks (log, phase, assertion) as they are now, and
+/// shares `client`'s signed-in token (and its renewals), its connection pool and, like every
+/// client in the process, the rate limiters. Options and callbacks set on either afterwards
+/// apply to that one only, so a caller can give one call settings of its own (`overwrite`,
+/// `wait_timeout_ms`) without touching the client others use. Changing a sign-in option on the
+/// clone gives it a token cache of its own. `defender_client_cancel` cancels the calls of the
+/// client it is given, not those of its clones or of the client it was cloned from.
+///
+/// Free the clone with `defender_client_free`, before or after `client`: each owns what it
+/// shares with the other.
+///
+/// Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` when `client` or
+/// `clone_out` is NULL.
+///
+/// # Safety
+/// `client` is NULL or live; `clone_out` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_client_clone(
+    client: *const DefenderClient,
+    clone_out: *mut *mut DefenderClient,
+) -> DefenderStatus {
+    boundary("defender_client_clone", || {
+        let client = unsafe { client_ref(client) }?;
+        required_out(clone_out, "clone_out")?;
+        let registered = *client.callbacks.read().unwrap_or_else(|e| e.into_inner());
+        let clone = Box::new(DefenderClient { client: client.client.duplicate(), callbacks: RwLock::new(registered) });
+        // SAFETY: checked non-NULL; the caller guarantees it is writable.
+        unsafe { clone_out.write(Box::into_raw(clone)) };
         Ok(())
     })
 }
@@ -220,8 +456,55 @@ pub unsafe extern "C" fn defender_client_set_log_callback(
 ) -> DefenderStatus {
     boundary("defender_client_set_log_callback", || {
         let client = unsafe { client_ref(client) }?;
-        *client.log.write().unwrap_or_else(|e| e.into_inner()) =
-            callback.map(|callback| LogSink { callback, user_data });
+        client.callbacks.write().unwrap_or_else(|e| e.into_inner()).log =
+            callback.map(|callback| Sink { callback, user_data });
+        Ok(())
+    })
+}
+
+/// Registers a phase callback for every later call on this client (NULL `callback` removes it):
+/// see `DefenderPhaseCallback`. `user_data` is passed back to it as it is.
+///
+/// Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL client.
+///
+/// # Safety
+/// `client` is NULL or live; `callback` stays callable, and `user_data` valid, while calls run.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_client_set_phase_callback(
+    client: *mut DefenderClient,
+    callback: DefenderPhaseCallback,
+    user_data: *mut c_void,
+) -> DefenderStatus {
+    boundary("defender_client_set_phase_callback", || {
+        let client = unsafe { client_ref(client) }?;
+        client.callbacks.write().unwrap_or_else(|e| e.into_inner()).phase =
+            callback.map(|callback| Sink { callback, user_data });
+        Ok(())
+    })
+}
+
+/// Makes the client sign in with client assertions that `callback` signs (see
+/// `DefenderAssertionCallback`), with the options `tenant_id` and `client_id`: the way to sign
+/// in with a key that never leaves a certificate store, also in calls that outlive one assertion
+/// (the token is renewed with a fresh one). It counts as the client's one way to sign in, like
+/// `client_secret`. NULL `callback` removes it. `user_data` is passed back to it as it is.
+///
+/// Replacing the callback keeps the cached token. Returns `DEFENDER_STATUS_OK`, or
+/// `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL client.
+///
+/// # Safety
+/// `client` is NULL or live; `callback` stays callable, and `user_data` valid, while calls run.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_client_set_assertion_callback(
+    client: *mut DefenderClient,
+    callback: DefenderAssertionCallback,
+    user_data: *mut c_void,
+) -> DefenderStatus {
+    boundary("defender_client_set_assertion_callback", || {
+        let client = unsafe { client_ref(client) }?;
+        client.callbacks.write().unwrap_or_else(|e| e.into_inner()).assertion =
+            callback.map(|callback| Sink { callback, user_data });
+        client.client.set_assertion_callback(callback.is_some());
         Ok(())
     })
 }

@@ -233,7 +233,7 @@ pub unsafe extern "C" fn defender_download_packages(
         let callbacks = Callbacks {
             progress: report.as_mut().map(|report| report as ProgressFn<'_>),
             item_done: tell.as_mut().map(|tell| tell as ItemDoneFn<'_>),
-            log: None,
+            ..Callbacks::default()
         };
         let results = client.run_with("defender_download_packages", callbacks, |session, reporter| async move {
             let api = Api { session: &session, reporter: &reporter };

@@ -14,7 +14,7 @@ use super::{Api, Endpoint, Request, check_id};
 use crate::config::{after, is_loopback};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::retry::{self, Repeat, RetryPolicy, Verdict};
-use crate::runtime::DefenderLogLevel;
+use crate::runtime::{DefenderLogLevel, Phase};
 
 /// Where a machine action is in its life, from its `status` field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,6 +218,7 @@ pub async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
 /// before it.
 async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<MachineAction> {
     let settings = &api.session.settings;
+    let started = Instant::now();
     let grace_until = after(settings.scaled(NEW_ACTION_GRACE));
     let mut interval = FIRST_POLL;
     loop {
@@ -257,6 +258,7 @@ async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<
             DefenderLogLevel::Info,
             format!("machine action {action_id} is {status}; looking again in {:.1} s", pause.as_secs_f64()),
         );
+        api.reporter.phase(Phase::WaitingForCollection { status, waited: now - started, next_look_in: pause });
         tokio::time::sleep(pause).await;
         interval = (interval.mul_f64(1.5)).min(MAX_POLL);
     }

@@ -19,7 +19,7 @@ use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{describe_transport_error, read_limited};
 use crate::redact::{SERVICE_TEXT_CHARS, Secret, printable};
 use crate::retry::{self, Failure, Repeat, RetryPolicy, Verdict};
-use crate::runtime::{DefenderLogLevel, Reporter};
+use crate::runtime::{DefenderLogLevel, Phase, Reporter};
 use rate_limit::{Limiter, Slot, Waiter};
 
 /// API answers are small JSON documents; anything larger is not one of them.
@@ -242,6 +242,11 @@ impl Api<'_> {
                     delay.as_secs_f64()
                 ),
             );
+            self.reporter.phase(Phase::Retrying {
+                attempt: retries.attempts() - 1,
+                wait: delay,
+                reason: format!("{what}: {problem}"),
+            });
             match (&turn.limiter, throttled) {
                 // The queue waits with it (also when the 429 did not say how long), and this call
                 // waits back in the queue.

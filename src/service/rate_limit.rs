@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use super::Endpoint;
 use crate::config::Settings;
 use crate::error::{DefenderStatus, Error, Result};
-use crate::runtime::{DefenderLogLevel, Reporter};
+use crate::runtime::{DefenderLogLevel, Phase, Reporter};
 
 /// How many calls of one class an app may make in any minute and in any hour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,6 +279,7 @@ impl Limiter {
         let windows = queue.class.windows(settings);
         let ahead = queue.waiting.fetch_add(1, Ordering::Relaxed);
         let _in_queue = InQueue(&queue.waiting);
+        let queued = Instant::now();
 
         let _turn = match queue.turnstile.try_lock() {
             Ok(turn) => turn,
@@ -287,6 +288,14 @@ impl Limiter {
                     DefenderLogLevel::Info,
                     format!("{}: queued behind {ahead} earlier call(s) for {}", waiter.what, queue.class),
                 );
+                // About one minute's share of the limit per call ahead: the windows' steady pace.
+                let [(minute, per_minute), _] = windows;
+                let pace = minute / per_minute.max(1);
+                waiter.reporter.phase(Phase::QueuedForRateLimit {
+                    position: ahead + 1,
+                    wait: Some(pace * u32::try_from(ahead).unwrap_or(u32::MAX)),
+                    queued: Duration::ZERO,
+                });
                 let turn = queue.turnstile.lock();
                 match waiter.deadline {
                     Some(deadline) => tokio::time::timeout_at(deadline, turn).await.map_err(|_| {
@@ -336,6 +345,14 @@ impl Limiter {
                 waiter
                     .reporter
                     .log(DefenderLogLevel::Info, format!("{}: {} is reached; {until}", waiter.what, queue.class));
+                waiter.reporter.phase(Phase::QueuedForRateLimit {
+                    position: 1,
+                    wait: match admission {
+                        Admission::At(at) => Some(at - now),
+                        Admission::WhenAnswered => None,
+                    },
+                    queued: now - queued,
+                });
             }
             let free_at = match admission {
                 Admission::At(at) => Some(at),

@@ -554,6 +554,153 @@ static void test_batch(void) {
     defender_client_free(client);
 }
 
+/* A clone has options of its own and shares the client's sign-in: either may be freed first. */
+static void test_clone(void) {
+    current_test = "clone";
+    DefenderClient *client = new_client();
+    char *id = create_action("{\"package_size\": 20000}");
+    char *folder = new_folder();
+    EXPECT_STATUS(defender_download_package(client, id, folder, NULL, NULL, NULL), DEFENDER_STATUS_OK);
+
+    DefenderClient *clone = NULL;
+    EXPECT_STATUS(defender_client_clone(client, &clone), DEFENDER_STATUS_OK);
+    CHECK(clone != NULL && clone != client, "clone_out");
+    EXPECT_STATUS(defender_client_set(clone, "overwrite", "true"), DEFENDER_STATUS_OK);
+    EXPECT_STATUS(defender_download_package(clone, id, folder, NULL, NULL, NULL), DEFENDER_STATUS_OK);
+    EXPECT_STATUS(defender_download_package(client, id, folder, NULL, NULL, NULL), DEFENDER_STATUS_EXISTS);
+
+    defender_client_free(client);
+    EXPECT_STATUS(defender_download_package(clone, id, folder, NULL, NULL, NULL), DEFENDER_STATUS_OK);
+    defender_client_free(clone);
+
+    DefenderClient *out = NULL;
+    EXPECT_STATUS(defender_client_clone(NULL, &out), DEFENDER_STATUS_INVALID_ARGUMENT);
+    CHECK(out == NULL, "clone_out written after a failure");
+    remove_folder(folder);
+    free(id);
+}
+
+typedef struct {
+    pthread_t caller;
+    int on_other_thread;
+    int counts[8];
+    int last_phase;
+    uint64_t last_bytes_done, last_bytes_total;
+    char last_status[32];
+} Phases;
+
+static int32_t on_phase(void *user_data, const DefenderPhaseEvent *event) {
+    Phases *p = user_data;
+    if (!pthread_equal(p->caller, pthread_self())) p->on_other_thread++;
+    if (event->phase >= 1 && event->phase <= 6) p->counts[event->phase]++;
+    p->last_phase = event->phase;
+    if (event->phase == DEFENDER_PHASE_WAITING_FOR_COLLECTION)
+        snprintf(p->last_status, sizeof p->last_status, "%s", event->detail);
+    if (event->phase == DEFENDER_PHASE_DOWNLOADING) {
+        p->last_bytes_done = event->bytes_done;
+        p->last_bytes_total = event->bytes_total;
+    }
+    return 0;
+}
+
+/* The phase callback hears the wait for the collection, the download and the check, on the
+   calling thread. */
+static void test_phases(void) {
+    current_test = "phases";
+    DefenderClient *client = new_client();
+    EXPECT_STATUS(defender_client_set(client, "clock_scale", "10"), DEFENDER_STATUS_OK);
+    EXPECT_STATUS(defender_client_set(client, "wait_timeout_ms", "600000"), DEFENDER_STATUS_OK);
+    Phases phases = {.caller = pthread_self()};
+    EXPECT_STATUS(defender_client_set_phase_callback(client, on_phase, &phases), DEFENDER_STATUS_OK);
+    /* Long enough to be seen running even under valgrind, which slows the client's first look. */
+    char *id = create_action("{\"package_size\": 300000, \"schedule\": {\"pending_secs\": 4, \"in_progress_secs\": 1}}");
+    char *folder = new_folder();
+    EXPECT_STATUS(defender_download_package(client, id, folder, NULL, NULL, NULL), DEFENDER_STATUS_OK);
+    CHECK(phases.on_other_thread == 0, "%d phase events on another thread", phases.on_other_thread);
+    CHECK(phases.counts[DEFENDER_PHASE_WAITING_FOR_COLLECTION] >= 1, "no wait for the collection reported");
+    CHECK(strcmp(phases.last_status, "Pending") == 0 || strcmp(phases.last_status, "InProgress") == 0,
+          "collection status '%s'", phases.last_status);
+    CHECK(phases.counts[DEFENDER_PHASE_DOWNLOADING] >= 1, "no download reported");
+    CHECK(phases.last_bytes_done == 300000 && phases.last_bytes_total == 300000, "last download figures %llu/%llu",
+          (unsigned long long)phases.last_bytes_done, (unsigned long long)phases.last_bytes_total);
+    CHECK(phases.last_phase == DEFENDER_PHASE_VERIFYING, "last phase %d", phases.last_phase);
+
+    /* Removed, it hears nothing more. */
+    EXPECT_STATUS(defender_client_set_phase_callback(client, NULL, NULL), DEFENDER_STATUS_OK);
+    Phases none = {.caller = pthread_self()};
+    EXPECT_STATUS(defender_client_set(client, "overwrite", "true"), DEFENDER_STATUS_OK);
+    EXPECT_STATUS(defender_download_package(client, id, folder, NULL, NULL, NULL), DEFENDER_STATUS_OK);
+    CHECK(none.counts[DEFENDER_PHASE_DOWNLOADING] == 0, "a removed callback was called");
+    EXPECT_STATUS(defender_client_set_phase_callback(NULL, on_phase, NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    remove_folder(folder);
+    free(id);
+    defender_client_free(client);
+}
+
+typedef struct {
+    pthread_t caller;
+    int calls;
+    int on_other_thread;
+    size_t capacity;
+    char audience[256];
+    char client_id[64];
+    const char *answer; /* NULL: refuse; "" : fill the buffer without a NUL */
+} Signer;
+
+static int32_t on_sign(void *user_data, const char *audience, const char *client_id, char *out, size_t capacity) {
+    Signer *signer = user_data;
+    signer->calls++;
+    if (!pthread_equal(signer->caller, pthread_self())) signer->on_other_thread++;
+    signer->capacity = capacity;
+    snprintf(signer->audience, sizeof signer->audience, "%s", audience);
+    snprintf(signer->client_id, sizeof signer->client_id, "%s", client_id);
+    if (signer->answer == NULL) return 5;
+    if (signer->answer[0] == '\0') {
+        memset(out, 'x', capacity);
+        return 0;
+    }
+    snprintf(out, capacity, "%s", signer->answer);
+    return 0;
+}
+
+/* The assertion callback is asked on the calling thread, for the token endpoint and app, and
+   what it answers is checked. (A valid signature is tested in tests/callbacks.rs.) */
+static void test_assertion_callback(void) {
+    current_test = "assertion callback";
+    DefenderClient *client = NULL;
+    EXPECT_STATUS(defender_client_new(&client), DEFENDER_STATUS_OK);
+    const char *options[][2] = {
+        {"base_url", sim.base_url}, {"authority_url", sim.base_url}, {"tenant_id", SIM_TENANT_ID},
+        {"client_id", SIM_CLIENT_ID}, {"rate_limit", "off"},
+    };
+    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++)
+        EXPECT_STATUS(defender_client_set(client, options[i][0], options[i][1]), DEFENDER_STATUS_OK);
+
+    Signer signer = {.caller = pthread_self(), .answer = NULL};
+    EXPECT_STATUS(defender_client_set_assertion_callback(client, on_sign, &signer), DEFENDER_STATUS_OK);
+    EXPECT_STATUS(defender_client_sign_in(client), DEFENDER_STATUS_UNAUTHORIZED);
+    CHECK(signer.calls == 1 && signer.on_other_thread == 0, "%d calls, %d on another thread", signer.calls,
+          signer.on_other_thread);
+    char expected[256];
+    snprintf(expected, sizeof expected, "%s/%s/oauth2/v2.0/token", sim.base_url, SIM_TENANT_ID);
+    CHECK(strcmp(signer.audience, expected) == 0, "audience '%s'", signer.audience);
+    CHECK(strcmp(signer.client_id, SIM_CLIENT_ID) == 0, "client id '%s'", signer.client_id);
+    CHECK(signer.capacity >= 16384, "capacity %zu", signer.capacity);
+
+    /* An assertion the token endpoint refuses, and one that is not NUL-terminated. */
+    signer.answer = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+    EXPECT_STATUS(defender_client_sign_in(client), DEFENDER_STATUS_UNAUTHORIZED);
+    signer.answer = "";
+    EXPECT_STATUS(defender_client_sign_in(client), DEFENDER_STATUS_INVALID_ARGUMENT);
+
+    /* With a secret as well, two sign-ins are configured; without the callback, the secret signs in. */
+    EXPECT_STATUS(defender_client_set(client, "client_secret", SIM_CLIENT_SECRET), DEFENDER_STATUS_OK);
+    EXPECT_STATUS(defender_client_sign_in(client), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_client_set_assertion_callback(client, NULL, NULL), DEFENDER_STATUS_OK);
+    EXPECT_STATUS(defender_client_sign_in(client), DEFENDER_STATUS_OK);
+    defender_client_free(client);
+}
+
 /* Sends a control call that must succeed. */
 static void control(const char *method, const char *path, const char *json_body) {
     char *body = NULL;
@@ -673,6 +820,9 @@ int main(int argc, char **argv) {
     test_status_names();
     test_machines();
     test_action_lists_and_cancel();
+    test_clone();
+    test_phases();
+    test_assertion_callback();
 
     sim_stop(&sim);
     if (failures) {

@@ -10,11 +10,12 @@ BeforeAll {
 
     function New-ConnectedShell {
         # A PowerShell instance on its own runspace (as a second console would be), with the
-        # module imported and connected to the simulator, with $Option added to the client's
-        # options; its streams can be read while it runs.
+        # module imported and connected to the simulator, with $Option added to (or replacing)
+        # the client's options; its streams can be read while it runs.
         param([hashtable] $Option = @{})
         $parameters = $connect.Clone()
-        $parameters.Option = $connect.Option + $Option
+        $parameters.Option = $connect.Option.Clone()
+        foreach ($key in $Option.Keys) { $parameters.Option[$key] = $Option[$key] }
         $shell = [powershell]::Create()
         $null = $shell.AddScript('param($module, $connect) Import-Module $module; Connect-DefenderApi @connect').
         AddArgument($modulePath).AddArgument($parameters)
@@ -108,7 +109,7 @@ Describe 'Save-DefenderInvestigationPackage' {
 
         Save-DefenderInvestigationPackage -ActionId $id -Path $folder -ErrorVariable failures -ErrorAction SilentlyContinue
         $failures.Count | Should -Be 1
-        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.Exists,Save-DefenderInvestigationPackage'
+        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.Exists,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         $failures[0].CategoryInfo.Category | Should -Be 'ResourceExists'
         Get-Content -LiteralPath $path | Should -Be 'an older copy'
 
@@ -116,7 +117,39 @@ Describe 'Save-DefenderInvestigationPackage' {
         $package.Sha256 | Should -Be (Get-SimulatedPackageHash -Simulator $simulator -ActionId $id)
 
         Save-DefenderInvestigationPackage -ActionId $id -Path $folder -ErrorVariable again -ErrorAction SilentlyContinue
-        $again[0].FullyQualifiedErrorId | Should -Be 'Defender.Exists,Save-DefenderInvestigationPackage'
+        $again[0].FullyQualifiedErrorId | Should -Be 'Defender.Exists,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
+    }
+
+    It 'applies -Force to its own command only: a Save run from its pipeline does not inherit it' {
+        $first, $second = 1..2 | ForEach-Object { New-SimulatedAction -Simulator $simulator }
+        Set-Content -LiteralPath (Join-Path $folder "$first.zip") -Value 'an older copy'
+        Set-Content -LiteralPath (Join-Path $folder "$second.zip") -Value 'an older copy of the second'
+        $inner = @()
+
+        $nested = Save-DefenderInvestigationPackage -ActionId $first -Path $folder -Force -PassThru | ForEach-Object {
+            Save-DefenderInvestigationPackage -ActionId $second -Path $folder -PassThru -ErrorVariable +inner -ErrorAction SilentlyContinue
+        }
+
+        $nested | Should -BeNullOrEmpty -Because 'the nested command has no -Force of its own'
+        $inner.Count | Should -Be 1
+        $inner[0].FullyQualifiedErrorId | Should -Be 'Defender.Exists,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
+        Get-Content -LiteralPath (Join-Path $folder "$second.zip") | Should -Be 'an older copy of the second'
+        (Get-FileHash -LiteralPath (Join-Path $folder "$first.zip") -Algorithm SHA256).Hash.ToLowerInvariant() |
+            Should -Be (Get-SimulatedPackageHash -Simulator $simulator -ActionId $first) -Because 'the outer command had -Force'
+    }
+
+    It 'applies -Wait to its own command only: a Save run from its pipeline fails NotReady at once' {
+        $ready = New-SimulatedAction -Simulator $simulator
+        $running = New-SimulatedAction -Simulator $simulator -Spec @{ schedule = @{ pending_secs = 36000; in_progress_secs = 0 } }
+        $inner = @()
+        $clock = [Diagnostics.Stopwatch]::StartNew()
+
+        $null = Save-DefenderInvestigationPackage -ActionId $ready -Path $folder -Wait -Timeout 600 -PassThru | ForEach-Object {
+            Save-DefenderInvestigationPackage -ActionId $running -Path $folder -ErrorVariable +inner -ErrorAction SilentlyContinue
+        }
+
+        $inner[0].FullyQualifiedErrorId | Should -Be 'Defender.NotReady,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
+        $clock.Elapsed.TotalSeconds | Should -BeLessThan 20 -Because 'the nested command did not wait (the collection takes 10 minutes here)'
     }
 
     It 'saves a pipeline of ids, strings and objects by Id or ActionId, and one bad id does not stop the rest' {
@@ -135,7 +168,7 @@ Describe 'Save-DefenderInvestigationPackage' {
         $saved.ActionId | Sort-Object | Should -Be (@($first, $second, $third) | Sort-Object)
         (Get-ChildItem -LiteralPath $folder -Force).Name | Sort-Object | Should -Be (@($first, $second, $third) | ForEach-Object { "$_.zip" } | Sort-Object)
         $failures.Count | Should -Be 1
-        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Save-DefenderInvestigationPackage'
+        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         $failures[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
         $failures[0].TargetObject | Should -Be $unknown
         $failures[0].Exception.Message | Should -BeLike "*$unknown*"
@@ -161,7 +194,7 @@ Describe 'Save-DefenderInvestigationPackage' {
 
         $saved.ActionId | Should -Be $first
         $saved.Path | Should -Be $path
-        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.InvalidArgument,Save-DefenderInvestigationPackage'
+        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.InvalidArgument,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         $failures[0].TargetObject | Should -Be $second
         (Get-ChildItem -LiteralPath $folder -Force).Name | Should -Be 'case-4711.zip'
     }
@@ -170,7 +203,7 @@ Describe 'Save-DefenderInvestigationPackage' {
         $id = New-SimulatedAction -Simulator $simulator -Spec @{ schedule = @{ pending_secs = 20; in_progress_secs = 40 } }
 
         Save-DefenderInvestigationPackage -ActionId $id -Path $folder -ErrorVariable failures -ErrorAction SilentlyContinue
-        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotReady,Save-DefenderInvestigationPackage'
+        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotReady,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         $failures[0].CategoryInfo.Category | Should -Be 'ResourceUnavailable'
         $failures[0].TargetObject | Should -Be $id
         Get-ChildItem -LiteralPath $folder -Force | Should -BeNullOrEmpty
@@ -179,12 +212,55 @@ Describe 'Save-DefenderInvestigationPackage' {
         $package.Sha256 | Should -Be (Get-SimulatedPackageHash -Simulator $simulator -ActionId $id)
     }
 
+    It 'shows in its bar what it waits for: the collection, its status and for how long' {
+        $id = New-SimulatedAction -Simulator $simulator -Spec @{ schedule = @{ pending_secs = 120; in_progress_secs = 120 } }
+        $shell = New-ConnectedShell
+        try {
+            $null = $shell.AddScript("Save-DefenderInvestigationPackage -ActionId '$id' -Path '$folder' -Wait")
+            $shell.Invoke()
+            $shell.Streams.Error | Should -BeNullOrEmpty
+            $records = @($shell.Streams.Progress)
+        } finally {
+            $shell.Dispose()
+        }
+        $waiting = @($records | Where-Object StatusDescription -like 'Waiting for the collection to finish: *')
+        $waiting.Count | Should -BeGreaterThan 1
+        $waiting.Activity | Sort-Object -Unique | Should -Be "Saving the investigation package of machine action $id"
+        @($waiting | Where-Object StatusDescription -match ': Pending for \d+ s$').Count | Should -BeGreaterThan 0
+        @($waiting | Where-Object StatusDescription -match ': InProgress for \d+ s$').Count | Should -BeGreaterThan 0
+        $waiting[0].CurrentOperation | Should -BeLike 'Looking again in * s'
+        # Then the download and the check, in the same bar, which goes when the package is saved.
+        $after = $records[([array]::IndexOf($records, $waiting[-1]) + 1)..($records.Count - 1)]
+        @($after | Where-Object CurrentOperation -like 'Downloading*').Count | Should -BeGreaterThan 0
+        @($after | Where-Object CurrentOperation -eq 'Verifying the package').Count | Should -Be 1
+        $records[-1].RecordType | Should -Be 'Completed'
+    }
+
+    It 'shows in each bar a place in the rate limit''s queue while it waits for its link' {
+        # The client keeps to getPackageUri's 2 calls a minute (a second at the simulator's clock):
+        # of four packages, two wait for their links.
+        $ids = 1..4 | ForEach-Object { New-SimulatedAction -Simulator $simulator -Spec @{ package_size = 10000 } }
+        $shell = New-ConnectedShell -Option @{ rate_limit = 'on' }
+        try {
+            $null = $shell.AddScript('param($ids, $folder) $ids | Save-DefenderInvestigationPackage -Path $folder').AddArgument($ids).AddArgument($folder)
+            $shell.Invoke()
+            $shell.Streams.Error | Should -BeNullOrEmpty
+            $records = @($shell.Streams.Progress)
+        } finally {
+            $shell.Dispose()
+        }
+        $queued = @($records | Where-Object { $_.ParentActivityId -eq 1 -and $_.StatusDescription -like "*in line for the API's rate limit*" -or $_.StatusDescription -like "Queued for the API's rate limit: * calls ahead" })
+        @($queued.ActivityId | Sort-Object -Unique).Count | Should -BeGreaterOrEqual 2
+        @($queued | Where-Object CurrentOperation -like 'About * to go').Count | Should -BeGreaterThan 0
+        (Get-ChildItem -LiteralPath $folder).Count | Should -Be 4
+    }
+
     It 'fails with Defender.ActionFailed for a collection that failed, with -Wait too' {
         $id = New-SimulatedAction -Simulator $simulator -Spec @{ outcome = 'Failed' }
 
         Save-DefenderInvestigationPackage -ActionId $id -Path $folder -Wait -ErrorVariable failures -ErrorAction SilentlyContinue
 
-        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.ActionFailed,Save-DefenderInvestigationPackage'
+        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.ActionFailed,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         $failures[0].TargetObject | Should -Be $id
         $failures[0].Exception.Message | Should -BeLike '*Failed*'
         Get-ChildItem -LiteralPath $folder -Force | Should -BeNullOrEmpty
@@ -254,18 +330,18 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
         }
 
         function Get-MostBarsAtOnce {
-            # How many packages' bars were shown at the same time, at most: each package shows
-            # its bar from its first bytes until it is finished.
+            # How many packages were downloading at the same time, at most: a package's bar says
+            # so from its first bytes until it is finished (before that it shows what it waits for).
             param([object[]] $Record)
-            $shown = [Collections.Generic.HashSet[int]]::new()
+            $downloading = [Collections.Generic.HashSet[int]]::new()
             $most = 0
             foreach ($record in Get-PackageBar $Record) {
-                if ($record.RecordType -eq 'Completed') {
-                    $null = $shown.Remove($record.ActivityId)
-                } else {
-                    $null = $shown.Add($record.ActivityId)
+                if ($record.RecordType -ne 'Completed' -and $record.CurrentOperation -like 'Downloading*') {
+                    $null = $downloading.Add($record.ActivityId)
+                } elseif ($record.RecordType -eq 'Completed' -or $record.CurrentOperation -notlike 'Verifying*') {
+                    $null = $downloading.Remove($record.ActivityId)
                 }
-                $most = [Math]::Max($most, $shown.Count)
+                $most = [Math]::Max($most, $downloading.Count)
             }
             $most
         }
@@ -311,12 +387,14 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
         $failures.Count | Should -Be 3
         $byTarget = @{}
         $failures | ForEach-Object { $byTarget[$_.TargetObject] = "$($_.FullyQualifiedErrorId) $($_.CategoryInfo.Category)" }
-        $byTarget[$pending] | Should -Be 'Defender.NotReady,Save-DefenderInvestigationPackage ResourceUnavailable'
-        $byTarget[$unknown] | Should -Be 'Defender.NotFound,Save-DefenderInvestigationPackage ObjectNotFound'
-        $byTarget[$failed] | Should -Be 'Defender.ActionFailed,Save-DefenderInvestigationPackage InvalidResult'
+        $byTarget[$pending] | Should -Be 'Defender.NotReady,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand ResourceUnavailable'
+        $byTarget[$unknown] | Should -Be 'Defender.NotFound,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand ObjectNotFound'
+        $byTarget[$failed] | Should -Be 'Defender.ActionFailed,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand InvalidResult'
         $warnings | Should -BeNullOrEmpty -Because 'a failed package is an error record, not also a warning'
 
         Get-MostBarsAtOnce $records | Should -Be 2 -Because 'two packages download at once, never more'
+        @(Get-PackageBar $records | Where-Object StatusDescription -like '*waiting for a download slot*').Count |
+            Should -BeGreaterThan 0 -Because 'a ready package that waits for a slot says so in its bar'
         $downloads = Get-SimulatorRequest -Simulator $simulator -Endpoint download
         $downloads.action_id | Sort-Object | Should -Be ($ready | Sort-Object) -Because 'each ready package is downloaded once, the others not at all'
     }
@@ -428,7 +506,7 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
         $clock = [Diagnostics.Stopwatch]::StartNew()
 
         { $slow[0], $unknown, $slow[1] | Save-DefenderInvestigationPackage -Path $folder -ErrorAction Stop } |
-            Should -Throw -ErrorId 'Defender.NotFound,Save-DefenderInvestigationPackage'
+            Should -Throw -ErrorId 'Defender.NotFound,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
 
         $clock.Elapsed.TotalSeconds | Should -BeLessThan 10 -Because 'the slow downloads were cancelled, not waited for'
         Get-ChildItem -LiteralPath $folder -Force | Should -BeNullOrEmpty
@@ -441,7 +519,7 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
 
         $saved.ActionId | Should -Be $id
         $failures.Count | Should -Be 1
-        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.InvalidArgument,Save-DefenderInvestigationPackage'
+        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.InvalidArgument,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         $failures[0].TargetObject | Should -Be $id
         Assert-SavedAsServed -Folder $folder -ActionId $id
     }
@@ -474,9 +552,9 @@ Describe 'Get-DefenderPackageUri' {
 
         $links.ActionId | Should -Be $ready
         $failures.FullyQualifiedErrorId | Should -Be @(
-            'Defender.NotReady,Get-DefenderPackageUri'
-            'Defender.NotFound,Get-DefenderPackageUri'
-            'Defender.ActionFailed,Get-DefenderPackageUri')
+            'Defender.NotReady,Defender.PowerShell.Commands.GetDefenderPackageUriCommand'
+            'Defender.NotFound,Defender.PowerShell.Commands.GetDefenderPackageUriCommand'
+            'Defender.ActionFailed,Defender.PowerShell.Commands.GetDefenderPackageUriCommand')
         $failures.TargetObject | Should -Be @($pending, $unknown, $failed)
         $failures.CategoryInfo.Category | Should -Be @('ResourceUnavailable', 'ObjectNotFound', 'InvalidResult')
     }
@@ -508,7 +586,7 @@ Describe 'Get-DefenderPackageUri' {
 
     It 'stops at the first failure with -ErrorAction Stop' {
         $unknown = '00000000-0000-4000-8000-00000000f00d'
-        { Get-DefenderPackageUri -ActionId $unknown -ErrorAction Stop } | Should -Throw -ErrorId 'Defender.NotFound,Get-DefenderPackageUri'
+        { Get-DefenderPackageUri -ActionId $unknown -ErrorAction Stop } | Should -Throw -ErrorId 'Defender.NotFound,Defender.PowerShell.Commands.GetDefenderPackageUriCommand'
     }
 }
 
@@ -531,7 +609,7 @@ Describe 'Machine actions' {
     It 'Get-DefenderMachineAction writes Defender.NotFound for an unknown id' {
         $unknown = '00000000-0000-4000-8000-00000000cafe'
         Get-DefenderMachineAction -ActionId $unknown -ErrorVariable failures -ErrorAction SilentlyContinue
-        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Get-DefenderMachineAction'
+        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Defender.PowerShell.Commands.GetDefenderMachineActionCommand'
         $failures[0].TargetObject | Should -Be $unknown
     }
 
@@ -559,7 +637,7 @@ Describe 'Machine actions' {
         $machines = 'not-a-device', '4a5bc9d7e413ddd7902c2932e418702b84d0cc07'
         $actions = $machines | Start-DefenderInvestigationPackageCollection -Comment 'Pester' -ErrorVariable failures -ErrorAction SilentlyContinue
         $actions.machineId | Should -Be $machines[1]
-        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Start-DefenderInvestigationPackageCollection'
+        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Defender.PowerShell.Commands.StartDefenderInvestigationPackageCollectionCommand'
         $failures[0].TargetObject | Should -Be 'not-a-device'
     }
 
@@ -569,7 +647,7 @@ Describe 'Machine actions' {
 
         $failed, $slow | Wait-DefenderMachineAction -Timeout 30 -ErrorVariable failures -ErrorAction SilentlyContinue
 
-        $failures.FullyQualifiedErrorId | Should -Be @('Defender.ActionFailed,Wait-DefenderMachineAction', 'Defender.Timeout,Wait-DefenderMachineAction')
+        $failures.FullyQualifiedErrorId | Should -Be @('Defender.ActionFailed,Defender.PowerShell.Commands.WaitDefenderMachineActionCommand', 'Defender.Timeout,Defender.PowerShell.Commands.WaitDefenderMachineActionCommand')
         $failures.CategoryInfo.Category | Should -Be @('InvalidResult', 'OperationTimeout')
         $failures.TargetObject | Should -Be @($failed, $slow)
     }

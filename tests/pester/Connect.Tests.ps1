@@ -63,12 +63,13 @@ Describe 'Connect-DefenderApi' {
             $null = Assert-SignedInWith -Credential secret -ClientId $simulator.client_id
         }
 
-        It 'keeps no copy of the secret in the session' {
+        It 'keeps no copy of the secret in the session, and says with -Verbose which library it uses' {
             $connect = Get-SimulatorConnectParameters -Simulator $simulator
-            Connect-DefenderApi @connect
-            $kept = & (Get-Module DefenderPackage) { $script:Connection | Select-Object * -ExcludeProperty Client | ConvertTo-Json -Depth 5 }
-            $kept | Should -Not -BeNullOrEmpty
-            Assert-NoSecret $kept
+            $verbose = Connect-DefenderApi @connect -Verbose 4>&1 | ForEach-Object { "$_" }
+            $verbose | Should -Contain "DefenderPackage: using the defender native library $([Defender.DefenderLibrary]::Version) from '$([Defender.DefenderLibrary]::LoadedPath)'."
+            # The module is compiled: the only state it keeps is the native client; it sets no variable.
+            (Get-Module DefenderPackage).ExportedVariables.Count | Should -Be 0
+            Assert-NoSecret ((Get-Variable | Out-String -Width 500) + ($verbose -join "`n"))
         }
 
         It 'stops at a wrong secret with Defender.Unauthorized, the service''s reason and never the secret' {
@@ -83,7 +84,7 @@ Describe 'Connect-DefenderApi' {
             }
 
             $failure | Should -Not -BeNullOrEmpty -Because 'a wrong secret fails Connect-DefenderApi itself'
-            $failure.FullyQualifiedErrorId | Should -Be 'Defender.Unauthorized,Connect-DefenderApi'
+            $failure.FullyQualifiedErrorId | Should -Be 'Defender.Unauthorized,Defender.PowerShell.Commands.ConnectDefenderApiCommand'
             $failure.CategoryInfo.Category | Should -Be 'AuthenticationError'
             $failure.Exception.Message | Should -BeLike '*AADSTS7000215*'
             Get-SimulatorRequest -Simulator $simulator -Endpoint get_package_uri | Should -BeNullOrEmpty
@@ -145,9 +146,36 @@ Describe 'Connect-DefenderApi' {
             }
         }
 
+        It 'signs a fresh assertion with -CertificateThumbprint whenever the token is renewed, also in the middle of a long -Wait' {
+            # Tokens live 2 s; the collection takes about 4 s (at the simulator's clock): the token
+            # expires during the wait and is renewed with a new assertion, instead of failing Unauthorized.
+            $null = Invoke-SimulatorControl -Simulator $simulator -Path config -Body @{ token_lifetime_secs = 2 }
+            $store = [Security.Cryptography.X509Certificates.X509Store]::new('My', 'CurrentUser')
+            $store.Open('ReadWrite')
+            $store.Add($certificate)
+            try {
+                Connect-DefenderApi -TenantId $simulator.tenant_id -ClientId $certificateApp -CertificateThumbprint $certificate.Thumbprint `
+                    -BaseUri $simulator.base_url -Option $simulatorOption
+                $slow = New-SimulatedAction -Simulator $simulator -Spec @{ schedule = @{ pending_secs = 120; in_progress_secs = 120 } }
+
+                $package = Save-DefenderInvestigationPackage -ActionId $slow -Path (New-TestFolder) -Wait -PassThru -ErrorAction Stop
+
+                $package.Sha256 | Should -Be (Get-SimulatedPackageHash -Simulator $simulator -ActionId $slow)
+                $signIns = @(Get-SimulatorRequest -Simulator $simulator -Endpoint token)
+                $signIns.Count | Should -BeGreaterOrEqual 3 -Because 'the token was renewed during the wait'
+                $signIns.status | Sort-Object -Unique | Should -Be 200
+                @($signIns.claims.jti | Sort-Object -Unique).Count | Should -Be $signIns.Count -Because 'each renewal signed a new assertion'
+                @(Get-SimulatorRequest -Simulator $simulator | Where-Object status -eq 401).Count | Should -Be 0
+            } finally {
+                $null = Invoke-SimulatorControl -Simulator $simulator -Path config -Body @{ token_lifetime_secs = 3600 }
+                $store.Remove($certificate)
+                $store.Dispose()
+            }
+        }
+
         It 'reports an unknown thumbprint as Defender.CertificateNotFound' {
             { Connect-DefenderApi -TenantId $simulator.tenant_id -ClientId $certificateApp -CertificateThumbprint ('AB' * 20) -BaseUri $simulator.base_url } |
-                Should -Throw -ErrorId 'Defender.CertificateNotFound,Connect-DefenderApi'
+                Should -Throw -ErrorId 'Defender.CertificateNotFound,Defender.PowerShell.Commands.ConnectDefenderApiCommand'
         }
 
         It 'signs in with -CertificatePath (PEM with the certificate and its key), relative to the current location' {
@@ -225,7 +253,7 @@ Describe 'Connect-DefenderApi' {
 
             Get-DefenderMachineAction -ActionId $slow -ErrorVariable failures -ErrorAction SilentlyContinue
 
-            $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.Timeout,Get-DefenderMachineAction'
+            $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.Timeout,Defender.PowerShell.Commands.GetDefenderMachineActionCommand'
         }
 
         It 'refuses an unknown option, naming it and the known ones, and keeps the previous connection' {
@@ -234,7 +262,7 @@ Describe 'Connect-DefenderApi' {
             $connect = Get-SimulatorConnectParameters -Simulator $simulator
             $connect.Option.time_out = 5
 
-            { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.InvalidArgument,Connect-DefenderApi' -ExpectedMessage "*'time_out'*timeout_ms*"
+            { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.InvalidArgument,Defender.PowerShell.Commands.ConnectDefenderApiCommand' -ExpectedMessage "*'time_out'*timeout_ms*"
 
             (Get-DefenderMachineAction -ActionId $action).id | Should -Be $action
         }
@@ -242,14 +270,14 @@ Describe 'Connect-DefenderApi' {
         It 'refuses an option that a parameter sets, naming the parameter' {
             $connect = Get-SimulatorConnectParameters -Simulator $simulator
             $connect.Option.client_secret = 'not here'
-            { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.InvalidArgument,Connect-DefenderApi' -ExpectedMessage '*-ClientSecret*'
+            { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.InvalidArgument,Defender.PowerShell.Commands.ConnectDefenderApiCommand' -ExpectedMessage '*-ClientSecret*'
         }
 
         It 'refuses a malformed value without repeating a secret, before any request' {
             { Connect-DefenderApi -AccessToken (ConvertTo-SecureString "line`nbreak" -AsPlainText -Force) -BaseUri $simulator.base_url } |
-                Should -Throw -ErrorId 'Defender.InvalidArgument,Connect-DefenderApi' -ExpectedMessage "*access_token*not shown*"
+                Should -Throw -ErrorId 'Defender.InvalidArgument,Defender.PowerShell.Commands.ConnectDefenderApiCommand' -ExpectedMessage "*access_token*not shown*"
             { Connect-DefenderApi -AccessToken (ConvertTo-SecureString 'x' -AsPlainText -Force) -BaseUri 'http://example.com' } |
-                Should -Throw -ErrorId 'Defender.InvalidArgument,Connect-DefenderApi' -ExpectedMessage "*base_url*https*"
+                Should -Throw -ErrorId 'Defender.InvalidArgument,Defender.PowerShell.Commands.ConnectDefenderApiCommand' -ExpectedMessage "*base_url*https*"
         }
     }
 
@@ -260,8 +288,8 @@ Describe 'Connect-DefenderApi' {
             Disconnect-DefenderApi
             Disconnect-DefenderApi
 
-            { Get-DefenderMachineAction -ActionId $action } | Should -Throw -ErrorId 'Defender.NotConnected,Get-DefenderMachineAction' -ExpectedMessage '*Connect-DefenderApi*'
-            { Save-DefenderInvestigationPackage -ActionId $action -Path (New-TestFolder) } | Should -Throw -ErrorId 'Defender.NotConnected,Save-DefenderInvestigationPackage'
+            { Get-DefenderMachineAction -ActionId $action } | Should -Throw -ErrorId 'Defender.NotConnected,Defender.PowerShell.Commands.GetDefenderMachineActionCommand' -ExpectedMessage '*Connect-DefenderApi*'
+            { Save-DefenderInvestigationPackage -ActionId $action -Path (New-TestFolder) } | Should -Throw -ErrorId 'Defender.NotConnected,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         }
     }
 }

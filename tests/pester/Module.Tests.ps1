@@ -2,7 +2,7 @@
 
 BeforeDiscovery {
     $manifest = Import-PowerShellDataFile (Join-Path $PSScriptRoot '../../powershell/DefenderPackage/DefenderPackage.psd1')
-    $exported = $manifest.FunctionsToExport | ForEach-Object { @{ Name = $_ } }
+    $exported = $manifest.CmdletsToExport | ForEach-Object { @{ Name = $_ } }
 }
 
 BeforeAll {
@@ -46,11 +46,21 @@ Describe 'The manifest' {
         $manifest = Test-ModuleManifest -Path (Join-Path $modulePath 'DefenderPackage.psd1') -ErrorAction Stop
         $manifest.PowerShellVersion | Should -Be ([version]'5.1')
         $manifest.CompatiblePSEditions | Should -Be @('Core', 'Desktop')
-        $manifest.RootModule | Should -Be 'DefenderPackage.psm1'
+        $manifest.RootModule | Should -Be 'DefenderPackage.dll'
+        $manifest.Version | Should -Be ([Defender.DefenderLibrary]::Version) -Because 'one version everywhere: the crate''s'
+    }
+
+    It 'is one compiled assembly: binary cmdlets, no script and nothing compiled at import' {
+        $module = Get-Module DefenderPackage
+        $module.ModuleType | Should -Be 'Binary'
+        @(Get-ChildItem -LiteralPath $modulePath -Recurse -Include '*.ps1', '*.psm1', '*.cs').Count | Should -Be 0
+        [Defender.DefenderClient].Assembly | Should -Be ([Defender.PowerShell.Commands.ConnectDefenderApiCommand].Assembly)
+        [IO.Path]::GetFileName([Defender.DefenderClient].Assembly.Location) | Should -Be 'DefenderPackage.dll'
     }
 
     It 'exports exactly the commands it lists, each with an approved verb' {
         $commands = Get-Command -Module DefenderPackage
+        $commands.CommandType | Sort-Object -Unique | Should -Be 'Cmdlet'
         $commands.Name | Sort-Object | Should -Be @(
             'Connect-DefenderApi', 'Disconnect-DefenderApi', 'Get-DefenderMachineAction', 'Get-DefenderPackageUri',
             'Save-DefenderInvestigationPackage', 'Start-DefenderInvestigationPackageCollection', 'Wait-DefenderMachineAction')
@@ -78,6 +88,16 @@ Describe 'Help of <Name>' -ForEach $exported {
         }
     }
 
+    It 'shows its examples with Get-Help -Examples, from the MAML help beside the assembly' {
+        $examples = Get-Help $Name -Examples | Out-String -Width 200
+        $examples | Should -Match 'Example 1'
+        foreach ($example in $help.Examples.Example) {
+            $examples | Should -Match ([regex]::Escape(($example.Code -split "`n")[0].Trim()))
+        }
+        (Get-Command $Name).HelpFile | Should -BeLike '*DefenderPackage.dll-Help.xml'
+        Test-Path -LiteralPath (Join-Path $modulePath 'en-US/DefenderPackage.dll-Help.xml') | Should -BeTrue
+    }
+
     It 'documents every parameter' {
         $common = [System.Management.Automation.PSCmdlet]::CommonParameters + [System.Management.Automation.PSCmdlet]::OptionalCommonParameters
         $documented = @($help.Parameters.Parameter | Where-Object { ($_.Description.Text -join '').Trim() }).Name
@@ -88,14 +108,10 @@ Describe 'Help of <Name>' -ForEach $exported {
 }
 
 Describe 'Loading the native library' {
-    It 'says with -Verbose which file it loaded' {
-        $verbose = Import-Module $modulePath -Force -Verbose 4>&1 | ForEach-Object { "$_" }
-        $line = $verbose | Where-Object { $_ -like 'DefenderPackage: using the defender native library*' }
-        $line | Should -Not -BeNullOrEmpty
+    It 'loads the library in the module''s runtimes/RID/native folder for this OS and architecture' {
         $loaded = [Defender.DefenderLibrary]::LoadedPath
-        $line | Should -BeLike "*'$loaded'*"
+        $loaded | Should -Be (Join-Path $modulePath "runtimes/$([Defender.DefenderLibrary]::RuntimeIdentifier)/native/$([Defender.DefenderLibrary]::FileName)")
         Test-Path -LiteralPath $loaded | Should -BeTrue
-        [IO.Path]::GetFileName($loaded) | Should -Be ([Defender.DefenderLibrary]::FileName)
     }
 
     It 'loads runtimes/RID/native/ inside the module first' {
@@ -103,9 +119,9 @@ Describe 'Loading the native library' {
         $native = Join-Path $copy "runtimes/$([Defender.DefenderLibrary]::RuntimeIdentifier)/native"
         $null = New-Item -ItemType Directory -Path $native
         Copy-Item -LiteralPath ([Defender.DefenderLibrary]::LoadedPath) -Destination $native
-        $result = Invoke-ChildPwsh "Import-Module '$copy' -Verbose 4>&1 | Where-Object { `$_ -like '*native library*' } | ForEach-Object Message"
+        $result = Invoke-ChildPwsh "Import-Module '$copy'; [Defender.DefenderLibrary]::LoadedPath"
         $result.ExitCode | Should -Be 0 -Because $result.Output
-        $result.Output | Should -BeLike "*from '$(Join-Path $native ([Defender.DefenderLibrary]::FileName))'*"
+        $result.Output.Trim() | Should -Be (Join-Path $native ([Defender.DefenderLibrary]::FileName))
     }
 
     It 'fails to import with an error naming every path it looked in when the library is missing' {

@@ -399,20 +399,34 @@ public sealed class DefenderClientTests : IDisposable
         Assert.Equal(slow[0], client.GetMachineAction(slow[0]).Id);
     }
 
-    [Fact]
-    public void A_client_assertion_signed_with_a_certificate_signs_in()
+    /// <summary>A new certificate, registered with the simulator for app <paramref name="app"/>.</summary>
+    X509Certificate2 RegisterCertificateApp(string app)
     {
-        const string app = "00000000-0000-4000-8000-0000000000c3";
         using RSA key = RSA.Create(2048);
-        var request = new CertificateRequest("CN=defender-package xunit", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
-        using X509Certificate2 certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        var request = new CertificateRequest("CN=defender-package xunit " + app, key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        X509Certificate2 certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
         simulator.Control(HttpMethod.Post, "apps", new { tenant_id = simulator.TenantId, client_id = app, certificate_pem = certificate.ExportCertificatePem() });
-        string id = simulator.CreateAction();
-        using var client = new DefenderClient();
+        return certificate;
+    }
+
+    /// <summary>A client for the simulator's API and sign-in as app <paramref name="app"/>, with no proof set yet.</summary>
+    DefenderClient AppClient(string app)
+    {
+        var client = new DefenderClient();
         client.Set("base_url", simulator.BaseUrl);
         client.Set("authority_url", simulator.BaseUrl);
         client.Set("tenant_id", simulator.TenantId);
         client.Set("client_id", app);
+        return client;
+    }
+
+    [Fact]
+    public void A_client_assertion_signed_with_a_certificate_signs_in()
+    {
+        const string app = "00000000-0000-4000-8000-0000000000c3";
+        using X509Certificate2 certificate = RegisterCertificateApp(app);
+        string id = simulator.CreateAction();
+        using DefenderClient client = AppClient(app);
 
         string audience = client.GetAssertionAudience();
         client.Set("client_assertion", ClientAssertion.Create(certificate, audience, app, TimeSpan.FromMinutes(10)));
@@ -423,6 +437,81 @@ public sealed class DefenderClientTests : IDisposable
         Assert.Equal(app, (string)claims["iss"]);
         Assert.Equal(app, (string)claims["sub"]);
         Assert.Equal(600, (long)claims["exp"] - (long)claims["nbf"]);
+    }
+
+    [Fact]
+    public void SetAssertionSigner_signs_on_the_calling_thread_whenever_a_token_is_needed()
+    {
+        const string app = "00000000-0000-4000-8000-0000000000c4";
+        using X509Certificate2 certificate = RegisterCertificateApp(app);
+        string id = simulator.CreateAction();
+        using DefenderClient client = AppClient(app);
+        int caller = Environment.CurrentManagedThreadId;
+        var asked = new List<(string Audience, string ClientId, int Thread)>();
+        client.SetAssertionSigner((audience, clientId) =>
+        {
+            asked.Add((audience, clientId, Environment.CurrentManagedThreadId));
+            return ClientAssertion.Create(certificate, audience, clientId, TimeSpan.FromMinutes(5));
+        });
+
+        Assert.Equal(id, client.GetMachineAction(id).Id);
+        // A clone signs with the same signer, from its own thread's call.
+        using (DefenderClient clone = client.Clone())
+            Assert.Equal(id, clone.GetMachineAction(id).Id);
+
+        var only = Assert.Single(asked);
+        Assert.Equal(($"{simulator.BaseUrl}/{simulator.TenantId}/oauth2/v2.0/token", app, caller), only);
+
+        // What the signer throws fails the call as Unauthorized, naming why.
+        using DefenderClient failing = AppClient(app);
+        failing.SetAssertionSigner((audience, clientId) => throw new CryptographicException("the key is not exportable here"));
+        var refused = Assert.Throws<DefenderException>(() => failing.GetMachineAction(id));
+        Assert.Equal(DefenderStatus.Unauthorized, refused.Status);
+        Assert.Contains("the key is not exportable here", refused.Message);
+    }
+
+    [Fact]
+    public void A_clone_has_options_of_its_own_and_shares_the_sign_in()
+    {
+        string id = simulator.CreateAction();
+        using DefenderClient client = simulator.Client();
+        client.DownloadPackage(id, folder, null);
+        int signInsBefore = simulator.Requests("token").Count;
+
+        using (DefenderClient clone = client.Clone())
+        {
+            clone.Set("overwrite", "true");
+            clone.DownloadPackage(id, folder, null);
+        }
+        var exists = Assert.Throws<DefenderException>(() => client.DownloadPackage(id, folder, null));
+        Assert.Equal(DefenderStatus.Exists, exists.Status);
+        Assert.Equal(signInsBefore, simulator.Requests("token").Count);
+    }
+
+    [Fact]
+    public void PhaseHandler_hears_the_wait_the_download_and_the_check_on_the_calling_thread()
+    {
+        string id = simulator.CreateAction(new { schedule = new { pending_secs = 60, in_progress_secs = 60 } });
+        using DefenderClient client = simulator.Client();
+        client.Set("wait_timeout_ms", "3600000");
+        int caller = Environment.CurrentManagedThreadId;
+        var phases = new List<(PhaseEvent Event, int Thread)>();
+        client.PhaseHandler = phase => phases.Add((phase, Environment.CurrentManagedThreadId));
+
+        client.DownloadPackage(id, folder, null);
+
+        Assert.All(phases, phase => Assert.Equal(caller, phase.Thread));
+        Assert.Contains(phases, p => p.Event.Phase == DefenderPhase.WaitingForCollection && p.Event.Detail is "Pending" or "InProgress");
+        PhaseEvent last = phases.Last(p => p.Event.Phase == DefenderPhase.Downloading).Event;
+        Assert.Equal(Simulator.PackageSize, last.BytesDone);
+        Assert.Equal(DefenderPhase.Verifying, phases.Last().Event.Phase);
+
+        // In a batch too, item by item, on the calling thread.
+        phases.Clear();
+        string[] ids = { simulator.CreateAction(), simulator.CreateAction() };
+        client.DownloadPackages(ids, folder, null, null);
+        Assert.All(phases, phase => Assert.Equal(caller, phase.Thread));
+        Assert.Equal(new[] { 0, 1 }, phases.Where(p => p.Event.Phase == DefenderPhase.Verifying).Select(p => p.Event.Index).Order());
     }
 
     [Fact]
