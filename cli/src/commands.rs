@@ -1,12 +1,14 @@
 //! The subcommands: find devices and actions, and collect, wait, link, download and cancel for
 //! many ids at once.
 
+use std::cell::RefCell;
+use std::ffi::{CStr, c_void};
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
-use defender::DefenderStatus;
+use defender::{DefenderPhase, DefenderPhaseEvent, DefenderStatus};
 use serde_json::Value;
 
 use crate::native::{BatchCallbacks, Client, Failure};
@@ -309,7 +311,7 @@ fn download(client: &Client, args: &DownloadArgs) -> Result<DefenderStatus, Fail
         message: format!("cannot create the folder {}: {err}", args.output.display()),
     })?;
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let bars = std::cell::RefCell::new(BatchProgress::new(ids.clone()));
+    let bars = RefCell::new(BatchProgress::new(ids.clone()));
     let mut on_progress = |index: usize, done: u64, total: u64| {
         bars.borrow_mut().bytes(index, done, total);
         false
@@ -323,7 +325,10 @@ fn download(client: &Client, args: &DownloadArgs) -> Result<DefenderStatus, Fail
         bars.borrow_mut().done(index, Some(&line));
     };
     let callbacks = BatchCallbacks { progress: Some(&mut on_progress), item_done: Some(&mut on_item) };
+    // SAFETY: `bars` outlives the batch call, and the callback is removed right after it.
+    unsafe { client.set_phase_callback(Some(on_phase), std::ptr::from_ref(&bars).cast_mut().cast()) };
     let results = client.download_many(&id_refs, &args.output, callbacks);
+    unsafe { client.set_phase_callback(None, std::ptr::null_mut()) };
     bars.into_inner().finish();
     let results = results?;
     let statuses = results.iter().map(|item| {
@@ -347,6 +352,33 @@ fn download(client: &Client, args: &DownloadArgs) -> Result<DefenderStatus, Fail
         }
     }
     Ok(status)
+}
+
+/// Shows each item's phase on its bar.
+unsafe extern "C" fn on_phase(user_data: *mut c_void, event: *const DefenderPhaseEvent) -> i32 {
+    // SAFETY: registered below with a pointer to the batch's bars, only for the batch call,
+    // which runs callbacks on this thread one at a time.
+    let bars = unsafe { &*user_data.cast::<RefCell<BatchProgress>>() };
+    let event = unsafe { &*event };
+    let detail = unsafe { CStr::from_ptr(event.detail) }.to_string_lossy();
+    bars.borrow_mut().phase(event.index, &phase_text(event, &detail));
+    0
+}
+
+/// What an item is doing, for its bar: "collection InProgress", "queued (2 ahead)", ...
+fn phase_text(event: &DefenderPhaseEvent, detail: &str) -> String {
+    let seconds = |ms: u64| format!("{:.0} s", ms as f64 / 1000.0);
+    match event.phase {
+        DefenderPhase::WaitingForCollection => format!("collection {detail}"),
+        DefenderPhase::QueuedForRateLimit if event.remaining_ms > 0 => {
+            format!("rate limit: #{} in queue, ~{}", event.queue_position, seconds(event.remaining_ms))
+        }
+        DefenderPhase::QueuedForRateLimit => format!("rate limit: #{} in queue", event.queue_position),
+        DefenderPhase::WaitingForDownloadSlot => "ready, waiting for a slot".to_owned(),
+        DefenderPhase::Downloading => "downloading".to_owned(),
+        DefenderPhase::Verifying => "verifying".to_owned(),
+        DefenderPhase::Retrying => format!("retrying in {} (retry {})", seconds(event.remaining_ms), event.attempt),
+    }
 }
 
 /// The ids as given, with `-` replaced by those on standard input: whitespace-separated, or a

@@ -1,6 +1,7 @@
 //! Progress bars on a terminal: one for the batch ("3 of 12 packages") and one per package
-//! downloading under it. Nothing at all when standard error is not a terminal (cron, pipelines,
-//! CI logs).
+//! under it, saying its phase (waiting for the collection, queued for the rate limit, waiting
+//! for a slot, downloading, verifying, retrying) and its bytes. Nothing at all when standard
+//! error is not a terminal (cron, pipelines, CI logs).
 
 use std::io::IsTerminal;
 
@@ -31,20 +32,35 @@ impl BatchProgress {
 
     /// Bytes of item `index` so far (`total` 0 while unknown).
     pub fn bytes(&mut self, index: usize, done: u64, total: u64) {
-        let Some(slot) = self.items.get_mut(index) else { return };
-        let bar = slot.get_or_insert_with(|| {
-            let bar = self.multi.add(ProgressBar::new(total));
-            bar.set_style(
-                ProgressStyle::with_template("  {msg:38} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}")
-                    .expect("a valid template"),
-            );
-            bar.set_message(short(&self.labels[index]));
-            bar
-        });
+        let Some(bar) = self.item(index) else { return };
         if total > 0 {
             bar.set_length(total);
         }
         bar.set_position(done);
+    }
+
+    /// What item `index` is doing: waiting for its collection, queued, downloading, ...
+    pub fn phase(&mut self, index: usize, text: &str) {
+        if let Some(bar) = self.item(index) {
+            bar.set_message(text.to_owned());
+        }
+    }
+
+    /// Item `index`'s bar, created on first use.
+    fn item(&mut self, index: usize) -> Option<&ProgressBar> {
+        let label = short(self.labels.get(index)?);
+        let multi = &self.multi;
+        Some(self.items.get_mut(index)?.get_or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new(0));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "  {prefix:38} {msg:30} {bar:24} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}",
+                )
+                .expect("a valid template"),
+            );
+            bar.set_prefix(label);
+            bar
+        }))
     }
 
     /// Item `index` is finished: its bar goes, the batch's moves on, and `line` (if any) is
