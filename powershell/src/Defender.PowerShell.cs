@@ -184,34 +184,33 @@ namespace Defender.PowerShell
         /// <summary>The devices <paramref name="filter"/> selects (null: all); null when the call failed.</summary>
         internal IList<PSObject> ListMachines(string filter)
         {
-            IList<Machine> machines = WithBar("Listing devices{0}", Describe(filter),
-                delegate { return client.ListMachines(filter, 0, stop.Token); });
-            if (machines == null) return null;
-            List<string> json = new List<string>();
-            foreach (Machine machine in machines) json.Add(machine.Json);
-            return ConvertJson(json, MachineType);
+            return ToObjects(WithBar("Listing devices: {0}", filter ?? AllItems,
+                delegate { return client.ListMachines(filter, 0, stop.Token); }), delegate(Machine machine) { return machine.Json; }, MachineType);
         }
 
         /// <summary>The machine actions <paramref name="filter"/> selects (null: all); null when the call failed.</summary>
         internal IList<PSObject> ListMachineActions(string filter)
         {
-            IList<MachineAction> actions = WithBar("Listing machine actions{0}", Describe(filter),
-                delegate { return client.ListMachineActions(filter, 0, stop.Token); });
-            if (actions == null) return null;
-            List<string> json = new List<string>();
-            foreach (MachineAction action in actions) json.Add(action.Json);
-            return ConvertJson(json, MachineActionType);
+            return ToObjects(WithBar("Listing machine actions: {0}", filter ?? AllItems,
+                delegate { return client.ListMachineActions(filter, 0, stop.Token); }), delegate(MachineAction action) { return action.Json; }, MachineActionType);
+        }
+
+        // The target of a list without a filter, in its bar and its error record.
+        const string AllItems = "all";
+
+        // The items of a list as typed objects; null for a list that failed.
+        IList<PSObject> ToObjects<T>(IList<T> items, Func<T, string> json, string typeName)
+        {
+            if (items == null) return null;
+            List<string> texts = new List<string>();
+            foreach (T item in items) texts.Add(json(item));
+            return ConvertJson(texts, typeName);
         }
 
         internal PSObject CancelMachineAction(string actionId, string comment)
         {
             return ToMachineAction(WithBar("Cancelling machine action {0}", actionId,
                 delegate { return client.CancelMachineAction(actionId, comment, stop.Token); }));
-        }
-
-        static string Describe(string filter)
-        {
-            return filter == null ? "" : " where " + filter;
         }
 
         internal PSObject GetPackageUri(string actionId)
