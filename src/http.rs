@@ -224,11 +224,9 @@ fn tls_error<'e>(cause: &'e (dyn std::error::Error + 'static)) -> Option<&'e rus
 pub(crate) fn certificate_refused(why: &rustls::CertificateError) -> String {
     use rustls::CertificateError as Why;
     let reason = match why {
-        Why::UnknownIssuer => {
-            "unknown issuer: it is not signed by a certificate authority this machine trusts \
+        Why::UnknownIssuer => "unknown issuer: it is not signed by a certificate authority this machine trusts \
              (for a private CA or a TLS-inspecting proxy, set ca_file to its PEM)"
-                .to_owned()
-        }
+            .to_owned(),
         Why::Expired | Why::ExpiredContext { .. } => "expired: it is past its validity period".to_owned(),
         Why::NotValidYet | Why::NotValidYetContext { .. } => {
             "not valid yet: its validity period has not started (or this machine's clock is wrong)".to_owned()

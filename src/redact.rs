@@ -205,7 +205,10 @@ mod tests {
 
     #[test]
     fn control_and_bidi_characters_are_escaped_and_long_text_cut() {
-        assert_eq!(printable("a\u{1b}[31mb\u{7}\r\n\0\u{85}\u{202e}c", 100), "a\\u001b[31mb\\u0007\\u000d\\u000a\\u0000\\u0085\\u202ec");
+        assert_eq!(
+            printable("a\u{1b}[31mb\u{7}\r\n\0\u{85}\u{202e}c", 100),
+            "a\\u001b[31mb\\u0007\\u000d\\u000a\\u0000\\u0085\\u202ec"
+        );
         assert_eq!(printable("Zugriff für «42»", 100), "Zugriff für «42»");
         assert_eq!(printable("abcdef", 3), "abc…");
         assert_eq!(printable("abc", 3), "abc");

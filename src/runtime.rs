@@ -7,8 +7,8 @@
 //! PowerShell and .NET depend on that: a script block invoked from a foreign thread crashes
 //! the process.
 
-use std::cell::Cell;
 use std::any::Any;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

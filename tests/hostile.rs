@@ -132,7 +132,8 @@ fn the_token_endpoint_redirecting_elsewhere_is_protocol_and_the_secret_goes_nowh
     let simulator = simulator();
     let elsewhere = other_host();
     let action_id = create_action(&simulator, json!({}));
-    let target = format!("{}/{}/oauth2/v2.0/token?secret=1", elsewhere.base_url(), defender_simulator::DEFAULT_TENANT_ID);
+    let target =
+        format!("{}/{}/oauth2/v2.0/token?secret=1", elsewhere.base_url(), defender_simulator::DEFAULT_TENANT_ID);
     answer(&simulator, "token", 0, json!({ "status": 307, "headers": { "location": target } }));
     let client = client_for(&simulator);
     let failure = client.package_uri(&action_id).unwrap_err();
@@ -253,17 +254,16 @@ fn handshake_server(names: &[&str], not_before: i32, not_after: i32) -> Handshak
     params.not_after = rcgen::date_time_ymd(not_after, 1, 1);
     let key = KeyPair::generate().unwrap();
     let certificate = params.signed_by(&key, &issuer).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![certificate.der().clone()],
-        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-    )
-    .unwrap();
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![certificate.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let config = std::sync::Arc::new(config);
 
@@ -350,14 +350,21 @@ fn control_characters_from_the_service_are_escaped_in_messages_log_lines_and_bat
     let failure = client.package_uri(&action_id).unwrap_err();
     assert_eq!(failure.status, DefenderStatus::Http, "{failure}");
     assert!(!has_control(&failure.message), "{failure:?}");
-    assert!(failure.message.contains("\\u001b]0;pwned\\u0007") && failure.message.contains("code Bad\\u001b[31m"), "{failure}");
+    assert!(
+        failure.message.contains("\\u001b]0;pwned\\u0007") && failure.message.contains("code Bad\\u001b[31m"),
+        "{failure}"
+    );
     assert!(failure.message.chars().count() < 4_000, "capped: {} characters", failure.message.chars().count());
 
     let folder = tempfile::tempdir().unwrap();
     let mut results = Vec::new();
     let mut item_done = |_: usize, _: DefenderStatus, result: serde_json::Value| results.push(result);
     let all = client
-        .download_many(&[&action_id], folder.path(), BatchCallbacks { item_done: Some(&mut item_done), ..Default::default() })
+        .download_many(
+            &[&action_id],
+            folder.path(),
+            BatchCallbacks { item_done: Some(&mut item_done), ..Default::default() },
+        )
         .unwrap();
     for result in all.iter().chain(&results) {
         let message = result["message"].as_str().expect("a failed item has a message");

@@ -116,8 +116,7 @@ async fn request_token(
     if let Some(timeout) = settings.timeout {
         request = request.timeout(timeout);
     }
-    let response =
-        request.send().await.map_err(|err| (transport_failure(&err), describe_transport_error(&err)))?;
+    let response = request.send().await.map_err(|err| (transport_failure(&err), describe_transport_error(&err)))?;
     let status = response.status();
     if status.is_redirection() {
         return Err((None, refused_sign_in_redirect("the token endpoint", &response)));

@@ -183,8 +183,8 @@ impl Endpoint {
 
 /// The token in a managed identity endpoint's (successful) answer.
 pub(crate) fn token_from_answer(body: &[u8]) -> Result<AccessToken> {
-    let token: TokenResponse = serde_json::from_slice(body)
-        .map_err(|err| Error::protocol(format!("the answer is not a token ({err})")))?;
+    let token: TokenResponse =
+        serde_json::from_slice(body).map_err(|err| Error::protocol(format!("the answer is not a token ({err})")))?;
     let lifetime = match (token.expires_in, token.expires_on) {
         // Relative time does not depend on this machine's clock being right.
         (Some(expires_in), _) => Duration::from_secs(expires_in),

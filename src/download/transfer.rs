@@ -279,7 +279,8 @@ impl<'a> Transfer<'a> {
         let package = self.package.as_ref().expect("a resumed request has a package");
         let length = package.length.expect("a resumable package has a length");
         let range = header_text(headers, CONTENT_RANGE.as_str()).and_then(parse_content_range);
-        let range_matches = range == Some(ContentRange { first: offset, last: length.saturating_sub(1), total: length });
+        let range_matches =
+            range == Some(ContentRange { first: offset, last: length.saturating_sub(1), total: length });
         let md5 = md5_header(headers, "x-ms-blob-content-md5").map_err(Interruption::Fatal)?;
         let md5_matches = md5.is_none() || package.md5.is_none() || md5 == package.md5;
         if range_matches && md5_matches {

@@ -319,10 +319,7 @@ impl Api<'_> {
         self.reporter.log(DefenderLogLevel::Debug, format!("{method} {}: HTTP {status}", url.path()));
         let retry_after = retry::retry_after(response.headers());
         match read_limited(response, MAX_API_RESPONSE).await {
-            Ok(body) => Ok((
-                Failure::Status { status, retry_after },
-                Ok(ApiResponse::new(status, body, *endpoint)),
-            )),
+            Ok(body) => Ok((Failure::Status { status, retry_after }, Ok(ApiResponse::new(status, body, *endpoint)))),
             // The answer broke off: as if none had come.
             Err(err) if err.status() == DefenderStatus::Network => Ok((Failure::Transport { sent: true }, Err(err))),
             Err(err) => Err(err.context(what)),
