@@ -369,13 +369,64 @@ namespace Defender
             return action;
         }
 
-        static DateTime? ParseTime(string text)
+        internal static DateTime? ParseTime(string text)
         {
             DateTime time;
             if (text != null && DateTime.TryParse(text, CultureInfo.InvariantCulture,
                     DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal, out time))
                 return time;
             return null;
+        }
+    }
+
+    /// <summary>
+    /// A Machine (a device) as the service sent it: the fields most callers want, and the whole
+    /// object as JSON in <see cref="Json"/> (every field optional, names as the API has them).
+    /// </summary>
+    [DataContract]
+    public sealed class Machine
+    {
+        [DataMember(Name = "id")] string id;
+        [DataMember(Name = "computerDnsName")] string computerDnsName;
+        [DataMember(Name = "osPlatform")] string osPlatform;
+        [DataMember(Name = "healthStatus")] string healthStatus;
+        [DataMember(Name = "rbacGroupId")] long? rbacGroupId;
+        [DataMember(Name = "rbacGroupName")] string rbacGroupName;
+        [DataMember(Name = "machineTags")] string[] machineTags;
+        [DataMember(Name = "lastSeen")] string lastSeen;
+        [DataMember(Name = "lastIpAddress")] string lastIpAddress;
+        string json;
+
+        /// <summary>The device id: 40 hexadecimal characters.</summary>
+        public string Id { get { return id; } }
+
+        public string ComputerDnsName { get { return computerDnsName; } }
+
+        /// <summary>E.g. Windows11, WindowsServer2022, Linux.</summary>
+        public string OsPlatform { get { return osPlatform; } }
+
+        /// <summary>Active, Inactive, ImpairedCommunication, NoSensorData, ...</summary>
+        public string HealthStatus { get { return healthStatus; } }
+
+        public long? RbacGroupId { get { return rbacGroupId; } }
+
+        public string RbacGroupName { get { return rbacGroupName; } }
+
+        /// <summary>The device's tags (never null).</summary>
+        public IList<string> MachineTags { get { return machineTags ?? new string[0]; } }
+
+        public DateTime? LastSeen { get { return MachineAction.ParseTime(lastSeen); } }
+
+        public string LastIpAddress { get { return lastIpAddress; } }
+
+        /// <summary>The whole Machine object, as the service sent it.</summary>
+        public string Json { get { return json; } }
+
+        internal static Machine FromJson(string text)
+        {
+            Machine machine = Defender.Json.Parse<Machine>(text);
+            machine.json = text;
+            return machine;
         }
     }
 
@@ -776,6 +827,96 @@ namespace Defender
             }));
         }
 
+        /// <summary>
+        /// Looks up one device by its id (40 hexadecimal characters) or its computer name (quoted
+        /// by the library; a host name without a dot also finds its fully qualified name). Of
+        /// several devices with one name, the one seen last (the others are logged as a warning).
+        /// </summary>
+        public Machine GetMachine(string machineIdOrName, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] key = Utf8.ToNative(machineIdOrName);
+            return Machine.FromJson(Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_get_machine(handle, key, out result);
+            }));
+        }
+
+        /// <summary>
+        /// Lists devices: <paramref name="odataFilter"/> is the service's $filter, passed verbatim
+        /// (null: every device; quote values from users with <see cref="ODataString"/>). Every
+        /// page is followed; <paramref name="maxItems"/> above 0 stops after that many.
+        /// </summary>
+        public IList<Machine> ListMachines(string odataFilter, int maxItems = 0,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] filter = Utf8.ToNative(odataFilter);
+            uint max = CheckMaxItems(maxItems);
+            string text = Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_list_machines(handle, filter, max, out result);
+            });
+            return Json.SplitArray(text).ConvertAll(Machine.FromJson);
+        }
+
+        /// <summary>
+        /// Lists machine actions, newest first: <paramref name="odataFilter"/> is the service's
+        /// $filter, passed verbatim (null: every action; the service filters on id, status,
+        /// machineId, type, requestor and creationDateTimeUtc). Every page is followed;
+        /// <paramref name="maxItems"/> above 0 stops after that many.
+        /// </summary>
+        public IList<MachineAction> ListMachineActions(string odataFilter, int maxItems = 0,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] filter = Utf8.ToNative(odataFilter);
+            uint max = CheckMaxItems(maxItems);
+            string text = Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_list_machine_actions(handle, filter, max, out result);
+            });
+            return Json.SplitArray(text).ConvertAll(MachineAction.FromJson);
+        }
+
+        /// <summary>
+        /// Cancels a machine action that has not ended (Pending, InProgress) and returns it as it
+        /// is afterwards; one in a final state is refused by the service (status Http, its
+        /// message). A null comment gives the library's default.
+        /// </summary>
+        public MachineAction CancelMachineAction(string actionId, string comment,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] id = Utf8.ToNative(actionId);
+            byte[] text = Utf8.ToNative(comment);
+            return MachineAction.FromJson(Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_cancel_machine_action(handle, id, text, out result);
+            }));
+        }
+
+        /// <summary>
+        /// The library's name of a status ("NOT_FOUND", "RATE_LIMITED"; "UNKNOWN" for a number it
+        /// does not have), as the C API and the command line name it.
+        /// </summary>
+        public static string StatusName(DefenderStatus status)
+        {
+            return Utf8.FromNative(NativeMethods.defender_status_name((int)status)) ?? "UNKNOWN";
+        }
+
+        /// <summary>
+        /// <paramref name="value"/> as an OData string literal: in single quotes, each quote in it
+        /// doubled, so that no value can change the filter it is put in.
+        /// </summary>
+        public static string ODataString(string value)
+        {
+            if (value == null) throw new ArgumentNullException("value");
+            return "'" + value.Replace("'", "''") + "'";
+        }
+
+        static uint CheckMaxItems(int maxItems)
+        {
+            if (maxItems < 0) throw new ArgumentOutOfRangeException("maxItems", maxItems, "maxItems is 0 (no limit) or more.");
+            return (uint)maxItems;
+        }
+
         public void Dispose()
         {
             handle.Dispose();
@@ -901,7 +1042,7 @@ namespace Defender
             byte[] buffer = new byte[length + 1];
             NativeMethods.defender_last_error_message(buffer, new UIntPtr((uint)buffer.Length));
             string message = Encoding.UTF8.GetString(buffer, 0, length);
-            if (message.Length == 0) message = "The defender library failed with status " + status + ".";
+            if (message.Length == 0) message = "The defender library failed with status " + StatusName(status) + ".";
             return new DefenderException(status, message);
         }
     }
@@ -1117,6 +1258,51 @@ namespace Defender
                 throw new DefenderException(DefenderStatus.Protocol,
                     "The defender library returned JSON that is not a " + typeof(T).Name + ": " + e.Message);
             }
+        }
+
+        // The elements of a JSON array, each as its own text (the library returns lists as one
+        // array; each element keeps its whole JSON, as a single object does).
+        internal static List<string> SplitArray(string text)
+        {
+            List<string> items = new List<string>();
+            int i = SkipSpace(text, 0);
+            if (i >= text.Length || text[i] != '[')
+                throw new DefenderException(DefenderStatus.Protocol, "The defender library returned a list that is not a JSON array.");
+            int depth = 0, start = -1;
+            bool inString = false;
+            for (i++; i < text.Length; i++)
+            {
+                char c = text[i];
+                if (inString)
+                {
+                    if (c == '\\') i++;
+                    else if (c == '"') inString = false;
+                    continue;
+                }
+                if (start < 0 && !char.IsWhiteSpace(c) && c != ',' && c != ']') start = i;
+                switch (c)
+                {
+                    case '"': inString = true; break;
+                    case '{': case '[': depth++; break;
+                    case '}': depth--; break;
+                    case ']':
+                        if (depth-- > 0) break;
+                        if (start >= 0) items.Add(text.Substring(start, i - start).TrimEnd());
+                        return items;
+                    case ',':
+                        if (depth > 0) break;
+                        items.Add(text.Substring(start, i - start).TrimEnd());
+                        start = -1;
+                        break;
+                }
+            }
+            throw new DefenderException(DefenderStatus.Protocol, "The defender library returned a JSON array that does not end.");
+        }
+
+        static int SkipSpace(string text, int i)
+        {
+            while (i < text.Length && char.IsWhiteSpace(text[i])) i++;
+            return i;
         }
 
         internal static byte[] Write<T>(T value)
@@ -1337,6 +1523,26 @@ namespace Defender
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_wait_for_action(ClientHandle client, byte[] actionId,
             out IntPtr actionJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_get_machine(ClientHandle client, byte[] machineIdOrName,
+            out IntPtr machineJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_list_machines(ClientHandle client, byte[] odataFilter,
+            uint maxItems, out IntPtr machinesJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_list_machine_actions(ClientHandle client, byte[] odataFilter,
+            uint maxItems, out IntPtr actionsJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_cancel_machine_action(ClientHandle client, byte[] actionId,
+            byte[] comment, out IntPtr actionJson);
+
+        // A static string: never freed.
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern IntPtr defender_status_name(int status);
 
         [DllImport("kernel32", CharSet = CharSet.Unicode, SetLastError = true)]
         internal static extern IntPtr LoadLibraryW(string path);

@@ -17,10 +17,12 @@
     CmdletsToExport      = @(
         'Connect-DefenderApi'
         'Disconnect-DefenderApi'
+        'Get-DefenderMachine'
         'Get-DefenderMachineAction'
         'Get-DefenderPackageUri'
         'Save-DefenderInvestigationPackage'
         'Start-DefenderInvestigationPackageCollection'
+        'Stop-DefenderMachineAction'
         'Wait-DefenderMachineAction'
     )
     VariablesToExport    = @()

@@ -105,6 +105,7 @@ namespace Defender.PowerShell
     {
         const string InvestigationPackageType = "DefenderPackage.InvestigationPackage";
         const string MachineActionType = "DefenderPackage.MachineAction";
+        const string MachineType = "DefenderPackage.Machine";
         const string PackageUriType = "DefenderPackage.PackageUri";
 
         readonly DefenderClient client;
@@ -171,6 +172,45 @@ namespace Defender.PowerShell
         {
             return ToMachineAction(WithBar("Starting a collection on device {0}", machineId,
                 delegate { return client.CollectInvestigationPackage(machineId, comment, stop.Token); }));
+        }
+
+        /// <summary>A device by id or computer name (see DefenderClient.GetMachine).</summary>
+        internal PSObject GetMachine(string idOrName)
+        {
+            Machine machine = WithBar("Looking up device {0}", idOrName, delegate { return client.GetMachine(idOrName, stop.Token); });
+            return machine == null ? null : ConvertJson(new[] { machine.Json }, MachineType)[0];
+        }
+
+        /// <summary>The devices <paramref name="filter"/> selects (null: all); null when the call failed.</summary>
+        internal IList<PSObject> ListMachines(string filter)
+        {
+            return ToObjects(WithBar("Listing devices: {0}", filter ?? AllItems,
+                delegate { return client.ListMachines(filter, 0, stop.Token); }), delegate(Machine machine) { return machine.Json; }, MachineType);
+        }
+
+        /// <summary>The machine actions <paramref name="filter"/> selects (null: all); null when the call failed.</summary>
+        internal IList<PSObject> ListMachineActions(string filter)
+        {
+            return ToObjects(WithBar("Listing machine actions: {0}", filter ?? AllItems,
+                delegate { return client.ListMachineActions(filter, 0, stop.Token); }), delegate(MachineAction action) { return action.Json; }, MachineActionType);
+        }
+
+        // The target of a list without a filter, in its bar and its error record.
+        const string AllItems = "all";
+
+        // The items of a list as typed objects; null for a list that failed.
+        IList<PSObject> ToObjects<T>(IList<T> items, Func<T, string> json, string typeName)
+        {
+            if (items == null) return null;
+            List<string> texts = new List<string>();
+            foreach (T item in items) texts.Add(json(item));
+            return ConvertJson(texts, typeName);
+        }
+
+        internal PSObject CancelMachineAction(string actionId, string comment)
+        {
+            return ToMachineAction(WithBar("Cancelling machine action {0}", actionId,
+                delegate { return client.CancelMachineAction(actionId, comment, stop.Token); }));
         }
 
         internal PSObject GetPackageUri(string actionId)
@@ -295,16 +335,23 @@ namespace Defender.PowerShell
         PSObject ToMachineAction(MachineAction action)
         {
             if (action == null) return null;
+            return ConvertJson(new[] { action.Json }, MachineActionType)[0];
+        }
+
+        // Objects of the service (one JSON object each) as ConvertFrom-Json makes them, with
+        // <paramref name="typeName"/> first among their type names.
+        IList<PSObject> ConvertJson(IList<string> json, string typeName)
+        {
+            if (json.Count == 0) return new PSObject[0];
             using (System.Management.Automation.PowerShell convert =
                 System.Management.Automation.PowerShell.Create(RunspaceMode.CurrentRunspace))
             {
-                convert.AddCommand("Microsoft.PowerShell.Utility\\ConvertFrom-Json").AddParameter("InputObject", action.Json);
-                Collection<PSObject> converted = convert.Invoke();
-                if (converted.Count != 1)
-                    throw new InvalidOperationException("ConvertFrom-Json did not make one object of a MachineAction.");
-                PSObject result = converted[0];
-                result.TypeNames.Insert(0, MachineActionType);
-                return result;
+                convert.AddCommand("Microsoft.PowerShell.Utility\\ConvertFrom-Json");
+                Collection<PSObject> converted = convert.Invoke(json);
+                if (converted.Count != json.Count)
+                    throw new InvalidOperationException("ConvertFrom-Json did not make one object of each " + typeName + ".");
+                foreach (PSObject result in converted) result.TypeNames.Insert(0, typeName);
+                return converted;
             }
         }
 

@@ -20,13 +20,15 @@ function Start-TestSimulator {
     # size) and returns its ready line with the process: stop it with Stop-TestSimulator.
     param(
         [double] $ClockScale = 60,
-        [string] $PackageSize = '1MiB'
+        [string] $PackageSize = '1MiB',
+        # Sample devices (--seed-machines): see simulator/README.md.
+        [int] $SeedMachines = 0
     )
     $executable = Join-Path $script:TargetDirectory 'debug/defender-simulator'
     # Not $IsWindows nor ArgumentList: Windows PowerShell 5.1 (CI) has neither.
     if ([Environment]::OSVersion.Platform -eq 'Win32NT') { $executable += '.exe' }
     $start = [Diagnostics.ProcessStartInfo]::new($executable)
-    $start.Arguments = "--rate-limit off --clock-scale $ClockScale --package-size $PackageSize"
+    $start.Arguments = "--rate-limit off --clock-scale $ClockScale --package-size $PackageSize --seed-machines $SeedMachines"
     $start.RedirectStandardOutput = $true
     $start.UseShellExecute = $false
     $start.Environment['RUST_LOG'] = 'warn'
