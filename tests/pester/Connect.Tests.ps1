@@ -209,15 +209,12 @@ Describe 'Connect-DefenderApi' {
 
         It 'signs in with -Identity in Azure Automation (IDENTITY_ENDPOINT and IDENTITY_HEADER)' {
             # The library reads the process environment, so the runbook runs in a process of its own.
-            $start = [Diagnostics.ProcessStartInfo]::new((Join-Path $PSHOME $(if ($IsWindows) { 'pwsh.exe' } else { 'pwsh' })))
             $runbook = "Import-Module '$modulePath'; Connect-DefenderApi -Identity -BaseUri '$($simulator.base_url)' -Option @{ rate_limit = 'off' }; " +
             "(Get-DefenderMachineAction -ActionId '$action' -ErrorAction Stop).status"
-            foreach ($argument in '-NoProfile', '-NonInteractive', '-Command', $runbook) { $start.ArgumentList.Add($argument) }
+            $start = New-ChildPowerShell -Command $runbook
             $start.Environment['IDENTITY_ENDPOINT'] = $simulator.identity_endpoint
             $start.Environment['IDENTITY_HEADER'] = $simulator.identity_header
             $start.Environment['NO_COLOR'] = '1'
-            $start.RedirectStandardOutput = $true
-            $start.RedirectStandardError = $true
             $null = Invoke-SimulatorControl -Simulator $simulator -Method Delete -Path requests
             $process = [Diagnostics.Process]::Start($start)
             $errors = $process.StandardError.ReadToEndAsync()

@@ -14,10 +14,7 @@ BeforeAll {
         # Runs $Command in a new pwsh process (a fresh process has not loaded the native library
         # yet), without CARGO_TARGET_DIR; returns its exit code and all it printed.
         param([string] $Command)
-        $start = [Diagnostics.ProcessStartInfo]::new((Join-Path $PSHOME $(if ($IsWindows) { 'pwsh.exe' } else { 'pwsh' })))
-        foreach ($argument in '-NoProfile', '-NonInteractive', '-Command', $Command) { $start.ArgumentList.Add($argument) }
-        $start.RedirectStandardOutput = $true
-        $start.RedirectStandardError = $true
+        $start = New-ChildPowerShell -Command $Command
         $start.Environment.Remove('CARGO_TARGET_DIR')
         $start.Environment['NO_COLOR'] = '1'
         $process = [Diagnostics.Process]::Start($start)
@@ -133,7 +130,7 @@ Describe 'Loading the native library' {
         $result.Output | Should -BeLike "*$fileName*was not found*"
         $result.Output | Should -BeLike "*$(Join-Path $copy "runtimes/$([Defender.DefenderLibrary]::RuntimeIdentifier)/native/$fileName")*"
         # A built module looks in the target dir it was built into (<target>/powershell/DefenderPackage).
-        $result.Output | Should -BeLike "*$(Join-Path (Split-Path (Split-Path $copy)) 'debug' $fileName)*"
+        $result.Output | Should -BeLike "*$(Join-Path (Join-Path (Split-Path (Split-Path $copy)) 'debug') $fileName)*"
         $result.Output | Should -BeLike "*cargo build -p defender*"
     }
 }

@@ -53,6 +53,23 @@ function Stop-TestSimulator {
     $Simulator.Process.Dispose()
 }
 
+function New-ChildPowerShell {
+    # A new process of the PowerShell running the tests (pwsh, or powershell.exe under Windows
+    # PowerShell 5.1) that runs $Command, its output redirected. 5.1 has neither $IsWindows nor
+    # ProcessStartInfo.ArgumentList, so the command goes as -EncodedCommand (no quoting per OS).
+    param([Parameter(Mandatory)] [string] $Command)
+    $name = if ($PSVersionTable.PSEdition -eq 'Desktop') { 'powershell.exe' }
+    elseif ([Environment]::OSVersion.Platform -eq 'Win32NT') { 'pwsh.exe' }
+    else { 'pwsh' }
+    $start = [Diagnostics.ProcessStartInfo]::new((Join-Path $PSHOME $name))
+    $encoded = [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes($Command))
+    $start.Arguments = "-NoProfile -NonInteractive -EncodedCommand $encoded"
+    $start.UseShellExecute = $false
+    $start.RedirectStandardOutput = $true
+    $start.RedirectStandardError = $true
+    $start
+}
+
 function Invoke-SimulatorControl {
     # A call of the simulator's control API (/_sim/...), JSON both ways.
     param(
