@@ -196,11 +196,10 @@ impl Reporter {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = AssertionRequest { audience: audience.to_owned(), client_id: client_id.to_owned(), reply };
         (self.sender)(ReporterEvent::SignAssertion(request));
-        let assertion = Secret::new(
-            answer
-                .await
-                .map_err(|_| Error::internal("the caller's thread stopped before the assertion callback answered"))??,
-        );
+        let assertion =
+            Secret::new(answer.await.map_err(|_| {
+                Error::internal("the caller's thread stopped before the assertion callback answered")
+            })??);
         self.secrets.lock().unwrap_or_else(|e| e.into_inner()).push(assertion.clone());
         Ok(assertion)
     }

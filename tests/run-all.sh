@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test suite of the project, in order, and prints a summary:
+#   lint    cargo fmt --check and cargo clippy -D warnings over the whole workspace, every target
 #   rust    cargo test for the library and the simulator (through the C ABI, over loopback HTTP)
 #   header  include/defender.h is what the build generates, and compiles as C and as C++
 #   c       tests/c against the built library, under AddressSanitizer and UBSan
@@ -31,7 +32,7 @@ target=${CARGO_TARGET_DIR:-$root/target}
 build="$root/target/test-build"
 mkdir -p "$build"
 
-all_suites=(rust header c valgrind csharp powershell install fuzz)
+all_suites=(lint rust header c valgrind csharp powershell install fuzz)
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
 
@@ -43,6 +44,11 @@ os=$(uname -s)
 
 # Every suite builds the whole workspace: one feature resolution, so no suite rebuilds another's
 # dependencies.
+
+suite_lint() {
+    cargo fmt --all --check || { echo "run 'cargo fmt --all' and commit the result"; return 1; }
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+}
 
 suite_rust() {
     cargo build --workspace --locked && cargo test --workspace --locked

@@ -96,7 +96,11 @@ impl Fault {
             }
             Fault::Answer { headers, .. } => headers.iter().try_for_each(|(name, value)| {
                 let valid = HeaderName::from_bytes(name.as_bytes()).is_ok() && HeaderValue::from_str(value).is_ok();
-                if valid { Ok(()) } else { Err(ControlError::invalid(format!("answer header {name:?}: {value:?} is not valid HTTP"))) }
+                if valid {
+                    Ok(())
+                } else {
+                    Err(ControlError::invalid(format!("answer header {name:?}: {value:?} is not valid HTTP")))
+                }
             }),
             _ => Ok(()),
         }
