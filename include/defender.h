@@ -41,11 +41,6 @@
 #include <stdint.h>
 
 /**
- * The most entities the service sends in one page (`$top` above it is refused).
- */
-#define MAX_PAGE 10000
-
-/**
  * The result of every fallible function.
  *
  * The numbers are part of the ABI: a number is never reused or renumbered, new codes are only

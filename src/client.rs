@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::http;
 use crate::runtime::{self, Callbacks, Reporter};
 
-pub struct Client {
+pub(crate) struct Client {
     state: RwLock<State>,
     /// Cancelling it stops every call in flight; it is then replaced for later calls.
     cancel: Mutex<CancellationToken>,
@@ -26,7 +26,7 @@ struct State {
 
 /// What one call works with: the options as they were when it started, the connection pool and
 /// the token cache.
-pub struct Session {
+pub(crate) struct Session {
     pub settings: Arc<Settings>,
     /// For API calls and downloads.
     pub http: reqwest::Client,
@@ -42,7 +42,7 @@ impl Default for Client {
 }
 
 impl Client {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let settings = Settings::default();
         let tokens = Arc::new(TokenCache::new(&settings));
         Self {
@@ -53,7 +53,7 @@ impl Client {
 
     /// Sets one option (see `config::KEYS`); `None` restores its default. Calls already running
     /// keep the options they started with.
-    pub fn set(&self, key: &str, value: Option<&str>) -> Result<()> {
+    pub(crate) fn set(&self, key: &str, value: Option<&str>) -> Result<()> {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let mut settings = Settings::clone(&state.settings);
         match settings.set(key, value)? {
@@ -66,7 +66,7 @@ impl Client {
     }
 
     /// Signs in (or not) with client assertions from the caller's assertion callback.
-    pub fn set_assertion_callback(&self, enabled: bool) {
+    pub(crate) fn set_assertion_callback(&self, enabled: bool) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if state.settings.client_assertion_callback == enabled {
             // Replacing the callback (a clone registering its own) keeps the shared token cache.
@@ -81,7 +81,7 @@ impl Client {
     /// A client with this one's options as they are now, sharing its token cache and connection
     /// pool (so also its sign-in) and, like every client, the process's rate limiters. Options
     /// set on either later are its own; so is cancellation.
-    pub fn duplicate(&self) -> Client {
+    pub(crate) fn duplicate(&self) -> Client {
         // Built now if it was not yet, so that both use one pool.
         let _ = self.session();
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
@@ -96,13 +96,13 @@ impl Client {
     }
 
     /// Makes every call in flight on this client return `CANCELLED` promptly. Later calls run normally.
-    pub fn cancel(&self) {
+    pub(crate) fn cancel(&self) {
         let mut cancel = self.cancel.lock().unwrap_or_else(|e| e.into_inner());
         cancel.cancel();
         *cancel = CancellationToken::new();
     }
 
-    pub fn settings(&self) -> Arc<Settings> {
+    pub(crate) fn settings(&self) -> Arc<Settings> {
         Arc::clone(&self.state.read().unwrap_or_else(|e| e.into_inner()).settings)
     }
 
@@ -134,7 +134,7 @@ impl Client {
 
     /// Runs one call: `work` gets the session and the reporter, runs on the library's runtime,
     /// and this thread blocks until it is done, running `callbacks` meanwhile.
-    pub fn call<T, F>(
+    pub(crate) fn call<T, F>(
         &self,
         name: &str,
         callbacks: Callbacks<'_>,

@@ -3,7 +3,7 @@
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Cloud {
+pub(crate) enum Cloud {
     #[default]
     Commercial,
     Us,
@@ -24,7 +24,7 @@ pub enum Cloud {
 /// closer to a tenant's data) and "Microsoft Defender for Endpoint for US Government customers"
 /// (GCC signs in at the commercial authority; GCC High and DoD at login.microsoftonline.us; both
 /// government APIs take tokens for their own host).
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     pub api: &'static str,
     pub authority: &'static str,
     /// The token audience without `/.default`: the managed-identity `resource`.
@@ -38,10 +38,10 @@ const COMMERCIAL_RESOURCE: &str = "https://api.securitycenter.microsoft.com";
 
 impl Cloud {
     /// In the order of the variants.
-    pub const NAMES: &'static [&'static str] =
+    pub(crate) const NAMES: &'static [&'static str] =
         &["commercial", "us", "eu", "uk", "au", "swa", "ina", "gcc", "gcc-high", "dod"];
 
-    pub fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         Some(match name.to_ascii_lowercase().as_str() {
             "commercial" | "global" | "public" => Self::Commercial,
             "us" => Self::Us,
@@ -57,7 +57,7 @@ impl Cloud {
         })
     }
 
-    pub fn endpoints(self) -> Endpoints {
+    pub(crate) fn endpoints(self) -> Endpoints {
         let commercial = |api| Endpoints { api, authority: COMMERCIAL_AUTHORITY, resource: COMMERCIAL_RESOURCE };
         match self {
             Self::Commercial => commercial("https://api.security.microsoft.com"),

@@ -13,7 +13,7 @@ use crate::redact::Secret;
 
 /// Which part of a client an option affects, so that changing one drops only what depends on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Affects {
+pub(crate) enum Affects {
     /// The sign-in: cached tokens are dropped.
     SignIn,
     /// The HTTP connection settings: the connection pool is rebuilt.
@@ -24,7 +24,7 @@ pub enum Affects {
 
 /// How a managed identity is chosen.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ManagedIdentity {
+pub(crate) enum ManagedIdentity {
     SystemAssigned,
     UserAssigned { client_id: String },
 }
@@ -39,7 +39,7 @@ impl fmt::Display for ManagedIdentity {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub base_url: Option<Url>,
     pub cloud: Cloud,
     pub authority_url: Option<Url>,
@@ -70,8 +70,8 @@ pub struct Settings {
     pub client_assertion_callback: bool,
 }
 
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Enough to keep a link's short life busy while the next links wait for the rate limit, few
 /// enough not to crowd a responder's uplink.
 const DEFAULT_CONCURRENT_DOWNLOADS: usize = 4;
@@ -108,7 +108,7 @@ impl Default for Settings {
 }
 
 /// Every key `defender_client_set` accepts, with what it affects.
-pub const KEYS: &[(&str, Affects)] = &[
+pub(crate) const KEYS: &[(&str, Affects)] = &[
     ("base_url", Affects::Behaviour),
     ("cloud", Affects::SignIn),
     ("authority_url", Affects::SignIn),
@@ -136,7 +136,7 @@ pub const KEYS: &[(&str, Affects)] = &[
 impl Settings {
     /// Sets `key` to `value`, or back to its default when `value` is `None`.
     /// Returns what the change affects.
-    pub fn set(&mut self, key: &str, value: Option<&str>) -> Result<Affects> {
+    pub(crate) fn set(&mut self, key: &str, value: Option<&str>) -> Result<Affects> {
         let Some(&(key, affects)) = KEYS.iter().find(|(known, _)| *known == key) else {
             let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
             return Err(Error::invalid_argument(format!(
@@ -214,21 +214,21 @@ impl Settings {
     }
 
     /// The API root: `base_url`, else the cloud's API host.
-    pub fn api_root(&self) -> Url {
+    pub(crate) fn api_root(&self) -> Url {
         self.base_url
             .clone()
             .unwrap_or_else(|| Url::parse(self.cloud.endpoints().api).expect("the cloud table holds valid URLs"))
     }
 
     /// The sign-in host: `authority_url`, else the cloud's authority.
-    pub fn authority(&self) -> Url {
+    pub(crate) fn authority(&self) -> Url {
         self.authority_url
             .clone()
             .unwrap_or_else(|| Url::parse(self.cloud.endpoints().authority).expect("the cloud table holds valid URLs"))
     }
 
     /// The OAuth scope for client credentials: `scope`, else the cloud's resource + `/.default`.
-    pub fn scope(&self) -> String {
+    pub(crate) fn scope(&self) -> String {
         match &self.scope {
             Some(scope) => scope.clone(),
             None => format!("{}/.default", self.cloud.endpoints().resource),
@@ -236,27 +236,27 @@ impl Settings {
     }
 
     /// The managed-identity resource: the scope without `/.default`.
-    pub fn resource(&self) -> String {
+    pub(crate) fn resource(&self) -> String {
         let scope = self.scope();
         scope.strip_suffix("/.default").unwrap_or(&scope).to_owned()
     }
 
     /// `duration` in the client's clock: divided by `clock_scale`, so that rate-limit windows,
     /// back-off and polling match a simulator whose clock runs fast.
-    pub fn scaled(&self, duration: Duration) -> Duration {
+    pub(crate) fn scaled(&self, duration: Duration) -> Duration {
         scale(duration, self.clock_scale)
     }
 }
 
 /// `duration` divided by `clock_scale`, saturating at `Duration::MAX` instead of panicking
 /// (`Duration::div_f64` panics when the result does not fit, e.g. a `Retry-After` of `u64::MAX`).
-pub fn scale(duration: Duration, clock_scale: f64) -> Duration {
+pub(crate) fn scale(duration: Duration, clock_scale: f64) -> Duration {
     Duration::try_from_secs_f64(duration.as_secs_f64() / clock_scale).unwrap_or(Duration::MAX)
 }
 
 /// The instant `after` from now; an `after` too long for the clock (a value from the network, a
 /// huge `wait_timeout_ms`) gives an instant a century away instead of a panic.
-pub fn after(after: Duration) -> tokio::time::Instant {
+pub(crate) fn after(after: Duration) -> tokio::time::Instant {
     const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
     let now = tokio::time::Instant::now();
     now.checked_add(after.min(CENTURY)).unwrap_or(now)
@@ -392,7 +392,7 @@ fn parse_managed_identity(value: &str) -> Result<Option<ManagedIdentity>> {
 }
 
 /// Whether `url`'s host is this machine: plain `http` is allowed only there.
-pub fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -403,7 +403,7 @@ pub fn is_loopback(url: &Url) -> bool {
 
 /// Where a URL that the library sends credentials to may use plain `http`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PlainHttp {
+pub(crate) enum PlainHttp {
     /// Only to this machine: a simulator, a local proxy.
     Loopback,
     /// Also to the link-local host a VM runs on: managed identity's IMDS is `169.254.169.254`.
@@ -430,7 +430,7 @@ impl PlainHttp {
 
 /// Whether the library may send credentials to `url`: absolute `https` (`http` only as
 /// `plain_http` allows), no user name or password, no query or fragment.
-pub fn is_service_url(url: &Url, plain_http: PlainHttp) -> bool {
+pub(crate) fn is_service_url(url: &Url, plain_http: PlainHttp) -> bool {
     let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && plain_http.allows(url));
     scheme_ok
         && url.host().is_some()

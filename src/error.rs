@@ -98,54 +98,54 @@ impl DefenderStatus {
 /// Messages are written by the code that knows what failed; they never hold a secret.
 /// `crate::redact` scrubs them once more at the boundary as a second line of defence.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Error {
+pub(crate) struct Error {
     status: DefenderStatus,
     message: String,
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn new(status: DefenderStatus, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: DefenderStatus, message: impl Into<String>) -> Self {
         debug_assert_ne!(status, DefenderStatus::Ok, "an error needs a failure status");
         Self { status, message: message.into() }
     }
 
-    pub fn status(&self) -> DefenderStatus {
+    pub(crate) fn status(&self) -> DefenderStatus {
         self.status
     }
 
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         &self.message
     }
 
     /// Puts what was being done in front of the message: "downloading X: <message>".
-    pub fn context(mut self, what: impl fmt::Display) -> Self {
+    pub(crate) fn context(mut self, what: impl fmt::Display) -> Self {
         self.message = format!("{what}: {}", self.message);
         self
     }
 
-    pub fn invalid_argument(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid_argument(message: impl Into<String>) -> Self {
         Self::new(DefenderStatus::InvalidArgument, message)
     }
 
-    pub fn cancelled() -> Self {
+    pub(crate) fn cancelled() -> Self {
         Self::new(DefenderStatus::Cancelled, "the call was cancelled")
     }
 
-    pub fn io(what: impl fmt::Display, err: &std::io::Error) -> Self {
+    pub(crate) fn io(what: impl fmt::Display, err: &std::io::Error) -> Self {
         Self::new(DefenderStatus::Io, format!("{what}: {err}"))
     }
 
-    pub fn protocol(message: impl Into<String>) -> Self {
+    pub(crate) fn protocol(message: impl Into<String>) -> Self {
         Self::new(DefenderStatus::Protocol, message)
     }
 
-    pub fn integrity(message: impl Into<String>) -> Self {
+    pub(crate) fn integrity(message: impl Into<String>) -> Self {
         Self::new(DefenderStatus::Integrity, message)
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(DefenderStatus::Internal, message)
     }
 }

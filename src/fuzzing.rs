@@ -1,7 +1,8 @@
 //! Entry points for the fuzz targets in `fuzz/`: each hands the fuzzer's bytes to one parser of
 //! what the service sends, as the library calls it, and checks what must hold whatever the input:
-//! no panic, no overflow, and text that reaches the caller is printable. Hidden and unstable: not
-//! part of the library's API (which is the C ABI).
+//! no panic, no overflow, and text that reaches the caller is printable; and, at the end, the one
+//! internal the benchmark compares the C ABI against. Hidden and unstable: not part of the
+//! library's API (which is the C ABI).
 
 use std::time::Duration;
 
@@ -98,4 +99,12 @@ pub fn batch_result(data: &[u8]) {
     let read_back: serde_json::Value = serde_json::from_str(&result.to_string()).expect("the batch builds JSON");
     assert_eq!(read_back, result);
     assert!(!read_back["message"].as_str().unwrap_or_default().chars().any(char::is_control));
+}
+
+/// The benchmark's comparison for the cost of a call (`bench/src/calls.rs`): the HTTP client the
+/// library makes its API calls with, and the per-request timeout it sets, with default options.
+pub fn api_http_client() -> std::result::Result<(reqwest::Client, Option<Duration>), String> {
+    let settings = Settings::default();
+    let clients = crate::http::build_clients(&settings).map_err(|err| err.to_string())?;
+    Ok((clients.api, settings.timeout))
 }

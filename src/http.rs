@@ -13,20 +13,20 @@ use url::Url;
 use crate::config::{self, Settings};
 use crate::error::{DefenderStatus, Error, Result};
 
-pub const USER_AGENT: &str = concat!("defender-package/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("defender-package/", env!("CARGO_PKG_VERSION"));
 
 /// Builds the connection pool for `settings` (timeouts, extra trust roots, user agent).
 /// The connection pools of a client: one for the API and downloads, which follow a few
 /// redirects (see `redirect_policy`), and one for sign-in, which follows none: a token request
 /// carries the client secret or assertion, and a redirect would carry it elsewhere.
 #[derive(Clone)]
-pub struct Pools {
+pub(crate) struct Pools {
     pub api: reqwest::Client,
     pub sign_in: reqwest::Client,
 }
 
 /// Builds the connection pools for `settings` (timeouts, extra trust roots, user agent).
-pub fn build_clients(settings: &Settings) -> Result<Pools> {
+pub(crate) fn build_clients(settings: &Settings) -> Result<Pools> {
     Ok(Pools {
         api: build_client(settings, redirect_policy())?,
         sign_in: build_client(settings, reqwest::redirect::Policy::none())?,
@@ -120,7 +120,7 @@ fn redirect_policy() -> reqwest::redirect::Policy {
 }
 
 /// `scheme://host:port` of `url`, for messages: never its user information, path or query.
-pub fn shown_origin(url: &Url) -> String {
+pub(crate) fn shown_origin(url: &Url) -> String {
     let host = url.host_str().unwrap_or("(no host)");
     match url.port() {
         Some(port) => format!("{}://{host}:{port}", url.scheme()),
@@ -129,7 +129,7 @@ pub fn shown_origin(url: &Url) -> String {
 }
 
 /// A sign-in endpoint answered with a redirect: never followed (the request carries a secret).
-pub fn refused_sign_in_redirect(endpoint: &str, response: &reqwest::Response) -> Error {
+pub(crate) fn refused_sign_in_redirect(endpoint: &str, response: &reqwest::Response) -> Error {
     let target = response
         .headers()
         .get(reqwest::header::LOCATION)
@@ -175,7 +175,7 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> 
 
 /// A transport failure as a status and a sentence, without the URL (it may carry a SAS token).
 /// A refused redirect is `PROTOCOL`; a refused certificate `NETWORK`, saying why.
-pub fn describe_transport_error(err: &reqwest::Error) -> Error {
+pub(crate) fn describe_transport_error(err: &reqwest::Error) -> Error {
     if let Some(final_error) = final_transport_error(err) {
         return final_error;
     }
@@ -193,7 +193,7 @@ pub fn describe_transport_error(err: &reqwest::Error) -> Error {
 /// The failure, when sending the request again cannot help: a redirect the policy refused, or
 /// a server certificate that failed verification (retrying it would only lose time, and hide
 /// the reason behind "gave up after 6 attempts").
-pub fn final_transport_error(err: &reqwest::Error) -> Option<Error> {
+pub(crate) fn final_transport_error(err: &reqwest::Error) -> Option<Error> {
     let mut source = err.source();
     while let Some(cause) = source {
         if let Some(refused) = cause.downcast_ref::<RedirectRefused>() {
@@ -244,7 +244,7 @@ pub(crate) fn certificate_refused(why: &rustls::CertificateError) -> String {
 /// An error and its causes, joined: "error sending request: connection refused (os error 111)".
 /// reqwest's own text ends in " for url (<url>)"; that part is dropped (the source chain never
 /// holds the URL).
-pub fn chain(err: &reqwest::Error) -> String {
+pub(crate) fn chain(err: &reqwest::Error) -> String {
     let shown = err.to_string();
     let mut text = shown.split(" for url (").next().unwrap_or_default().to_owned();
     let mut source = err.source();
@@ -260,7 +260,7 @@ pub fn chain(err: &reqwest::Error) -> String {
 }
 
 /// Reads a whole (small) body, refusing one over `limit` bytes.
-pub async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
+pub(crate) async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {

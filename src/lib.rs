@@ -7,22 +7,24 @@
 //! - [`auth`]: sign-in; [`service`]: the Defender API; [`download`]: the download engine;
 //! - [`config`], [`cloud`], [`error`], [`redact`], [`http`]: the plumbing they share.
 
-pub mod auth;
-pub mod client;
-pub mod cloud;
-pub mod config;
-pub mod download;
-pub mod error;
-pub mod ffi;
+#![warn(unreachable_pub)]
+
+mod auth;
+mod client;
+mod cloud;
+mod config;
+mod download;
+mod error;
+mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod http;
-pub mod redact;
-pub mod retry;
-pub mod runtime;
-pub mod service;
+mod http;
+mod redact;
+mod retry;
+mod runtime;
+mod service;
 
-pub use error::{DefenderStatus, Error, Result};
+pub use error::DefenderStatus;
 pub use ffi::action::*;
 pub use ffi::client::*;
 pub use ffi::machine::*;

@@ -15,14 +15,14 @@ use zeroize::Zeroizing;
 /// one allocation, so a settings snapshot per call copies no secret, and that memory is zeroed
 /// (`zeroize`) when the last copy is dropped.
 #[derive(Clone)]
-pub struct Secret(Arc<Zeroizing<String>>);
+pub(crate) struct Secret(Arc<Zeroizing<String>>);
 
 impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Self(Arc::new(Zeroizing::new(value.into())))
     }
 
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         self.0.as_str()
     }
 }
@@ -41,7 +41,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-pub const REDACTED: &str = "REDACTED";
+pub(crate) const REDACTED: &str = "REDACTED";
 
 /// The longest message or log line handed to the caller, in characters (before escaping).
 pub(crate) const MAX_MESSAGE_CHARS: usize = 4096;
@@ -54,7 +54,7 @@ pub(crate) const SERVICE_TEXT_CHARS: usize = 300;
 /// bidirectional formatting characters that reorder what a terminal shows are escaped as
 /// `\u001b`, so a server cannot inject terminal escapes or forge log lines; at most `max_chars`
 /// characters are kept, then `…`.
-pub fn printable(text: &str, max_chars: usize) -> String {
+pub(crate) fn printable(text: &str, max_chars: usize) -> String {
     let is_unsafe = |c: char| {
         c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
     };
@@ -74,7 +74,7 @@ pub fn printable(text: &str, max_chars: usize) -> String {
 }
 
 /// A message or log line as the caller gets it: without secrets (see `scrub`), printable.
-pub fn for_caller(text: &str, known_secrets: &[&str]) -> String {
+pub(crate) fn for_caller(text: &str, known_secrets: &[&str]) -> String {
     printable(&scrub(text, known_secrets), MAX_MESSAGE_CHARS)
 }
 
@@ -84,7 +84,7 @@ const SECRET_PARAMETERS: &[&str] = &["token", "sig", "client_secret", "client_as
 
 /// Returns `text` with every secret it can recognise replaced by `REDACTED`.
 /// `known_secrets` are exact values to remove wherever they appear (empty ones are ignored).
-pub fn scrub(text: &str, known_secrets: &[&str]) -> String {
+pub(crate) fn scrub(text: &str, known_secrets: &[&str]) -> String {
     let mut out = text.to_owned();
     for secret in known_secrets.iter().filter(|s| s.len() >= 4) {
         out = out.replace(secret, REDACTED);

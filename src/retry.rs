@@ -34,7 +34,7 @@ pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
 /// Capped exponential back-off with jitter.
 #[derive(Clone, Copy, Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     pub first: Duration,
     pub cap: Duration,
 }
@@ -49,7 +49,7 @@ impl Backoff {
     /// The pause before retry `retry` (0 for the first): `first` doubled `retry` times, at most
     /// `cap`, then a random point in its upper half, so that callers that failed together do
     /// not all come back together, and none comes back at once.
-    pub fn delay(&self, retry: u32) -> Duration {
+    pub(crate) fn delay(&self, retry: u32) -> Duration {
         let full = self.first.saturating_mul(1 << retry.min(20)).min(self.cap);
         full.mul_f64(0.5 + fastrand::f64() / 2.0)
     }
@@ -57,7 +57,7 @@ impl Backoff {
 
 /// Whether repeating a request could do something twice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Repeat {
+pub(crate) enum Repeat {
     /// Reading, or asking for a token: repeating it is harmless.
     Safe,
     /// Starting something (a collection): repeated only when it certainly never reached the
@@ -67,7 +67,7 @@ pub enum Repeat {
 
 /// A failed attempt, as the policy sees it.
 #[derive(Clone, Copy, Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// No answer. `sent` is false when no connection could be made, so the request never left.
     Transport { sent: bool },
     /// An answer with this status, and the delay its `Retry-After` asked for (service time).
@@ -76,7 +76,7 @@ pub enum Failure {
 
 /// What to do after a failed attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Send it again after this long (real time: `clock_scale` applied).
     RetryIn(Duration),
     /// The failure is final: repeating would not help, or would not be safe.
@@ -86,13 +86,13 @@ pub enum Verdict {
 }
 
 /// Whether a status means the service had a passing problem, so that a read may be repeated.
-pub fn is_transient(status: StatusCode) -> bool {
+pub(crate) fn is_transient(status: StatusCode) -> bool {
     matches!(status.as_u16(), 408 | 500 | 502 | 503 | 504)
 }
 
 /// The retries of one request: its budgets and how much of them is spent.
 #[derive(Debug)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     repeat: Repeat,
     clock_scale: f64,
     /// Transient failures are retried while the time spent on the attempts and the pauses
@@ -109,7 +109,7 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// A policy for one request sent with `settings`, starting now.
-    pub fn new(settings: &Settings, repeat: Repeat) -> Self {
+    pub(crate) fn new(settings: &Settings, repeat: Repeat) -> Self {
         Self {
             repeat,
             clock_scale: settings.clock_scale,
@@ -123,24 +123,24 @@ impl RetryPolicy {
     }
 
     /// No pause of this policy reaches past `deadline`.
-    pub fn until(mut self, deadline: Option<Instant>) -> Self {
+    pub(crate) fn until(mut self, deadline: Option<Instant>) -> Self {
         self.deadline = deadline;
         self
     }
 
     /// Time spent waiting for a turn to send (sign-in, the rate limit): it does not count against
     /// the time budget, which is for the attempts and the pauses between them.
-    pub fn set_aside(&mut self, waited: Duration) {
+    pub(crate) fn set_aside(&mut self, waited: Duration) {
         self.set_aside += waited;
     }
 
     /// Attempts made so far, counting the one that just failed.
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         1 + self.transient_retries + self.throttled_retries
     }
 
     /// Decides about the attempt that just failed; a `RetryIn` counts as a retry taken.
-    pub fn verdict(&mut self, failure: Failure) -> Verdict {
+    pub(crate) fn verdict(&mut self, failure: Failure) -> Verdict {
         let safe = self.repeat == Repeat::Safe;
         match failure {
             Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, retry_after } => self.throttled(retry_after),
@@ -172,7 +172,7 @@ impl RetryPolicy {
 
     /// Decides about a failure known to be passing and safe to repeat, such as a POST whose
     /// effect was looked up and found missing.
-    pub fn passing_failure(&mut self) -> Verdict {
+    pub(crate) fn passing_failure(&mut self) -> Verdict {
         self.transient(None)
     }
 
@@ -214,13 +214,13 @@ impl RetryPolicy {
 
 /// One attempt of a request: its value, or its error with what the policy needs to know about
 /// it (`None`: the failure is final whatever the policy says).
-pub type Attempt<T> = std::result::Result<T, (Option<Failure>, Error)>;
+pub(crate) type Attempt<T> = std::result::Result<T, (Option<Failure>, Error)>;
 
 impl RetryPolicy {
     /// After a failed attempt of a request loop without a rate limiter (sign-in): waits and
     /// returns `Ok` when the request should be sent again, else the final error. (The API's loop
     /// in `service` also pauses its limiter's queue, so it asks `verdict` itself.)
-    pub async fn after_failure(
+    pub(crate) async fn after_failure(
         &mut self,
         (failure, err): (Option<Failure>, Error),
         what: &str,
@@ -253,7 +253,7 @@ impl RetryPolicy {
 
 /// How the policy sees a request that got no answer: whether it could have reached the server;
 /// `None` when sending it again cannot help (a refused certificate or redirect).
-pub fn transport_failure(err: &reqwest::Error) -> Option<Failure> {
+pub(crate) fn transport_failure(err: &reqwest::Error) -> Option<Failure> {
     match crate::http::final_transport_error(err) {
         Some(_) => None,
         None => Some(Failure::Transport { sent: !err.is_connect() }),
@@ -264,7 +264,7 @@ pub fn transport_failure(err: &reqwest::Error) -> Option<Failure> {
 /// date (zero when it has passed). `None` when there is none or it cannot be read.
 /// A delay beyond `MAX_RETRY_AFTER` is never waited for; larger values (up to `u64::MAX`
 /// seconds) are kept only up to a day, so that nothing computed from them can overflow.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?)
 }
 

@@ -55,7 +55,7 @@ pub enum DefenderLogLevel {
 
 /// What one item of a call is doing, for the caller's phase callback (`DefenderPhaseEvent`).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// The collection is not finished: it had `status` when last looked at, the item has waited
     /// `waited` so far, and looks again in `next_look_in`.
     WaitingForCollection { status: String, waited: Duration, next_look_in: Duration },
@@ -80,7 +80,7 @@ tokio::task_local! {
 
 /// Runs `work` as item `index` of its call: what it reports (phases) is about that item.
 /// Outside of it, reports are about item 0.
-pub async fn as_item<F: Future>(index: usize, work: F) -> F::Output {
+pub(crate) async fn as_item<F: Future>(index: usize, work: F) -> F::Output {
     ITEM.scope(index, work).await
 }
 
@@ -113,13 +113,12 @@ struct AssertionRequest {
 
 /// The worker side of a call: where its work reports progress, log lines and finished items,
 /// and how it learns that it should stop.
-pub struct Reporter {
+pub(crate) struct Reporter {
     sender: Box<dyn Fn(ReporterEvent) + Send + Sync>,
     /// One per item of the call (a single download is item 0), grown on first use.
     progress: Mutex<Vec<ProgressSlot>>,
     /// The call's secrets; an assertion signed during the call joins them.
     secrets: Mutex<Vec<Secret>>,
-    cancel: CancellationToken,
     /// The caller takes log lines: without a log callback, none is scrubbed and sent for nothing.
     logs: bool,
 }
@@ -147,7 +146,7 @@ impl Reporter {
     /// Records progress of item `item` (0 for a call with one item, such as a download); the
     /// caller's thread hears of it at most every `PROGRESS_INTERVAL` per item, unless `last`
     /// (the item's final figures) is set.
-    pub fn item_progress(&self, item: usize, bytes_done: u64, bytes_total: u64, last: bool) {
+    pub(crate) fn item_progress(&self, item: usize, bytes_done: u64, bytes_total: u64, last: bool) {
         let mut slots = self.progress_slots();
         if slots.len() <= item {
             slots.resize(item + 1, ProgressSlot::default());
@@ -165,12 +164,12 @@ impl Reporter {
 
     /// Tells the caller's thread that item `item` is finished, with its status and result
     /// JSON (built from text already passed through `scrub`).
-    pub fn item_done(&self, item: usize, status: DefenderStatus, result_json: String) {
+    pub(crate) fn item_done(&self, item: usize, status: DefenderStatus, result_json: String) {
         (self.sender)(ReporterEvent::ItemDone(item, status, result_json));
     }
 
     /// A line for the caller's log callback, scrubbed of secrets.
-    pub fn log(&self, level: DefenderLogLevel, message: impl AsRef<str>) {
+    pub(crate) fn log(&self, level: DefenderLogLevel, message: impl AsRef<str>) {
         if !self.logs {
             return;
         }
@@ -178,7 +177,7 @@ impl Reporter {
     }
 
     /// Tells the caller's phase callback what the current item (see `as_item`) is doing now.
-    pub fn phase(&self, phase: Phase) {
+    pub(crate) fn phase(&self, phase: Phase) {
         // Their text may come from the service: scrubbed and made printable like log lines.
         let phase = match phase {
             Phase::Retrying { attempt, wait, reason } => Phase::Retrying { attempt, wait, reason: self.scrub(&reason) },
@@ -192,7 +191,7 @@ impl Reporter {
 
     /// A client assertion for app `client_id` at the token endpoint `audience`, signed by the
     /// caller's assertion callback on the caller's thread. It is a secret of the call from then on.
-    pub async fn sign_assertion(&self, audience: &str, client_id: &str) -> Result<Secret> {
+    pub(crate) async fn sign_assertion(&self, audience: &str, client_id: &str) -> Result<Secret> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = AssertionRequest { audience: audience.to_owned(), client_id: client_id.to_owned(), reply };
         (self.sender)(ReporterEvent::SignAssertion(request));
@@ -206,7 +205,7 @@ impl Reporter {
 
     /// `text` without the call's secrets and made printable, for text that goes back to the
     /// caller (log lines, phases, batch results).
-    pub fn scrub(&self, text: &str) -> String {
+    pub(crate) fn scrub(&self, text: &str) -> String {
         let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
         let secrets: Vec<&str> = secrets.iter().map(Secret::expose).collect();
         crate::redact::for_caller(text, &secrets)
@@ -215,17 +214,12 @@ impl Reporter {
     fn progress_slots(&self) -> MutexGuard<'_, Vec<ProgressSlot>> {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    /// Fires when the call is cancelled (by the client or by the progress callback).
-    pub fn cancellation(&self) -> &CancellationToken {
-        &self.cancel
-    }
 }
 
 #[cfg(test)]
 impl Reporter {
     /// A reporter for unit tests of code that reports: its log lines arrive on the receiver.
-    pub fn for_test() -> (Arc<Reporter>, mpsc::Receiver<String>) {
+    pub(crate) fn for_test() -> (Arc<Reporter>, mpsc::Receiver<String>) {
         let (sender, lines) = mpsc::channel();
         let reporter = Reporter {
             sender: Box::new(move |event| {
@@ -235,7 +229,6 @@ impl Reporter {
             }),
             progress: Mutex::new(Vec::new()),
             secrets: Mutex::new(Vec::new()),
-            cancel: CancellationToken::new(),
             logs: true,
         };
         (Arc::new(reporter), lines)
@@ -244,20 +237,20 @@ impl Reporter {
 
 /// Called with (item, bytes done, bytes total); returns `true` to cancel the whole call.
 /// A call with one item (a single download) reports it as item 0.
-pub type ProgressFn<'a> = &'a mut dyn FnMut(usize, u64, u64) -> bool;
+pub(crate) type ProgressFn<'a> = &'a mut dyn FnMut(usize, u64, u64) -> bool;
 /// Called with each log line.
-pub type LogFn<'a> = &'a mut dyn FnMut(DefenderLogLevel, &str);
+pub(crate) type LogFn<'a> = &'a mut dyn FnMut(DefenderLogLevel, &str);
 /// Called once per finished item of a batch with (item, status, result JSON).
-pub type ItemDoneFn<'a> = &'a mut dyn FnMut(usize, DefenderStatus, &str);
+pub(crate) type ItemDoneFn<'a> = &'a mut dyn FnMut(usize, DefenderStatus, &str);
 /// Called with (item, what it is doing); returns `true` to cancel the whole call.
-pub type PhaseFn<'a> = &'a mut dyn FnMut(usize, &Phase) -> bool;
+pub(crate) type PhaseFn<'a> = &'a mut dyn FnMut(usize, &Phase) -> bool;
 /// Called with (audience, client id); returns a signed client assertion.
-pub type AssertionFn<'a> = &'a mut dyn FnMut(&str, &str) -> Result<String>;
+pub(crate) type AssertionFn<'a> = &'a mut dyn FnMut(&str, &str) -> Result<String>;
 
 /// The caller's side of a call: what to do with progress, log lines, finished items and
 /// phases, and how to sign a client assertion.
 #[derive(Default)]
-pub struct Callbacks<'a> {
+pub(crate) struct Callbacks<'a> {
     pub progress: Option<ProgressFn<'a>>,
     pub log: Option<LogFn<'a>>,
     pub item_done: Option<ItemDoneFn<'a>>,
@@ -320,7 +313,7 @@ fn as_callback<R>(f: impl FnOnce() -> R) -> R {
 ///
 /// `cancel` stops the work: it then returns `CANCELLED` as soon as the work has cleaned up
 /// (dropped its temporary files). `secrets` are scrubbed from log lines and the error message.
-pub fn run<T, F>(
+pub(crate) fn run<T, F>(
     name: &str,
     cancel: CancellationToken,
     secrets: Vec<Secret>,
@@ -353,7 +346,6 @@ where
         }),
         progress: Mutex::new(Vec::new()),
         secrets: Mutex::new(secrets),
-        cancel: cancel.clone(),
         logs: callbacks.log.is_some(),
     });
     let mut transfers: HashMap<usize, Transfer> = HashMap::new();

@@ -3,7 +3,7 @@
 //! A minimal keep-alive HTTP server in this process (a thread per connection, one fixed
 //! MachineAction answer) takes `GET /api/machineactions/{id}` from two sides, in alternating
 //! rounds: `defender_get_machine_action` (token through `access_token`, `rate_limit` off) and the
-//! same request made directly with the same HTTP client (`defender::http::build_clients`, the
+//! same request made directly with the same HTTP client (`defender::fuzzing::api_http_client`, the
 //! library's own settings) on a runtime like the library's. The difference of the medians is what
 //! the ABI adds: entering the runtime, pumping the call's channel, JSON, strings, last-error.
 //! Then sixteen threads share one client, against one thread's rate.
@@ -21,7 +21,6 @@ use std::ptr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use defender::config::Settings;
 use defender::{DefenderClient, DefenderStatus};
 
 pub const ACTION_ID: &str = "7f3b9c1e-2d4a-4e8f-9a6b-1c2d3e4f5a6b";
@@ -133,15 +132,14 @@ pub struct DirectClient {
 
 impl DirectClient {
     pub fn new(base_url: &str) -> Result<Self, String> {
-        let settings = Settings::default();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .enable_all()
             .build()
             .map_err(|err| err.to_string())?;
-        let http = defender::http::build_clients(&settings).map_err(|err| err.to_string())?.api;
-        Ok(Self { runtime, http, url: format!("{base_url}/api/machineactions/{ACTION_ID}"), timeout: settings.timeout })
+        let (http, timeout) = defender::fuzzing::api_http_client()?;
+        Ok(Self { runtime, http, url: format!("{base_url}/api/machineactions/{ACTION_ID}"), timeout })
     }
 
     pub fn call(&self) -> Result<(), String> {

@@ -23,7 +23,7 @@ use crate::redact::Secret;
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 /// A certificate and its RSA private key, read from a PEM file.
-pub struct ClientCertificate {
+pub(super) struct ClientCertificate {
     key: RsaKeyPair,
     /// SHA-1 of the DER certificate: Entra ID's thumbprint of it.
     sha1: Vec<u8>,
@@ -33,7 +33,7 @@ impl ClientCertificate {
     /// Reads `path`: PEM with the private key (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`)
     /// and its certificate, possibly among others (a chain). The certificate used is the one whose
     /// public key is the private key's. Every failure names the file, never its contents.
-    pub fn read(path: &Path) -> Result<Self> {
+    pub(super) fn read(path: &Path) -> Result<Self> {
         let refuse = |why: &str| Error::invalid_argument(format!("client certificate file '{}' {why}", path.display()));
         let pem = std::fs::read(path).map_err(|err| refuse(&format!("could not be read: {err}")))?;
 
@@ -88,14 +88,14 @@ impl ClientCertificate {
     }
 
     /// The thumbprint as the Azure portal shows it (upper-case hex), for log lines.
-    pub fn thumbprint(&self) -> String {
+    pub(super) fn thumbprint(&self) -> String {
         hex::encode_upper(&self.sha1)
     }
 
     /// A fresh assertion for `audience` (the token endpoint's URL): header `alg` RS256, `typ`,
     /// `x5t`; claims `aud`, `iss` = `sub` = the client id, a random `jti`, `nbf` now and `exp`
     /// a few minutes later.
-    pub fn sign_assertion(&self, client_id: &str, audience: &str) -> Result<Secret> {
+    pub(super) fn sign_assertion(&self, client_id: &str, audience: &str) -> Result<Secret> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Error::internal("the system clock is set before 1970"))?

@@ -41,7 +41,7 @@ struct TokenError {
 }
 
 /// `{authority}/{tenant}/oauth2/v2.0/token`: where an app signs in, and an assertion's `aud`.
-pub fn token_endpoint(authority: &Url, tenant_id: &str) -> Result<Url> {
+pub(super) fn token_endpoint(authority: &Url, tenant_id: &str) -> Result<Url> {
     let mut url = authority.clone();
     url.path_segments_mut()
         .map_err(|()| Error::invalid_argument("the sign-in authority URL cannot take a path"))?
@@ -51,7 +51,7 @@ pub fn token_endpoint(authority: &Url, tenant_id: &str) -> Result<Url> {
 }
 
 /// `POST {token endpoint}` with `grant_type=client_credentials` and the app's proof.
-pub async fn client_credentials(
+pub(super) async fn client_credentials(
     http: &reqwest::Client,
     settings: &Settings,
     app: &App,

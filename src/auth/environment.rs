@@ -12,14 +12,14 @@ use crate::redact::Secret;
 
 const TENANT_ID: &str = "AZURE_TENANT_ID";
 const CLIENT_ID: &str = "AZURE_CLIENT_ID";
-pub const CLIENT_SECRET: &str = "AZURE_CLIENT_SECRET";
+pub(super) const CLIENT_SECRET: &str = "AZURE_CLIENT_SECRET";
 const CLIENT_CERTIFICATE_PATH: &str = "AZURE_CLIENT_CERTIFICATE_PATH";
 const AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
 
 /// The app the environment describes. A secret wins over a certificate when both are set, as in
 /// Azure Identity. The sign-in host is the option `authority_url` when set, else
 /// `AZURE_AUTHORITY_HOST`, else the cloud's.
-pub fn app(settings: &Settings) -> Result<App> {
+pub(super) fn app(settings: &Settings) -> Result<App> {
     let tenant_id = environment_variable(TENANT_ID)?;
     let client_id = environment_variable(CLIENT_ID)?;
     let proof = match (environment_variable(CLIENT_SECRET)?, environment_variable(CLIENT_CERTIFICATE_PATH)?) {

@@ -24,11 +24,11 @@ use crate::redact::{SERVICE_TEXT_CHARS, Secret, printable};
 use crate::retry::{Attempt, Failure, Repeat, RetryPolicy, retry_after};
 use crate::runtime::{DefenderLogLevel, Reporter};
 
-pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+pub(super) const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
 const IMDS_API_VERSION: &str = "2018-02-01";
 const APP_SERVICE_API_VERSION: &str = "2019-08-01";
 const IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
-pub const IDENTITY_HEADER: &str = "IDENTITY_HEADER";
+pub(super) const IDENTITY_HEADER: &str = "IDENTITY_HEADER";
 
 /// The endpoint is on this machine, so it answers at once or not at all: a machine without one
 /// fails within these, whatever the client's own (longer) timeouts.
@@ -40,7 +40,7 @@ const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
 /// Where this process gets its managed identity's token, and for which identity.
 #[derive(Clone, Debug)]
-pub struct Endpoint {
+pub(super) struct Endpoint {
     url: Url,
     shape: Shape,
     identity: ManagedIdentity,
@@ -80,7 +80,7 @@ struct EndpointError {
 impl Endpoint {
     /// App Service's endpoint when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` are set (read now:
     /// the platform sets them for the process), else IMDS at `managed_identity_endpoint`.
-    pub fn find(settings: &Settings, identity: &ManagedIdentity) -> Result<Self> {
+    pub(super) fn find(settings: &Settings, identity: &ManagedIdentity) -> Result<Self> {
         let identity = identity.clone();
         if let (Some(endpoint), Some(header)) =
             (environment_variable(IDENTITY_ENDPOINT)?, environment_variable(IDENTITY_HEADER)?)
@@ -103,18 +103,18 @@ impl Endpoint {
         Ok(Self { url, shape: Shape::Imds, identity })
     }
 
-    pub fn url(&self) -> &Url {
+    pub(super) fn url(&self) -> &Url {
         &self.url
     }
 
-    pub fn identity(&self) -> &ManagedIdentity {
+    pub(super) fn identity(&self) -> &ManagedIdentity {
         &self.identity
     }
 
     /// Asks the endpoint for a token for the settings' resource. Its passing failures (429,
     /// 5xx, and 410 while IMDS updates itself) are retried as Microsoft advises; no answer at
     /// all is final at once, so that a machine without managed identity fails fast.
-    pub async fn token(&self, settings: &Settings, reporter: &Reporter) -> Result<AccessToken> {
+    pub(super) async fn token(&self, settings: &Settings, reporter: &Reporter) -> Result<AccessToken> {
         let source = match self.shape {
             Shape::Imds => format!("IMDS at {}", self.url),
             Shape::AppService { .. } => format!("{IDENTITY_ENDPOINT} {}", self.url),

@@ -227,26 +227,31 @@ struct CachedToken {
 
 /// The client's token. One request at a time: when many threads need a token at once, one
 /// fetches it and the others wait for that one.
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     sign_in: Result<SignIn>,
     current: tokio::sync::Mutex<Option<CachedToken>>,
 }
 
 impl TokenCache {
-    pub fn new(settings: &Settings) -> Self {
+    pub(crate) fn new(settings: &Settings) -> Self {
         Self { sign_in: SignIn::from_settings(settings), current: tokio::sync::Mutex::new(None) }
     }
 
     /// The cache for changed sign-in options. It keeps the current token, which `token` uses
     /// again only for the same principal.
-    pub fn reconfigured(&self, settings: &Settings) -> Self {
+    pub(crate) fn reconfigured(&self, settings: &Settings) -> Self {
         // A fetch in progress holds the lock: its token goes to the old cache only.
         let current = self.current.try_lock().ok().and_then(|current| current.clone());
         Self { sign_in: SignIn::from_settings(settings), current: tokio::sync::Mutex::new(current) }
     }
 
     /// A token that is not about to expire, from the cache or freshly fetched.
-    pub async fn token(&self, http: &reqwest::Client, settings: &Settings, reporter: &Reporter) -> Result<Secret> {
+    pub(crate) async fn token(
+        &self,
+        http: &reqwest::Client,
+        settings: &Settings,
+        reporter: &Reporter,
+    ) -> Result<Secret> {
         let source = match self.sign_in.as_ref().map_err(Clone::clone)? {
             // Its expiry is unknown: it is used until the API refuses it.
             SignIn::AccessToken(token) => return Ok(token.clone()),
@@ -270,7 +275,7 @@ impl TokenCache {
 
     /// Drops `rejected` (the API answered 401 to it) so that the next `token` fetches a new one.
     /// When another thread already replaced it, its replacement stays.
-    pub async fn reject(&self, rejected: &Secret) {
+    pub(crate) async fn reject(&self, rejected: &Secret) {
         let mut current = self.current.lock().await;
         if current.as_ref().is_some_and(|cached| &cached.token.value == rejected) {
             *current = None;
@@ -278,14 +283,14 @@ impl TokenCache {
     }
 
     /// Whether a rejected token can be replaced by a new one at all.
-    pub fn can_renew(&self) -> bool {
+    pub(crate) fn can_renew(&self) -> bool {
         !matches!(self.sign_in, Ok(SignIn::AccessToken(_)))
     }
 }
 
 /// The `aud` a client assertion for these settings must carry: the token endpoint of `tenant_id`
 /// at the sign-in authority (`authority_url`, else the cloud's).
-pub fn assertion_audience(settings: &Settings) -> Result<String> {
+pub(crate) fn assertion_audience(settings: &Settings) -> Result<String> {
     let tenant_id = settings.tenant_id.as_deref().ok_or_else(|| {
         Error::invalid_argument("an assertion's audience is the tenant's token endpoint: set 'tenant_id' first")
     })?;
@@ -294,7 +299,7 @@ pub fn assertion_audience(settings: &Settings) -> Result<String> {
 
 /// Every secret value a call with these settings may send, for scrubbing text meant for people:
 /// the configured ones, and those the sign-in reads from the environment.
-pub fn secrets(settings: &Settings) -> Vec<Secret> {
+pub(crate) fn secrets(settings: &Settings) -> Vec<Secret> {
     let configured =
         [&settings.client_secret, &settings.client_assertion, &settings.access_token].into_iter().flatten().cloned();
     let from_environment = [

@@ -17,7 +17,7 @@ use crate::service::Api;
 /// Downloads the package of every action in `action_ids` into `folder` and returns one result
 /// per item, in input order (see `download_one`). Each item's result also goes to the caller as
 /// soon as that item is done, and its progress as item `index`.
-pub async fn download_packages(api: Api<'_>, action_ids: &[String], folder: &str) -> Result<Vec<Value>> {
+pub(crate) async fn download_packages(api: Api<'_>, action_ids: &[String], folder: &str) -> Result<Vec<Value>> {
     check_folder(folder)?;
     let at_once = api.session.settings.max_concurrent_downloads;
     api.reporter.log(

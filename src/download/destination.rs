@@ -14,7 +14,7 @@ use crate::error::{DefenderStatus, Error, Result};
 /// The file a download ends up in: `destination` itself, or `<action_id>.zip` inside it when it
 /// names an existing directory. Fails early with `EXISTS` when that file exists and may not be
 /// replaced, so that no rate-limited link request is spent on a download that cannot land.
-pub fn resolve(destination: &str, action_id: &str, overwrite: bool) -> Result<PathBuf> {
+pub(super) fn resolve(destination: &str, action_id: &str, overwrite: bool) -> Result<PathBuf> {
     if destination.is_empty() {
         return Err(Error::invalid_argument("the destination path is empty"));
     }
@@ -57,14 +57,14 @@ fn file_name_for(action_id: &str) -> Result<&str> {
 }
 
 /// A `.part` file beside the destination. Dropping it before `persist` removes it.
-pub struct PartFile {
+pub(super) struct PartFile {
     file: Option<File>,
     path: PathBuf,
 }
 
 impl PartFile {
     /// Creates `.<name>.<random>.part` in the destination's folder, which must not exist yet.
-    pub fn create_beside(destination: &Path) -> Result<Self> {
+    pub(super) fn create_beside(destination: &Path) -> Result<Self> {
         let folder = destination.parent().expect("resolve() returns a path with a parent");
         let name = destination.file_name().unwrap_or_default().to_string_lossy();
         loop {
@@ -83,14 +83,14 @@ impl PartFile {
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Empties the file and returns a second handle to it, positioned at its start, to write
     /// the body through. The two handles share the position, and the file stays this one's:
     /// dropping the `PartFile` removes it even while the other handle is still open.
-    pub fn start_over(&mut self) -> Result<File> {
+    pub(super) fn start_over(&mut self) -> Result<File> {
         let path = &self.path;
         let file = self.file.as_mut().expect("the part file is open until it is synced");
         file.set_len(0)
@@ -100,13 +100,13 @@ impl PartFile {
     }
 
     /// A second handle to the file, to sync and check it off the async workers.
-    pub fn duplicate(&self) -> Result<File> {
+    pub(super) fn duplicate(&self) -> Result<File> {
         let file = self.file.as_ref().expect("the part file is open until it is synced");
         file.try_clone().map_err(|err| Error::io(format!("opening '{}' again", self.path.display()), &err))
     }
 
     /// Flushes the bytes to the disk and closes the file.
-    pub fn sync_and_close(&mut self) -> Result<()> {
+    pub(super) fn sync_and_close(&mut self) -> Result<()> {
         if let Some(file) = self.file.take() {
             file.sync_all().map_err(|err| Error::io(format!("flushing '{}' to disk", self.path.display()), &err))?;
         }
@@ -115,7 +115,7 @@ impl PartFile {
 
     /// Moves the (synced) file to `destination`. Without `overwrite`, an existing destination is
     /// never replaced, even one that appeared during the download: `EXISTS`.
-    pub fn persist(mut self, destination: &Path, overwrite: bool) -> Result<()> {
+    pub(super) fn persist(mut self, destination: &Path, overwrite: bool) -> Result<()> {
         self.sync_and_close()?;
         let moving = |err: &io::Error| Error::io(format!("moving the download to '{}'", destination.display()), err);
         if overwrite {
@@ -173,7 +173,7 @@ mod platform {
     use std::os::unix::ffi::OsStrExt;
     use std::path::Path;
 
-    pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    pub(super) fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
         let c_path = |path: &Path| CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other);
         let (from, to) = (c_path(from)?, c_path(to)?);
         // The system call, not glibc's wrapper: that one only exists from glibc 2.28 (and musl 1.2.?).
@@ -191,7 +191,7 @@ mod platform {
         if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
 
-    pub fn is_unsupported(err: &io::Error) -> bool {
+    pub(super) fn is_unsupported(err: &io::Error) -> bool {
         matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP))
     }
 }

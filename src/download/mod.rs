@@ -2,7 +2,7 @@
 //! destination while it is hashed, resumed or restarted when the transfer breaks, checked, then
 //! renamed into place.
 
-pub mod batch;
+pub(crate) mod batch;
 mod destination;
 mod sink;
 mod transfer;
@@ -22,7 +22,7 @@ use transfer::Transfer;
 
 /// A package on disk.
 #[derive(Debug)]
-pub struct Downloaded {
+pub(crate) struct Downloaded {
     pub action_id: String,
     pub path: PathBuf,
     pub bytes: u64,
@@ -32,7 +32,7 @@ pub struct Downloaded {
 
 impl Downloaded {
     /// `{"path", "bytes", "sha256", "action_id", "elapsed_ms"}`, as `defender_download_package` returns it.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "path": self.path.to_string_lossy(),
             "bytes": self.bytes,
@@ -49,7 +49,7 @@ fn millis(duration: Duration) -> u64 {
 
 /// Gets a fresh link for `action_id`'s package and downloads it to `destination` (a file path,
 /// or a folder that then gets `<action_id>.zip`). Progress goes to the call's item 0.
-pub async fn download_package(api: Api<'_>, action_id: &str, destination: &str) -> Result<Downloaded> {
+pub(crate) async fn download_package(api: Api<'_>, action_id: &str, destination: &str) -> Result<Downloaded> {
     download_item(api, action_id, destination, 0, None).await
 }
 

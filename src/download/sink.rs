@@ -41,7 +41,7 @@ const WRITE_BUFFER: usize = BLOCK;
 const FLUSH_EVERY: u64 = 64 * 1024 * 1024;
 
 /// The digests of every byte pushed, in order.
-pub struct Digests {
+pub(super) struct Digests {
     pub sha256: [u8; 32],
     /// Only when the sink was asked for it (the server sent an MD5 to check against).
     pub md5: Option<[u8; 16]>,
@@ -51,7 +51,7 @@ pub struct Digests {
 ///
 /// Dropping a sink (a cancelled download) lets its threads finish what they hold on their own;
 /// the file's name belongs to the `PartFile`, which removes it.
-pub struct Sink {
+pub(super) struct Sink {
     sha256: Stage<Sha256>,
     /// Writes to the file.
     writer: Stage<FileWriter>,
@@ -66,7 +66,7 @@ pub struct Sink {
 impl Sink {
     /// A sink writing to `file` (positioned where the body starts), computing MD5 as well as
     /// SHA-256 when `with_md5`. `path` names the file in messages.
-    pub fn new(file: File, path: PathBuf, with_md5: bool) -> Result<Self> {
+    pub(super) fn new(file: File, path: PathBuf, with_md5: bool) -> Result<Self> {
         let writer = FileWriter {
             flusher: Flusher::start(&path)?,
             file: BufWriter::with_capacity(WRITE_BUFFER, file),
@@ -86,12 +86,12 @@ impl Sink {
     }
 
     /// Bytes received so far (written, or on their way).
-    pub fn received(&self) -> u64 {
+    pub(super) fn received(&self) -> u64 {
         self.received
     }
 
     /// Takes the next chunk of the body. Waits only when a hasher or the disk is behind.
-    pub async fn push(&mut self, chunk: Bytes) -> Result<()> {
+    pub(super) async fn push(&mut self, chunk: Bytes) -> Result<()> {
         self.received += chunk.len() as u64;
         let mut rest = &chunk[..];
         while !rest.is_empty() {
@@ -118,7 +118,7 @@ impl Sink {
     }
 
     /// Waits until every byte is hashed and written, and returns the digests of them all.
-    pub async fn finish(mut self) -> Result<Digests> {
+    pub(super) async fn finish(mut self) -> Result<Digests> {
         if !self.filling.is_empty() {
             self.send_block().await?;
         }

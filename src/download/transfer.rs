@@ -36,7 +36,7 @@ const PAUSES: Backoff = Backoff { first: Duration::from_millis(500), cap: Durati
 const MAX_PACKAGE_BYTES: u64 = 1 << 40;
 
 /// The whole package, in the part file.
-pub struct Received {
+pub(super) struct Received {
     pub bytes: u64,
     pub sha256: [u8; 32],
 }
@@ -95,7 +95,7 @@ struct Budget {
     fetched_again_for_checksum: bool,
 }
 
-pub struct Transfer<'a> {
+pub(super) struct Transfer<'a> {
     api: Api<'a>,
     action_id: &'a str,
     what: &'a str,
@@ -109,12 +109,12 @@ pub struct Transfer<'a> {
 }
 
 impl<'a> Transfer<'a> {
-    pub fn new(api: Api<'a>, action_id: &'a str, what: &'a str, item: usize, link: Url) -> Self {
+    pub(super) fn new(api: Api<'a>, action_id: &'a str, what: &'a str, item: usize, link: Url) -> Self {
         Self { api, action_id, what, item, link, package: None, delivered: 0, budget: Budget::default() }
     }
 
     /// Downloads the whole package into `part`, trying again within the budget.
-    pub async fn run(mut self, part: &mut PartFile) -> Result<Received> {
+    pub(super) async fn run(mut self, part: &mut PartFile) -> Result<Received> {
         let mut sink: Option<Sink> = None;
         loop {
             self.delivered = 0;

@@ -3,10 +3,10 @@
 //! below; the code behind them is ordinary safe Rust returning `Result`.
 
 // In the order the header presents them: the client, the package, the machine actions, the devices.
-pub mod client;
-pub mod package;
-pub mod action;
-pub mod machine;
+pub(crate) mod client;
+pub(crate) mod package;
+pub(crate) mod action;
+pub(crate) mod machine;
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};

@@ -11,10 +11,10 @@ use crate::error::{Error, Result};
 use crate::runtime::DefenderLogLevel;
 
 /// The most entities the service sends in one page (`$top` above it is refused).
-pub const MAX_PAGE: u32 = 10_000;
+pub(crate) const MAX_PAGE: u32 = 10_000;
 
 /// What to list: the collection's path segment and its entities' name in messages.
-pub struct Collection {
+pub(crate) struct Collection {
     pub segment: &'static str,
     pub endpoint: Endpoint,
     /// "machines", "machine actions".
@@ -25,7 +25,7 @@ pub struct Collection {
 /// order, at most `max_items` of them (0: all). Each page is one request through the rate
 /// limiter; `@odata.nextLink` is followed only to the API host (its scheme, host and port), and a
 /// link that repeats is an error rather than a loop.
-pub async fn list(
+pub(crate) async fn list(
     api: Api<'_>,
     collection: &Collection,
     filter: Option<&str>,

@@ -18,7 +18,7 @@ use crate::runtime::{DefenderLogLevel, Phase};
 
 /// Where a machine action is in its life, from its `status` field.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ActionStatus {
+pub(crate) enum ActionStatus {
     Pending,
     InProgress,
     Succeeded,
@@ -42,7 +42,7 @@ impl ActionStatus {
 
 /// A MachineAction as the service sent it, with the fields the library acts on.
 #[derive(Clone, Debug)]
-pub struct MachineAction {
+pub(crate) struct MachineAction {
     /// The whole object, as it came: callers get this JSON.
     pub json: serde_json::Value,
     pub status: ActionStatus,
@@ -64,10 +64,11 @@ impl MachineAction {
 }
 
 /// The comment the API requires, when the caller gives none.
-pub const DEFAULT_COMMENT: &str = concat!("Investigation package collected with defender ", env!("CARGO_PKG_VERSION"));
+pub(crate) const DEFAULT_COMMENT: &str =
+    concat!("Investigation package collected with defender ", env!("CARGO_PKG_VERSION"));
 
 /// The comment of a cancellation, when the caller gives none.
-pub const DEFAULT_CANCEL_COMMENT: &str = concat!("Cancelled with defender ", env!("CARGO_PKG_VERSION"));
+pub(crate) const DEFAULT_CANCEL_COMMENT: &str = concat!("Cancelled with defender ", env!("CARGO_PKG_VERSION"));
 
 /// `POST /api/machines/{id}/collectInvestigationPackage`: starts a collection and returns its action.
 ///
@@ -77,7 +78,7 @@ pub const DEFAULT_CANCEL_COMMENT: &str = concat!("Cancelled with defender ", env
 /// connection lost after sending), the running collection is looked up as for
 /// `ActiveRequestAlreadyExists`, and the POST is sent again only when none is running. Then a
 /// repeat cannot start a second one: the service refuses it while one runs.
-pub async fn collect(api: Api<'_>, machine_id: &str, comment: &str) -> Result<MachineAction> {
+pub(crate) async fn collect(api: Api<'_>, machine_id: &str, comment: &str) -> Result<MachineAction> {
     check_id("machine id", machine_id)?;
     let what = format!("starting an investigation package collection on machine {machine_id}");
     let url = api.url(&["machines", machine_id, "collectInvestigationPackage"], &[])?;
@@ -159,17 +160,17 @@ async fn running_collection(api: Api<'_>, machine_id: &str) -> Result<Option<Mac
     Ok(running.into_iter().next())
 }
 
-pub const MACHINE_ACTIONS: Collection =
+pub(crate) const MACHINE_ACTIONS: Collection =
     Collection { segment: "machineactions", endpoint: Endpoint::ListMachineActions, entities: "machine actions" };
 
 /// `GET /api/machineactions`, every page.
-pub async fn list(api: Api<'_>, filter: Option<&str>, max_items: u32) -> Result<Vec<serde_json::Value>> {
+pub(crate) async fn list(api: Api<'_>, filter: Option<&str>, max_items: u32) -> Result<Vec<serde_json::Value>> {
     lists::list(api, &MACHINE_ACTIONS, filter, max_items).await
 }
 
 /// `POST /api/machineactions/{id}/cancel`: the action, Cancelled. 404 is `NOT_FOUND`; an action
 /// that has already ended is refused by the service (400, `HTTP` with its message).
-pub async fn cancel(api: Api<'_>, action_id: &str, comment: &str) -> Result<MachineAction> {
+pub(crate) async fn cancel(api: Api<'_>, action_id: &str, comment: &str) -> Result<MachineAction> {
     check_id("action id", action_id)?;
     let what = format!("cancelling machine action {action_id}");
     let url = api.url(&["machineactions", action_id, "cancel"], &[])?;
@@ -182,7 +183,7 @@ pub async fn cancel(api: Api<'_>, action_id: &str, comment: &str) -> Result<Mach
 }
 
 /// `GET /api/machineactions/{id}`. A 404 is `NOT_FOUND`.
-pub async fn get(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
+pub(crate) async fn get(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
     look_up(api, action_id, None).await
 }
 
@@ -199,7 +200,7 @@ async fn look_up(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -> Re
 }
 
 /// How long `wait` keeps polling when `wait_timeout_ms` is not set.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(60 * 60);
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(60 * 60);
 /// A new action can be unknown to the API for a little while after it was created.
 const NEW_ACTION_GRACE: Duration = Duration::from_secs(30);
 const FIRST_POLL: Duration = Duration::from_secs(5);
@@ -208,7 +209,7 @@ const MAX_POLL: Duration = Duration::from_secs(60);
 /// Polls the action until it has Succeeded (returned at once), ended Failed / TimeOut /
 /// Cancelled (`ACTION_FAILED` at once), or `wait_timeout_ms` (default one hour) ran out
 /// (`TIMEOUT`). Polls start 5 s apart and back off to a minute, all divided by `clock_scale`.
-pub async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
+pub(crate) async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
     let settings = &api.session.settings;
     let deadline = after(settings.scaled(settings.wait_timeout.unwrap_or(DEFAULT_WAIT)));
     wait_until(api, action_id, deadline).await
@@ -268,7 +269,7 @@ async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<
 ///
 /// The service answers 404 both for an unknown action and for one whose package is not ready;
 /// the action is then looked up to say which (`NOT_FOUND`, `NOT_READY` or `ACTION_FAILED`).
-pub async fn get_package_uri(api: Api<'_>, action_id: &str) -> Result<Url> {
+pub(crate) async fn get_package_uri(api: Api<'_>, action_id: &str) -> Result<Url> {
     package_uri(api, action_id, None).await
 }
 
@@ -298,14 +299,14 @@ pub(crate) fn link_from_answer(body: &[u8]) -> Result<Url> {
 /// The package link, after waiting for the collection to finish when `wait_timeout_ms` is set.
 /// That limit then covers the whole wait: for the collection, and for the link's turn in the
 /// rate limit.
-pub async fn package_link(api: Api<'_>, action_id: &str) -> Result<Url> {
+pub(crate) async fn package_link(api: Api<'_>, action_id: &str) -> Result<Url> {
     let deadline = wait_if_asked(api, action_id).await?;
     link_when_ready(api, action_id, deadline).await
 }
 
 /// The first half of `package_link`: when `wait_timeout_ms` is set, waits for the collection to
 /// finish and returns the deadline that limit sets for the rest; `None` when it is not set.
-pub async fn wait_if_asked(api: Api<'_>, action_id: &str) -> Result<Option<Instant>> {
+pub(crate) async fn wait_if_asked(api: Api<'_>, action_id: &str) -> Result<Option<Instant>> {
     let settings = &api.session.settings;
     let Some(limit) = settings.wait_timeout else { return Ok(None) };
     let deadline = after(settings.scaled(limit));
@@ -315,7 +316,7 @@ pub async fn wait_if_asked(api: Api<'_>, action_id: &str) -> Result<Option<Insta
 
 /// The second half of `package_link`: the link, asked for again until `deadline` (when there is
 /// one) while the service still says NOT_READY right after the collection succeeded.
-pub async fn link_when_ready(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -> Result<Url> {
+pub(crate) async fn link_when_ready(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -> Result<Url> {
     let Some(deadline) = deadline else { return package_uri(api, action_id, None).await };
     loop {
         match package_uri(api, action_id, Some(deadline)).await {
@@ -370,7 +371,7 @@ async fn why_no_package(api: Api<'_>, action_id: &str, deadline: Option<Instant>
 /// The link from getPackageUri's `value`: unwrapped from a pair of literal double quotes (the
 /// published example has them), and only an absolute `https` URL (`http` only to loopback).
 /// Messages never show the link: its query holds the download's credential.
-pub fn parse_package_link(value: &str) -> Result<Url> {
+pub(crate) fn parse_package_link(value: &str) -> Result<Url> {
     let trimmed = value.trim();
     let unquoted = trimmed.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')).unwrap_or(trimmed);
     let link = Url::parse(unquoted)

@@ -9,22 +9,22 @@ use super::{Api, Endpoint, Request, check_id};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::runtime::DefenderLogLevel;
 
-pub const MACHINES: Collection =
+pub(crate) const MACHINES: Collection =
     Collection { segment: "machines", endpoint: Endpoint::ListMachines, entities: "machines" };
 
 /// A device id: 40 hexadecimal characters.
-pub fn is_machine_id(text: &str) -> bool {
+pub(crate) fn is_machine_id(text: &str) -> bool {
     text.len() == 40 && text.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
 /// An OData string literal: `text` in single quotes, each quote in it doubled, so no value can
 /// end the literal and change the filter.
-pub fn odata_string(text: &str) -> String {
+pub(crate) fn odata_string(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
 /// `GET /api/machines`, every page.
-pub async fn list(api: Api<'_>, filter: Option<&str>, max_items: u32) -> Result<Vec<serde_json::Value>> {
+pub(crate) async fn list(api: Api<'_>, filter: Option<&str>, max_items: u32) -> Result<Vec<serde_json::Value>> {
     lists::list(api, &MACHINES, filter, max_items).await
 }
 
@@ -33,7 +33,7 @@ pub async fn list(api: Api<'_>, filter: Option<&str>, max_items: u32) -> Result<
 /// starts with `<name>.`, so that a host name finds its fully qualified device). Several devices
 /// with that name (re-imaged machines keep their old records): the one seen last, with a warning
 /// naming the others.
-pub async fn get(api: Api<'_>, id_or_name: &str) -> Result<serde_json::Value> {
+pub(crate) async fn get(api: Api<'_>, id_or_name: &str) -> Result<serde_json::Value> {
     if is_machine_id(id_or_name) {
         return by_id(api, id_or_name).await;
     }

@@ -1,10 +1,10 @@
 //! The Defender for Endpoint API: how one request is made (URL, token, rate limits, retries,
 //! errors) and the typed calls on machine actions built on it.
 
-pub mod lists;
-pub mod machine_actions;
-pub mod machines;
-pub mod rate_limit;
+pub(crate) mod lists;
+pub(crate) mod machine_actions;
+pub(crate) mod machines;
+pub(crate) mod rate_limit;
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ const MAX_API_RESPONSE: usize = 4 * 1024 * 1024;
 
 /// The API calls the library makes. They differ in rate limits and in the permission they need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     GetPackageUri,
     MachineAction,
     ListMachineActions,
@@ -51,13 +51,13 @@ impl Endpoint {
 
 /// One request's context: the session it belongs to and where it reports.
 #[derive(Clone, Copy)]
-pub struct Api<'a> {
+pub(crate) struct Api<'a> {
     pub session: &'a Session,
     pub reporter: &'a Reporter,
 }
 
 /// An answer with its status, whatever the status was.
-pub struct ApiResponse {
+pub(crate) struct ApiResponse {
     pub status: StatusCode,
     pub body: Vec<u8>,
     endpoint: Endpoint,
@@ -67,7 +67,7 @@ pub struct ApiResponse {
 
 /// The service's error body: `{"error": {"code", "message", "target"}}`.
 #[derive(Debug, Default, Deserialize)]
-pub struct ServiceError {
+pub(crate) struct ServiceError {
     #[serde(default)]
     pub code: Option<String>,
     #[serde(default)]
@@ -82,11 +82,11 @@ impl ApiResponse {
         Self { status, body, endpoint, gave_up: None }
     }
 
-    pub fn is_success(&self) -> bool {
+    pub(crate) fn is_success(&self) -> bool {
         self.status.is_success()
     }
 
-    pub fn service_error(&self) -> ServiceError {
+    pub(crate) fn service_error(&self) -> ServiceError {
         #[derive(Deserialize)]
         struct Envelope {
             error: ServiceError,
@@ -95,14 +95,14 @@ impl ApiResponse {
     }
 
     /// The body as `T`; a body that does not parse is a `PROTOCOL` error.
-    pub fn json<T: DeserializeOwned>(&self, what: impl fmt::Display) -> Result<T> {
+    pub(crate) fn json<T: DeserializeOwned>(&self, what: impl fmt::Display) -> Result<T> {
         serde_json::from_slice(&self.body)
             .map_err(|err| Error::protocol(format!("{what}: the service's answer could not be understood ({err})")))
     }
 
     /// This answer as an error: the status mapped to a `DefenderStatus`, with the service's code,
     /// correlation id and message in the sentence.
-    pub fn into_error(self, what: impl fmt::Display) -> Error {
+    pub(crate) fn into_error(self, what: impl fmt::Display) -> Error {
         let service = self.service_error();
         let status = match self.status.as_u16() {
             401 => DefenderStatus::Unauthorized,
@@ -141,14 +141,14 @@ impl ApiResponse {
     }
 
     /// `Ok(self)` for a 2xx answer, the mapped error otherwise.
-    pub fn success(self, what: impl fmt::Display) -> Result<Self> {
+    pub(crate) fn success(self, what: impl fmt::Display) -> Result<Self> {
         if self.is_success() { Ok(self) } else { Err(self.into_error(what)) }
     }
 }
 
 /// Refuses ids that cannot be one path segment of a request: empty, too long, control
 /// characters, or `.` / `..` (a URL parser resolves those, even percent-encoded).
-pub fn check_id(kind: &str, id: &str) -> Result<()> {
+pub(crate) fn check_id(kind: &str, id: &str) -> Result<()> {
     const MAX_LEN: usize = 256;
     if id.is_empty() || id.len() > MAX_LEN || id.chars().any(char::is_control) || id == "." || id == ".." {
         return Err(Error::invalid_argument(format!(
@@ -166,7 +166,7 @@ const SEGMENT: &percent_encoding::AsciiSet =
 
 impl Api<'_> {
     /// `{api root}/api/{segments...}?{query}`, each segment percent-encoded.
-    pub fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<url::Url> {
+    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<url::Url> {
         // The root is parsed already: only the path is set (parsing a whole URL again, host
         // and all, was a tenth of a call's instructions).
         let mut url = self.session.settings.api_root();
@@ -189,7 +189,7 @@ impl Api<'_> {
     /// by renewing the token, and the retries of `retry::RetryPolicy` (429s after their
     /// `Retry-After`; network errors and 5xx when the request is safe to repeat). The answer
     /// returned is the last one; an error only when no answer came at all.
-    pub async fn send(&self, request: Request<'_>) -> Result<ApiResponse> {
+    pub(crate) async fn send(&self, request: Request<'_>) -> Result<ApiResponse> {
         let what = request.what;
         let repeat = if request.method == Method::GET { Repeat::Safe } else { Repeat::OnlyIfNotSent };
         let mut retries = RetryPolicy::new(&self.session.settings, repeat).until(request.deadline);
@@ -335,7 +335,7 @@ struct Turn {
 }
 
 /// One API request, as `Api::send` takes it.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     method: Method,
     endpoint: Endpoint,
     url: url::Url,
@@ -347,16 +347,16 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    pub fn get(endpoint: Endpoint, url: url::Url, what: &'a str) -> Self {
+    pub(crate) fn get(endpoint: Endpoint, url: url::Url, what: &'a str) -> Self {
         Self { method: Method::GET, endpoint, url, body: None, what, deadline: None }
     }
 
-    pub fn post(endpoint: Endpoint, url: url::Url, body: &'a serde_json::Value, what: &'a str) -> Self {
+    pub(crate) fn post(endpoint: Endpoint, url: url::Url, body: &'a serde_json::Value, what: &'a str) -> Self {
         Self { method: Method::POST, endpoint, url, body: Some(body), what, deadline: None }
     }
 
     /// Waits for this request (rate limits, retries) end by `deadline`: the call's wait limit.
-    pub fn until(self, deadline: Option<Instant>) -> Self {
+    pub(crate) fn until(self, deadline: Option<Instant>) -> Self {
         Self { deadline, ..self }
     }
 }

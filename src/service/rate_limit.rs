@@ -190,14 +190,14 @@ impl Queue {
 }
 
 /// The rate limits of one app in one tenant at one API host.
-pub struct Limiter {
+pub(crate) struct Limiter {
     get_package_uri: Queue,
     other: Queue,
 }
 
 /// A request's place in the window, from when it is sent. Dropping it counts the request as
 /// answered now (the conservative choice when the call was cancelled mid-request).
-pub struct Slot {
+pub(crate) struct Slot {
     limiter: Arc<Limiter>,
     class: Class,
     id: u64,
@@ -207,13 +207,13 @@ pub struct Slot {
 impl Slot {
     /// The request ended in a way the service may have counted: the slot stays taken for one
     /// window from now.
-    pub fn answered(mut self) {
+    pub(crate) fn answered(mut self) {
         self.finish(true);
     }
 
     /// The service certainly did not count the request (it answered 429, or no connection was
     /// made): the slot is free again.
-    pub fn not_counted(mut self) {
+    pub(crate) fn not_counted(mut self) {
         self.finish(false);
     }
 
@@ -249,7 +249,7 @@ impl Drop for InQueue<'_> {
 }
 
 /// What a wait in the queue is for: the request's description, its deadline, where to log.
-pub struct Waiter<'a> {
+pub(crate) struct Waiter<'a> {
     pub what: &'a str,
     pub deadline: Option<Instant>,
     pub reporter: &'a Reporter,
@@ -269,7 +269,7 @@ impl Limiter {
 
     /// Waits in `endpoint`'s queue until the windows have room, and takes a slot: send the
     /// request at once, and finish the slot when its answer comes.
-    pub async fn acquire(
+    pub(crate) async fn acquire(
         self: &Arc<Self>,
         endpoint: Endpoint,
         settings: &Settings,
@@ -374,7 +374,7 @@ impl Limiter {
 
     /// Holds every call of `endpoint`'s class until `until`: the service answered 429 and said
     /// when to come back, so the others in the queue would only be refused too.
-    pub fn pause(&self, endpoint: Endpoint, until: Instant) {
+    pub(crate) fn pause(&self, endpoint: Endpoint, until: Instant) {
         let queue = self.queue(Class::of(endpoint));
         let mut slots = queue.slots();
         slots.paused_until = slots.paused_until.max(Some(until));
@@ -408,7 +408,7 @@ static LIMITERS: LazyLock<Mutex<HashMap<Key, Arc<Limiter>>>> = LazyLock::new(Mut
 /// the signature: the service checks it) when the token is a JWT, as Entra ID's are. Else, when
 /// the client signs in itself with `tenant_id` and `client_id`, those. Else (an opaque token
 /// given as `access_token`) the API host alone.
-pub fn shared(settings: &Settings, token: &str) -> Arc<Limiter> {
+pub(crate) fn shared(settings: &Settings, token: &str) -> Arc<Limiter> {
     let app =
         app_of_token(token).or_else(|| match (&settings.access_token, &settings.tenant_id, &settings.client_id) {
             (None, Some(tenant), Some(client)) => Some((tenant.to_ascii_lowercase(), client.to_ascii_lowercase())),
