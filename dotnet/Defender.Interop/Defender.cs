@@ -591,7 +591,7 @@ namespace Defender
 
         /// <summary>
         /// Sets option <paramref name="key"/> (base_url, tenant_id, client_id, client_secret,
-        /// timeout_ms, ...: see the README); a null value restores its default.
+        /// timeout_ms, ...: see docs/c-api.md); a null value restores its default.
         /// </summary>
         public void Set(string key, string value)
         {
