@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Serialize, Serializer};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::{Error, Result};
 use crate::runtime::{DefenderLogLevel, Phase};
@@ -70,19 +70,9 @@ async fn download_item(
     let started = Instant::now();
     let overwrite = api.session.settings.overwrite;
     let path = destination::resolve(destination, action_id, overwrite)?;
-    let deadline = machine_actions::wait_if_asked(api, action_id).await?;
-    let _slot = match slots {
-        Some(slots) => Some(match slots.try_acquire() {
-            Ok(slot) => slot,
-            Err(_) => {
-                api.reporter.phase(Phase::WaitingForDownloadSlot);
-                slots.acquire().await.map_err(|_| Error::internal("the download slots were closed"))?
-            }
-        }),
-        None => None,
-    };
-    // Asked for only now: a link is short-lived, and it goes to work at once.
-    let link = machine_actions::link_when_ready(api, action_id, deadline).await?;
+    let deadline = machine_actions::link_deadline(&api.session.settings);
+    // The link is asked for only once a slot is free: it is short-lived, and it goes to work at once.
+    let (link, _slot) = machine_actions::package_link(api, action_id, deadline, download_slot(api, slots)).await?;
     let what = format!("downloading the package of machine action {action_id}");
     api.reporter.log(DefenderLogLevel::Info, format!("{what} to '{}'", path.display()));
 
@@ -105,6 +95,18 @@ async fn download_item(
         format!("saved {} bytes to '{}' (SHA-256 {})", downloaded.bytes, downloaded.path.display(), downloaded.sha256),
     );
     Ok(downloaded)
+}
+
+/// One of a batch's `slots`, waited for when none is free; nothing without `slots`.
+async fn download_slot<'s>(api: Api<'_>, slots: Option<&'s Semaphore>) -> Result<Option<SemaphorePermit<'s>>> {
+    let Some(slots) = slots else { return Ok(None) };
+    match slots.try_acquire() {
+        Ok(slot) => Ok(Some(slot)),
+        Err(_) => {
+            api.reporter.phase(Phase::WaitingForDownloadSlot);
+            slots.acquire().await.map(Some).map_err(|_| Error::internal("the download slots were closed"))
+        }
+    }
 }
 
 /// Flushes the finished part file to disk and checks that it is a readable ZIP, on a blocking

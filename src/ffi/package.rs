@@ -53,7 +53,9 @@ pub unsafe extern "C" fn defender_get_package_uri(
         required_out(uri_out, "uri_out")?;
         let link = client.run("defender_get_package_uri", None, |session, reporter| async move {
             let api = Api { session: &session, reporter: &reporter };
-            machine_actions::package_link(api, &action_id).await.map(String::from)
+            let deadline = machine_actions::link_deadline(&session.settings);
+            let (link, ()) = machine_actions::package_link(api, &action_id, deadline, async { Ok(()) }).await?;
+            Ok(String::from(link))
         })?;
         unsafe { write_string(uri_out, link) }
     })
