@@ -160,6 +160,7 @@ fn usage_errors_exit_with_invalid_argument_and_help_lists_the_exit_codes() {
     assert!(help.contains("13 ACTION_FAILED") && help.contains("machines"), "{help}");
 }
 
+#[cfg(feature = "simulator")]
 #[test]
 fn the_main_job_runs_as_the_readme_shows_it() {
     let folder = tempfile::tempdir().unwrap();
@@ -177,4 +178,29 @@ fn the_main_job_runs_as_the_readme_shows_it() {
     assert_eq!(lines[1], "size:    8388608 bytes");
     assert!(lines[2].starts_with("sha256:  ") && lines[2].len() == "sha256:  ".len() + 64, "{stdout}");
     assert!(Path::new(&lines[0]["path:    ".len()..]).exists());
+}
+
+/// Built without the simulator (`--no-default-features`), a run without credentials starts
+/// nothing and says what to pass instead.
+#[cfg(not(feature = "simulator"))]
+#[test]
+fn without_the_simulator_a_run_without_credentials_says_what_to_pass() {
+    let folder = tempfile::tempdir().unwrap();
+    for args in [&[][..], &["machines"][..], &["--simulator", "--action-id", "a1"][..]] {
+        let output = Command::cargo_bin("defender-package")
+            .unwrap()
+            .args(args)
+            .current_dir(folder.path())
+            .env_remove("AZURE_CLIENT_ID")
+            .env_remove("DEFENDER_BASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: INVALID_ARGUMENT: {stderr}");
+        assert!(stderr.contains("built without the simulator"), "{args:?}: {stderr}");
+        for what in ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "--base-url", "--authority-url"] {
+            assert!(stderr.contains(what), "{args:?}: {what} is not named: {stderr}");
+        }
+        assert!(output.stdout.is_empty() && std::fs::read_dir(folder.path()).unwrap().next().is_none());
+    }
 }
