@@ -100,6 +100,7 @@ enum Setback {
 
 /// The transfer's retry policy, which counts progress: tries that brought bytes go on at once
 /// and restore the count of tries without a byte.
+#[derive(Default)]
 struct Budget {
     clock_scale: f64,
     retries: u32,
@@ -111,13 +112,7 @@ struct Budget {
 
 impl Budget {
     fn new(clock_scale: f64) -> Self {
-        Self {
-            clock_scale,
-            retries: 0,
-            retries_without_progress: 0,
-            fresh_links_without_progress: 0,
-            fetched_again_for_checksum: false,
-        }
+        Self { clock_scale, ..Self::default() }
     }
 
     /// Records a broken attempt: the pause before the next, or why there is none.
