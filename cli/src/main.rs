@@ -62,8 +62,7 @@ struct Args {
 /// Where and how to connect; every subcommand takes these too.
 #[derive(ClapArgs)]
 pub struct Connection {
-    /// commercial, us, eu, uk, au, gcc, gcc-high or dod.
-    #[arg(long, env = "DEFENDER_CLOUD", default_value = "commercial", global = true)]
+    #[arg(long, env = "DEFENDER_CLOUD", default_value = "commercial", global = true, help = cloud_help())]
     cloud: String,
     /// API root instead of the cloud's (such as a simulator's base_url); signs in with the
     /// credentials in the environment.
@@ -220,6 +219,14 @@ fn start_simulator(with_devices: bool) -> Result<Simulator, Failure> {
 
 pub fn usage(message: &str) -> Failure {
     Failure { status: DefenderStatus::InvalidArgument, message: message.to_owned() }
+}
+
+/// `--cloud`'s help: the library's line about its option `cloud`, which names every cloud it has.
+fn cloud_help() -> String {
+    let text = |ptr: *const c_char| (!ptr.is_null()).then(|| unsafe { CStr::from_ptr(ptr) }.to_string_lossy());
+    let cloud = (0..).map_while(|i| text(defender::defender_option_name(i))).position(|name| name == "cloud");
+    let doc = cloud.and_then(|i| text(defender::defender_option_doc(i))).unwrap_or_default();
+    format!("The Microsoft cloud (the library's option cloud): {doc}")
 }
 
 unsafe extern "C" fn print_log_line(_: *mut c_void, level: DefenderLogLevel, message: *const c_char) {
