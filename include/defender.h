@@ -16,7 +16,37 @@
  * - One DefenderClient may be used from many threads at once. Every call blocks its caller
  *   until done; one process-wide worker pool inside the library does the work.
  * - Callbacks run only on the thread that made the call, and only while that call runs. From
- *   inside a callback, only defender_client_cancel() may be called.
+ *   inside a callback, only defender_client_cancel() may be called. The strings and structs a
+ *   callback receives are valid only during the callback.
+ *
+ * Downloads (defender_download_package and each item of defender_download_packages)
+ * - The package is streamed to a temporary file beside the destination (".<name>.<random>.part"),
+ *   synced to disk, checked, and only then renamed into place. On any failure or cancellation the
+ *   temporary file is removed: nothing partial is ever left under the destination's name. On Unix
+ *   the file is created 0600 (owner only); on Windows it inherits the folder's ACL.
+ * - Unless the option "overwrite" is "true", an existing file is never replaced: one there before
+ *   the call gives DEFENDER_STATUS_EXISTS before any request is made, and one that appears during
+ *   the download is kept by a no-replace rename (DEFENDER_STATUS_EXISTS too).
+ * - Retries and resume: a transfer that breaks (connection cut or reset, body shorter than its
+ *   Content-Length, no byte for "timeout_ms", HTTP 408, 429, 500, 502, 503 or 504 from the
+ *   download host) is tried again, resumed with a Range request (If-Range: the rest belongs to
+ *   the same package) when the server accepts ranges, else started over. A try that brought bytes
+ *   goes on at once; one that brought none waits the server's Retry-After, else about 0.5 s
+ *   doubling up to 16 s (divided by "clock_scale"). After 5 retries in a row without a byte, or
+ *   25 in all, the call fails with the status of the last failure.
+ * - Expired links: a link the download host refuses (HTTP 403; links expire within minutes) is
+ *   replaced by a fresh one from getPackageUri, under the rate limit, and the download goes on;
+ *   after two fresh links refused in a row, DEFENDER_STATUS_FORBIDDEN.
+ * - Verification: every byte goes through SHA-256 (returned in the result). When the server sends
+ *   the package's MD5 (Content-MD5, or x-ms-blob-content-md5 on a resumed part), the whole file is
+ *   checked against it, and a mismatch is downloaded once more from the start. The finished file
+ *   must be a readable ZIP (its central directory). A second mismatch, a body longer than its
+ *   Content-Length or still short after the retries, or a file that is not a ZIP gives
+ *   DEFENDER_STATUS_INTEGRITY.
+ * - No Authorization header goes to the download host; the link, whose query is a credential,
+ *   never appears in a message or log line. Each retry and fresh link is a log line at level
+ *   WARN. Memory stays flat whatever the package's size.
+ * - docs/downloads.md in the source repository has the table of faults and sample log lines.
  *
  * Typical use
  *   DefenderClient *client;
@@ -229,9 +259,7 @@ typedef struct DefenderClient DefenderClient;
 /**
  * Receives the library's log lines: waits, retries, throttling, each request's status. Never a secret.
  *
- * Called only on the thread that made the call, and only while that call runs. `message` is
- * NUL-terminated UTF-8, valid only during the callback. The callback must not call the library,
- * except `defender_client_cancel`.
+ * `message` is NUL-terminated UTF-8.
  */
 typedef void (*DefenderLogCallback)(void *user_data, DefenderLogLevel level, const char *message);
 
@@ -277,12 +305,10 @@ typedef struct {
  * returns `DEFENDER_STATUS_CANCELLED`); the callback is not called again after that, nor after
  * `defender_client_cancel`.
  *
- * `event` is valid only during the callback. Called on the thread that made the call, only
- * while it runs: on every change of phase, at each look at a collection and each retry, and
- * while downloading as often as the progress callback (at most about ten times a second per
- * item). The progress callbacks (`DefenderProgressCallback`, `DefenderBatchProgressCallback`)
- * are called as before; this one adds to them. The callback must not call the library, except
- * `defender_client_cancel`.
+ * Called on every change of phase, at each look at a collection and each retry, and while
+ * downloading as often as the progress callback (at most about ten times a second per item).
+ * The progress callbacks (`DefenderProgressCallback`, `DefenderBatchProgressCallback`) are
+ * called as before; this one adds to them.
  */
 typedef int32_t (*DefenderPhaseCallback)(void *user_data, const DefenderPhaseEvent *event);
 
@@ -297,9 +323,7 @@ typedef int32_t (*DefenderPhaseCallback)(void *user_data, const DefenderPhaseEve
  *
  * Called whenever the client needs a new token (at the first call, and again before the token
  * expires, also in the middle of a long call such as a wait for a collection), so each
- * assertion may be short-lived (a few minutes) and is used once. Called on the thread that made
- * the call, only while it runs. The callback must not call the library, except
- * `defender_client_cancel`.
+ * assertion may be short-lived (a few minutes) and is used once.
  */
 typedef int32_t (*DefenderAssertionCallback)(void *user_data,
                                              const char *audience,
@@ -312,10 +336,8 @@ typedef int32_t (*DefenderAssertionCallback)(void *user_data,
  * `DEFENDER_STATUS_CANCELLED` and leaves no file); the callback is not called again after that,
  * nor after `defender_client_cancel`.
  *
- * `bytes_total` is 0 while the size is unknown. Called on the thread that called
- * `defender_download_package`, only while it runs: as bytes arrive (at most about ten times a
- * second) and once at the end with `bytes_done == bytes_total`. The callback must not call the
- * library, except `defender_client_cancel`.
+ * `bytes_total` is 0 while the size is unknown. Called as bytes arrive (at most about ten times a
+ * second) and once at the end with `bytes_done == bytes_total`.
  */
 typedef int32_t (*DefenderProgressCallback)(void *user_data,
                                             uint64_t bytes_done,
@@ -327,10 +349,9 @@ typedef int32_t (*DefenderProgressCallback)(void *user_data,
  * again after that, nor after `defender_client_cancel`.
  *
  * `index` is the item's position in `action_ids`; `bytes_total` is 0 while its size is unknown.
- * Called on the thread that called `defender_download_packages`, only while it runs: as bytes
- * arrive (at most about ten times a second per item) and once at the end of each item that
- * succeeds, with `bytes_done == bytes_total`. Items run concurrently, so calls for different
- * items interleave. The callback must not call the library, except `defender_client_cancel`.
+ * Called as bytes arrive (at most about ten times a second per item) and once at the end of
+ * each item that succeeds, with `bytes_done == bytes_total`. Items run concurrently, so calls
+ * for different items interleave.
  */
 typedef int32_t (*DefenderBatchProgressCallback)(void *user_data,
                                                  size_t index,
@@ -340,12 +361,10 @@ typedef int32_t (*DefenderBatchProgressCallback)(void *user_data,
 /**
  * Tells that one item of `defender_download_packages` is finished, as soon as it is: `index` is
  * its position in `action_ids`, `status` its outcome, and `item_json` its result (the same
- * object as in the batch's results; see `defender_download_packages`), NUL-terminated UTF-8
- * valid only during the call.
+ * object as in the batch's results; see `defender_download_packages`), NUL-terminated UTF-8.
  *
  * Called exactly once per item that finishes (not for items a cancellation stopped), in the
- * order they finish, on the thread that called `defender_download_packages`, only while it
- * runs. The callback must not call the library, except `defender_client_cancel`.
+ * order they finish.
  */
 typedef void (*DefenderBatchItemCallback)(void *user_data,
                                           size_t index,
@@ -620,43 +639,28 @@ DefenderStatus defender_get_package_uri(const DefenderClient *client,
 
 /**
  * Downloads the investigation package of machine action `action_id` to `destination`: gets a
- * fresh link and streams the package to disk at once.
+ * fresh link and streams the package to disk at once. Temporary file, retries and resume,
+ * expired links, checks and the no-replace rename: see "Downloads" at the top of this header.
  *
  * - `destination` is a file path; when it names an existing folder, the file is
- *   `<action_id>.zip` inside it.
- * - The bytes go to a temporary file beside the destination, are synced to disk and renamed
- *   into place. On any failure or cancellation the temporary file is removed and the
- *   destination is untouched: nothing partial is ever left under its name.
- * - An existing file is replaced only when the option `overwrite` is `true`; otherwise
- *   `DEFENDER_STATUS_EXISTS`, checked before any request is made.
- * - No `Authorization` header goes to the download host; the link never appears in messages.
- * - A transfer that breaks (connection cut or reset, body shorter than its `Content-Length`,
- *   no byte for `timeout_ms`, HTTP 408, 429, 500, 502, 503 or 504 from the download host) is
- *   tried again: resumed with a `Range` request from where it stopped when the server accepts
- *   ranges (`If-Range` makes sure the rest belongs to the same package), else started over.
- *   Tries that bring bytes go on at once; tries that bring none wait what the server's
- *   `Retry-After` asks, else about 0.5 s doubling up to 16 s (divided by `clock_scale`). It
- *   gives up after 5 retries in a row without a byte, or 25 in all, with the status of the last
- *   failure.
- * - A link the download host refuses (HTTP 403: links expire within minutes) is replaced by a
- *   fresh one from `getPackageUri` (under the rate limit) and the download goes on; after two
- *   fresh links refused in a row, `DEFENDER_STATUS_FORBIDDEN`.
- * - When the server sends the package's MD5 (`Content-MD5`, or `x-ms-blob-content-md5` on a
- *   resumed part), the whole file is checked against it; a mismatch is downloaded once more
- *   from the start, then `DEFENDER_STATUS_INTEGRITY`. The finished file must be a readable ZIP
- *   (its central directory), else `DEFENDER_STATUS_INTEGRITY`. A body longer than its
- *   `Content-Length`, or one still short after the retries, gives `DEFENDER_STATUS_INTEGRITY`.
- * - Each retry and fresh link is logged (level WARN) to the client's log callback.
- * - Memory stays flat whatever the package size.
+ *   `<action_id>.zip` inside it. An existing file is replaced only when the option `overwrite`
+ *   is `true`. With `wait_timeout_ms` above 0, first waits for the collection to finish.
  * - `progress` (may be NULL) is called on this thread with `user_data`; see
  *   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0.
  * - `result_json_out` (may be NULL) receives
  *   `{"path": "...", "bytes": N, "sha256": "<hex>", "action_id": "...", "elapsed_ms": N}`,
- *   to be freed with `defender_string_free`. `path` is absolute.
+ *   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex.
  *
- * Blocks until done. Returns `DEFENDER_STATUS_OK`, the statuses of `defender_get_package_uri`,
- * or `DEFENDER_STATUS_EXISTS`, `DEFENDER_STATUS_IO`, `DEFENDER_STATUS_INTEGRITY`,
- * `DEFENDER_STATUS_CANCELLED`.
+ * Blocks until done. Returns:
+ * - `DEFENDER_STATUS_OK`;
+ * - the statuses of `defender_get_package_uri`, which also say why a transfer failed after its
+ *   retries (`DEFENDER_STATUS_NETWORK`, `DEFENDER_STATUS_TIMEOUT`, `DEFENDER_STATUS_HTTP`,
+ *   `DEFENDER_STATUS_FORBIDDEN`, `DEFENDER_STATUS_NOT_FOUND`, `DEFENDER_STATUS_PROTOCOL`);
+ * - `DEFENDER_STATUS_EXISTS`: the destination exists and `overwrite` is not `true`;
+ * - `DEFENDER_STATUS_IO`: the local file system failed (creating, writing or moving the file);
+ * - `DEFENDER_STATUS_INTEGRITY`: the package failed its checks;
+ * - `DEFENDER_STATUS_CANCELLED`: `progress` returned non-zero or `defender_client_cancel` was
+ *   called; no file is left.
  *
  * # Safety
  * `client` is NULL or live; `action_id` and `destination` are NULL or NUL-terminated;
@@ -674,8 +678,8 @@ DefenderStatus defender_download_package(const DefenderClient *client,
  * `destination_folder`, several at once, each as `<action_id>.zip`.
  *
  * - Each item is what `defender_download_package` does for its id with the folder as
- *   destination: a fresh link, the same retries, checks and atomic rename, the same
- *   `overwrite` and `wait_timeout_ms` options. The link requests of all items go through the
+ *   destination ("Downloads" at the top of this header), with the same `overwrite` and
+ *   `wait_timeout_ms` options. The link requests of all items go through the
  *   client's rate limiter, so a large batch runs at the pace the service allows, without 429s.
  * - Up to the option `max_concurrent_downloads` (default 4) items get their link and download at
  *   once. Waiting for collections to finish (`wait_timeout_ms`) takes no such slot: every item

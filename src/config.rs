@@ -684,4 +684,15 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn the_c_api_guide_has_a_row_for_every_option_as_the_table_describes_it() {
+        let guide = repository_file("docs/c-api.md");
+        let header = "| key | what it does, what it takes (default) |\n| --- | --- |\n";
+        let start = guide.find(header).expect("docs/c-api.md has the option table") + header.len();
+        let rows: Vec<&str> = guide[start..].lines().take_while(|line| line.starts_with('|')).collect();
+        let expected: Vec<String> =
+            OPTIONS.iter().map(|option| format!("| `{}` | {} |", option.name, option.description())).collect();
+        assert_eq!(rows, expected, "the option table in docs/c-api.md should read:\n{}", expected.join("\n"));
+    }
 }

@@ -12,7 +12,7 @@ use crate::config::{Settings, is_loopback};
 use crate::error::{DefenderStatus, Error};
 use crate::redact::for_caller;
 use crate::retry::{Failure, Repeat, RetryPolicy};
-use crate::service::{ApiResponse, Endpoint, machine_actions};
+use crate::service::{ApiResponse, Operation, machine_actions};
 
 /// What the caller would be shown for `error` holds no character a terminal acts on.
 fn assert_printable(error: &Error) {
@@ -59,7 +59,8 @@ pub fn managed_identity_answer(data: &[u8]) {
 
 /// The API's error body, as it becomes the call's message.
 pub fn service_error(data: &[u8]) {
-    let error = ApiResponse::new(StatusCode::BAD_REQUEST, data.to_vec(), Endpoint::GetPackageUri).into_error("fuzzing");
+    let error =
+        ApiResponse::new(StatusCode::BAD_REQUEST, data.to_vec(), Operation::GetPackageUri).into_error("fuzzing");
     assert_printable(&error);
 }
 

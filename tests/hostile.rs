@@ -1,6 +1,6 @@
 //! A hostile or broken server: answers that once hung a caller, leaked a secret or made the
 //! library write where it should not. Each case is a fault of the simulator (`answer` and
-//! friends), driven through the C ABI; the README's "hostile" section lists them.
+//! friends), driven through the C ABI; docs/hostile-servers.md lists them.
 
 mod common;
 

@@ -147,7 +147,7 @@ async fn answer(sim: &Simulation, port: Port, exchange: &mut Exchange) -> Result
         Ok(route) => route,
         Err(no_route) => return Ok(no_route_answer(port, no_route)),
     };
-    let endpoint = route.endpoint();
+    let endpoint = route.kind();
     exchange.record.endpoint = Some(endpoint);
     let target = identify(sim, route, exchange);
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ControlError;
 use crate::responses::{ErrorStyle, HttpResponse, retry_after};
-use crate::routes::Endpoint;
+use crate::routes::RouteKind;
 use crate::server::ResponseBody;
 
 /// What goes wrong. JSON: `{"kind": "...", ...}`.
@@ -78,8 +78,8 @@ impl Fault {
         )
     }
 
-    fn validate(&self, endpoint: Endpoint) -> Result<(), ControlError> {
-        if self.download_only() && endpoint != Endpoint::Download {
+    fn validate(&self, endpoint: RouteKind) -> Result<(), ControlError> {
+        if self.download_only() && endpoint != RouteKind::Download {
             return Err(ControlError::invalid(format!(
                 "fault {self:?} only applies to the download endpoint, not {endpoint:?}"
             )));
@@ -167,7 +167,7 @@ fn given_answer(status: u16, headers: &BTreeMap<String, String>, body: &str) -> 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
-    pub endpoint: Endpoint,
+    pub endpoint: RouteKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,14 +187,14 @@ fn one() -> u64 {
 
 impl FaultRule {
     /// A rule for the next request to `endpoint`.
-    pub fn new(endpoint: Endpoint, fault: Fault) -> FaultRule {
+    pub fn new(endpoint: RouteKind, fault: Fault) -> FaultRule {
         FaultRule { endpoint, action_id: None, client_id: None, after: 0, times: 1, fault }
     }
 }
 
 /// What fault rules match a request on.
 pub(crate) struct RequestKey<'a> {
-    pub(crate) endpoint: Endpoint,
+    pub(crate) endpoint: RouteKind,
     pub(crate) action_id: Option<&'a str>,
     pub(crate) client_id: Option<&'a str>,
 }
@@ -264,27 +264,27 @@ impl FaultRules {
 mod tests {
     use super::*;
 
-    fn key(endpoint: Endpoint) -> RequestKey<'static> {
+    fn key(endpoint: RouteKind) -> RequestKey<'static> {
         RequestKey { endpoint, action_id: None, client_id: None }
     }
 
     #[test]
     fn after_and_times_pick_a_window_of_matching_requests() {
         let mut rules = FaultRules::default();
-        rules.add(FaultRule { after: 1, times: 2, ..FaultRule::new(Endpoint::Token, Fault::Drop) }).unwrap();
-        let picks: Vec<bool> = (0..5).map(|_| rules.pick(&key(Endpoint::Token)).is_some()).collect();
+        rules.add(FaultRule { after: 1, times: 2, ..FaultRule::new(RouteKind::Token, Fault::Drop) }).unwrap();
+        let picks: Vec<bool> = (0..5).map(|_| rules.pick(&key(RouteKind::Token)).is_some()).collect();
         assert_eq!(picks, [false, true, true, false, false]);
-        assert!(rules.pick(&key(Endpoint::Imds)).is_none());
+        assert!(rules.pick(&key(RouteKind::Imds)).is_none());
     }
 
     #[test]
     fn stacked_rules_apply_one_after_the_other() {
         let mut rules = FaultRules::default();
-        rules.add(FaultRule::new(Endpoint::Collect, Fault::NotFound)).unwrap();
-        rules.add(FaultRule::new(Endpoint::Collect, Fault::Drop)).unwrap();
-        assert_eq!(rules.pick(&key(Endpoint::Collect)), Some(Fault::NotFound));
-        assert_eq!(rules.pick(&key(Endpoint::Collect)), Some(Fault::Drop));
-        assert_eq!(rules.pick(&key(Endpoint::Collect)), None);
+        rules.add(FaultRule::new(RouteKind::Collect, Fault::NotFound)).unwrap();
+        rules.add(FaultRule::new(RouteKind::Collect, Fault::Drop)).unwrap();
+        assert_eq!(rules.pick(&key(RouteKind::Collect)), Some(Fault::NotFound));
+        assert_eq!(rules.pick(&key(RouteKind::Collect)), Some(Fault::Drop));
+        assert_eq!(rules.pick(&key(RouteKind::Collect)), None);
     }
 
     #[test]
@@ -294,11 +294,11 @@ mod tests {
             .add(FaultRule {
                 action_id: Some("a".into()),
                 times: 0,
-                ..FaultRule::new(Endpoint::GetPackageUri, Fault::NotFound)
+                ..FaultRule::new(RouteKind::GetPackageUri, Fault::NotFound)
             })
             .unwrap();
         let for_action =
-            |action_id| RequestKey { endpoint: Endpoint::GetPackageUri, action_id: Some(action_id), client_id: None };
+            |action_id| RequestKey { endpoint: RouteKind::GetPackageUri, action_id: Some(action_id), client_id: None };
         for _ in 0..10 {
             assert!(rules.pick(&for_action("a")).is_some());
         }
@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn download_faults_are_refused_elsewhere() {
         let mut rules = FaultRules::default();
-        let cut = FaultRule::new(Endpoint::Token, Fault::CutAfter { bytes: 1 });
+        let cut = FaultRule::new(RouteKind::Token, Fault::CutAfter { bytes: 1 });
         assert!(rules.add(cut).is_err());
         let parsed: FaultRule =
             serde_json::from_str(r#"{"endpoint":"download","fault":{"kind":"stall","after_bytes":10,"ms":5}}"#)
@@ -337,7 +337,7 @@ mod tests {
             Fault::Answer { status: 200, headers: [("bad name".into(), "x".into())].into(), body: String::new() },
             Fault::Answer { status: 200, headers: [("x-a".into(), "\u{1b}".into())].into(), body: String::new() },
         ] {
-            assert!(rules.add(FaultRule::new(Endpoint::Token, bad)).is_err());
+            assert!(rules.add(FaultRule::new(RouteKind::Token, bad)).is_err());
         }
     }
 }

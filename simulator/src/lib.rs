@@ -50,7 +50,7 @@ pub use config::{
 pub use faults::{Fault, FaultRule};
 pub use package::MIN_PACKAGE_SIZE;
 pub use request_log::{AssertionClaims, Credential, Port, RequestFilter, RequestRecord};
-pub use routes::Endpoint;
+pub use routes::RouteKind;
 pub use state::{ActionSpec, AppRegistration, IdentityRegistration, MachineRegistration, Outcome, seeded_machines};
 
 use simulation::Simulation;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::faults::Fault;
 use crate::lock;
-use crate::routes::Endpoint;
+use crate::routes::RouteKind;
 
 /// The log keeps this many of the most recent requests.
 const MAX_RECORDS: usize = 100_000;
@@ -33,7 +33,7 @@ pub struct RequestRecord {
     /// The query with every secret value replaced by `REDACTED`.
     pub query: Option<String>,
     /// `None` for paths the simulator does not serve.
-    pub endpoint: Option<Endpoint>,
+    pub endpoint: Option<RouteKind>,
     /// Lower-case names of the request headers that were present, never their values.
     pub headers: Vec<String>,
     /// `None` when a fault dropped the connection without an answer.
@@ -85,7 +85,7 @@ pub struct AssertionClaims {
 #[serde(deny_unknown_fields)]
 pub struct RequestFilter {
     #[serde(default)]
-    pub endpoint: Option<Endpoint>,
+    pub endpoint: Option<RouteKind>,
     #[serde(default)]
     pub action_id: Option<String>,
 }

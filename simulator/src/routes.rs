@@ -11,7 +11,7 @@ use crate::responses::ErrorStyle;
 /// The endpoints fault rules and the request log name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Endpoint {
+pub enum RouteKind {
     /// `POST /{tenant}/oauth2/v2.0/token`
     Token,
     /// `GET /metadata/identity/oauth2/token`
@@ -36,20 +36,20 @@ pub enum Endpoint {
     Download,
 }
 
-impl Endpoint {
+impl RouteKind {
     /// The shape of this endpoint's error bodies.
     pub(crate) fn error_style(self) -> ErrorStyle {
         match self {
-            Endpoint::Token => ErrorStyle::SignIn,
-            Endpoint::Imds | Endpoint::AppServiceIdentity => ErrorStyle::ManagedIdentity,
-            Endpoint::Collect
-            | Endpoint::ListMachines
-            | Endpoint::Machine
-            | Endpoint::ListActions
-            | Endpoint::MachineAction
-            | Endpoint::GetPackageUri
-            | Endpoint::CancelAction => ErrorStyle::Api,
-            Endpoint::Download => ErrorStyle::Storage,
+            RouteKind::Token => ErrorStyle::SignIn,
+            RouteKind::Imds | RouteKind::AppServiceIdentity => ErrorStyle::ManagedIdentity,
+            RouteKind::Collect
+            | RouteKind::ListMachines
+            | RouteKind::Machine
+            | RouteKind::ListActions
+            | RouteKind::MachineAction
+            | RouteKind::GetPackageUri
+            | RouteKind::CancelAction => ErrorStyle::Api,
+            RouteKind::Download => ErrorStyle::Storage,
         }
     }
 }
@@ -73,19 +73,19 @@ pub(crate) enum ApiCall {
 }
 
 impl Route {
-    pub(crate) fn endpoint(&self) -> Endpoint {
+    pub(crate) fn kind(&self) -> RouteKind {
         match self {
-            Route::Token { .. } => Endpoint::Token,
-            Route::Imds => Endpoint::Imds,
-            Route::AppServiceIdentity => Endpoint::AppServiceIdentity,
-            Route::Api(ApiCall::Collect { .. }) => Endpoint::Collect,
-            Route::Api(ApiCall::ListMachines) => Endpoint::ListMachines,
-            Route::Api(ApiCall::Machine { .. }) => Endpoint::Machine,
-            Route::Api(ApiCall::ListActions) => Endpoint::ListActions,
-            Route::Api(ApiCall::CancelAction { .. }) => Endpoint::CancelAction,
-            Route::Api(ApiCall::MachineAction { .. }) => Endpoint::MachineAction,
-            Route::Api(ApiCall::GetPackageUri { .. }) => Endpoint::GetPackageUri,
-            Route::Download => Endpoint::Download,
+            Route::Token { .. } => RouteKind::Token,
+            Route::Imds => RouteKind::Imds,
+            Route::AppServiceIdentity => RouteKind::AppServiceIdentity,
+            Route::Api(ApiCall::Collect { .. }) => RouteKind::Collect,
+            Route::Api(ApiCall::ListMachines) => RouteKind::ListMachines,
+            Route::Api(ApiCall::Machine { .. }) => RouteKind::Machine,
+            Route::Api(ApiCall::ListActions) => RouteKind::ListActions,
+            Route::Api(ApiCall::CancelAction { .. }) => RouteKind::CancelAction,
+            Route::Api(ApiCall::MachineAction { .. }) => RouteKind::MachineAction,
+            Route::Api(ApiCall::GetPackageUri { .. }) => RouteKind::GetPackageUri,
+            Route::Download => RouteKind::Download,
         }
     }
 }

@@ -40,7 +40,7 @@ const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
 /// Where this process gets its managed identity's token, and for which identity.
 #[derive(Clone, Debug)]
-pub(super) struct Endpoint {
+pub(super) struct TokenService {
     url: Url,
     shape: Shape,
     identity: ManagedIdentity,
@@ -68,7 +68,7 @@ struct TokenResponse {
 
 /// IMDS's error body; App Service sends `message` in some versions.
 #[derive(Deserialize)]
-struct EndpointError {
+struct TokenServiceError {
     #[serde(default)]
     error: Option<String>,
     #[serde(default)]
@@ -77,7 +77,7 @@ struct EndpointError {
     message: Option<String>,
 }
 
-impl Endpoint {
+impl TokenService {
     /// App Service's endpoint when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` are set (read now:
     /// the platform sets them for the process), else IMDS at `managed_identity_endpoint`.
     pub(super) fn find(settings: &Settings, identity: &ManagedIdentity) -> Result<Self> {
@@ -215,7 +215,7 @@ fn local_client(settings: &Settings) -> Result<reqwest::Client> {
 /// 400, 401 and 403 mean the identity was refused (none assigned, an unknown user-assigned one,
 /// a wrong header).
 pub(crate) fn endpoint_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
-    let detail = serde_json::from_slice::<EndpointError>(body)
+    let detail = serde_json::from_slice::<TokenServiceError>(body)
         .ok()
         .and_then(|err| {
             let parts: Vec<String> = [err.error, err.error_description.or(err.message)].into_iter().flatten().collect();

@@ -156,7 +156,7 @@ fn refuse_app_ids(settings: &Settings, way: &str, hint: &str) -> Result<()> {
 /// A sign-in ready to fetch a token: the environment it depends on has been read.
 enum Source {
     App(App),
-    ManagedIdentity(managed_identity::Endpoint),
+    ManagedIdentity(managed_identity::TokenService),
 }
 
 /// Who a token was issued to, for what, and by which endpoint. A cached token is used again only
@@ -258,7 +258,7 @@ impl TokenCache {
             SignIn::App(app) => Source::App(app.clone()),
             SignIn::Environment => Source::App(environment::app(settings)?),
             SignIn::ManagedIdentity(identity) => {
-                Source::ManagedIdentity(managed_identity::Endpoint::find(settings, identity)?)
+                Source::ManagedIdentity(managed_identity::TokenService::find(settings, identity)?)
             }
         };
         let principal = source.principal(settings)?;

@@ -11,7 +11,7 @@
 //! a block, and the next read fills that same, cache-hot memory again. Handing the connection's
 //! buffers themselves to the stages (as this did before) cost more than the copy saves: each was
 //! a fresh allocation of up to 400 KiB that the allocator got from the kernel as zeroed pages
-//! and gave back (see the benchmark's notes in the README).
+//! and gave back (see the notes in docs/benchmarks.md).
 //!
 //! SHA-256 (about half a CPU second per GiB with the CPU's SHA instructions) and the write each
 //! have a thread: on one thread together they were the slowest stage, as slow as all of curl.

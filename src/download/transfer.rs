@@ -2,6 +2,8 @@
 //! transfer meets: a cut connection resumes with `Range` (or starts over when the server cannot
 //! resume), an expired link is replaced by a fresh one, a stalled body is caught by the
 //! idle-read timeout, and the whole is checked against the server's MD5. Retries are bounded.
+//! What callers are promised is the header's "Downloads" section (in `cbindgen.toml`): keep the
+//! two in step.
 
 use std::time::Duration;
 

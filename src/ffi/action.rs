@@ -7,7 +7,7 @@
 //!
 //! Like every API call of the library, their requests keep within the service's rate limits
 //! (unless the option `rate_limit` is `off`), wait out a 429's `Retry-After`, and retry reads
-//! after network errors and 5xx answers; see the README, "Limits, retries and waiting".
+//! after network errors and 5xx answers; see docs/limits-and-retries.md.
 
 use std::ffi::c_char;
 

@@ -48,9 +48,7 @@ unsafe impl<F> Sync for Sink<F> {}
 
 /// Receives the library's log lines: waits, retries, throttling, each request's status. Never a secret.
 ///
-/// Called only on the thread that made the call, and only while that call runs. `message` is
-/// NUL-terminated UTF-8, valid only during the callback. The callback must not call the library,
-/// except `defender_client_cancel`.
+/// `message` is NUL-terminated UTF-8.
 pub type DefenderLogCallback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, level: DefenderLogLevel, message: *const c_char)>;
 
@@ -110,12 +108,10 @@ pub struct DefenderPhaseEvent {
 /// returns `DEFENDER_STATUS_CANCELLED`); the callback is not called again after that, nor after
 /// `defender_client_cancel`.
 ///
-/// `event` is valid only during the callback. Called on the thread that made the call, only
-/// while it runs: on every change of phase, at each look at a collection and each retry, and
-/// while downloading as often as the progress callback (at most about ten times a second per
-/// item). The progress callbacks (`DefenderProgressCallback`, `DefenderBatchProgressCallback`)
-/// are called as before; this one adds to them. The callback must not call the library, except
-/// `defender_client_cancel`.
+/// Called on every change of phase, at each look at a collection and each retry, and while
+/// downloading as often as the progress callback (at most about ten times a second per item).
+/// The progress callbacks (`DefenderProgressCallback`, `DefenderBatchProgressCallback`) are
+/// called as before; this one adds to them.
 pub type DefenderPhaseCallback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, event: *const DefenderPhaseEvent) -> i32>;
 
@@ -129,9 +125,7 @@ pub type DefenderPhaseCallback =
 ///
 /// Called whenever the client needs a new token (at the first call, and again before the token
 /// expires, also in the middle of a long call such as a wait for a collection), so each
-/// assertion may be short-lived (a few minutes) and is used once. Called on the thread that made
-/// the call, only while it runs. The callback must not call the library, except
-/// `defender_client_cancel`.
+/// assertion may be short-lived (a few minutes) and is used once.
 pub type DefenderAssertionCallback = Option<
     unsafe extern "C" fn(
         user_data: *mut c_void,

@@ -6,8 +6,8 @@
 //! `lastIpAddress`, `onboardingStatus`, ...
 //!
 //! Their requests count against the service's "other calls" limit (100 a minute, 1500 an hour)
-//! in the shared rate limiter, with the same retries as every call; see the README, "Limits,
-//! retries and waiting".
+//! in the shared rate limiter, with the same retries as every call; see
+//! docs/limits-and-retries.md.
 
 use std::ffi::c_char;
 

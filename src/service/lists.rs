@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use url::Url;
 
-use super::{Api, Endpoint, Request};
+use super::{Api, Operation, Request};
 use crate::error::{Error, Result};
 use crate::runtime::DefenderLogLevel;
 
@@ -16,7 +16,7 @@ pub(crate) const MAX_PAGE: u32 = 10_000;
 /// What to list: the collection's path segment and its entities' name in messages.
 pub(crate) struct Collection {
     pub segment: &'static str,
-    pub endpoint: Endpoint,
+    pub endpoint: Operation,
     /// "machines", "machine actions".
     pub entities: &'static str,
 }

@@ -10,7 +10,7 @@ use url::Url;
 
 use super::lists::{self, Collection};
 use super::machines::odata_string;
-use super::{Api, Endpoint, Request, check_id};
+use super::{Api, Operation, Request, check_id};
 use crate::config::{after, is_loopback};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::retry::{self, Repeat, RetryPolicy, Verdict};
@@ -85,7 +85,7 @@ pub(crate) async fn collect(api: Api<'_>, machine_id: &str, comment: &str) -> Re
     let body = serde_json::json!({ "Comment": comment });
     let mut resends = RetryPolicy::new(&api.session.settings, Repeat::Safe);
     loop {
-        let request = Request::post(Endpoint::CollectInvestigationPackage, url.clone(), &body, &what);
+        let request = Request::post(Operation::CollectInvestigationPackage, url.clone(), &body, &what);
         let unknown_outcome = match api.send(request).await {
             Ok(response) if response.is_success() => {
                 return MachineAction::from_json(response.json(&what)?, &what);
@@ -143,7 +143,7 @@ async fn running_collection(api: Api<'_>, machine_id: &str) -> Result<Option<Mac
     let filter = format!("machineId eq {} and type eq 'CollectInvestigationPackage'", odata_string(machine_id));
     let what = format!("looking up the running collection on machine {machine_id}");
     let url = api.url(&["machineactions"], &[("$filter", &filter)])?;
-    let response = api.send(Request::get(Endpoint::ListMachineActions, url, &what)).await?;
+    let response = api.send(Request::get(Operation::ListMachineActions, url, &what)).await?;
     #[derive(Deserialize)]
     struct List {
         value: Vec<serde_json::Value>,
@@ -161,7 +161,7 @@ async fn running_collection(api: Api<'_>, machine_id: &str) -> Result<Option<Mac
 }
 
 pub(crate) const MACHINE_ACTIONS: Collection =
-    Collection { segment: "machineactions", endpoint: Endpoint::ListMachineActions, entities: "machine actions" };
+    Collection { segment: "machineactions", endpoint: Operation::ListMachineActions, entities: "machine actions" };
 
 /// `GET /api/machineactions`, every page.
 pub(crate) async fn list(api: Api<'_>, filter: Option<&str>, max_items: u32) -> Result<Vec<serde_json::Value>> {
@@ -175,7 +175,7 @@ pub(crate) async fn cancel(api: Api<'_>, action_id: &str, comment: &str) -> Resu
     let what = format!("cancelling machine action {action_id}");
     let url = api.url(&["machineactions", action_id, "cancel"], &[])?;
     let body = serde_json::json!({ "Comment": comment });
-    let response = api.send(Request::post(Endpoint::CancelMachineAction, url, &body, &what)).await?;
+    let response = api.send(Request::post(Operation::CancelMachineAction, url, &body, &what)).await?;
     if response.status == StatusCode::NOT_FOUND {
         return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine action {action_id}")));
     }
@@ -192,7 +192,7 @@ async fn look_up(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -> Re
     check_id("action id", action_id)?;
     let what = format!("looking up machine action {action_id}");
     let url = api.url(&["machineactions", action_id], &[])?;
-    let response = api.send(Request::get(Endpoint::MachineAction, url, &what).until(deadline)).await?;
+    let response = api.send(Request::get(Operation::MachineAction, url, &what).until(deadline)).await?;
     if response.status == StatusCode::NOT_FOUND {
         return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine action {action_id}")));
     }
@@ -278,7 +278,7 @@ async fn package_uri(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -
     check_id("action id", action_id)?;
     let what = format!("getting the package link of machine action {action_id}");
     let url = api.url(&["machineactions", action_id, "getPackageUri"], &[])?;
-    let response = api.send(Request::get(Endpoint::GetPackageUri, url, &what).until(deadline)).await?;
+    let response = api.send(Request::get(Operation::GetPackageUri, url, &what).until(deadline)).await?;
     if response.status == StatusCode::NOT_FOUND {
         return Err(why_no_package(api, action_id, deadline).await);
     }

@@ -5,12 +5,12 @@ use std::cmp::Reverse;
 use reqwest::StatusCode;
 
 use super::lists::{self, Collection};
-use super::{Api, Endpoint, Request, check_id};
+use super::{Api, Operation, Request, check_id};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::runtime::DefenderLogLevel;
 
 pub(crate) const MACHINES: Collection =
-    Collection { segment: "machines", endpoint: Endpoint::ListMachines, entities: "machines" };
+    Collection { segment: "machines", endpoint: Operation::ListMachines, entities: "machines" };
 
 /// A device id: 40 hexadecimal characters.
 pub(crate) fn is_machine_id(text: &str) -> bool {
@@ -72,7 +72,7 @@ pub(crate) async fn get(api: Api<'_>, id_or_name: &str) -> Result<serde_json::Va
 async fn by_id(api: Api<'_>, machine_id: &str) -> Result<serde_json::Value> {
     let what = format!("looking up machine {machine_id}");
     let url = api.url(&["machines", machine_id], &[])?;
-    let response = api.send(Request::get(Endpoint::Machine, url, &what)).await?;
+    let response = api.send(Request::get(Operation::Machine, url, &what)).await?;
     if response.status == StatusCode::NOT_FOUND {
         return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine {machine_id}")));
     }

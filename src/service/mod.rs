@@ -27,7 +27,7 @@ const MAX_API_RESPONSE: usize = 4 * 1024 * 1024;
 
 /// The API calls the library makes. They differ in rate limits and in the permission they need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Endpoint {
+pub(crate) enum Operation {
     GetPackageUri,
     MachineAction,
     ListMachineActions,
@@ -37,7 +37,7 @@ pub(crate) enum Endpoint {
     CancelMachineAction,
 }
 
-impl Endpoint {
+impl Operation {
     /// The application permission the call needs, named in 403 messages.
     fn permission(self) -> &'static str {
         match self {
@@ -60,7 +60,7 @@ pub(crate) struct Api<'a> {
 pub(crate) struct ApiResponse {
     pub status: StatusCode,
     pub body: Vec<u8>,
-    endpoint: Endpoint,
+    endpoint: Operation,
     /// Why the retries stopped, when this answer is the last of several attempts.
     gave_up: Option<String>,
 }
@@ -78,7 +78,7 @@ pub(crate) struct ServiceError {
 }
 
 impl ApiResponse {
-    pub(crate) fn new(status: StatusCode, body: Vec<u8>, endpoint: Endpoint) -> Self {
+    pub(crate) fn new(status: StatusCode, body: Vec<u8>, endpoint: Operation) -> Self {
         Self { status, body, endpoint, gave_up: None }
     }
 
@@ -337,7 +337,7 @@ struct Turn {
 /// One API request, as `Api::send` takes it.
 pub(crate) struct Request<'a> {
     method: Method,
-    endpoint: Endpoint,
+    endpoint: Operation,
     url: url::Url,
     body: Option<&'a serde_json::Value>,
     /// What is being done, for messages: "looking up machine action X".
@@ -347,11 +347,11 @@ pub(crate) struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    pub(crate) fn get(endpoint: Endpoint, url: url::Url, what: &'a str) -> Self {
+    pub(crate) fn get(endpoint: Operation, url: url::Url, what: &'a str) -> Self {
         Self { method: Method::GET, endpoint, url, body: None, what, deadline: None }
     }
 
-    pub(crate) fn post(endpoint: Endpoint, url: url::Url, body: &'a serde_json::Value, what: &'a str) -> Self {
+    pub(crate) fn post(endpoint: Operation, url: url::Url, body: &'a serde_json::Value, what: &'a str) -> Self {
         Self { method: Method::POST, endpoint, url, body: Some(body), what, deadline: None }
     }
 

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Endpoint;
+use super::Operation;
 use crate::config::Settings;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::runtime::{DefenderLogLevel, Phase, Reporter};
@@ -56,15 +56,15 @@ enum Class {
 }
 
 impl Class {
-    fn of(endpoint: Endpoint) -> Self {
+    fn of(endpoint: Operation) -> Self {
         match endpoint {
-            Endpoint::GetPackageUri => Self::GetPackageUri,
-            Endpoint::MachineAction
-            | Endpoint::ListMachineActions
-            | Endpoint::CollectInvestigationPackage
-            | Endpoint::Machine
-            | Endpoint::ListMachines
-            | Endpoint::CancelMachineAction => Self::Other,
+            Operation::GetPackageUri => Self::GetPackageUri,
+            Operation::MachineAction
+            | Operation::ListMachineActions
+            | Operation::CollectInvestigationPackage
+            | Operation::Machine
+            | Operation::ListMachines
+            | Operation::CancelMachineAction => Self::Other,
         }
     }
 
@@ -271,7 +271,7 @@ impl Limiter {
     /// request at once, and finish the slot when its answer comes.
     pub(crate) async fn acquire(
         self: &Arc<Self>,
-        endpoint: Endpoint,
+        endpoint: Operation,
         settings: &Settings,
         waiter: Waiter<'_>,
     ) -> Result<Slot> {
@@ -374,7 +374,7 @@ impl Limiter {
 
     /// Holds every call of `endpoint`'s class until `until`: the service answered 429 and said
     /// when to come back, so the others in the queue would only be refused too.
-    pub(crate) fn pause(&self, endpoint: Endpoint, until: Instant) {
+    pub(crate) fn pause(&self, endpoint: Operation, until: Instant) {
         let queue = self.queue(Class::of(endpoint));
         let mut slots = queue.slots();
         slots.paused_until = slots.paused_until.max(Some(until));
@@ -526,7 +526,7 @@ mod tests {
             let (limiter, reporter, settings) = (Arc::clone(&limiter), Arc::clone(&reporter), settings.clone());
             callers.push(tokio::spawn(async move {
                 let waiter = Waiter { what: "test", deadline: None, reporter: &reporter };
-                let slot = limiter.acquire(Endpoint::GetPackageUri, &settings, waiter).await.unwrap();
+                let slot = limiter.acquire(Operation::GetPackageUri, &settings, waiter).await.unwrap();
                 let sent = Instant::now() - start;
                 slot.answered();
                 (n, sent)
@@ -549,16 +549,16 @@ mod tests {
         let (reporter, _events) = Reporter::for_test();
         for _ in 0..2 {
             let waiter = Waiter { what: "test", deadline: None, reporter: &reporter };
-            limiter.acquire(Endpoint::GetPackageUri, &settings, waiter).await.unwrap().answered();
+            limiter.acquire(Operation::GetPackageUri, &settings, waiter).await.unwrap().answered();
         }
         let start = Instant::now();
         let waiter = Waiter { what: "test", deadline: Some(start + seconds(30)), reporter: &reporter };
-        let err = limiter.acquire(Endpoint::GetPackageUri, &settings, waiter).await.err().unwrap();
+        let err = limiter.acquire(Operation::GetPackageUri, &settings, waiter).await.err().unwrap();
         assert_eq!(err.status(), DefenderStatus::Timeout);
         assert_eq!(Instant::now(), start, "no wait in vain");
         assert!(err.message().contains("getPackageUri (2 a minute"), "{err}");
         let waiter = Waiter { what: "test", deadline: None, reporter: &reporter };
-        limiter.acquire(Endpoint::MachineAction, &settings, waiter).await.unwrap();
+        limiter.acquire(Operation::MachineAction, &settings, waiter).await.unwrap();
         assert_eq!(Instant::now(), start, "other calls have their own window");
     }
 }

@@ -135,7 +135,7 @@ Describe 'the packages pack.sh wrote' {
 
 Describe 'Install-PSResource DefenderPackage from dist/ registered as a repository' {
     BeforeAll {
-        # What the README tells users until the module is on the gallery. The gallery itself is
+        # What docs/powershell.md tells users until the module is on the gallery. The gallery itself is
         # out of reach here: unregistered, so that nothing is asked of it.
         Unregister-PSResourceRepository -Name PSGallery -ErrorAction SilentlyContinue
         Register-PSResourceRepository -Name DefenderDist -Uri $script:Dist -Trusted

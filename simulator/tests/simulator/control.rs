@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use defender_simulator::{
-    ActionSpec, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_SCOPE, Endpoint, Fault, RequestRecord,
+    ActionSpec, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_SCOPE, Fault, RequestRecord, RouteKind,
 };
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
@@ -165,8 +165,8 @@ fn the_request_log_shows_requests_without_secrets() {
         assert!(!text.contains(secret), "{secret} leaked into {text}");
     }
     let records: Vec<RequestRecord> = serde_json::from_str(&text).unwrap();
-    let endpoints: Vec<Option<Endpoint>> = records.iter().map(|record| record.endpoint).collect();
-    assert_eq!(endpoints, [Some(Endpoint::Token), Some(Endpoint::GetPackageUri), Some(Endpoint::Download), None]);
+    let endpoints: Vec<Option<RouteKind>> = records.iter().map(|record| record.endpoint).collect();
+    assert_eq!(endpoints, [Some(RouteKind::Token), Some(RouteKind::GetPackageUri), Some(RouteKind::Download), None]);
     assert!(records.windows(2).all(|pair| pair[0].seq < pair[1].seq));
     let [sign_in, get_uri, download, unknown] = &records[..] else { unreachable!() };
     assert_eq!(sign_in.method, "POST");

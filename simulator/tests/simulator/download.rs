@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use defender_simulator::{ActionSpec, ConfigPatch, Endpoint, Fault, FaultRule, MIN_PACKAGE_SIZE, Options, Simulator};
+use defender_simulator::{ActionSpec, ConfigPatch, Fault, FaultRule, MIN_PACKAGE_SIZE, Options, RouteKind, Simulator};
 use md5::{Digest, Md5};
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
@@ -50,7 +50,7 @@ impl Download {
     }
 
     fn with_fault(&self, fault: Fault) -> &Download {
-        self.simulator.add_fault(FaultRule::new(Endpoint::Download, fault)).unwrap();
+        self.simulator.add_fault(FaultRule::new(RouteKind::Download, fault)).unwrap();
         self
     }
 }
@@ -255,7 +255,7 @@ fn an_authorization_header_is_refused_and_logged_by_name() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert!(response.text().unwrap().contains("<Code>InvalidAuthenticationInfo</Code>"));
     let record = download.simulator.requests().pop().unwrap();
-    assert_eq!(record.endpoint, Some(Endpoint::Download));
+    assert_eq!(record.endpoint, Some(RouteKind::Download));
     assert!(record.headers.contains(&"authorization".to_owned()));
     assert_eq!(record.action_id.as_deref(), Some(download.action_id.as_str()));
     let log = serde_json::to_string(&download.simulator.requests()).unwrap();

@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use defender_simulator::{
     AppRegistration, ConfigPatch, Credential, DEFAULT_CLIENT_ID, DEFAULT_IDENTITY_HEADER, DEFAULT_SCOPE,
-    DEFAULT_TENANT_ID, Endpoint, IdentityRegistration, SYSTEM_IDENTITY_CLIENT_ID, Simulator,
+    DEFAULT_TENANT_ID, IdentityRegistration, RouteKind, SYSTEM_IDENTITY_CLIENT_ID, Simulator,
 };
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
@@ -55,7 +55,7 @@ fn a_secret_signs_in_and_the_token_opens_the_api() {
     let listed = api_get(&client, &simulator, token, "/api/machineactions");
     assert_eq!(listed.status(), StatusCode::OK);
     let record = &simulator.requests()[0];
-    assert_eq!(record.endpoint, Some(Endpoint::Token));
+    assert_eq!(record.endpoint, Some(RouteKind::Token));
     assert_eq!(record.credential, Some(Credential::Secret));
     assert_eq!(record.client_id.as_deref(), Some(DEFAULT_CLIENT_ID));
 }
