@@ -648,7 +648,7 @@ DefenderStatus defender_get_package_uri(const DefenderClient *client,
  * - `progress` (may be NULL) is called on this thread with `user_data`; see
  *   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0.
  * - `result_json_out` (may be NULL) receives
- *   `{"path": "...", "bytes": N, "sha256": "<hex>", "action_id": "...", "elapsed_ms": N}`,
+ *   `{"action_id": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`,
  *   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex.
  *
  * Blocks until done. Returns:
@@ -690,9 +690,9 @@ DefenderStatus defender_download_package(const DefenderClient *client,
  *   see `DefenderBatchProgressCallback` and `DefenderBatchItemCallback`.
  * - `results_json_out` (may be NULL) receives a JSON array with one object per item, in the
  *   order of `action_ids`, to be freed with `defender_string_free`:
- *   `{"action_id": "...", "status": "OK", "code": 0, "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`
- *   for a package saved (`path` absolute), and
- *   `{"action_id": "...", "status": "NOT_READY", "code": 2, "message": "...", "elapsed_ms": N}`
+ *   `{"status": "OK", "code": 0, "action_id": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`
+ *   for a package saved (`path` absolute; the rest is `defender_download_package`'s result), and
+ *   `{"status": "NOT_READY", "code": 2, "action_id": "...", "message": "...", "elapsed_ms": N}`
  *   for one that failed: `status` is the name of its `DefenderStatus` without the
  *   `DEFENDER_STATUS_` prefix, `code` its number, `message` what `defender_last_error_message`
  *   would have said. No message holds a secret.

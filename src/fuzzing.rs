@@ -96,9 +96,18 @@ pub fn batch_result(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (action_id, message) = text.split_once('\0').unwrap_or((&text, ""));
     let message = for_caller(message, &[]);
-    let result = crate::download::batch::failed_item(action_id, DefenderStatus::Http, &message, Duration::MAX);
-    let read_back: serde_json::Value = serde_json::from_str(&result.to_string()).expect("the batch builds JSON");
-    assert_eq!(read_back, result);
+    let result =
+        crate::download::batch::ItemResult::failed(action_id, DefenderStatus::Http, message.clone(), Duration::MAX);
+    let read_back: serde_json::Value =
+        serde_json::from_str(&crate::download::to_json(&result)).expect("the batch builds JSON");
+    let expected = serde_json::json!({
+        "status": "HTTP",
+        "code": DefenderStatus::Http as i32,
+        "action_id": action_id,
+        "message": message,
+        "elapsed_ms": u64::MAX,
+    });
+    assert_eq!(read_back, expected);
     assert!(!read_back["message"].as_str().unwrap_or_default().chars().any(char::is_control));
 }
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test suite of the project, in order, and prints a summary:
-#   lint    cargo fmt --check and cargo clippy -D warnings over the whole workspace, every target
-#   rust    cargo test for the library and the simulator (through the C ABI, over loopback HTTP)
+#   lint    cargo fmt --check and cargo clippy -D warnings over the whole workspace, every target,
+#           and over the command line built without its simulator
+#   rust    cargo test for the library and the simulator (through the C ABI, over loopback HTTP),
+#           and the command line's tests built without its simulator (--no-default-features)
 #   header  include/defender.h is what the build generates, and compiles as C and as C++
 #   c       tests/c against the built library, under AddressSanitizer and UBSan
 #   valgrind the same C tests under valgrind's memcheck (invalid accesses, definite leaks)
@@ -47,11 +49,15 @@ os=$(uname -s)
 
 suite_lint() {
     cargo fmt --all --check || { echo "run 'cargo fmt --all' and commit the result"; return 1; }
-    cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo clippy --workspace --all-targets --locked -- -D warnings &&
+        cargo clippy -p defender-cli --no-default-features --all-targets --locked -- -D warnings
 }
 
 suite_rust() {
-    cargo build --workspace --locked && cargo test --workspace --locked
+    # The build without the simulator first: the workspace build then leaves the default
+    # target/debug/defender-package in place.
+    cargo test -p defender-cli --no-default-features --locked &&
+        cargo build --workspace --locked && cargo test --workspace --locked
 }
 
 suite_header() {

@@ -108,7 +108,7 @@ impl LibraryClient {
         // SAFETY: live client, NUL-terminated id, valid out-pointer; the string is freed once.
         let status = unsafe { defender::defender_get_machine_action(self.0, action_id.as_ptr(), &mut json) };
         if status != DefenderStatus::Ok {
-            return Err(format!("defender_get_machine_action: {status:?}: {}", crate::native::last_error()));
+            return Err(format!("defender_get_machine_action: {status:?}: {}", defender_native::last_error()));
         }
         unsafe { defender::defender_string_free(json) };
         Ok(())

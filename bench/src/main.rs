@@ -18,9 +18,6 @@
 //!
 //! `cargo run --release -p defender-bench -- --help` lists the options.
 
-#[path = "../../cli/src/native.rs"]
-#[allow(dead_code)] // shared with the CLI and the tests; the benchmark uses part of it
-mod native;
 mod calls;
 mod throughput;
 
@@ -30,8 +27,8 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use defender_native::{BatchCallbacks, Client};
 use defender_simulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, ReadyInfo, parse_byte_size};
-use native::{BatchCallbacks, Client};
 use serde_json::Value;
 use throughput::{Runs, Tools};
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::native::Client;
+use defender_native::Client;
 
 /// One side's runs: wall times and CPU seconds (user + system) per run.
 #[derive(Default)]

@@ -8,13 +8,12 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
-use defender::{DefenderPhase, DefenderPhaseEvent, DefenderStatus};
 use serde_json::Value;
 
-use crate::native::{BatchCallbacks, Client, Failure};
 use crate::output::{self, first_failure, item_json, table};
 use crate::progress::BatchProgress;
 use crate::{Session, usage};
+use defender_native::{BatchCallbacks, Client, DefenderPhase, DefenderPhaseEvent, DefenderStatus, Failure};
 
 #[derive(Subcommand)]
 pub enum Command {

@@ -8,11 +8,11 @@
 //! With credentials in the environment (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and
 //! `AZURE_CLIENT_SECRET` or `AZURE_CLIENT_CERTIFICATE_PATH`, as Azure Identity reads them) it
 //! works against that tenant. Without them it starts the simulator in this process and works
-//! against it, so that anyone can see the job run on a fresh machine.
+//! against it, so that anyone can see the job run on a fresh machine (cargo feature `simulator`,
+//! see `embedded.rs`).
 
 mod commands;
-#[allow(dead_code)] // shared with the integration tests, which use all of it
-mod native;
+mod embedded;
 mod output;
 mod progress;
 
@@ -22,9 +22,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args as ClapArgs, Parser};
-use defender::{DefenderLogLevel, DefenderStatus};
-use defender_simulator::{Options, Simulator};
-use native::{Client, Failure};
+use defender_native::{Client, DefenderLogLevel, DefenderStatus, Failure};
+use embedded::EmbeddedSimulator;
 
 /// Collects Microsoft Defender for Endpoint investigation packages and downloads them; finds
 /// devices and machine actions, and cancels actions.
@@ -37,6 +36,7 @@ use native::{Client, Failure};
 /// (with ten sample devices, three of them tagged Incident4711).
 #[derive(Parser)]
 #[command(version, about, long_about, args_conflicts_with_subcommands = true, after_long_help = output::EXIT_CODES_HELP)]
+#[cfg_attr(not(feature = "simulator"), command(long_about = WITHOUT_SIMULATOR_ABOUT))]
 struct Args {
     #[command(subcommand)]
     command: Option<commands::Command>,
@@ -59,6 +59,18 @@ struct Args {
     connection: Connection,
 }
 
+/// `--help` of a build without the simulator (cargo feature `simulator`).
+#[cfg(not(feature = "simulator"))]
+const WITHOUT_SIMULATOR_ABOUT: &str = "\
+Collects Microsoft Defender for Endpoint investigation packages and downloads them; finds devices and machine actions, \
+and cancels actions.
+
+Without a subcommand: starts a collection on --machine-id (or takes the collection --action-id), waits for it, and \
+downloads its package to --output.
+
+Against the tenant in AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH), \
+or against a simulator started on its own (--base-url, --authority-url). This build has no simulator of its own.";
+
 /// Where and how to connect; every subcommand takes these too.
 #[derive(ClapArgs)]
 pub struct Connection {
@@ -79,6 +91,7 @@ pub struct Connection {
     #[arg(long, default_value_t = 60, global = true)]
     wait_minutes: u64,
     /// Use a simulator started for the run, even when credentials are in the environment.
+    #[cfg_attr(not(feature = "simulator"), arg(hide = true))]
     #[arg(long, global = true)]
     simulator: bool,
     /// Show what the library does: waits, retries, throttling.
@@ -110,7 +123,7 @@ fn main() -> ExitCode {
 /// A client ready for calls, and the simulator it talks to when there is one (kept alive).
 pub struct Session {
     pub client: Client,
-    simulator: Option<Simulator>,
+    simulator: Option<EmbeddedSimulator>,
 }
 
 impl Session {
@@ -124,21 +137,12 @@ impl Session {
             client.set("authority_url", connection.authority_url.as_deref())?;
             None
         } else {
-            let simulator = start_simulator(subcommand)?;
+            let simulator = EmbeddedSimulator::start(subcommand)?;
             eprintln!(
                 "no credentials in the environment: using a simulator at {} (set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET for a real tenant)",
                 simulator.base_url()
             );
-            for (key, value) in [
-                ("base_url", simulator.base_url()),
-                ("authority_url", simulator.base_url()),
-                ("tenant_id", defender_simulator::DEFAULT_TENANT_ID),
-                ("client_id", defender_simulator::DEFAULT_CLIENT_ID),
-                ("client_secret", defender_simulator::DEFAULT_CLIENT_SECRET),
-                ("clock_scale", &SIMULATOR_CLOCK_SCALE.to_string()),
-            ] {
-                client.set(key, Some(value))?;
-            }
+            simulator.connect(&client)?;
             Some(simulator)
         };
         if let Some(scale) = &connection.clock_scale {
@@ -150,16 +154,12 @@ impl Session {
         }
         Ok(Session { client, simulator })
     }
-
-    fn against_simulator(&self) -> bool {
-        self.simulator.is_some()
-    }
 }
 
 fn main_job(args: &Args, session: &Session) -> Result<(), Failure> {
     let client = &session.client;
-    let machine_id = if session.against_simulator() {
-        Some(args.machine_id.clone().unwrap_or_else(|| defender_simulator::DEFAULT_MACHINE_ID.to_owned()))
+    let machine_id = if let Some(simulator) = &session.simulator {
+        Some(args.machine_id.clone().unwrap_or_else(|| simulator.machine_id().to_owned()))
     } else {
         if args.action_id.is_none() && args.machine_id.is_none() {
             return Err(usage("against a real tenant, give --action-id or --machine-id"));
@@ -202,30 +202,13 @@ fn main_job(args: &Args, session: &Session) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The simulator's clock runs this much faster than real time, so that a simulated collection
-/// (5 s Pending, 30 s InProgress) finishes in well under a second; the client is told the same.
-const SIMULATOR_CLOCK_SCALE: u32 = 60;
-
-/// A simulator for this run; for a subcommand, with sample devices to find.
-fn start_simulator(with_devices: bool) -> Result<Simulator, Failure> {
-    let mut options = Options::default();
-    options.config.clock_scale = f64::from(SIMULATOR_CLOCK_SCALE);
-    if with_devices {
-        options.seed_machines = 10;
-    }
-    Simulator::start(options)
-        .map_err(|err| Failure { status: DefenderStatus::Io, message: format!("could not start the simulator: {err}") })
-}
-
 pub fn usage(message: &str) -> Failure {
     Failure { status: DefenderStatus::InvalidArgument, message: message.to_owned() }
 }
 
 /// `--cloud`'s help: the library's line about its option `cloud`, which names every cloud it has.
 fn cloud_help() -> String {
-    let text = |ptr: *const c_char| (!ptr.is_null()).then(|| unsafe { CStr::from_ptr(ptr) }.to_string_lossy());
-    let cloud = (0..).map_while(|i| text(defender::defender_option_name(i))).position(|name| name == "cloud");
-    let doc = cloud.and_then(|i| text(defender::defender_option_doc(i))).unwrap_or_default();
+    let doc = defender_native::options().into_iter().find(|(key, _)| *key == "cloud").map_or("", |(_, doc)| doc);
     format!("The Microsoft cloud (the library's option cloud): {doc}")
 }
 

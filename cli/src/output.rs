@@ -3,10 +3,9 @@
 
 use std::process::ExitCode;
 
-use defender::DefenderStatus;
 use serde_json::{Value, json};
 
-use crate::native::{Failure, status_name};
+use defender_native::{DefenderStatus, Failure, status_name};
 
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes (the library's statuses):

@@ -160,6 +160,7 @@ fn usage_errors_exit_with_invalid_argument_and_help_lists_the_exit_codes() {
     assert!(help.contains("13 ACTION_FAILED") && help.contains("machines"), "{help}");
 }
 
+#[cfg(feature = "simulator")]
 #[test]
 fn the_main_job_runs_as_the_readme_shows_it() {
     let folder = tempfile::tempdir().unwrap();
@@ -186,8 +187,33 @@ fn help_lists_every_cloud_of_the_library_and_every_status_as_an_exit_code() {
     let help = String::from_utf8(help.stdout).unwrap();
     let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(help.contains("commercial, us, eu, uk, au, swa, ina, gcc, gcc-high or dod"), "{help}");
-    for status in defender::DefenderStatus::ALL {
+    for status in defender_native::DefenderStatus::ALL {
         let line = format!("{} {} ", status as i32, status.name());
         assert!(help.contains(&line), "the exit codes lack {line:?}: {help}");
+    }
+}
+
+/// Built without the simulator (`--no-default-features`), a run without credentials starts
+/// nothing and says what to pass instead.
+#[cfg(not(feature = "simulator"))]
+#[test]
+fn without_the_simulator_a_run_without_credentials_says_what_to_pass() {
+    let folder = tempfile::tempdir().unwrap();
+    for args in [&[][..], &["machines"][..], &["--simulator", "--action-id", "a1"][..]] {
+        let output = Command::cargo_bin("defender-package")
+            .unwrap()
+            .args(args)
+            .current_dir(folder.path())
+            .env_remove("AZURE_CLIENT_ID")
+            .env_remove("DEFENDER_BASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: INVALID_ARGUMENT: {stderr}");
+        assert!(stderr.contains("built without the simulator"), "{args:?}: {stderr}");
+        for what in ["AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "--base-url", "--authority-url"] {
+            assert!(stderr.contains(what), "{args:?}: {what} is not named: {stderr}");
+        }
+        assert!(output.stdout.is_empty() && std::fs::read_dir(folder.path()).unwrap().next().is_none());
     }
 }

@@ -12,7 +12,8 @@ pub(crate) use transfer::parse_content_range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use serde::{Serialize, Serializer};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::{Error, Result};
 use crate::runtime::{DefenderLogLevel, Phase};
@@ -20,31 +21,34 @@ use crate::service::{Api, machine_actions};
 use destination::PartFile;
 use transfer::Transfer;
 
-/// A package on disk.
-#[derive(Debug)]
+/// A package on disk: the JSON `defender_download_package` returns, and the body of a batch
+/// item that was saved (`batch::ItemResult`):
+/// `{"action_id", "path", "bytes", "sha256", "elapsed_ms"}`.
+#[derive(Debug, Serialize)]
 pub(crate) struct Downloaded {
     pub action_id: String,
+    #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     pub bytes: u64,
     pub sha256: String,
+    #[serde(rename = "elapsed_ms", serialize_with = "millis")]
     pub elapsed: Duration,
 }
 
-impl Downloaded {
-    /// `{"path", "bytes", "sha256", "action_id", "elapsed_ms"}`, as `defender_download_package` returns it.
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "path": self.path.to_string_lossy(),
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-            "action_id": self.action_id,
-            "elapsed_ms": millis(self.elapsed),
-        })
-    }
+/// A result (`Downloaded`, `batch::ItemResult`, a list of them) as the JSON text the caller
+/// gets. They hold only strings and numbers, which always serialize.
+pub(crate) fn to_json(result: &impl Serialize) -> String {
+    serde_json::to_string(result).expect("results hold only strings and numbers")
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+/// A path as text, whatever its encoding (a non-UTF-8 byte becomes U+FFFD).
+fn lossy_path<S: Serializer>(path: &Path, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.to_string_lossy())
+}
+
+/// A duration as whole milliseconds.
+fn millis<S: Serializer>(duration: &Duration, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Gets a fresh link for `action_id`'s package and downloads it to `destination` (a file path,
@@ -66,19 +70,9 @@ async fn download_item(
     let started = Instant::now();
     let overwrite = api.session.settings.overwrite;
     let path = destination::resolve(destination, action_id, overwrite)?;
-    let deadline = machine_actions::wait_if_asked(api, action_id).await?;
-    let _slot = match slots {
-        Some(slots) => Some(match slots.try_acquire() {
-            Ok(slot) => slot,
-            Err(_) => {
-                api.reporter.phase(Phase::WaitingForDownloadSlot);
-                slots.acquire().await.map_err(|_| Error::internal("the download slots were closed"))?
-            }
-        }),
-        None => None,
-    };
-    // Asked for only now: a link is short-lived, and it goes to work at once.
-    let link = machine_actions::link_when_ready(api, action_id, deadline).await?;
+    let deadline = machine_actions::link_deadline(&api.session.settings);
+    // The link is asked for only once a slot is free: it is short-lived, and it goes to work at once.
+    let (link, _slot) = machine_actions::package_link(api, action_id, deadline, download_slot(api, slots)).await?;
     let what = format!("downloading the package of machine action {action_id}");
     api.reporter.log(DefenderLogLevel::Info, format!("{what} to '{}'", path.display()));
 
@@ -101,6 +95,18 @@ async fn download_item(
         format!("saved {} bytes to '{}' (SHA-256 {})", downloaded.bytes, downloaded.path.display(), downloaded.sha256),
     );
     Ok(downloaded)
+}
+
+/// One of a batch's `slots`, waited for when none is free; nothing without `slots`.
+async fn download_slot<'s>(api: Api<'_>, slots: Option<&'s Semaphore>) -> Result<Option<SemaphorePermit<'s>>> {
+    let Some(slots) = slots else { return Ok(None) };
+    match slots.try_acquire() {
+        Ok(slot) => Ok(Some(slot)),
+        Err(_) => {
+            api.reporter.phase(Phase::WaitingForDownloadSlot);
+            slots.acquire().await.map(Some).map_err(|_| Error::internal("the download slots were closed"))
+        }
+    }
 }
 
 /// Flushes the finished part file to disk and checks that it is a readable ZIP, on a blocking

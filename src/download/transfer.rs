@@ -156,7 +156,8 @@ impl<'a> Transfer<'a> {
                     }
                     self.warn(format!("{error}; getting a fresh link"));
                     self.retrying(Duration::ZERO, format!("{error}; getting a fresh link"));
-                    self.link = machine_actions::get_package_uri(self.api, self.action_id).await?;
+                    (self.link, ()) =
+                        machine_actions::package_link(self.api, self.action_id, None, async { Ok(()) }).await?;
                 }
             }
         }

@@ -2,8 +2,6 @@
 
 use std::ffi::{CString, c_char, c_void};
 
-use serde_json::Value;
-
 use super::client::{DefenderClient, client_ref};
 use super::{boundary, required_out, required_str, write_string};
 use crate::error::{DefenderStatus, Error, Result};
@@ -55,7 +53,9 @@ pub unsafe extern "C" fn defender_get_package_uri(
         required_out(uri_out, "uri_out")?;
         let link = client.run("defender_get_package_uri", None, |session, reporter| async move {
             let api = Api { session: &session, reporter: &reporter };
-            machine_actions::package_link(api, &action_id).await.map(String::from)
+            let deadline = machine_actions::link_deadline(&session.settings);
+            let (link, ()) = machine_actions::package_link(api, &action_id, deadline, async { Ok(()) }).await?;
+            Ok(String::from(link))
         })?;
         unsafe { write_string(uri_out, link) }
     })
@@ -71,7 +71,7 @@ pub unsafe extern "C" fn defender_get_package_uri(
 /// - `progress` (may be NULL) is called on this thread with `user_data`; see
 ///   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0.
 /// - `result_json_out` (may be NULL) receives
-///   `{"path": "...", "bytes": N, "sha256": "<hex>", "action_id": "...", "elapsed_ms": N}`,
+///   `{"action_id": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`,
 ///   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex.
 ///
 /// Blocks until done. Returns:
@@ -110,7 +110,7 @@ pub unsafe extern "C" fn defender_download_package(
             let api = Api { session: &session, reporter: &reporter };
             crate::download::download_package(api, &action_id, &destination).await
         })?;
-        unsafe { write_string(result_json_out, downloaded.to_json().to_string()) }
+        unsafe { write_string(result_json_out, crate::download::to_json(&downloaded)) }
     })
 }
 
@@ -151,9 +151,9 @@ pub type DefenderBatchItemCallback = Option<
 ///   see `DefenderBatchProgressCallback` and `DefenderBatchItemCallback`.
 /// - `results_json_out` (may be NULL) receives a JSON array with one object per item, in the
 ///   order of `action_ids`, to be freed with `defender_string_free`:
-///   `{"action_id": "...", "status": "OK", "code": 0, "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`
-///   for a package saved (`path` absolute), and
-///   `{"action_id": "...", "status": "NOT_READY", "code": 2, "message": "...", "elapsed_ms": N}`
+///   `{"status": "OK", "code": 0, "action_id": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`
+///   for a package saved (`path` absolute; the rest is `defender_download_package`'s result), and
+///   `{"status": "NOT_READY", "code": 2, "action_id": "...", "message": "...", "elapsed_ms": N}`
 ///   for one that failed: `status` is the name of its `DefenderStatus` without the
 ///   `DEFENDER_STATUS_` prefix, `code` its number, `message` what `defender_last_error_message`
 ///   would have said. No message holds a secret.
@@ -219,6 +219,6 @@ pub unsafe extern "C" fn defender_download_packages(
             let api = Api { session: &session, reporter: &reporter };
             crate::download::batch::download_packages(api, &ids, &folder).await
         })?;
-        unsafe { write_string(results_json_out, Value::Array(results).to_string()) }
+        unsafe { write_string(results_json_out, crate::download::to_json(&results)) }
     })
 }

@@ -11,7 +11,7 @@ use url::Url;
 use super::lists::{self, Collection};
 use super::machines::odata_string;
 use super::{Api, Operation, Request, check_id};
-use crate::config::{after, is_loopback};
+use crate::config::{Settings, after, is_loopback};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::retry::{self, Repeat, RetryPolicy, Verdict};
 use crate::runtime::{DefenderLogLevel, Phase};
@@ -265,71 +265,66 @@ async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<
     }
 }
 
-/// `GET /api/machineactions/{id}/getPackageUri`: the package's short-lived download link.
+/// The deadline `wait_timeout_ms` sets, from now, for a call that yields a package link; `None`
+/// when it is not set: the link is then asked for once, without waiting for the collection.
+pub(crate) fn link_deadline(settings: &Settings) -> Option<Instant> {
+    settings.wait_timeout.map(|limit| after(settings.scaled(limit)))
+}
+
+/// The package's short-lived download link (`GET /api/machineactions/{id}/getPackageUri`): the
+/// one step that yields it.
 ///
 /// The service answers 404 both for an unknown action and for one whose package is not ready;
 /// the action is then looked up to say which (`NOT_FOUND`, `NOT_READY` or `ACTION_FAILED`).
-pub(crate) async fn get_package_uri(api: Api<'_>, action_id: &str) -> Result<Url> {
-    package_uri(api, action_id, None).await
-}
-
-/// `get_package_uri`, with rate-limit and retry waits ending by `deadline`.
-async fn package_uri(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -> Result<Url> {
+///
+/// Without a `deadline`, the link is asked for once. With one (see `link_deadline`), the step
+/// first waits for the collection to finish, then asks again while the service still says
+/// `NOT_READY` right after it succeeded; every wait (for the collection, for the link's turn in
+/// the rate limit, for retries) ends by the deadline. `before_asking` is awaited in between (a
+/// batch's download slot: collections still running hold none) and what it yields comes back
+/// with the link.
+pub(crate) async fn package_link<T>(
+    api: Api<'_>,
+    action_id: &str,
+    deadline: Option<Instant>,
+    before_asking: impl Future<Output = Result<T>>,
+) -> Result<(Url, T)> {
     check_id("action id", action_id)?;
+    if let Some(deadline) = deadline {
+        wait_until(api, action_id, deadline).await?;
+    }
+    let held = before_asking.await?;
     let what = format!("getting the package link of machine action {action_id}");
     let url = api.url(&["machineactions", action_id, "getPackageUri"], &[])?;
-    let response = api.send(Request::get(Operation::GetPackageUri, url, &what).until(deadline)).await?;
-    if response.status == StatusCode::NOT_FOUND {
-        return Err(why_no_package(api, action_id, deadline).await);
-    }
-    link_from_answer(&response.success(&what)?.body).map_err(|err| err.context(&what))
-}
-
-/// The link in getPackageUri's answer, `{"value": "<link>"}` (see `parse_package_link`).
-pub(crate) fn link_from_answer(body: &[u8]) -> Result<Url> {
-    #[derive(Deserialize)]
-    struct PackageUri {
-        value: String,
-    }
-    let answer: PackageUri = serde_json::from_slice(body)
-        .map_err(|err| Error::protocol(format!("the service's answer could not be understood ({err})")))?;
-    parse_package_link(&answer.value)
-}
-
-/// The package link, after waiting for the collection to finish when `wait_timeout_ms` is set.
-/// That limit then covers the whole wait: for the collection, and for the link's turn in the
-/// rate limit.
-pub(crate) async fn package_link(api: Api<'_>, action_id: &str) -> Result<Url> {
-    let deadline = wait_if_asked(api, action_id).await?;
-    link_when_ready(api, action_id, deadline).await
-}
-
-/// The first half of `package_link`: when `wait_timeout_ms` is set, waits for the collection to
-/// finish and returns the deadline that limit sets for the rest; `None` when it is not set.
-pub(crate) async fn wait_if_asked(api: Api<'_>, action_id: &str) -> Result<Option<Instant>> {
-    let settings = &api.session.settings;
-    let Some(limit) = settings.wait_timeout else { return Ok(None) };
-    let deadline = after(settings.scaled(limit));
-    wait_until(api, action_id, deadline).await?;
-    Ok(Some(deadline))
-}
-
-/// The second half of `package_link`: the link, asked for again until `deadline` (when there is
-/// one) while the service still says NOT_READY right after the collection succeeded.
-pub(crate) async fn link_when_ready(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -> Result<Url> {
-    let Some(deadline) = deadline else { return package_uri(api, action_id, None).await };
     loop {
-        match package_uri(api, action_id, Some(deadline)).await {
+        let response = api.send(Request::get(Operation::GetPackageUri, url.clone(), &what).until(deadline)).await?;
+        if response.status != StatusCode::NOT_FOUND {
+            let link = link_from_answer(&response.success(&what)?.body).map_err(|err| err.context(&what))?;
+            return Ok((link, held));
+        }
+        let err = why_no_package(api, action_id, deadline).await;
+        match deadline {
             // The action has Succeeded; the link follows within moments.
-            Err(err) if err.status() == DefenderStatus::NotReady && Instant::now() < deadline => {
+            Some(deadline) if err.status() == DefenderStatus::NotReady && Instant::now() < deadline => {
                 let pause = api.session.settings.scaled(FIRST_POLL).min(deadline - Instant::now());
                 api.reporter
                     .log(DefenderLogLevel::Info, format!("{err}; asking again in {:.1} s", pause.as_secs_f64()));
                 tokio::time::sleep(pause).await;
             }
-            result => return result,
+            _ => return Err(err),
         }
     }
+}
+
+/// The link in getPackageUri's answer, `{"value": "<link>"}` (see `parse_package_link`).
+pub(crate) fn link_from_answer(body: &[u8]) -> Result<Url> {
+    #[derive(Deserialize)]
+    struct Answer {
+        value: String,
+    }
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|err| Error::protocol(format!("the service's answer could not be understood ({err})")))?;
+    parse_package_link(&answer.value)
 }
 
 /// What a 404 from getPackageUri means for this action.

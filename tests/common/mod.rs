@@ -1,17 +1,14 @@
 //! What the integration tests share: an in-process simulator, and a `DefenderClient` driven
-//! through the exported C functions exactly as a C caller would drive it (the CLI's caller,
-//! `cli/src/native.rs`).
+//! through the exported C functions exactly as a C caller would drive it (`defender-native`,
+//! the command line's binding, in `bindings/rust`).
 #![allow(dead_code, unused_imports)] // each test file uses a different part of this
-
-#[path = "../../cli/src/native.rs"]
-mod native;
 
 use std::path::Path;
 
 use defender_simulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Options, Simulator};
 use serde_json::Value;
 
-pub use native::{BatchCallbacks, Client, Failure, last_error, status_name};
+pub use defender_native::{BatchCallbacks, Client, Failure, last_error, status_name};
 
 /// A client signed in to `simulator` as its own app with its secret, rate limiting off.
 pub fn client_for(simulator: &Simulator) -> Client {

@@ -1,5 +1,11 @@
-//! A safe Rust caller of the library's C ABI: the exported functions, called exactly as a C
-//! program calls them (the integration tests use this module too).
+//! `defender-native`: a safe Rust caller of the library's C ABI. Every call goes through the
+//! exported functions of `include/defender.h`, exactly as a C program makes it: strings in as
+//! NUL-terminated UTF-8, results out as JSON text freed with `defender_string_free`, errors read
+//! back with `defender_last_error_message`. It checks that contract as it goes (a message after
+//! every failure and none after success) and panics when the library breaks it.
+//!
+//! The command line (`cli/`), the Rust integration tests (`tests/`) and the benchmark (`bench/`)
+//! reach the library through it.
 
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::fmt;
@@ -8,6 +14,12 @@ use std::ptr;
 
 use defender::*;
 use serde_json::Value;
+
+/// The ABI's types that this binding's calls take and give.
+pub use defender::{
+    DefenderAssertionCallback, DefenderClient, DefenderLogCallback, DefenderLogLevel, DefenderPhase,
+    DefenderPhaseCallback, DefenderPhaseEvent, DefenderStatus,
+};
 
 /// A failed call: its status and the thread's last error message.
 #[derive(Debug, PartialEq)]
@@ -27,6 +39,15 @@ impl std::error::Error for Failure {}
 /// A status's name (`"NOT_READY"`), from the library.
 pub fn status_name(status: i32) -> &'static str {
     unsafe { CStr::from_ptr(defender_status_name(status)) }.to_str().expect("names are ASCII")
+}
+
+/// The library's options, each key with its one line (what it does, takes and its default), in
+/// the library's order: `defender_option_name` and `defender_option_doc` up to their NULL.
+pub fn options() -> Vec<(&'static str, &'static str)> {
+    let text = |ptr: *const c_char| {
+        (!ptr.is_null()).then(|| unsafe { CStr::from_ptr(ptr) }.to_str().expect("option texts are UTF-8"))
+    };
+    (0..).map_while(|i| Some((text(defender_option_name(i))?, text(defender_option_doc(i))?))).collect()
 }
 
 /// The calling thread's last error message, read the way the header documents.
