@@ -9,7 +9,7 @@ use crate::auth::TokenCache;
 use crate::config::{Affects, Settings};
 use crate::error::Result;
 use crate::http;
-use crate::runtime::{self, Callbacks, Reporter};
+use crate::redact::Secret;
 
 pub(crate) struct Client {
     state: RwLock<State>,
@@ -132,21 +132,20 @@ impl Client {
         }))
     }
 
-    /// Runs one call: `work` gets the session and the reporter, runs on the library's runtime,
-    /// and this thread blocks until it is done, running `callbacks` meanwhile.
-    pub(crate) fn call<T, F>(
-        &self,
-        name: &str,
-        callbacks: Callbacks<'_>,
-        work: impl FnOnce(Arc<Session>, Arc<Reporter>) -> F,
-    ) -> Result<T>
-    where
-        T: Send + 'static,
-        F: std::future::Future<Output = Result<T>> + Send + 'static,
-    {
+    /// What a call starting now works with (see `runtime::run`).
+    pub(crate) fn start_call(&self) -> Result<CallStart> {
         let session = self.session()?;
         let cancel = self.cancel.lock().unwrap_or_else(|e| e.into_inner()).child_token();
         let secrets = crate::auth::secrets(&session.settings);
-        runtime::run(name, cancel, secrets, callbacks, |reporter| work(session, reporter))
+        Ok(CallStart { session, cancel, secrets })
     }
+}
+
+/// What one call takes from its client when it starts.
+pub(crate) struct CallStart {
+    pub session: Arc<Session>,
+    /// Cancelled with every other call in flight by `Client::cancel`.
+    pub cancel: CancellationToken,
+    /// What its messages and log lines are scrubbed of.
+    pub secrets: Vec<Secret>,
 }

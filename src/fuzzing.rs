@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use crate::config::{Settings, is_loopback};
 use crate::error::{DefenderStatus, Error};
 use crate::redact::for_caller;
-use crate::retry::{Failure, Repeat, RetryPolicy};
+use crate::retry::{Failure, Policy, Repeat, RetryPolicy};
 use crate::service::{ApiResponse, Operation, machine_actions};
 
 /// What the caller would be shown for `error` holds no character a terminal acts on.

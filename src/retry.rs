@@ -1,18 +1,29 @@
-//! When a failed request is sent again, and after how long.
+//! The one retry engine: when something that failed is tried again, after how long, when to
+//! give up with which error, and how a retry is announced.
 //!
-//! - A 429 is always worth another try: the service refused the request without acting on it.
-//!   Its `Retry-After` (seconds or an HTTP date) is honoured, up to `MAX_THROTTLED_RETRIES`.
-//! - Network errors and 408/500/502/503/504 are retried with capped exponential back-off and
-//!   jitter (or after the `Retry-After` the answer carries), up to `MAX_TRANSIENT_RETRIES` and
-//!   within the `timeout_ms` budget, but only for requests that are safe to repeat. A request
-//!   that starts something (the collection POST) is repeated only when it certainly never reached
-//!   the service: the connection could not be made.
-//! - Every other answer is final: 4xx other than 401 (answered by renewing the token, elsewhere),
-//!   408 and 429 is never retried.
+//! A loop plugs in a [`Policy`] (which failures are worth another try, the pause before it, when
+//! the budget is spent) and hands each failure to [`Retry`], which announces every retry in one
+//! wording (a warning and the `Retrying` phase) and says when to stop. The policies:
+//!
+//! - [`RetryPolicy`], for requests to the API and to sign-in endpoints:
+//!   - A 429 is always worth another try: the service refused the request without acting on it.
+//!     Its `Retry-After` (seconds or an HTTP date) is honoured, up to `MAX_THROTTLED_RETRIES`.
+//!   - Network errors and 408/500/502/503/504 are retried with capped exponential back-off and
+//!     jitter (or after the `Retry-After` the answer carries), up to `MAX_TRANSIENT_RETRIES` and
+//!     within the `timeout_ms` budget, but only for requests that are safe to repeat. A request
+//!     that starts something (the collection POST) is repeated only when it certainly never
+//!     reached the service: the connection could not be made.
+//!   - Every other answer is final: 4xx other than 401 (answered by renewing the token,
+//!     elsewhere), 408 and 429 is never retried.
+//! - The transfer's budget (`download::transfer`), which counts progress: tries that brought
+//!   bytes go on at once.
+//! - [`Polling`], for waiting until something is done (a machine action, its link): not a
+//!   failure, so it is announced by its caller, not as a retry.
 //!
 //! Waits are in the service's time (a server-announced delay, the back-off), so they are divided
-//! by `clock_scale` like the rate-limit windows. Nothing here sleeps: the caller sleeps the
-//! delay the policy gives, so that the policy serves any request loop (the API's, sign-in's).
+//! by `clock_scale` like the rate-limit windows. [`Retry::decide`] does not sleep: the API's loop
+//! hands a throttled pause to its rate-limit queue instead (`Limiter::pause`), which holds every
+//! call of its class, this one included, until the pause is over.
 
 use std::time::{Duration, SystemTime};
 
@@ -68,7 +79,8 @@ pub(crate) enum Repeat {
 /// A failed attempt, as the policy sees it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Failure {
-    /// No answer. `sent` is false when no connection could be made, so the request never left.
+    /// No answer. `sent` is false when the request certainly took no effect: no connection could
+    /// be made, so it never left (or, for a collection, none was found started after all).
     Transport { sent: bool },
     /// An answer with this status, and the delay its `Retry-After` asked for (service time).
     Status { status: StatusCode, retry_after: Option<Duration> },
@@ -83,6 +95,93 @@ pub(crate) enum Verdict {
     Final,
     /// Worth repeating, but the budget is spent; the text says how, for the error message.
     Exhausted(String),
+}
+
+/// The hook each retry loop plugs into the engine: which failures are worth another try, how
+/// long to pause before it, and when the budget is spent.
+pub(crate) trait Policy {
+    /// A failed try, as the policy sees it.
+    type Failure;
+    /// Decides about the try that just failed; a `RetryIn` counts as a retry taken.
+    fn verdict(&mut self, failure: Self::Failure) -> Verdict;
+    /// Retries taken so far.
+    fn retries(&self) -> u32;
+}
+
+/// Why a retry loop stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The failure is final.
+    Final,
+    /// The budget is spent; the text says how.
+    Exhausted(String),
+}
+
+impl Stop {
+    /// The error that ends the loop, made from the last try's: as it is when the failure is
+    /// final, with why no more tries are made when the budget is spent.
+    pub(crate) fn error(self, last: Error) -> Error {
+        match self {
+            Self::Final => last,
+            Self::Exhausted(why) => Error::new(last.status(), format!("{}; {why}", last.message())),
+        }
+    }
+}
+
+/// The retry engine of one loop: its policy, what the loop does and where it reports.
+pub(crate) struct Retry<'a, P> {
+    pub policy: P,
+    what: &'a str,
+    reporter: &'a Reporter,
+}
+
+impl<'a, P: Policy> Retry<'a, P> {
+    /// The engine for a loop doing `what` ("looking up machine action X"), reporting to `reporter`.
+    pub(crate) fn new(policy: P, what: &'a str, reporter: &'a Reporter) -> Self {
+        Self { policy, what, reporter }
+    }
+
+    /// Decides about a failed try; `problem` says what went wrong. A retry is announced and its
+    /// pause returned, for the caller to wait out; else why the loop stops.
+    pub(crate) fn decide(&mut self, failure: P::Failure, problem: &str) -> std::result::Result<Duration, Stop> {
+        match self.policy.verdict(failure) {
+            Verdict::RetryIn(pause) => {
+                self.announce(problem, pause);
+                Ok(pause)
+            }
+            Verdict::Final => Err(Stop::Final),
+            Verdict::Exhausted(why) => Err(Stop::Exhausted(why)),
+        }
+    }
+
+    /// After a try that failed with `err`: waits out the pause and returns `Ok` to try again, or
+    /// the error that ends the loop. A `failure` of `None` is final whatever the policy says.
+    pub(crate) async fn after(&mut self, failure: Option<P::Failure>, err: Error) -> Result<()> {
+        let Some(failure) = failure else { return Err(err) };
+        match self.decide(failure, err.message()) {
+            Ok(pause) => {
+                tokio::time::sleep(pause).await;
+                Ok(())
+            }
+            Err(stop) => Err(stop.error(err)),
+        }
+    }
+
+    /// The one wording of a retry: a warning, "{what}: {problem}; retrying in 1.5 s (retry 2)",
+    /// and the `Retrying` phase.
+    fn announce(&self, problem: &str, pause: Duration) {
+        let retry = self.policy.retries();
+        let when = if pause.is_zero() {
+            "at once".to_owned()
+        } else if pause < Duration::from_secs(1) {
+            format!("in {} ms", pause.as_millis())
+        } else {
+            format!("in {:.1} s", pause.as_secs_f64())
+        };
+        let what = self.what;
+        self.reporter.log(DefenderLogLevel::Warn, format!("{what}: {problem}; retrying {when} (retry {retry})"));
+        self.reporter.phase(Phase::Retrying { attempt: retry, wait: pause, reason: format!("{what}: {problem}") });
+    }
 }
 
 /// Whether a status means the service had a passing problem, so that a read may be repeated.
@@ -139,18 +238,6 @@ impl RetryPolicy {
         1 + self.transient_retries + self.throttled_retries
     }
 
-    /// Decides about the attempt that just failed; a `RetryIn` counts as a retry taken.
-    pub(crate) fn verdict(&mut self, failure: Failure) -> Verdict {
-        let safe = self.repeat == Repeat::Safe;
-        match failure {
-            Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, retry_after } => self.throttled(retry_after),
-            Failure::Status { status, retry_after } if safe && is_transient(status) => self.transient(retry_after),
-            Failure::Status { .. } => Verdict::Final,
-            Failure::Transport { sent } if safe || !sent => self.passing_failure(),
-            Failure::Transport { .. } => Verdict::Final,
-        }
-    }
-
     fn throttled(&mut self, retry_after: Option<Duration>) -> Verdict {
         if self.throttled_retries >= MAX_THROTTLED_RETRIES {
             return Verdict::Exhausted(format!("still throttled after {} attempts", self.attempts()));
@@ -168,12 +255,6 @@ impl RetryPolicy {
         }
         self.throttled_retries += 1;
         Verdict::RetryIn(delay)
-    }
-
-    /// Decides about a failure known to be passing and safe to repeat, such as a POST whose
-    /// effect was looked up and found missing.
-    pub(crate) fn passing_failure(&mut self) -> Verdict {
-        self.transient(None)
     }
 
     fn transient(&mut self, retry_after: Option<Duration>) -> Verdict {
@@ -216,38 +297,61 @@ impl RetryPolicy {
 /// it (`None`: the failure is final whatever the policy says).
 pub(crate) type Attempt<T> = std::result::Result<T, (Option<Failure>, Error)>;
 
-impl RetryPolicy {
-    /// After a failed attempt of a request loop without a rate limiter (sign-in): waits and
-    /// returns `Ok` when the request should be sent again, else the final error. (The API's loop
-    /// in `service` also pauses its limiter's queue, so it asks `verdict` itself.)
-    pub(crate) async fn after_failure(
-        &mut self,
-        (failure, err): (Option<Failure>, Error),
-        what: &str,
-        reporter: &Reporter,
-    ) -> Result<()> {
-        let Some(failure) = failure else { return Err(err) };
-        match self.verdict(failure) {
-            Verdict::RetryIn(delay) => {
-                reporter.log(
-                    DefenderLogLevel::Warn,
-                    format!(
-                        "{what}: {err} (attempt {}); retrying in {:.1} s",
-                        self.attempts() - 1,
-                        delay.as_secs_f64()
-                    ),
-                );
-                reporter.phase(Phase::Retrying {
-                    attempt: self.attempts() - 1,
-                    wait: delay,
-                    reason: format!("{what}: {err}"),
-                });
-                tokio::time::sleep(delay).await;
-                Ok(())
-            }
-            Verdict::Final => Err(err),
-            Verdict::Exhausted(why) => Err(Error::new(err.status(), format!("{err}; {why}"))),
+impl Policy for RetryPolicy {
+    type Failure = Failure;
+
+    fn verdict(&mut self, failure: Failure) -> Verdict {
+        let safe = self.repeat == Repeat::Safe;
+        match failure {
+            Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, retry_after } => self.throttled(retry_after),
+            Failure::Status { status, retry_after } if safe && is_transient(status) => self.transient(retry_after),
+            Failure::Status { .. } => Verdict::Final,
+            Failure::Transport { sent } if safe || !sent => self.transient(None),
+            Failure::Transport { .. } => Verdict::Final,
         }
+    }
+
+    fn retries(&self) -> u32 {
+        self.transient_retries + self.throttled_retries
+    }
+}
+
+/// Waiting until something is done (a machine action, its link): polls start `first` apart and
+/// grow by `growth` up to `cap` (the service's time, divided by `clock_scale`); the last poll is
+/// made at the deadline, not a poll interval before it. A poll that finds it not done yet is its
+/// failure; the budget is spent at the deadline.
+pub(crate) struct Polling {
+    interval: Duration,
+    growth: f64,
+    cap: Duration,
+    clock_scale: f64,
+    deadline: Instant,
+    polls: u32,
+}
+
+impl Polling {
+    pub(crate) fn new(settings: &Settings, first: Duration, growth: f64, cap: Duration, deadline: Instant) -> Self {
+        Self { interval: first, growth, cap, clock_scale: settings.clock_scale, deadline, polls: 0 }
+    }
+}
+
+impl Policy for Polling {
+    /// Not done yet.
+    type Failure = ();
+
+    fn verdict(&mut self, (): ()) -> Verdict {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Verdict::Exhausted("the time allowed ran out".to_owned());
+        }
+        let pause = crate::config::scale(self.interval, self.clock_scale).min(self.deadline - now);
+        self.interval = self.interval.mul_f64(self.growth).min(self.cap);
+        self.polls += 1;
+        Verdict::RetryIn(pause)
+    }
+
+    fn retries(&self) -> u32 {
+        self.polls
     }
 }
 
@@ -427,5 +531,54 @@ mod tests {
             Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, retry_after: Some(Duration::from_secs(30)) };
         let Verdict::Exhausted(why) = policy.verdict(throttled) else { panic!("waited past the deadline") };
         assert!(why.contains("30 s"), "{why}");
+    }
+
+    #[test]
+    fn a_retry_is_announced_in_one_wording_and_the_end_says_why() {
+        let (reporter, lines) = Reporter::for_test();
+        let throttled =
+            Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, retry_after: Some(Duration::from_millis(300)) };
+        let mut retry = Retry::new(policy(Repeat::Safe), "looking up machine action a", &reporter);
+        assert_eq!(retry.decide(throttled, "HTTP 429"), Ok(Duration::from_millis(300)));
+        let slow =
+            Failure::Status { status: StatusCode::SERVICE_UNAVAILABLE, retry_after: Some(Duration::from_secs(2)) };
+        assert_eq!(retry.decide(slow, "HTTP 503"), Ok(Duration::from_secs(2)));
+        let now = Failure::Status { status: StatusCode::SERVICE_UNAVAILABLE, retry_after: Some(Duration::ZERO) };
+        assert_eq!(retry.decide(now, "HTTP 503"), Ok(Duration::ZERO));
+        let said: Vec<String> = lines.try_iter().collect();
+        assert_eq!(
+            said,
+            [
+                "looking up machine action a: HTTP 429; retrying in 300 ms (retry 1)",
+                "looking up machine action a: HTTP 503; retrying in 2.0 s (retry 2)",
+                "looking up machine action a: HTTP 503; retrying at once (retry 3)",
+            ]
+        );
+        assert_eq!(retry.decide(status(404), "HTTP 404"), Err(Stop::Final));
+        assert!(lines.try_iter().next().is_none(), "a final failure is not announced");
+
+        let last = Error::new(crate::error::DefenderStatus::Http, "HTTP 503");
+        assert_eq!(Stop::Final.error(last.clone()).message(), "HTTP 503");
+        let spent = Stop::Exhausted("gave up after 6 attempts".into()).error(last);
+        assert_eq!(
+            (spent.status(), spent.message()),
+            (crate::error::DefenderStatus::Http, "HTTP 503; gave up after 6 attempts")
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn polls_back_off_to_their_cap_and_the_last_is_at_the_deadline() {
+        let settings = Settings { clock_scale: 2.0, ..Settings::default() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut polls = Polling::new(&settings, Duration::from_secs(4), 1.5, Duration::from_secs(8), deadline);
+        let mut pauses = Vec::new();
+        while let Verdict::RetryIn(pause) = polls.verdict(()) {
+            pauses.push(pause);
+            tokio::time::sleep(pause).await;
+        }
+        let expected = [2.0, 3.0, 4.0, 4.0, 4.0, 3.0].map(Duration::from_secs_f64);
+        assert_eq!(pauses, expected, "halved by the clock, capped at 8 s, the last cut to the deadline");
+        assert_eq!(Instant::now(), deadline);
+        assert_eq!(polls.retries(), 6);
     }
 }

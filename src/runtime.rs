@@ -488,20 +488,28 @@ mod tests {
         assert_eq!(nested.unwrap().unwrap_err().status(), DefenderStatus::InvalidArgument);
     }
 
-    #[test]
-    fn progress_callback_returning_true_cancels() {
-        let mut progress = |_: usize, _: u64, _: u64| true;
-        let result: Result<()> = run(
+    /// A call whose work reports the first byte of a hundred for each of `items` items at once,
+    /// then runs until it is cancelled.
+    fn progress_then_until_cancelled(progress: ProgressFn<'_>, items: usize) -> Result<()> {
+        run(
             "test",
             CancellationToken::new(),
             vec![],
-            Callbacks { progress: Some(&mut progress), ..Callbacks::default() },
-            |reporter| async move {
-                reporter.item_progress(0, 1, 100, true);
+            Callbacks { progress: Some(progress), ..Callbacks::default() },
+            move |reporter| async move {
+                for item in 0..items {
+                    reporter.item_progress(item, 1, 100, true);
+                }
                 std::future::pending::<()>().await;
                 Ok(())
             },
-        );
+        )
+    }
+
+    #[test]
+    fn progress_callback_returning_true_cancels() {
+        let mut progress = |_: usize, _: u64, _: u64| true;
+        let result = progress_then_until_cancelled(&mut progress, 1);
         assert_eq!(result.unwrap_err().status(), DefenderStatus::Cancelled);
     }
 
@@ -512,19 +520,8 @@ mod tests {
             calls += 1;
             true
         };
-        let result: Result<()> = run(
-            "test",
-            CancellationToken::new(),
-            vec![],
-            Callbacks { progress: Some(&mut progress), ..Callbacks::default() },
-            |reporter| async move {
-                // Two items' figures queued before the caller's thread hears of the first.
-                reporter.item_progress(0, 1, 100, true);
-                reporter.item_progress(1, 1, 100, true);
-                std::future::pending::<()>().await;
-                Ok(())
-            },
-        );
+        // Two items' figures queued before the caller's thread hears of the first.
+        let result = progress_then_until_cancelled(&mut progress, 2);
         assert_eq!(result.unwrap_err().status(), DefenderStatus::Cancelled);
         assert_eq!(calls, 1);
     }

@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{describe_transport_error, read_limited, refused_sign_in_redirect};
 use crate::redact::{SERVICE_TEXT_CHARS, Secret, printable};
-use crate::retry::{Attempt, Failure, Repeat, RetryPolicy, retry_after, transport_failure};
+use crate::retry::{Attempt, Failure, Repeat, Retry, RetryPolicy, retry_after, transport_failure};
 use crate::runtime::{DefenderLogLevel, Reporter};
 
 /// `client_assertion_type` for a JWT assertion (RFC 7523).
@@ -76,11 +76,11 @@ pub(super) async fn client_credentials(
 
     // A token request changes nothing: it is safe to send again after a 5xx, a 429 or a lost
     // connection.
-    let mut policy = RetryPolicy::new(settings, Repeat::Safe);
+    let mut retry = Retry::new(RetryPolicy::new(settings, Repeat::Safe), &what, reporter);
     loop {
         match request_token(http, settings, app, certificate.as_ref(), &url, &scope, reporter).await {
             Ok(token) => return Ok(token),
-            Err(failed) => policy.after_failure(failed, &what, reporter).await.map_err(|err| err.context(&what))?,
+            Err((failure, err)) => retry.after(failure, err).await.map_err(|err| err.context(&what))?,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::config::{self, ManagedIdentity, PlainHttp, Settings};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{self, chain, read_limited};
 use crate::redact::{SERVICE_TEXT_CHARS, Secret, printable};
-use crate::retry::{Attempt, Failure, Repeat, RetryPolicy, retry_after};
+use crate::retry::{Attempt, Failure, Repeat, Retry, RetryPolicy, retry_after};
 use crate::runtime::{DefenderLogLevel, Reporter};
 
 pub(super) const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
@@ -122,11 +122,11 @@ impl TokenService {
         let what = format!("signing in with {} through {source}", self.identity);
         reporter.log(DefenderLogLevel::Debug, &what);
         let client = local_client(settings)?;
-        let mut policy = RetryPolicy::new(settings, Repeat::Safe);
+        let mut retry = Retry::new(RetryPolicy::new(settings, Repeat::Safe), &what, reporter);
         loop {
             match self.request_token(&client, settings).await {
                 Ok(token) => return Ok(token),
-                Err(failed) => policy.after_failure(failed, &what, reporter).await.map_err(|err| err.context(&what))?,
+                Err((failure, err)) => retry.after(failure, err).await.map_err(|err| err.context(&what))?,
             }
         }
     }

@@ -17,8 +17,8 @@ use super::destination::PartFile;
 use super::sink::Sink;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::describe_transport_error;
-use crate::retry::{self, Backoff, MAX_RETRY_AFTER};
-use crate::runtime::{DefenderLogLevel, Phase};
+use crate::retry::{self, Backoff, MAX_RETRY_AFTER, Policy, Retry, Verdict};
+use crate::runtime::DefenderLogLevel;
 use crate::service::{Api, machine_actions};
 
 /// Broken transfers in a row that brought no new byte before giving up...
@@ -87,14 +87,101 @@ enum Interruption {
     Fatal(Error),
 }
 
-/// How much retrying is left.
+/// What set a transfer back, as its budget sees it.
+enum Setback {
+    /// The attempt broke; `progressed` when it brought bytes; the pause the server asked for, if
+    /// it did (`Retry-After`, in the service's time).
+    Broken { progressed: bool, retry_after: Option<Duration> },
+    /// The download host refused the link.
+    LinkRefused { progressed: bool },
+    /// The whole package arrived but does not match its MD5.
+    Checksum,
+}
+
+/// The transfer's retry policy, which counts progress: tries that brought bytes go on at once
+/// and restore the count of tries without a byte.
 #[derive(Default)]
 struct Budget {
+    clock_scale: f64,
     retries: u32,
     retries_without_progress: u32,
     fresh_links_without_progress: u32,
     /// The package failed its MD5 once and was downloaded again from the start.
     fetched_again_for_checksum: bool,
+}
+
+impl Budget {
+    fn new(clock_scale: f64) -> Self {
+        Self { clock_scale, ..Self::default() }
+    }
+
+    /// Records a broken attempt: the pause before the next, or why there is none.
+    fn spend(&mut self, progressed: bool, retry_after: Option<Duration>) -> Verdict {
+        self.retries += 1;
+        if progressed {
+            self.retries_without_progress = 0;
+            self.fresh_links_without_progress = 0;
+        } else {
+            self.retries_without_progress += 1;
+        }
+        if self.retries > MAX_RETRIES {
+            return Verdict::Exhausted(format!("gave up after {MAX_RETRIES} retries"));
+        }
+        if self.retries_without_progress > MAX_RETRIES_WITHOUT_PROGRESS {
+            return Verdict::Exhausted(format!(
+                "gave up after {MAX_RETRIES_WITHOUT_PROGRESS} retries in a row without a byte"
+            ));
+        }
+        // Bytes came: the connection was fine until it broke, so go on at once.
+        if progressed {
+            return Verdict::RetryIn(Duration::ZERO);
+        }
+        let pause = match retry_after {
+            Some(asked) if asked > MAX_RETRY_AFTER => {
+                return Verdict::Exhausted(format!(
+                    "the download host asks to wait {} s before the next try",
+                    asked.as_secs()
+                ));
+            }
+            Some(asked) => asked,
+            None => PAUSES.delay(self.retries_without_progress - 1),
+        };
+        Verdict::RetryIn(crate::config::scale(pause, self.clock_scale))
+    }
+}
+
+impl Policy for Budget {
+    type Failure = Setback;
+
+    fn verdict(&mut self, setback: Setback) -> Verdict {
+        match setback {
+            Setback::Broken { progressed, retry_after } => self.spend(progressed, retry_after),
+            Setback::LinkRefused { progressed } => match self.spend(progressed, None) {
+                Verdict::RetryIn(_) => {
+                    self.fresh_links_without_progress += 1;
+                    if self.fresh_links_without_progress > MAX_FRESH_LINKS_WITHOUT_PROGRESS {
+                        return Verdict::Exhausted(format!(
+                            "{MAX_FRESH_LINKS_WITHOUT_PROGRESS} fresh links were refused too"
+                        ));
+                    }
+                    Verdict::RetryIn(Duration::ZERO)
+                }
+                stop => stop,
+            },
+            // Downloaded once more from the start (a byte may have been damaged on the way).
+            Setback::Checksum if self.fetched_again_for_checksum => {
+                Verdict::Exhausted("downloaded twice, it failed both times".to_owned())
+            }
+            Setback::Checksum => {
+                self.fetched_again_for_checksum = true;
+                Verdict::RetryIn(Duration::ZERO)
+            }
+        }
+    }
+
+    fn retries(&self) -> u32 {
+        self.retries
+    }
 }
 
 pub(super) struct Transfer<'a> {
@@ -107,12 +194,13 @@ pub(super) struct Transfer<'a> {
     package: Option<Package>,
     /// Body bytes the current attempt brought.
     delivered: u64,
-    budget: Budget,
+    retry: Retry<'a, Budget>,
 }
 
 impl<'a> Transfer<'a> {
     pub(super) fn new(api: Api<'a>, action_id: &'a str, what: &'a str, item: usize, link: Url) -> Self {
-        Self { api, action_id, what, item, link, package: None, delivered: 0, budget: Budget::default() }
+        let retry = Retry::new(Budget::new(api.session.settings.clock_scale), what, api.reporter);
+        Self { api, action_id, what, item, link, package: None, delivered: 0, retry }
     }
 
     /// Downloads the whole package into `part`, trying again within the budget.
@@ -127,35 +215,27 @@ impl<'a> Transfer<'a> {
                     let digests = finished.finish().await?;
                     let expected_md5 = self.package.as_ref().and_then(|package| package.md5);
                     match expected_md5 {
-                        Some(expected) if digests.md5 != Some(expected) => self.checksum_failed()?,
+                        Some(expected) if digests.md5 != Some(expected) => {
+                            let error = Error::integrity("the package does not match its Content-MD5");
+                            self.again(Setback::Checksum, error, "downloading it again from the start")?;
+                            self.package = None;
+                        }
                         _ => return Ok(Received { bytes, sha256: digests.sha256 }),
                     }
                 }
                 Err(Interruption::Fatal(error)) => return Err(error.context(self.what)),
                 Err(Interruption::Broken(error, retry_after)) => {
-                    let pause = self.spend(&error, retry_after)?;
                     let offset = sink.as_ref().map_or(0, Sink::received);
                     let next = match &self.package {
                         Some(package) if package.resumable() && offset > 0 => format!("resuming at byte {offset}"),
                         _ => "starting over".to_owned(),
                     };
-                    let when = if pause.is_zero() { String::new() } else { format!(" in {} ms", pause.as_millis()) };
-                    self.warn(format!(
-                        "{error}; {next}{when} (retry {} of at most {MAX_RETRIES})",
-                        self.budget.retries
-                    ));
-                    self.retrying(pause, format!("{error}; {next}"));
+                    let setback = Setback::Broken { progressed: self.delivered > 0, retry_after };
+                    let pause = self.again(setback, error, &next)?;
                     tokio::time::sleep(pause).await;
                 }
                 Err(Interruption::LinkRefused(error)) => {
-                    self.spend(&error, None)?;
-                    self.budget.fresh_links_without_progress += 1;
-                    if self.budget.fresh_links_without_progress > MAX_FRESH_LINKS_WITHOUT_PROGRESS {
-                        let why = format!("{MAX_FRESH_LINKS_WITHOUT_PROGRESS} fresh links were refused too");
-                        return Err(self.giving_up(&error, &why));
-                    }
-                    self.warn(format!("{error}; getting a fresh link"));
-                    self.retrying(Duration::ZERO, format!("{error}; getting a fresh link"));
+                    self.again(Setback::LinkRefused { progressed: self.delivered > 0 }, error, "getting a fresh link")?;
                     (self.link, ()) =
                         machine_actions::package_link(self.api, self.action_id, None, async { Ok(()) }).await?;
                 }
@@ -163,69 +243,11 @@ impl<'a> Transfer<'a> {
         }
     }
 
-    /// Records a broken attempt and returns the pause before the next, or the error when the
-    /// budget is spent.
-    fn spend(&mut self, error: &Error, retry_after: Option<Duration>) -> Result<Duration> {
-        let budget = &mut self.budget;
-        budget.retries += 1;
-        if self.delivered > 0 {
-            budget.retries_without_progress = 0;
-            budget.fresh_links_without_progress = 0;
-        } else {
-            budget.retries_without_progress += 1;
-        }
-        let gave_up = if budget.retries > MAX_RETRIES {
-            Some(format!("{MAX_RETRIES} retries"))
-        } else if budget.retries_without_progress > MAX_RETRIES_WITHOUT_PROGRESS {
-            Some(format!("{MAX_RETRIES_WITHOUT_PROGRESS} retries in a row without a byte"))
-        } else {
-            None
-        };
-        if let Some(gave_up) = gave_up {
-            return Err(self.giving_up(error, &format!("gave up after {gave_up}")));
-        }
-        // Bytes came: the connection was fine until it broke, so go on at once.
-        if self.delivered > 0 {
-            return Ok(Duration::ZERO);
-        }
-        let pause = match retry_after {
-            Some(asked) if asked > MAX_RETRY_AFTER => {
-                let why = format!("the download host asks to wait {} s before the next try", asked.as_secs());
-                return Err(self.giving_up(error, &why));
-            }
-            Some(asked) => asked,
-            None => PAUSES.delay(budget.retries_without_progress - 1),
-        };
-        Ok(self.api.session.settings.scaled(pause))
-    }
-
-    /// The whole package arrived but does not match its MD5: downloaded once more from the
-    /// start (a byte may have been damaged on the way), then `INTEGRITY`.
-    fn checksum_failed(&mut self) -> Result<()> {
-        let error = Error::integrity("the package does not match its Content-MD5");
-        if self.budget.fetched_again_for_checksum {
-            return Err(self.giving_up(&error, "downloaded twice, it failed both times"));
-        }
-        self.budget.fetched_again_for_checksum = true;
-        self.package = None;
-        self.warn(format!("{error}; downloading it again from the start"));
-        self.retrying(Duration::ZERO, format!("{error}; downloading it again from the start"));
-        Ok(())
-    }
-
-    /// Tells the caller's phase callback that the transfer is tried again after `pause`.
-    fn retrying(&self, pause: Duration, reason: String) {
-        self.api.reporter.phase(Phase::Retrying { attempt: self.budget.retries, wait: pause, reason });
-    }
-
-    /// The error that ends the transfer: what was being done, what went wrong last, and why no
-    /// more tries are made.
-    fn giving_up(&self, last: &Error, why: &str) -> Error {
-        Error::new(last.status(), format!("{}: {}; {why}", self.what, last.message()))
-    }
-
-    fn warn(&self, message: String) {
-        self.api.reporter.log(DefenderLogLevel::Warn, format!("{}: {message}", self.what));
+    /// Hands a setback to the retry engine: the pause before trying again (`next` says how), or
+    /// the error that ends the transfer.
+    fn again(&mut self, setback: Setback, error: Error, next: &str) -> Result<Duration> {
+        let problem = format!("{error}; {next}");
+        self.retry.decide(setback, &problem).map_err(|stop| stop.error(error).context(self.what))
     }
 
     /// One request for the package, or for the rest of it when `sink` holds a resumable start.
@@ -426,5 +448,49 @@ mod tests {
         ] {
             assert_eq!(parse_content_range(bad), None, "{bad}");
         }
+    }
+
+    fn broken(progressed: bool) -> Setback {
+        Setback::Broken { progressed, retry_after: None }
+    }
+
+    #[test]
+    fn tries_that_bring_bytes_go_on_at_once_and_restore_the_count_without_progress() {
+        let mut budget = Budget::new(1.0);
+        for _ in 0..MAX_RETRIES_WITHOUT_PROGRESS {
+            let Verdict::RetryIn(pause) = budget.verdict(broken(false)) else { panic!("gave up too soon") };
+            assert!(pause > Duration::ZERO && pause <= PAUSES.cap, "{pause:?}");
+        }
+        assert_eq!(budget.verdict(broken(true)), Verdict::RetryIn(Duration::ZERO));
+        assert!(matches!(budget.verdict(broken(false)), Verdict::RetryIn(_)), "the count started again");
+        while budget.retries() < MAX_RETRIES {
+            assert_eq!(budget.verdict(broken(true)), Verdict::RetryIn(Duration::ZERO));
+        }
+        let Verdict::Exhausted(why) = budget.verdict(broken(true)) else { panic!("no end") };
+        assert_eq!(why, "gave up after 25 retries");
+
+        let mut budget = Budget::new(1.0);
+        let asked = Setback::Broken { progressed: false, retry_after: Some(Duration::from_secs(3)) };
+        assert_eq!(budget.verdict(asked), Verdict::RetryIn(Duration::from_secs(3)));
+        let forever = Setback::Broken { progressed: false, retry_after: Some(MAX_RETRY_AFTER * 2) };
+        assert!(matches!(budget.verdict(forever), Verdict::Exhausted(why) if why.contains("asks to wait")));
+    }
+
+    #[test]
+    fn refused_links_and_a_bad_checksum_have_their_own_counts() {
+        let mut budget = Budget::new(1.0);
+        for _ in 0..MAX_FRESH_LINKS_WITHOUT_PROGRESS {
+            assert_eq!(budget.verdict(Setback::LinkRefused { progressed: false }), Verdict::RetryIn(Duration::ZERO));
+        }
+        assert_eq!(
+            budget.verdict(Setback::LinkRefused { progressed: false }),
+            Verdict::Exhausted("2 fresh links were refused too".into())
+        );
+        let mut budget = Budget::new(1.0);
+        assert_eq!(budget.verdict(Setback::Checksum), Verdict::RetryIn(Duration::ZERO));
+        assert_eq!(
+            budget.verdict(Setback::Checksum),
+            Verdict::Exhausted("downloaded twice, it failed both times".into())
+        );
     }
 }

@@ -6,11 +6,11 @@ use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use super::{boundary, optional_str, required_out, required_str, write_string};
-use crate::client::{Client, Session};
+use crate::client::{CallStart, Client, Session};
 use crate::config::OPTIONS;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::runtime::{
-    AssertionFn, Callbacks, DefenderLogLevel, ItemDoneFn, LogFn, Phase, PhaseFn, ProgressFn, Reporter,
+    self, AssertionFn, Callbacks, DefenderLogLevel, ItemDoneFn, LogFn, Phase, PhaseFn, ProgressFn, Reporter,
 };
 
 /// A connection to the Defender for Endpoint API: options, sign-in and a connection pool.
@@ -194,7 +194,8 @@ impl DefenderClient {
             phase: phase.as_mut().map(|phase| phase as PhaseFn<'_>),
             assertion: assertion.as_mut().map(|assertion| assertion as AssertionFn<'_>),
         };
-        self.client.call(name, callbacks, work)
+        let CallStart { session, cancel, secrets } = self.client.start_call()?;
+        runtime::run(name, cancel, secrets, callbacks, |reporter| work(session, reporter))
     }
 }
 

@@ -13,7 +13,7 @@ use super::machines::odata_string;
 use super::{Api, Operation, Request, check_id};
 use crate::config::{Settings, after, is_loopback};
 use crate::error::{DefenderStatus, Error, Result};
-use crate::retry::{self, Repeat, RetryPolicy, Verdict};
+use crate::retry::{self, Failure, Policy, Polling, Repeat, Retry, RetryPolicy, Verdict};
 use crate::runtime::{DefenderLogLevel, Phase};
 
 /// Where a machine action is in its life, from its `status` field.
@@ -83,7 +83,7 @@ pub(crate) async fn collect(api: Api<'_>, machine_id: &str, comment: &str) -> Re
     let what = format!("starting an investigation package collection on machine {machine_id}");
     let url = api.url(&["machines", machine_id, "collectInvestigationPackage"], &[])?;
     let body = serde_json::json!({ "Comment": comment });
-    let mut resends = RetryPolicy::new(&api.session.settings, Repeat::Safe);
+    let mut resends = Retry::new(RetryPolicy::new(&api.session.settings, Repeat::Safe), &what, api.reporter);
     loop {
         let request = Request::post(Operation::CollectInvestigationPackage, url.clone(), &body, &what);
         let unknown_outcome = match api.send(request).await {
@@ -118,23 +118,17 @@ pub(crate) async fn collect(api: Api<'_>, machine_id: &str, comment: &str) -> Re
             }
             return Ok(action);
         }
-        // Nothing runs: the POST did not take effect (or the collection it found has just ended).
-        let Verdict::RetryIn(delay) = resends.passing_failure() else {
+        // Nothing runs: the POST did not take effect (or the collection it found has just ended),
+        // as if it had never left.
+        let problem = "no collection is running on the machine, so the request did not take effect";
+        let Ok(pause) = resends.decide(Failure::Transport { sent: false }, problem) else {
             return Err(unknown_outcome.unwrap_or_else(|| {
                 Error::protocol(format!(
                     "{what}: the service says a collection is running, but lists none that is Pending or InProgress"
                 ))
             }));
         };
-        api.reporter.log(
-            DefenderLogLevel::Warn,
-            format!(
-                "{what}: no collection is running on the machine, so the request did not take effect; \
-                 sending it again in {:.1} s",
-                delay.as_secs_f64()
-            ),
-        );
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -221,7 +215,7 @@ async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<
     let settings = &api.session.settings;
     let started = Instant::now();
     let grace_until = after(settings.scaled(NEW_ACTION_GRACE));
-    let mut interval = FIRST_POLL;
+    let mut polls = Polling::new(settings, FIRST_POLL, 1.5, MAX_POLL, deadline);
     loop {
         let status = match look_up(api, action_id, Some(deadline)).await {
             Ok(action) => match &action.status {
@@ -241,8 +235,7 @@ async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<
             }
             Err(err) => return Err(err),
         };
-        let now = Instant::now();
-        if now >= deadline {
+        let Verdict::RetryIn(pause) = polls.verdict(()) else {
             let limit = match settings.wait_timeout {
                 Some(limit) => format!("wait_timeout_ms = {}", limit.as_millis()),
                 None => "one hour, the default of wait_timeout_ms".to_owned(),
@@ -253,15 +246,13 @@ async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<
                     "machine action {action_id} is still {status}: it did not finish in the time allowed ({limit})"
                 ),
             ));
-        }
-        let pause = settings.scaled(interval).min(deadline - now);
+        };
         api.reporter.log(
             DefenderLogLevel::Info,
             format!("machine action {action_id} is {status}; looking again in {:.1} s", pause.as_secs_f64()),
         );
-        api.reporter.phase(Phase::WaitingForCollection { status, waited: now - started, next_look_in: pause });
+        api.reporter.phase(Phase::WaitingForCollection { status, waited: started.elapsed(), next_look_in: pause });
         tokio::time::sleep(pause).await;
-        interval = (interval.mul_f64(1.5)).min(MAX_POLL);
     }
 }
 
@@ -296,6 +287,8 @@ pub(crate) async fn package_link<T>(
     let held = before_asking.await?;
     let what = format!("getting the package link of machine action {action_id}");
     let url = api.url(&["machineactions", action_id, "getPackageUri"], &[])?;
+    // The action has Succeeded by then; the link follows within moments.
+    let mut polls = deadline.map(|deadline| Polling::new(&api.session.settings, FIRST_POLL, 1.0, FIRST_POLL, deadline));
     loop {
         let response = api.send(Request::get(Operation::GetPackageUri, url.clone(), &what).until(deadline)).await?;
         if response.status != StatusCode::NOT_FOUND {
@@ -303,16 +296,10 @@ pub(crate) async fn package_link<T>(
             return Ok((link, held));
         }
         let err = why_no_package(api, action_id, deadline).await;
-        match deadline {
-            // The action has Succeeded; the link follows within moments.
-            Some(deadline) if err.status() == DefenderStatus::NotReady && Instant::now() < deadline => {
-                let pause = api.session.settings.scaled(FIRST_POLL).min(deadline - Instant::now());
-                api.reporter
-                    .log(DefenderLogLevel::Info, format!("{err}; asking again in {:.1} s", pause.as_secs_f64()));
-                tokio::time::sleep(pause).await;
-            }
-            _ => return Err(err),
-        }
+        let again = polls.as_mut().filter(|_| err.status() == DefenderStatus::NotReady).map(|polls| polls.verdict(()));
+        let Some(Verdict::RetryIn(pause)) = again else { return Err(err) };
+        api.reporter.log(DefenderLogLevel::Info, format!("{err}; asking again in {:.1} s", pause.as_secs_f64()));
+        tokio::time::sleep(pause).await;
     }
 }
 

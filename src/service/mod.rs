@@ -18,8 +18,8 @@ use crate::client::Session;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::{describe_transport_error, read_limited};
 use crate::redact::{SERVICE_TEXT_CHARS, Secret, printable};
-use crate::retry::{self, Failure, Repeat, RetryPolicy, Verdict};
-use crate::runtime::{DefenderLogLevel, Phase, Reporter};
+use crate::retry::{self, Failure, Repeat, Retry, RetryPolicy, Stop};
+use crate::runtime::{DefenderLogLevel, Reporter};
 use rate_limit::{Limiter, Slot, Waiter};
 
 /// API answers are small JSON documents; anything larger is not one of them.
@@ -192,12 +192,13 @@ impl Api<'_> {
     pub(crate) async fn send(&self, request: Request<'_>) -> Result<ApiResponse> {
         let what = request.what;
         let repeat = if request.method == Method::GET { Repeat::Safe } else { Repeat::OnlyIfNotSent };
-        let mut retries = RetryPolicy::new(&self.session.settings, repeat).until(request.deadline);
+        let policy = RetryPolicy::new(&self.session.settings, repeat).until(request.deadline);
+        let mut retries = Retry::new(policy, what, self.reporter);
         let mut renewed = false;
         loop {
             let waiting = Instant::now();
             let turn = self.take_turn(&request).await?;
-            retries.set_aside(waiting.elapsed());
+            retries.policy.set_aside(waiting.elapsed());
             let (failure, answer) = self.attempt(&request, &turn.token, turn.slot).await?;
             if let (Some(limiter), Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, retry_after: Some(wait) }) =
                 (&turn.limiter, failure)
@@ -218,40 +219,25 @@ impl Api<'_> {
             if answer.as_ref().is_ok_and(ApiResponse::is_success) {
                 return answer;
             }
-            let delay = match retries.verdict(failure) {
-                Verdict::RetryIn(delay) => delay,
-                Verdict::Final => return answer.map_err(|err| err.context(what)),
-                Verdict::Exhausted(why) => {
-                    return match answer {
-                        Ok(response) => Ok(ApiResponse { gave_up: Some(why), ..response }),
-                        Err(err) => Err(Error::new(err.status(), format!("{what}: {}; {why}", err.message()))),
-                    };
-                }
-            };
             let throttled = matches!(failure, Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, .. });
             let problem = match &answer {
                 Ok(response) if throttled => format!("HTTP {}, throttled by the service", response.status),
                 Ok(response) => format!("HTTP {}", response.status),
                 Err(err) => err.message().to_owned(),
             };
-            self.reporter.log(
-                DefenderLogLevel::Warn,
-                format!(
-                    "{what}: {problem} (attempt {}); retrying in {:.1} s",
-                    retries.attempts() - 1,
-                    delay.as_secs_f64()
-                ),
-            );
-            self.reporter.phase(Phase::Retrying {
-                attempt: retries.attempts() - 1,
-                wait: delay,
-                reason: format!("{what}: {problem}"),
-            });
+            let pause = match retries.decide(failure, &problem) {
+                Ok(pause) => pause,
+                // The last answer is returned, its status mapped by the caller.
+                Err(Stop::Exhausted(why)) if answer.is_ok() => {
+                    return answer.map(|response| ApiResponse { gave_up: Some(why), ..response });
+                }
+                Err(stop) => return answer.map_err(|err| stop.error(err).context(what)),
+            };
             match (&turn.limiter, throttled) {
                 // The queue waits with it (also when the 429 did not say how long), and this call
                 // waits back in the queue.
-                (Some(limiter), true) => limiter.pause(request.endpoint, crate::config::after(delay)),
-                _ => tokio::time::sleep(delay).await,
+                (Some(limiter), true) => limiter.pause(request.endpoint, crate::config::after(pause)),
+                _ => tokio::time::sleep(pause).await,
             }
         }
     }
