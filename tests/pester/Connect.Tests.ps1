@@ -293,6 +293,15 @@ Describe 'Connect-DefenderApi' {
             $all | Should -Not -Contain 'client_secret'
         }
 
+        It 'offers in -Cloud exactly the clouds the library has, in its order' {
+            $line = [Defender.DefenderClient]::OptionDescription('cloud') -replace ' \(default [^)]*\)$', ''
+            $clouds = ($line -split ': ')[-1] -replace ' or ', ', ' -split ', '
+            $set = (Get-Command Connect-DefenderApi).Parameters['Cloud'].Attributes | Where-Object { $_ -is [System.Management.Automation.ValidateSetAttribute] }
+
+            $clouds | Should -Contain 'gcc-high'
+            @($set.ValidValues | ForEach-Object { $_.ToLowerInvariant() }) | Should -Be $clouds
+        }
+
         It 'names a status of the library by the library''s name in the ErrorId: UNKNOWN_OPTION is Defender.UnknownOption' {
             $record = [Defender.PowerShell.DefenderErrors]::ToErrorRecord([Defender.DefenderException]::new([Defender.DefenderStatus]::UnknownOption, 'x'), $null)
 
