@@ -51,7 +51,7 @@ impl Client {
         }
     }
 
-    /// Sets one option (see `config::KEYS`); `None` restores its default. Calls already running
+    /// Sets one option (see `config::OPTIONS`); `None` restores its default. Calls already running
     /// keep the options they started with.
     pub(crate) fn set(&self, key: &str, value: Option<&str>) -> Result<()> {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());

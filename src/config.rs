@@ -8,7 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::cloud::Cloud;
-use crate::error::{Error, Result};
+use crate::error::{DefenderStatus, Error, Result};
 use crate::redact::Secret;
 
 /// Which part of a client an option affects, so that changing one drops only what depends on it.
@@ -107,110 +107,123 @@ impl Default for Settings {
     }
 }
 
-/// Every key `defender_client_set` accepts, with what it affects.
-pub(crate) const KEYS: &[(&str, Affects)] = &[
-    ("base_url", Affects::Behaviour),
-    ("cloud", Affects::SignIn),
-    ("authority_url", Affects::SignIn),
-    ("scope", Affects::SignIn),
-    ("tenant_id", Affects::SignIn),
-    ("client_id", Affects::SignIn),
-    ("client_secret", Affects::SignIn),
-    ("client_certificate_path", Affects::SignIn),
-    ("client_assertion", Affects::SignIn),
-    ("access_token", Affects::SignIn),
-    ("managed_identity", Affects::SignIn),
-    ("managed_identity_endpoint", Affects::SignIn),
-    ("environment", Affects::SignIn),
-    ("timeout_ms", Affects::Transport),
-    ("connect_timeout_ms", Affects::Transport),
-    ("wait_timeout_ms", Affects::Behaviour),
-    ("overwrite", Affects::Behaviour),
-    ("ca_file", Affects::Transport),
-    ("user_agent", Affects::Transport),
-    ("rate_limit", Affects::Behaviour),
-    ("clock_scale", Affects::Behaviour),
-    ("max_concurrent_downloads", Affects::Behaviour),
-];
+/// One option key of `defender_client_set`: everything about it is here, and everything else
+/// (the header's list, the docs' table, the bindings' help, key enumeration through the C ABI)
+/// is generated from this table or tested against it.
+pub(crate) struct OptionKey {
+    pub(crate) name: &'static str,
+    pub(crate) affects: Affects,
+    /// The value that behaves as the default, as a caller would set it; `None` when the default
+    /// is "not set" (the doc says what then happens).
+    pub(crate) default: Option<&'static str>,
+    /// One line for a person: what it does, what it takes.
+    pub(crate) doc: &'static str,
+    /// Parses a value and sets the field.
+    set: fn(&mut Settings, &str) -> Result<()>,
+    /// Puts the field back to its `Settings::default()`.
+    reset: fn(&mut Settings),
+}
+
+/// The table of `OptionKey`s: for each, `"key" => field, Affects, default, parser, "doc";` where
+/// the parser turns `(key, value)` into the field's value.
+macro_rules! options {
+    ($($name:literal => $field:ident, $affects:ident, $default:expr, $parse:expr, $doc:literal;)*) => {
+        &[$(OptionKey {
+            name: $name,
+            affects: Affects::$affects,
+            default: $default,
+            doc: $doc,
+            set: |settings, value| {
+                settings.$field = ($parse)($name, value)?;
+                Ok(())
+            },
+            reset: |settings| settings.$field = Settings::default().$field,
+        }),*]
+    };
+}
+
+/// Every key `defender_client_set` accepts, in the order the header and the docs list them.
+#[rustfmt::skip]
+pub(crate) const OPTIONS: &[OptionKey] = options! {
+    "base_url" => base_url, Behaviour, None, |k, v| parse_url(k, v, PlainHttp::Loopback).map(Some),
+        "API root instead of the cloud's; plain http only to localhost";
+    "cloud" => cloud, SignIn, Some("commercial"), parse_cloud,
+        "the API and sign-in hosts: commercial, us, eu, uk, au, swa, ina, gcc, gcc-high or dod";
+    "authority_url" => authority_url, SignIn, None, |k, v| parse_url(k, v, PlainHttp::Loopback).map(Some),
+        "sign-in host instead of the cloud's";
+    "scope" => scope, SignIn, None, |k, v| parse_text(k, v).map(Some),
+        "token scope instead of the cloud's API resource + /.default";
+    "tenant_id" => tenant_id, SignIn, None, |k, v| parse_identifier(k, v).map(Some),
+        "the app's Entra ID tenant: a GUID or a domain name";
+    "client_id" => client_id, SignIn, None, |k, v| parse_identifier(k, v).map(Some),
+        "the app's client id: with client_secret, client_certificate_path or client_assertion";
+    "client_secret" => client_secret, SignIn, None, |k, v| parse_secret(k, v).map(Some),
+        "signs in as the app with this secret";
+    "client_certificate_path" => client_certificate_path, SignIn, None, |k, v| parse_path(k, v).map(Some),
+        "signs in as the app with this PEM file: certificate and unencrypted private key";
+    "client_assertion" => client_assertion, SignIn, None, |k, v| parse_assertion(k, v).map(Some),
+        "signs in as the app with this signed JWT, signed outside the library";
+    "access_token" => access_token, SignIn, None, |k, v| parse_secret(k, v).map(Some),
+        "a bearer token, used as it is";
+    "managed_identity" => managed_identity, SignIn, None, |_, v| parse_managed_identity(v),
+        "signs in as a managed identity: system, or a user-assigned identity's client id";
+    "managed_identity_endpoint" => managed_identity_endpoint, SignIn, None,
+        |k, v| parse_url(k, v, PlainHttp::ThisHost).map(Some),
+        "token endpoint instead of Azure's IMDS (plain http to this host only)";
+    "environment" => environment, SignIn, Some("false"), parse_bool,
+        "true: signs in from the AZURE_* variables, as Azure Identity's EnvironmentCredential does";
+    "timeout_ms" => timeout, Transport, Some("60000"), parse_optional_millis,
+        "milliseconds per request, and for its retries; 0 for no limit";
+    "connect_timeout_ms" => connect_timeout, Transport, Some("15000"), parse_optional_millis,
+        "milliseconds to connect; 0 for no limit";
+    "wait_timeout_ms" => wait_timeout, Behaviour, Some("0"), parse_optional_millis,
+        "above 0: get-URI and download wait this long at most for the collection to finish";
+    "overwrite" => overwrite, Behaviour, Some("false"), parse_bool,
+        "true: a download may replace an existing file";
+    "ca_file" => ca_file, Transport, None, |k, v| parse_path(k, v).map(Some),
+        "PEM file of extra trust roots (a TLS-inspecting proxy's)";
+    "user_agent" => user_agent, Transport, None, |k, v| parse_text(k, v).map(Some),
+        "text appended to the library's User-Agent";
+    "rate_limit" => rate_limit, Behaviour, Some("on"), parse_on_off,
+        "on: keep within the service's rate limits; off only for a server that has none";
+    "clock_scale" => clock_scale, Behaviour, Some("1"), parse_clock_scale,
+        "N: limits, back-off, Retry-After and waits run N times faster (for a fast simulator)";
+    "max_concurrent_downloads" => max_concurrent_downloads, Behaviour, Some("4"),
+        |k, v| parse_count(k, v, 1..=MAX_CONCURRENT_DOWNLOADS),
+        "1 to 64: packages defender_download_packages downloads at once";
+};
+
+impl OptionKey {
+    /// The one line about it that the header, the docs and the bindings show: the doc and the default.
+    pub(crate) fn description(&self) -> String {
+        match self.default {
+            Some(default) => format!("{} (default {default})", self.doc),
+            None => self.doc.to_owned(),
+        }
+    }
+}
+
+/// The option called `name`.
+pub(crate) fn option(name: &str) -> Option<&'static OptionKey> {
+    OPTIONS.iter().find(|option| option.name == name)
+}
 
 impl Settings {
     /// Sets `key` to `value`, or back to its default when `value` is `None`.
     /// Returns what the change affects.
     pub(crate) fn set(&mut self, key: &str, value: Option<&str>) -> Result<Affects> {
-        let Some(&(key, affects)) = KEYS.iter().find(|(known, _)| *known == key) else {
-            let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-            return Err(Error::invalid_argument(format!(
-                "unknown option '{}'; the options are: {}",
-                printable(key),
-                known.join(", ")
-            )));
+        let Some(option) = option(key) else {
+            let known: Vec<&str> = OPTIONS.iter().map(|option| option.name).collect();
+            return Err(Error::new(
+                DefenderStatus::UnknownOption,
+                format!("unknown option '{}'; the options are: {}", printable(key), known.join(", ")),
+            ));
         };
-        let Some(value) = value else {
-            self.reset(key);
-            return Ok(affects);
-        };
-        match key {
-            "base_url" => self.base_url = Some(parse_url(key, value, PlainHttp::Loopback)?),
-            "cloud" => {
-                self.cloud = Cloud::parse(value)
-                    .ok_or_else(|| malformed(key, value, &format!("one of {}", Cloud::NAMES.join(", "))))?
-            }
-            "authority_url" => self.authority_url = Some(parse_url(key, value, PlainHttp::Loopback)?),
-            "scope" => self.scope = Some(parse_text(key, value)?),
-            "tenant_id" => self.tenant_id = Some(parse_identifier(key, value)?),
-            "client_id" => self.client_id = Some(parse_identifier(key, value)?),
-            "client_secret" => self.client_secret = Some(parse_secret(key, value)?),
-            "client_certificate_path" => self.client_certificate_path = Some(parse_path(key, value)?),
-            "client_assertion" => self.client_assertion = Some(parse_assertion(key, value)?),
-            "access_token" => self.access_token = Some(parse_secret(key, value)?),
-            "managed_identity" => self.managed_identity = parse_managed_identity(value)?,
-            "managed_identity_endpoint" => {
-                self.managed_identity_endpoint = Some(parse_url(key, value, PlainHttp::ThisHost)?)
-            }
-            "environment" => self.environment = parse_bool(key, value)?,
-            "timeout_ms" => self.timeout = parse_optional_millis(key, value)?,
-            "connect_timeout_ms" => self.connect_timeout = parse_optional_millis(key, value)?,
-            "wait_timeout_ms" => self.wait_timeout = parse_optional_millis(key, value)?,
-            "overwrite" => self.overwrite = parse_bool(key, value)?,
-            "ca_file" => self.ca_file = Some(parse_path(key, value)?),
-            "user_agent" => self.user_agent = Some(parse_text(key, value)?),
-            "rate_limit" => self.rate_limit = parse_on_off(key, value)?,
-            "clock_scale" => self.clock_scale = parse_clock_scale(key, value)?,
-            "max_concurrent_downloads" => {
-                self.max_concurrent_downloads = parse_count(key, value, 1..=MAX_CONCURRENT_DOWNLOADS)?
-            }
-            _ => unreachable!("every key in KEYS has a parser"),
+        match value {
+            Some(value) => (option.set)(self, value)?,
+            None => (option.reset)(self),
         }
-        Ok(affects)
-    }
-
-    fn reset(&mut self, key: &str) {
-        let defaults = Settings::default();
-        match key {
-            "base_url" => self.base_url = defaults.base_url,
-            "cloud" => self.cloud = defaults.cloud,
-            "authority_url" => self.authority_url = defaults.authority_url,
-            "scope" => self.scope = defaults.scope,
-            "tenant_id" => self.tenant_id = defaults.tenant_id,
-            "client_id" => self.client_id = defaults.client_id,
-            "client_secret" => self.client_secret = defaults.client_secret,
-            "client_certificate_path" => self.client_certificate_path = defaults.client_certificate_path,
-            "client_assertion" => self.client_assertion = defaults.client_assertion,
-            "access_token" => self.access_token = defaults.access_token,
-            "managed_identity" => self.managed_identity = defaults.managed_identity,
-            "managed_identity_endpoint" => self.managed_identity_endpoint = defaults.managed_identity_endpoint,
-            "environment" => self.environment = defaults.environment,
-            "timeout_ms" => self.timeout = defaults.timeout,
-            "connect_timeout_ms" => self.connect_timeout = defaults.connect_timeout,
-            "wait_timeout_ms" => self.wait_timeout = defaults.wait_timeout,
-            "overwrite" => self.overwrite = defaults.overwrite,
-            "ca_file" => self.ca_file = defaults.ca_file,
-            "user_agent" => self.user_agent = defaults.user_agent,
-            "rate_limit" => self.rate_limit = defaults.rate_limit,
-            "clock_scale" => self.clock_scale = defaults.clock_scale,
-            "max_concurrent_downloads" => self.max_concurrent_downloads = defaults.max_concurrent_downloads,
-            _ => unreachable!("every key in KEYS has a default"),
-        }
+        Ok(option.affects)
     }
 
     /// The API root: `base_url`, else the cloud's API host.
@@ -274,6 +287,10 @@ fn printable(value: &str) -> String {
 
 fn malformed(key: &str, value: &str, accepts: &str) -> Error {
     Error::invalid_argument(format!("option '{key}' takes {accepts}, not '{}'", printable(value)))
+}
+
+fn parse_cloud(key: &str, value: &str) -> Result<Cloud> {
+    Cloud::parse(value).ok_or_else(|| malformed(key, value, &format!("one of {}", Cloud::NAMES.join(", "))))
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool> {
@@ -467,7 +484,7 @@ mod tests {
             k if k.ends_with("_ms") => "1234",
             _ => "value",
         };
-        for (key, _) in KEYS {
+        for key in OPTIONS.iter().map(|option| option.name) {
             let mut settings = Settings::default();
             settings.set(key, Some(good(key))).unwrap_or_else(|e| panic!("{key}: {e}"));
             assert_ne!(settings, Settings::default(), "{key} changed nothing");
@@ -479,7 +496,7 @@ mod tests {
     #[test]
     fn unknown_key_names_the_key_and_the_known_ones() {
         let err = Settings::default().set("base_uri", Some("x")).unwrap_err();
-        assert_eq!(err.status(), crate::DefenderStatus::InvalidArgument);
+        assert_eq!(err.status(), crate::DefenderStatus::UnknownOption);
         assert!(err.message().contains("'base_uri'"), "{err}");
         assert!(err.message().contains("base_url"), "{err}");
     }
@@ -560,5 +577,122 @@ mod tests {
         let snapshot = settings.clone();
         let address = |settings: &Settings| settings.client_secret.as_ref().map(|secret| secret.expose().as_ptr());
         assert_eq!(address(&snapshot), address(&settings));
+    }
+
+    #[test]
+    fn each_key_is_listed_once_and_its_documented_default_is_the_default() {
+        for (i, option) in OPTIONS.iter().enumerate() {
+            assert!(OPTIONS[..i].iter().all(|earlier| earlier.name != option.name), "{} twice", option.name);
+            assert!(!option.doc.is_empty() && !option.doc.contains('\n'), "{}: one line", option.name);
+            if let Some(default) = option.default {
+                let mut settings = Settings::default();
+                settings.set(option.name, Some(default)).unwrap_or_else(|e| panic!("{}: {e}", option.name));
+                assert_eq!(settings, Settings::default(), "{}'s documented default is not its default", option.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_cloud_option_lists_every_cloud() {
+        let doc = option("cloud").unwrap().doc;
+        let listed = doc.rsplit_once(": ").unwrap().1.replace(" or ", ", ");
+        assert_eq!(listed.split(", ").collect::<Vec<_>>(), Cloud::NAMES, "{doc}");
+    }
+
+    /// A file of the repository, as text.
+    fn repository_file(path: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Words as a reader sees them: runs of white space as one space.
+    fn words(text: &str) -> String {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// The option list as `defender_client_set`'s comment gives it: one item a key.
+    fn option_list() -> String {
+        OPTIONS
+            .iter()
+            .map(|option| format!("- `{}`: {}", option.name, option.description()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_header_lists_every_option_as_the_table_describes_it() {
+        let header = repository_file("include/defender.h");
+        let marker = " * Keys (`defender_option_name` and `defender_option_doc` list them at run time):\n";
+        let start = header.find(marker).expect("defender_client_set's comment introduces its keys") + marker.len();
+        let end = start + header[start..].find(" *\n").expect("a blank comment line ends the list");
+        let listed: Vec<&str> = header[start..end].lines().map(|line| line.trim_start_matches(" * ")).collect();
+        assert_eq!(
+            words(&listed.join(" ")),
+            words(&option_list()),
+            "the option list in src/ffi/client.rs (defender_client_set) should read, wrapped at 100 columns:\n{}",
+            option_list()
+        );
+    }
+
+    /// The quoted words that follow each `opening` in `text`: `Set("cloud"` gives `cloud`.
+    fn quoted_after<'a>(text: &'a str, opening: &str) -> Vec<&'a str> {
+        text.split(opening).skip(1).filter_map(|rest| rest.split_once('"').map(|(word, _)| word)).collect()
+    }
+
+    #[test]
+    fn the_powershell_help_lists_the_keys_option_takes_and_the_bindings_set_only_real_keys() {
+        let connect = repository_file("powershell/src/Commands/ConnectDefenderApiCommand.cs");
+        let by_parameter =
+            &connect[connect.find("SetByParameter =").expect("Connect's table of keys that parameters set")..];
+        let by_parameter = quoted_after(&by_parameter[..by_parameter.find("};").unwrap()], "{ \"");
+        let names: Vec<&str> = OPTIONS.iter().map(|option| option.name).collect();
+        for key in &by_parameter {
+            assert!(names.contains(key), "Connect-DefenderApi refuses -Option {key}, which is no option");
+        }
+        let expected: Vec<&str> = names.iter().copied().filter(|name| !by_parameter.contains(name)).collect();
+
+        let help = repository_file("powershell/DefenderPackage/en-US/DefenderPackage.dll-Help.xml");
+        let descriptions: Vec<&str> = help.split("<maml:name>Option</maml:name>").skip(1).collect();
+        assert!(descriptions.len() >= 2, "the MAML help describes -Option");
+        for description in descriptions {
+            let listed = description.split_once("as key = value: ").expect("-Option's help lists the keys").1;
+            let listed = words(listed.split_once(". ").unwrap().0);
+            assert_eq!(
+                listed.split(", ").collect::<Vec<_>>(),
+                expected,
+                "-Option's help should list: {}",
+                expected.join(", ")
+            );
+        }
+
+        let binding = repository_file("dotnet/Defender.Interop/Defender.cs");
+        let mut module = String::new();
+        for folder in ["powershell/src", "powershell/src/Commands"] {
+            let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
+            for entry in std::fs::read_dir(folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|extension| extension == "cs") {
+                    module += &std::fs::read_to_string(path).unwrap();
+                }
+            }
+        }
+        for source in [&binding, &module] {
+            for opening in [".Set(\"", ".SetSecret(\"", "options[\""] {
+                for key in quoted_after(source, opening) {
+                    assert!(names.contains(&key), "the bindings set '{key}', which is no option");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_c_api_guide_has_a_row_for_every_option_as_the_table_describes_it() {
+        let guide = repository_file("docs/c-api.md");
+        let header = "| key | what it does, what it takes (default) |\n| --- | --- |\n";
+        let start = guide.find(header).expect("docs/c-api.md has the option table") + header.len();
+        let rows: Vec<&str> = guide[start..].lines().take_while(|line| line.starts_with('|')).collect();
+        let expected: Vec<String> =
+            OPTIONS.iter().map(|option| format!("| `{}` | {} |", option.name, option.description())).collect();
+        assert_eq!(rows, expected, "the option table in docs/c-api.md should read:\n{}", expected.join("\n"));
     }
 }

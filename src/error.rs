@@ -12,8 +12,8 @@ use std::fmt;
 pub enum DefenderStatus {
     /// Done.
     Ok = 0,
-    /// A required pointer was NULL, a string was not UTF-8, an option key was unknown or its value
-    /// malformed, or the library was called from inside one of its own callbacks.
+    /// A required pointer was NULL, a string was not UTF-8, an option's value was malformed, or
+    /// the library was called from inside one of its own callbacks.
     InvalidArgument = 1,
     /// The machine action exists but its package is not ready yet (Pending / InProgress).
     NotReady = 2,
@@ -43,6 +43,8 @@ pub enum DefenderStatus {
     Protocol = 14,
     /// The destination file exists and the `overwrite` option is not `true`.
     Exists = 15,
+    /// `defender_client_set` was given a key it does not have (`defender_option_name` lists them).
+    UnknownOption = 16,
     /// A bug in the library: a caught panic. Please report it with the message.
     Internal = 99,
 }
@@ -67,12 +69,15 @@ impl DefenderStatus {
             Self::ActionFailed => "ACTION_FAILED",
             Self::Protocol => "PROTOCOL",
             Self::Exists => "EXISTS",
+            Self::UnknownOption => "UNKNOWN_OPTION",
             Self::Internal => "INTERNAL",
         }
     }
 
-    /// Every status, in number order.
-    pub const ALL: [Self; 17] = [
+    /// Every status, in number order. Rust only: not in the header, whose C has no such names.
+    ///
+    /// cbindgen:ignore
+    pub const ALL: [Self; 18] = [
         Self::Ok,
         Self::InvalidArgument,
         Self::NotReady,
@@ -89,6 +94,7 @@ impl DefenderStatus {
         Self::ActionFailed,
         Self::Protocol,
         Self::Exists,
+        Self::UnknownOption,
         Self::Internal,
     ];
 }
@@ -163,3 +169,25 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::DefenderStatus;
+
+    /// `ALL` and `name` against the header that C, C# and PowerShell read: a status added to the
+    /// enum but not to `ALL` would have no name for `defender_status_name`.
+    #[test]
+    fn every_status_of_the_header_is_in_all_with_its_name() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("include/defender.h");
+        let header = std::fs::read_to_string(path).unwrap();
+        let enumerators: Vec<(String, i32)> = header
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("DEFENDER_STATUS_")?.trim_end_matches(',').split_once(" = "))
+            .map(|(name, number)| (name.to_owned(), number.parse().unwrap()))
+            .collect();
+        let ours: Vec<(String, i32)> =
+            DefenderStatus::ALL.iter().map(|status| (status.name().to_owned(), *status as i32)).collect();
+        assert_eq!(ours, enumerators);
+        assert!(ours.is_sorted_by_key(|(_, number)| *number), "ALL is in number order");
+    }
+}

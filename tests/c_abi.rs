@@ -316,10 +316,27 @@ fn no_sign_in_configured_is_invalid_argument_with_a_hint() {
 fn an_unknown_option_names_the_key_and_the_known_ones() {
     let client = Client::new();
     let failure = client.set("base_uri", Some("https://x.example")).unwrap_err();
-    assert_eq!(failure.status, DefenderStatus::InvalidArgument);
+    assert_eq!(failure.status, DefenderStatus::UnknownOption);
     assert!(failure.message.contains("'base_uri'") && failure.message.contains("base_url"), "{}", failure.message);
     assert_eq!(client.set("timeout_ms", Some("soon")).unwrap_err().status, DefenderStatus::InvalidArgument);
     client.set("timeout_ms", None).unwrap();
+}
+
+#[test]
+fn the_option_keys_can_be_listed_each_with_a_line_and_each_is_accepted() {
+    let text = |ptr: *const c_char| (!ptr.is_null()).then(|| unsafe { CStr::from_ptr(ptr) }.to_str().unwrap());
+    let keys: Vec<&str> = (0..).map_while(|i| text(defender_option_name(i))).collect();
+    assert!(keys.len() >= 22 && keys.contains(&"max_concurrent_downloads"), "{keys:?}");
+    assert!(text(defender_option_doc(keys.len())).is_none() && text(defender_option_name(usize::MAX)).is_none());
+    let client = Client::new();
+    for (i, key) in keys.iter().enumerate() {
+        let doc = text(defender_option_doc(i)).unwrap();
+        assert!(!doc.is_empty() && !doc.contains('\n'), "{key}: {doc:?}");
+        assert_eq!(defender_option_name(i), defender_option_name(i), "{key}: one static string");
+        // A known key: a NULL value restores its default, whatever the key.
+        client.set(key, None).unwrap_or_else(|failure| panic!("{key}: {failure}"));
+    }
+    assert!(text(defender_option_doc(1)).unwrap().contains("gcc-high"), "cloud lists the clouds");
 }
 
 #[test]

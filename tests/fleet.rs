@@ -198,7 +198,7 @@ fn every_status_has_its_name() {
         assert_eq!(status_name(status as i32), status.name());
     }
     assert_eq!(status_name(2), "NOT_READY");
-    for unknown in [-1, 16, 98, 100, i32::MIN, i32::MAX] {
+    for unknown in [-1, 17, 98, 100, i32::MIN, i32::MAX] {
         assert_eq!(status_name(unknown), "UNKNOWN");
     }
 }

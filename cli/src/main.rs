@@ -74,8 +74,7 @@ or against a simulator started on its own (--base-url, --authority-url). This bu
 /// Where and how to connect; every subcommand takes these too.
 #[derive(ClapArgs)]
 pub struct Connection {
-    /// commercial, us, eu, uk, au, gcc, gcc-high or dod.
-    #[arg(long, env = "DEFENDER_CLOUD", default_value = "commercial", global = true)]
+    #[arg(long, env = "DEFENDER_CLOUD", default_value = "commercial", global = true, help = cloud_help())]
     cloud: String,
     /// API root instead of the cloud's (such as a simulator's base_url); signs in with the
     /// credentials in the environment.
@@ -205,6 +204,12 @@ fn main_job(args: &Args, session: &Session) -> Result<(), Failure> {
 
 pub fn usage(message: &str) -> Failure {
     Failure { status: DefenderStatus::InvalidArgument, message: message.to_owned() }
+}
+
+/// `--cloud`'s help: the library's line about its option `cloud`, which names every cloud it has.
+fn cloud_help() -> String {
+    let doc = defender_native::options().into_iter().find(|(key, _)| *key == "cloud").map_or("", |(_, doc)| doc);
+    format!("The Microsoft cloud (the library's option cloud): {doc}")
 }
 
 unsafe extern "C" fn print_log_line(_: *mut c_void, level: DefenderLogLevel, message: *const c_char) {

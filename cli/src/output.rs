@@ -25,6 +25,7 @@ Exit codes (the library's statuses):
   13 ACTION_FAILED   the collection ended Failed, TimeOut or Cancelled
   14 PROTOCOL        the service answered something unexpected
   15 EXISTS          the file exists (use --overwrite)
+  16 UNKNOWN_OPTION  an option the library does not have
   99 INTERNAL        a bug; please report it
 When several items fail, the exit code is the status of the first one that failed.
 

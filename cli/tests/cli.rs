@@ -180,6 +180,19 @@ fn the_main_job_runs_as_the_readme_shows_it() {
     assert!(Path::new(&lines[0]["path:    ".len()..]).exists());
 }
 
+#[test]
+fn help_lists_every_cloud_of_the_library_and_every_status_as_an_exit_code() {
+    let help = Command::cargo_bin("defender-package").unwrap().arg("--help").output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8(help.stdout).unwrap();
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains("commercial, us, eu, uk, au, swa, ina, gcc, gcc-high or dod"), "{help}");
+    for status in defender_native::DefenderStatus::ALL {
+        let line = format!("{} {} ", status as i32, status.name());
+        assert!(help.contains(&line), "the exit codes lack {line:?}: {help}");
+    }
+}
+
 /// Built without the simulator (`--no-default-features`), a run without credentials starts
 /// nothing and says what to pass instead.
 #[cfg(not(feature = "simulator"))]

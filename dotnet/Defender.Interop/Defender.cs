@@ -32,7 +32,11 @@ using Microsoft.Win32.SafeHandles;
 
 namespace Defender
 {
-    /// <summary>The library's status codes (DefenderStatus in defender.h); the numbers are fixed.</summary>
+    /// <summary>
+    /// The library's status codes (DefenderStatus in defender.h); the numbers are fixed, and a newer
+    /// library may return a number without a member here (<see cref="DefenderException.StatusName"/>
+    /// names it).
+    /// </summary>
     public enum DefenderStatus
     {
         Ok = 0,
@@ -51,6 +55,7 @@ namespace Defender
         ActionFailed = 13,
         Protocol = 14,
         Exists = 15,
+        UnknownOption = 16,
         Internal = 99,
     }
 
@@ -137,6 +142,12 @@ namespace Defender
         }
 
         public DefenderStatus Status { get; private set; }
+
+        /// <summary>
+        /// The library's name of <see cref="Status"/>, as the C API and the command line spell it
+        /// ("NOT_FOUND", "UNKNOWN_OPTION"; "UNKNOWN" for a number the library does not have).
+        /// </summary>
+        public string StatusName { get { return DefenderClient.StatusName(Status); } }
     }
 
     /// <summary>Finds and loads the native library (defender.dll, libdefender.so, libdefender.dylib).</summary>
@@ -590,8 +601,9 @@ namespace Defender
         }
 
         /// <summary>
-        /// Sets option <paramref name="key"/> (base_url, tenant_id, client_id, client_secret,
-        /// timeout_ms, ...: see docs/c-api.md); a null value restores its default.
+        /// Sets option <paramref name="key"/> (one of <see cref="OptionNames"/>); a null value
+        /// restores its default. A key the library does not have throws status UnknownOption
+        /// (its message lists the keys), a malformed value InvalidArgument.
         /// </summary>
         public void Set(string key, string value)
         {
@@ -890,6 +902,43 @@ namespace Defender
             {
                 return NativeMethods.defender_cancel_machine_action(handle, id, text, out result);
             }));
+        }
+
+        /// <summary>
+        /// The keys <see cref="Set"/> takes, in the library's order (defender_option_name), for
+        /// completion and help; <see cref="OptionDescription"/> says what each does.
+        /// </summary>
+        public static IList<string> OptionNames
+        {
+            get
+            {
+                List<string> names = new List<string>();
+                foreach (KeyValuePair<string, string> option in Options()) names.Add(option.Key);
+                return names.AsReadOnly();
+            }
+        }
+
+        /// <summary>
+        /// One line about option <paramref name="key"/>: what it does, what it takes and its
+        /// default (defender_option_doc); null for a key the library does not have.
+        /// </summary>
+        public static string OptionDescription(string key)
+        {
+            foreach (KeyValuePair<string, string> option in Options())
+                if (option.Key == key) return option.Value;
+            return null;
+        }
+
+        // Each option's key and description, from the library.
+        static IEnumerable<KeyValuePair<string, string>> Options()
+        {
+            for (uint i = 0; ; i++)
+            {
+                string name = Utf8.FromNative(NativeMethods.defender_option_name(new UIntPtr(i)));
+                if (name == null) yield break;
+                yield return new KeyValuePair<string, string>(name,
+                    Utf8.FromNative(NativeMethods.defender_option_doc(new UIntPtr(i))));
+            }
         }
 
         /// <summary>
@@ -1543,6 +1592,13 @@ namespace Defender
         // A static string: never freed.
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern IntPtr defender_status_name(int status);
+
+        // Static strings, NULL past the last option: never freed.
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern IntPtr defender_option_name(UIntPtr index);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern IntPtr defender_option_doc(UIntPtr index);
 
         [DllImport("kernel32", CharSet = CharSet.Unicode, SetLastError = true)]
         internal static extern IntPtr LoadLibraryW(string path);

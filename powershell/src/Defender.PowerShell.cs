@@ -13,6 +13,7 @@ using System.Collections.Generic;
 using System.Collections.ObjectModel;
 using System.Globalization;
 using System.Management.Automation;
+using System.Text;
 using System.Threading;
 
 namespace Defender.PowerShell
@@ -559,13 +560,30 @@ namespace Defender.PowerShell
     public static class DefenderErrors
     {
         /// <summary>
-        /// An error record with ErrorId Defender.&lt;Status&gt; (e.g. Defender.NotReady), a fitting
-        /// category, the library's message, and <paramref name="target"/> (the action or machine id).
+        /// An error record with ErrorId Defender.&lt;Status&gt; (e.g. Defender.NotReady for the
+        /// library's NOT_READY), a fitting category, the library's message, and
+        /// <paramref name="target"/> (the action or machine id).
         /// </summary>
         public static ErrorRecord ToErrorRecord(DefenderException exception, object target)
         {
             if (exception == null) throw new ArgumentNullException("exception");
-            return new ErrorRecord(exception, "Defender." + exception.Status, CategoryOf(exception.Status), target);
+            return new ErrorRecord(exception, "Defender." + ErrorIdOf(exception), CategoryOf(exception.Status), target);
+        }
+
+        // The library's name of the status in PascalCase (NOT_READY: NotReady), so that a status
+        // this module does not know yet still gets its name; a number the library does not name
+        // either stays a number.
+        static string ErrorIdOf(DefenderException exception)
+        {
+            string name = exception.StatusName;
+            if (name == "UNKNOWN") return ((int)exception.Status).ToString(CultureInfo.InvariantCulture);
+            StringBuilder id = new StringBuilder(name.Length);
+            foreach (string word in name.Split('_'))
+            {
+                if (word.Length == 0) continue;
+                id.Append(char.ToUpperInvariant(word[0])).Append(word.Substring(1).ToLowerInvariant());
+            }
+            return id.ToString();
         }
 
         static ErrorCategory CategoryOf(DefenderStatus status)
@@ -587,6 +605,7 @@ namespace Defender.PowerShell
                 case DefenderStatus.ActionFailed: return ErrorCategory.InvalidResult;
                 case DefenderStatus.Protocol: return ErrorCategory.ProtocolError;
                 case DefenderStatus.Exists: return ErrorCategory.ResourceExists;
+                case DefenderStatus.UnknownOption: return ErrorCategory.InvalidArgument;
                 default: return ErrorCategory.NotSpecified;
             }
         }

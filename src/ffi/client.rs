@@ -2,11 +2,12 @@
 
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use super::{boundary, optional_str, required_out, required_str, write_string};
 use crate::client::{CallStart, Client, Session};
+use crate::config::OPTIONS;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::runtime::{
     self, AssertionFn, Callbacks, DefenderLogLevel, ItemDoneFn, LogFn, Phase, PhaseFn, ProgressFn, Reporter,
@@ -358,11 +359,39 @@ pub unsafe extern "C" fn defender_client_free(client: *mut DefenderClient) {
 /// Sets the option `key` to `value`, both NUL-terminated UTF-8; a NULL `value` restores the
 /// option's default. Calls already running keep the options they started with.
 ///
-/// Keys (see the README for the full table): `base_url`, `cloud`, `authority_url`, `scope`,
-/// `tenant_id`, `client_id`, `client_secret`, `client_certificate_path`, `client_assertion`,
-/// `access_token`, `managed_identity`, `managed_identity_endpoint`, `environment`, `timeout_ms`,
-/// `connect_timeout_ms`, `wait_timeout_ms`, `overwrite`, `ca_file`, `user_agent`, `rate_limit`,
-/// `clock_scale`, `max_concurrent_downloads`.
+/// Keys (`defender_option_name` and `defender_option_doc` list them at run time):
+/// - `base_url`: API root instead of the cloud's; plain http only to localhost
+/// - `cloud`: the API and sign-in hosts: commercial, us, eu, uk, au, swa, ina, gcc, gcc-high or dod
+///   (default commercial)
+/// - `authority_url`: sign-in host instead of the cloud's
+/// - `scope`: token scope instead of the cloud's API resource + /.default
+/// - `tenant_id`: the app's Entra ID tenant: a GUID or a domain name
+/// - `client_id`: the app's client id: with client_secret, client_certificate_path or
+///   client_assertion
+/// - `client_secret`: signs in as the app with this secret
+/// - `client_certificate_path`: signs in as the app with this PEM file: certificate and unencrypted
+///   private key
+/// - `client_assertion`: signs in as the app with this signed JWT, signed outside the library
+/// - `access_token`: a bearer token, used as it is
+/// - `managed_identity`: signs in as a managed identity: system, or a user-assigned identity's
+///   client id
+/// - `managed_identity_endpoint`: token endpoint instead of Azure's IMDS (plain http to this host
+///   only)
+/// - `environment`: true: signs in from the AZURE_* variables, as Azure Identity's
+///   EnvironmentCredential does (default false)
+/// - `timeout_ms`: milliseconds per request, and for its retries; 0 for no limit (default 60000)
+/// - `connect_timeout_ms`: milliseconds to connect; 0 for no limit (default 15000)
+/// - `wait_timeout_ms`: above 0: get-URI and download wait this long at most for the collection to
+///   finish (default 0)
+/// - `overwrite`: true: a download may replace an existing file (default false)
+/// - `ca_file`: PEM file of extra trust roots (a TLS-inspecting proxy's)
+/// - `user_agent`: text appended to the library's User-Agent
+/// - `rate_limit`: on: keep within the service's rate limits; off only for a server that has none
+///   (default on)
+/// - `clock_scale`: N: limits, back-off, Retry-After and waits run N times faster (for a fast
+///   simulator) (default 1)
+/// - `max_concurrent_downloads`: 1 to 64: packages defender_download_packages downloads at once
+///   (default 4)
 ///
 /// Sign-in: exactly one of `client_secret`, `client_certificate_path` or `client_assertion`
 /// (each with `tenant_id` and `client_id`), `managed_identity`, `environment=true` or
@@ -370,9 +399,10 @@ pub unsafe extern "C" fn defender_client_free(client: *mut DefenderClient) {
 /// the keys. Replacing the secret, certificate path or assertion of the same app keeps the cached
 /// token: a caller that signs its own assertions can set a fresh one before every call.
 ///
-/// Returns `DEFENDER_STATUS_OK`, or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL client or key,
-/// an unknown key or a malformed value (the message names the key and what it accepts, and
-/// never repeats a secret value).
+/// Returns `DEFENDER_STATUS_OK`; `DEFENDER_STATUS_UNKNOWN_OPTION` for a key not in the list
+/// (the message names it and the keys); or `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL client
+/// or key, or a malformed value (the message names the key and what it accepts, and never
+/// repeats a secret value).
 ///
 /// # Safety
 /// `client` is NULL or live; `key` and `value` are NULL or NUL-terminated strings.
@@ -389,6 +419,29 @@ pub unsafe extern "C" fn defender_client_set(
         client.client.set(key, value)
     })
 }
+
+/// The key of option number `index` (0, 1, 2, ...) of `defender_client_set`, or NULL past the
+/// last one: a static string, never freed. The keys and their order are those of the list at
+/// `defender_client_set`; later versions may add keys. To list them:
+/// `for (size_t i = 0; defender_option_name(i) != NULL; i++) puts(defender_option_name(i));`
+#[unsafe(no_mangle)]
+pub extern "C" fn defender_option_name(index: usize) -> *const c_char {
+    OPTION_TEXTS.get(index).map_or(std::ptr::null(), |(name, _)| name.as_ptr())
+}
+
+/// One line about option number `index` (as for `defender_option_name`): what it does, what it
+/// takes and its default, for help text and completion; NULL past the last one. A static string,
+/// never freed.
+#[unsafe(no_mangle)]
+pub extern "C" fn defender_option_doc(index: usize) -> *const c_char {
+    OPTION_TEXTS.get(index).map_or(std::ptr::null(), |(_, doc)| doc.as_ptr())
+}
+
+/// The key and doc of each option, as C strings that live as long as the process.
+static OPTION_TEXTS: LazyLock<Vec<(CString, CString)>> = LazyLock::new(|| {
+    let c_string = |text: &str| CString::new(text).unwrap_or_default();
+    OPTIONS.iter().map(|option| (c_string(option.name), c_string(&option.description()))).collect()
+});
 
 /// Signs in now with the configured sign-in, or finds the cached token still good, so that wrong
 /// credentials show at once (a `Connect` step) rather than at the first call. Every other call

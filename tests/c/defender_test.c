@@ -20,6 +20,11 @@
 #include "defender.h"
 #include "simulator.h"
 
+/* Read by test_status_names; tests/run-all.sh runs this program from the repository's root. */
+#ifndef DEFENDER_HEADER
+#define DEFENDER_HEADER "include/defender.h"
+#endif
+
 static Simulator sim;
 static int failures;
 static const char *current_test;
@@ -432,13 +437,31 @@ static void test_unknown_option(void) {
     DefenderClient *client = new_client();
     DefenderStatus status = defender_client_set(client, "base_uri", "https://x.example");
     char *message = last_error();
-    CHECK(status == DEFENDER_STATUS_INVALID_ARGUMENT, "%s", status_name(status));
+    CHECK(status == DEFENDER_STATUS_UNKNOWN_OPTION, "%s", status_name(status));
     CHECK(strstr(message, "base_uri") && strstr(message, "base_url"), "message: %s", message);
     free(message);
     EXPECT_STATUS(defender_client_set(client, "timeout_ms", "soon"), DEFENDER_STATUS_INVALID_ARGUMENT);
     EXPECT_STATUS(defender_client_set(client, "base_url", "http://example.com"), DEFENDER_STATUS_INVALID_ARGUMENT);
     EXPECT_STATUS(defender_client_set(client, "timeout_ms", NULL), DEFENDER_STATUS_OK);
     CHECK(strcmp(defender_version(), "") != 0, "empty version");
+    defender_client_free(client);
+}
+
+static void test_option_enumeration(void) {
+    current_test = "option enumeration";
+    DefenderClient *client = new_client();
+    size_t count = 0;
+    int has_timeout = 0;
+    for (const char *key; (key = defender_option_name(count)) != NULL; count++) {
+        const char *doc = defender_option_doc(count);
+        CHECK(doc != NULL && strlen(doc) > 0 && strchr(doc, '\n') == NULL, "%s: doc '%s'", key, doc ? doc : "NULL");
+        /* Every listed key is one that defender_client_set knows: NULL restores its default. */
+        EXPECT_STATUS(defender_client_set(client, key, NULL), DEFENDER_STATUS_OK);
+        has_timeout |= strcmp(key, "timeout_ms") == 0;
+    }
+    CHECK(count >= 22 && has_timeout, "%zu keys", count);
+    CHECK(defender_option_doc(count) == NULL && defender_option_name((size_t)-1) == NULL, "NULL past the end");
+    CHECK(defender_option_name(0) == defender_option_name(0), "a static string");
     defender_client_free(client);
 }
 
@@ -714,8 +737,24 @@ static void test_status_names(void) {
     CHECK(strcmp(defender_status_name(DEFENDER_STATUS_OK), "OK") == 0, "OK");
     CHECK(strcmp(defender_status_name(DEFENDER_STATUS_NOT_READY), "NOT_READY") == 0, "NOT_READY");
     CHECK(strcmp(defender_status_name(DEFENDER_STATUS_INTERNAL), "INTERNAL") == 0, "INTERNAL");
-    CHECK(strcmp(defender_status_name(16), "UNKNOWN") == 0, "16");
+    CHECK(strcmp(defender_status_name(17), "UNKNOWN") == 0, "17");
     CHECK(strcmp(defender_status_name(-1), "UNKNOWN") == 0, "-1");
+
+    /* This file copies no status table: every enumerator of the header has its name from the
+       library, so a status added to the header without a name fails here. */
+    FILE *header = fopen(DEFENDER_HEADER, "r");
+    CHECK(header != NULL, "cannot read %s (run from the repository's root)", DEFENDER_HEADER);
+    if (header == NULL) return;
+    char line[512], name[64];
+    int number, enumerators = 0;
+    while (fgets(line, sizeof line, header)) {
+        if (sscanf(line, " DEFENDER_STATUS_%63[A-Z_] = %d,", name, &number) != 2) continue;
+        enumerators++;
+        CHECK(strcmp(defender_status_name(number), name) == 0, "%d is %s in the header, %s in the library", number,
+              name, defender_status_name(number));
+    }
+    fclose(header);
+    CHECK(enumerators >= 18, "%d DEFENDER_STATUS_ enumerators in %s", enumerators, DEFENDER_HEADER);
 }
 
 static void test_machines(void) {
@@ -815,6 +854,7 @@ int main(int argc, char **argv) {
     test_no_authorization_to_download_host();
     test_bad_arguments();
     test_unknown_option();
+    test_option_enumeration();
     test_many_threads_one_client();
     test_batch();
     test_status_names();

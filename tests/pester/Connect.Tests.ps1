@@ -259,9 +259,55 @@ Describe 'Connect-DefenderApi' {
             $connect = Get-SimulatorConnectParameters -Simulator $simulator
             $connect.Option.time_out = 5
 
-            { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.InvalidArgument,Defender.PowerShell.Commands.ConnectDefenderApiCommand' -ExpectedMessage "*'time_out'*timeout_ms*"
+            { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.UnknownOption,Defender.PowerShell.Commands.ConnectDefenderApiCommand' -ExpectedMessage "*'time_out'*timeout_ms*"
 
             (Get-DefenderMachineAction -ActionId $action).id | Should -Be $action
+        }
+
+        It 'lists in an unknown option''s error every key -Option takes, in the InvalidArgument category' {
+            $connect = Get-SimulatorConnectParameters -Simulator $simulator
+            $connect.Option.time_out = 5
+            try { Connect-DefenderApi @connect; throw 'no error' } catch { $failure = $_ }
+
+            $failure.CategoryInfo.Category | Should -Be 'InvalidArgument'
+            $listed = ($failure.Exception.Message -split '; the keys are: ')[1].TrimEnd('.') -split ', '
+            $listed | Should -Contain 'max_concurrent_downloads'
+            $listed | Should -Not -Contain 'client_secret' # a parameter sets it
+            # Each of the library's keys is either listed or refused for the parameter that sets it.
+            foreach ($key in [Defender.DefenderClient]::OptionNames | Where-Object { $_ -notin $listed }) {
+                $connect.Option = @{ $key = 'x' }
+                { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.InvalidArgument,*' -ExpectedMessage "*may not set '$key': use *"
+            }
+            $listed | Where-Object { $_ -notin [Defender.DefenderClient]::OptionNames } | Should -BeNullOrEmpty
+        }
+
+        It 'completes -Option''s keys from the library, with each key''s description' {
+            $line = 'Connect-DefenderApi -Option max_'
+            $completions = (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches
+
+            $completions.CompletionText | Should -Be @('@{ max_concurrent_downloads = ')
+            $completions[0].ToolTip | Should -BeLike '*defender_download_packages*(default 4)'
+            $line = 'Connect-DefenderApi -Option '
+            $all = (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.ListItemText
+            $all | Should -Contain 'timeout_ms'
+            $all | Should -Not -Contain 'client_secret'
+        }
+
+        It 'offers in -Cloud exactly the clouds the library has, in its order' {
+            $line = [Defender.DefenderClient]::OptionDescription('cloud') -replace ' \(default [^)]*\)$', ''
+            $clouds = ($line -split ': ')[-1] -replace ' or ', ', ' -split ', '
+            $set = (Get-Command Connect-DefenderApi).Parameters['Cloud'].Attributes | Where-Object { $_ -is [System.Management.Automation.ValidateSetAttribute] }
+
+            $clouds | Should -Contain 'gcc-high'
+            @($set.ValidValues | ForEach-Object { $_.ToLowerInvariant() }) | Should -Be $clouds
+        }
+
+        It 'names a status of the library by the library''s name in the ErrorId: UNKNOWN_OPTION is Defender.UnknownOption' {
+            $record = [Defender.PowerShell.DefenderErrors]::ToErrorRecord([Defender.DefenderException]::new([Defender.DefenderStatus]::UnknownOption, 'x'), $null)
+
+            $record.FullyQualifiedErrorId | Should -Be 'Defender.UnknownOption'
+            $record.CategoryInfo.Category | Should -Be 'InvalidArgument'
+            [Defender.DefenderClient]::StatusName([Defender.DefenderStatus]::UnknownOption) | Should -Be 'UNKNOWN_OPTION'
         }
 
         It 'refuses an option that a parameter sets, naming the parameter' {

@@ -41,6 +41,15 @@ pub fn status_name(status: i32) -> &'static str {
     unsafe { CStr::from_ptr(defender_status_name(status)) }.to_str().expect("names are ASCII")
 }
 
+/// The library's options, each key with its one line (what it does, takes and its default), in
+/// the library's order: `defender_option_name` and `defender_option_doc` up to their NULL.
+pub fn options() -> Vec<(&'static str, &'static str)> {
+    let text = |ptr: *const c_char| {
+        (!ptr.is_null()).then(|| unsafe { CStr::from_ptr(ptr) }.to_str().expect("option texts are UTF-8"))
+    };
+    (0..).map_while(|i| Some((text(defender_option_name(i))?, text(defender_option_doc(i))?))).collect()
+}
+
 /// The calling thread's last error message, read the way the header documents.
 pub fn last_error() -> String {
     unsafe {

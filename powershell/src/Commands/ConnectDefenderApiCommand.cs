@@ -2,7 +2,9 @@ using System;
 using System.Collections;
 using System.Collections.Generic;
 using System.Globalization;
+using System.Linq;
 using System.Management.Automation;
+using System.Management.Automation.Language;
 using System.Security;
 using System.Security.Cryptography.X509Certificates;
 
@@ -86,6 +88,7 @@ namespace Defender.PowerShell.Commands
         public Uri BaseUri { get; set; }
 
         [Parameter]
+        [ArgumentCompleter(typeof(OptionKeyCompleter))]
         public Hashtable Option { get; set; }
 
         public ConnectDefenderApiCommand()
@@ -96,12 +99,17 @@ namespace Defender.PowerShell.Commands
 
         protected override void ProcessRecord()
         {
+            IList<string> known = OptionKeys();
             foreach (object key in Option.Keys)
             {
+                string name = Convert.ToString(key, CultureInfo.InvariantCulture);
                 string parameter;
-                if (SetByParameter.TryGetValue(Convert.ToString(key, CultureInfo.InvariantCulture), out parameter))
+                if (SetByParameter.TryGetValue(name, out parameter))
                     ThrowTerminatingError(ModuleError("InvalidArgument", "-Option may not set '" + key + "': use " + parameter + ".",
                         ErrorCategory.InvalidArgument, key));
+                if (!known.Contains(name))
+                    ThrowTerminatingError(ModuleError("UnknownOption", "-Option has no key '" + key + "'; the keys are: " +
+                        string.Join(", ", known.ToArray()) + ".", ErrorCategory.InvalidArgument, key));
             }
 
             X509Certificate2 certificate = null;
@@ -175,6 +183,30 @@ namespace Defender.PowerShell.Commands
         {
             client.Set("tenant_id", TenantId);
             client.Set("client_id", clientId);
+        }
+
+        // The keys -Option takes: the library's options, but for those a parameter sets.
+        static IList<string> OptionKeys()
+        {
+            return DefenderClient.OptionNames.Where(delegate(string key) { return !SetByParameter.ContainsKey(key); }).ToList();
+        }
+
+        /// <summary>Completes -Option's keys (-Option ti[Tab]: @{ timeout_ms = ), each with its description.</summary>
+        public sealed class OptionKeyCompleter : IArgumentCompleter
+        {
+            public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete,
+                CommandAst commandAst, IDictionary fakeBoundParameters)
+            {
+                string typed = (wordToComplete ?? "").TrimStart('@', '{', ' ');
+                List<CompletionResult> results = new List<CompletionResult>();
+                foreach (string key in OptionKeys())
+                {
+                    if (!key.StartsWith(typed, StringComparison.OrdinalIgnoreCase)) continue;
+                    results.Add(new CompletionResult("@{ " + key + " = ", key, CompletionResultType.ParameterValue,
+                        DefenderClient.OptionDescription(key)));
+                }
+                return results;
+            }
         }
 
         // An -Option value as the library takes it: text, booleans as 'true'/'false', numbers

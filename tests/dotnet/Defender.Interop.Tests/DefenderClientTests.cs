@@ -129,17 +129,40 @@ public sealed class DefenderClientTests : IDisposable
     }
 
     [Fact]
-    public void An_unknown_option_is_InvalidArgument_naming_it_and_null_restores_the_default()
+    public void An_unknown_option_is_UnknownOption_naming_it_and_null_restores_the_default()
     {
         using var client = new DefenderClient();
 
         var failure = Assert.Throws<DefenderException>(() => client.Set("time_out", "5"));
 
-        Assert.Equal(DefenderStatus.InvalidArgument, failure.Status);
+        Assert.Equal(DefenderStatus.UnknownOption, failure.Status);
+        Assert.Equal("UNKNOWN_OPTION", failure.StatusName);
         Assert.Contains("'time_out'", failure.Message);
         Assert.Contains("timeout_ms", failure.Message);
         client.Set("timeout_ms", "5000");
         client.Set("timeout_ms", null);
+    }
+
+    [Fact]
+    public void OptionNames_lists_every_key_Set_takes_each_with_a_description()
+    {
+        using var client = new DefenderClient();
+
+        IList<string> names = DefenderClient.OptionNames;
+
+        Assert.True(names.Count >= 22, string.Join(", ", names));
+        Assert.Contains("max_concurrent_downloads", names);
+        Assert.Equal(names.Count, names.Distinct().Count());
+        foreach (string name in names)
+        {
+            client.Set(name, null);
+            Assert.False(string.IsNullOrWhiteSpace(DefenderClient.OptionDescription(name)), name);
+        }
+        Assert.Contains("(default 60000)", DefenderClient.OptionDescription("timeout_ms"));
+        Assert.Null(DefenderClient.OptionDescription("time_out"));
+        Assert.Throws<NotSupportedException>(() => names.Add("time_out"));
+        var invalid = Assert.Throws<DefenderException>(() => client.Set("timeout_ms", "soon"));
+        Assert.Equal(DefenderStatus.InvalidArgument, invalid.Status);
     }
 
     [Fact]

@@ -100,7 +100,7 @@ public sealed class Simulator : IDisposable
         http.Dispose();
     }
 
-    static string RepositoryRoot()
+    public static string RepositoryRoot()
     {
         for (var folder = new DirectoryInfo(AppContext.BaseDirectory); folder != null; folder = folder.Parent)
         {
