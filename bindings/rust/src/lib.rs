@@ -179,18 +179,7 @@ impl Client {
     }
 
     pub fn collect(&self, machine_id: &str, comment: Option<&str>) -> Result<Value, Failure> {
-        let machine = c(machine_id);
-        let comment = comment.map(c);
-        let mut json = ptr::null_mut();
-        check(unsafe {
-            defender_collect_investigation_package(
-                self.0,
-                machine.as_ptr(),
-                comment.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
-                &mut json,
-            )
-        })?;
-        Ok(serde_json::from_str(&unsafe { take_string(json) }).unwrap())
+        self.with_comment(defender_collect_investigation_package, machine_id, comment)
     }
 
     pub fn wait(&self, action_id: &str) -> Result<Value, Failure> {
@@ -231,16 +220,26 @@ impl Client {
     }
 
     pub fn cancel_action(&self, action_id: &str, comment: Option<&str>) -> Result<Value, Failure> {
-        let id = c(action_id);
+        self.with_comment(defender_cancel_machine_action, action_id, comment)
+    }
+
+    /// A call on one id with an optional comment (NULL: the library's default), answering JSON.
+    fn with_comment(
+        &self,
+        function: unsafe extern "C" fn(
+            *const DefenderClient,
+            *const c_char,
+            *const c_char,
+            *mut *mut c_char,
+        ) -> DefenderStatus,
+        id: &str,
+        comment: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let id = c(id);
         let comment = comment.map(c);
         let mut json = ptr::null_mut();
         check(unsafe {
-            defender_cancel_machine_action(
-                self.0,
-                id.as_ptr(),
-                comment.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
-                &mut json,
-            )
+            function(self.0, id.as_ptr(), comment.as_ref().map_or(ptr::null(), |c| c.as_ptr()), &mut json)
         })?;
         Ok(serde_json::from_str(&unsafe { take_string(json) }).unwrap())
     }
