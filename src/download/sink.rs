@@ -1,10 +1,20 @@
 //! Where a download's bytes go. The chunks the connection gives are gathered into blocks, and
 //! each block is handed (not copied again) to threads that work side by side with the receiving
-//! one: one hashes it (SHA-256), one writes it to the file, one computes the MD5 when there is
-//! one to check. Another flushes what is written to the disk as the download goes, so that the
-//! disk works alongside too and the final sync has little left to do. On a fast link the costs
-//! of a download then overlap instead of adding up, and memory stays at a few blocks in flight
-//! whatever the package size.
+//! one: one hashes it (SHA-256), one computes the MD5 when there is one to check. Another
+//! flushes what is written to the disk as the download goes, so that the disk works alongside
+//! too and the final sync has little left to do. On a fast link the costs of a download then
+//! overlap instead of adding up, and memory stays at a few blocks in flight whatever the
+//! package size.
+//!
+//! The receiving task writes each block to the file itself, as soon as it is gathered: its bytes
+//! are still in this core's cache, so the write costs about an eighth less CPU than from a block
+//! another core reads back, and no writer thread is woken for every MiB. That made downloads on
+//! a fast link about 6% faster than with a writer thread (docs/benchmarks.md). A write into the
+//! page cache takes well under a millisecond, but a slow destination (a busy disk, a hung
+//! network share) can hold one for seconds, and with it the runtime worker it runs on. So a
+//! write slower than [`SLOW_WRITE`] moves the download's writes to a thread of their own for the
+//! rest of it, and fewer downloads than there are workers write on them at a time: one worker
+//! always stays free for timers, cancellations and other calls.
 //!
 //! The blocks come from a small pool and go back to it, so a download reuses the same few MiB
 //! from start to end. The connection's own buffer is freed as soon as its bytes are copied into
@@ -13,14 +23,15 @@
 //! a fresh allocation of up to 400 KiB that the allocator got from the kernel as zeroed pages
 //! and gave back (see the notes in docs/benchmarks.md).
 //!
-//! SHA-256 (about half a CPU second per GiB with the CPU's SHA instructions) and the write each
-//! have a thread: on one thread together they were the slowest stage, as slow as all of curl.
-//! Measured both ways in alternating runs, apart they use the same CPU time and finish sooner.
+//! SHA-256 (about half a CPU second per GiB with the CPU's SHA instructions) has a thread: on
+//! the receiving one, or on one with the write, it made the slowest stage, as slow as all of curl.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use md5::Md5;
@@ -30,8 +41,10 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
-/// Blocks queued for each stage: with `BLOCK`, this bounds the memory a download holds to a few MiB.
-const CHUNKS_IN_FLIGHT: usize = 4;
+/// Blocks queued for each thread: with `BLOCK`, this bounds the memory a download holds to about
+/// ten MiB. SHA-256's queue lets the receiving task go on through the moments the hashing thread
+/// waits for a core; 8 measured at least as fast as 4 (docs/benchmarks.md).
+const CHUNKS_IN_FLIGHT: usize = 8;
 /// The body is gathered into blocks of this size: one write and one hand-off to each stage per
 /// MiB. Each hand-off can wake a sleeping thread; with 256 KiB blocks those wake-ups cost about
 /// 0.05 CPU s/GiB more (see docs/benchmarks.md), and the blocks still fit the cores' caches.
@@ -40,6 +53,9 @@ const BLOCK: usize = 1024 * 1024;
 const WRITE_BUFFER: usize = BLOCK;
 /// Written bytes after which the flusher is asked to push them to the disk.
 const FLUSH_EVERY: u64 = 64 * 1024 * 1024;
+/// A write on the receiving task that takes longer than this moves the download's writes to a
+/// thread of their own: a write of one block into the page cache takes well under a millisecond.
+const SLOW_WRITE: Duration = Duration::from_millis(20);
 
 /// The digests of every byte pushed, in order.
 pub(super) struct Digests {
@@ -55,7 +71,7 @@ pub(super) struct Digests {
 pub(super) struct Sink {
     sha256: Stage<Sha256>,
     /// Writes to the file.
-    writer: Stage<FileWriter>,
+    writes: Writes,
     /// Only when the server sent an MD5 to check against.
     md5: Option<Stage<Md5>>,
     /// The block being gathered.
@@ -68,17 +84,27 @@ impl Sink {
     /// A sink writing to `file` (positioned where the body starts), computing MD5 as well as
     /// SHA-256 when `with_md5`. `path` names the file in messages.
     pub(super) fn new(file: File, path: PathBuf, with_md5: bool) -> Result<Self> {
-        let writer = FileWriter {
-            flusher: Flusher::start(&path)?,
-            file: BufWriter::with_capacity(WRITE_BUFFER, file),
-            path,
-            written: 0,
-            flushed: 0,
+        Self::writing(file, path, with_md5, WorkerSlot::claim(), SLOW_WRITE)
+    }
+
+    /// A sink whose writes start on the receiving task when it has a `slot`, and move to a
+    /// thread after a write as slow as `slow_write`.
+    fn writing(
+        file: File,
+        path: PathBuf,
+        with_md5: bool,
+        slot: Option<WorkerSlot>,
+        slow_write: Duration,
+    ) -> Result<Self> {
+        let writer = FileWriter::new(file, path)?;
+        let writes = match slot {
+            Some(slot) => Writes::OnWorker { writer, slow_write, _slot: slot },
+            None => Writes::OnThread(Stage::start(writer)),
         };
         let pool = Arc::new(Pool::default());
         Ok(Self {
             sha256: Stage::start(Sha256::new()),
-            writer: Stage::start(writer),
+            writes,
             md5: with_md5.then(|| Stage::start(Md5::new())),
             filling: pool.take(),
             pool,
@@ -114,8 +140,9 @@ impl Sink {
         if let Some(md5) = &mut self.md5 {
             md5.push(Arc::clone(&block)).await?;
         }
+        // Hashing starts on its thread while the block is written here.
         self.sha256.push(Arc::clone(&block)).await?;
-        self.writer.push(block).await
+        self.writes.push(block).await
     }
 
     /// Waits until every byte is hashed and written, and returns the digests of them all.
@@ -127,7 +154,7 @@ impl Sink {
             Some(md5) => Some(md5.finish().await?),
             None => None,
         };
-        self.writer.finish().await?;
+        self.writes.finish().await?;
         let sha256 = self.sha256.finish().await?;
         Ok(Digests { sha256, md5 })
     }
@@ -176,6 +203,24 @@ struct FileWriter {
 }
 
 impl FileWriter {
+    fn new(file: File, path: PathBuf) -> Result<Self> {
+        Ok(Self {
+            flusher: Flusher::start(&path)?,
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            path,
+            written: 0,
+            flushed: 0,
+        })
+    }
+
+    /// A writer going on from where this one is, through a second handle to the same open file
+    /// (which shares its position), for a thread.
+    fn go_on_elsewhere(&mut self) -> Result<Self> {
+        self.file.flush().map_err(|err| self.failed(&err))?;
+        let file = self.file.get_ref().try_clone().map_err(|err| self.failed(&err))?;
+        Ok(Self { written: self.written, flushed: self.flushed, ..Self::new(file, self.path.clone())? })
+    }
+
     fn failed(&self, err: &std::io::Error) -> Error {
         Error::io(format!("writing '{}'", self.path.display()), err)
     }
@@ -197,6 +242,76 @@ impl Consumer for FileWriter {
 
     fn finish(mut self) -> Result<()> {
         self.file.flush().map_err(|err| self.failed(&err))
+    }
+}
+
+/// Where a download's writes happen.
+enum Writes {
+    /// On the receiving task, right after each block is gathered.
+    OnWorker { writer: FileWriter, slow_write: Duration, _slot: WorkerSlot },
+    /// On a thread of their own, through a short queue.
+    OnThread(Stage<FileWriter>),
+}
+
+impl Writes {
+    async fn push(&mut self, block: Arc<Block>) -> Result<()> {
+        match self {
+            Writes::OnThread(stage) => stage.push(block).await,
+            Writes::OnWorker { writer, slow_write, .. } => {
+                let started = Instant::now();
+                writer.take(&block.bytes)?;
+                if started.elapsed() >= *slow_write {
+                    // Moving is only for the workers' sake: when it cannot be done (no handle
+                    // left), the writes stay here.
+                    if let Ok(moved) = writer.go_on_elsewhere() {
+                        *self = Writes::OnThread(Stage::start(moved));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn finish(self) -> Result<()> {
+        match self {
+            Writes::OnWorker { writer, .. } => writer.finish(),
+            Writes::OnThread(stage) => stage.finish().await,
+        }
+    }
+
+    #[cfg(test)]
+    fn on_worker(&self) -> bool {
+        matches!(self, Writes::OnWorker { .. })
+    }
+}
+
+/// Downloads writing on the runtime's workers right now.
+static WRITING_ON_WORKERS: AtomicUsize = AtomicUsize::new(0);
+
+/// A download's turn to write on the runtime's workers. Turns are fewer than the workers, so
+/// that one worker is always free whatever the destinations do.
+struct WorkerSlot(&'static AtomicUsize);
+
+impl WorkerSlot {
+    /// A turn on the current runtime's workers, when one is free. None outside a runtime, or on
+    /// a runtime of one worker.
+    fn claim() -> Option<Self> {
+        let workers = tokio::runtime::Handle::try_current().map_or(0, |runtime| runtime.metrics().num_workers());
+        Self::claim_from(&WRITING_ON_WORKERS, workers)
+    }
+
+    /// A turn among `workers`, counted in `writing`.
+    fn claim_from(writing: &'static AtomicUsize, workers: usize) -> Option<Self> {
+        writing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| (now + 1 < workers).then_some(now + 1))
+            .ok()
+            .map(|_| Self(writing))
+    }
+}
+
+impl Drop for WorkerSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -302,42 +417,80 @@ fn lost() -> Error {
 mod tests {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn writes_every_byte_in_order_and_hashes_them() {
-        let folder = tempfile::tempdir().unwrap();
-        let path = folder.path().join("out");
-        let bytes: Vec<u8> = (0..(3 * WRITE_BUFFER + 12_345)).map(|i| (i * 7 % 251) as u8).collect();
-        let mut sink = Sink::new(File::create(&path).unwrap(), path.clone(), true).unwrap();
-        // Pieces of awkward sizes, smaller and larger than the write buffer.
-        for piece in bytes[..100_000].chunks(999).chain(bytes[100_000..].chunks(300_001)) {
-            sink.push(Bytes::copy_from_slice(piece)).await.unwrap();
-        }
-        assert_eq!(sink.received(), bytes.len() as u64);
-        let digests = sink.finish().await.unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), bytes);
-        assert_eq!(digests.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
-        assert_eq!(digests.md5, Some(<[u8; 16]>::from(Md5::digest(&bytes))));
+    /// Where a test sink writes: on a thread from the start, on the worker throughout, or on the
+    /// worker until its first write, then (every write being "slow") on a thread.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Place {
+        Thread,
+        Worker,
+        WorkerThenThread,
+    }
+
+    const PLACES: [Place; 3] = [Place::Thread, Place::Worker, Place::WorkerThenThread];
+
+    fn sink(file: File, path: &Path, with_md5: bool, place: Place) -> Sink {
+        // A counter of the test's own, with room for every test at once: the library's counter
+        // is for the library's runtime.
+        static WRITING: AtomicUsize = AtomicUsize::new(0);
+        let slot = (place != Place::Thread).then(|| WorkerSlot::claim_from(&WRITING, usize::MAX).unwrap());
+        let slow_write = if place == Place::WorkerThenThread { Duration::ZERO } else { Duration::from_secs(3600) };
+        Sink::writing(file, path.to_path_buf(), with_md5, slot, slow_write).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_write_that_fails_is_an_io_error() {
+    async fn writes_every_byte_in_order_and_hashes_them_wherever_it_writes() {
+        let folder = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..(3 * WRITE_BUFFER + 12_345)).map(|i| (i * 7 % 251) as u8).collect();
+        for place in PLACES {
+            let path = folder.path().join(format!("{place:?}"));
+            let mut sink = sink(File::create(&path).unwrap(), &path, true, place);
+            // Pieces of awkward sizes, smaller and larger than the write buffer.
+            for piece in bytes[..100_000].chunks(999).chain(bytes[100_000..].chunks(300_001)) {
+                sink.push(Bytes::copy_from_slice(piece)).await.unwrap();
+            }
+            assert_eq!(sink.received(), bytes.len() as u64);
+            assert_eq!(sink.writes.on_worker(), place == Place::Worker, "{place:?}");
+            let digests = sink.finish().await.unwrap();
+            assert!(std::fs::read(&path).unwrap() == bytes, "{place:?}: the file differs");
+            assert_eq!(digests.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)), "{place:?}");
+            assert_eq!(digests.md5, Some(<[u8; 16]>::from(Md5::digest(&bytes))), "{place:?}");
+        }
+    }
+
+    #[test]
+    fn one_worker_is_always_left_free_of_writes() {
+        static WRITING: AtomicUsize = AtomicUsize::new(0);
+        assert!(WorkerSlot::claim_from(&WRITING, 1).is_none(), "a runtime of one worker writes on threads");
+        let first = WorkerSlot::claim_from(&WRITING, 3).expect("three workers: two may write");
+        let second = WorkerSlot::claim_from(&WRITING, 3).expect("three workers: two may write");
+        assert!(WorkerSlot::claim_from(&WRITING, 3).is_none(), "the third worker stays free");
+        drop(first);
+        let third = WorkerSlot::claim_from(&WRITING, 3).expect("a finished download gives its turn back");
+        drop((second, third));
+        assert_eq!(WRITING.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_fails_is_an_io_error_wherever_it_writes() {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("out");
         std::fs::write(&path, b"").unwrap();
-        // A handle that cannot write.
-        let mut sink = Sink::new(File::open(&path).unwrap(), path.clone(), false).unwrap();
-        let mut outcome = Ok(());
-        for _ in 0..(4 * CHUNKS_IN_FLIGHT) {
-            outcome = sink.push(Bytes::from(vec![0u8; WRITE_BUFFER])).await;
-            if outcome.is_err() {
-                break;
+        for place in PLACES {
+            // A handle that cannot write.
+            let mut sink = sink(File::open(&path).unwrap(), &path, false, place);
+            let mut outcome = Ok(());
+            for _ in 0..(4 * CHUNKS_IN_FLIGHT) {
+                outcome = sink.push(Bytes::from(vec![0u8; WRITE_BUFFER])).await;
+                if outcome.is_err() {
+                    break;
+                }
             }
+            let error = match outcome {
+                Err(error) => error,
+                Ok(()) => sink.finish().await.err().expect("the write fails"),
+            };
+            assert_eq!(error.status(), crate::DefenderStatus::Io, "{place:?}: {error}");
+            assert!(error.message().contains("writing"), "{place:?}: {error}");
         }
-        let error = match outcome {
-            Err(error) => error,
-            Ok(()) => sink.finish().await.err().expect("the write fails"),
-        };
-        assert_eq!(error.status(), crate::DefenderStatus::Io, "{error}");
-        assert!(error.message().contains("writing"), "{error}");
     }
 }
