@@ -262,7 +262,8 @@ impl Writes {
                 writer.take(&block.bytes)?;
                 if started.elapsed() >= *slow_write {
                     // Moving is only for the workers' sake: when it cannot be done (no handle
-                    // left), the writes stay here.
+                    // left, or a flush failed, which the next write or the last flush reports),
+                    // the writes stay here.
                     if let Ok(moved) = writer.go_on_elsewhere() {
                         *self = Writes::OnThread(Stage::start(moved));
                     }
