@@ -12,7 +12,7 @@ use crate::config::MAX_PAGE_SIZE;
 use crate::exchange::Exchange;
 use crate::lock;
 use crate::rate_limit::LimitClass;
-use crate::responses::{HttpResponse, api_error, iso_timestamp, json, retry_after};
+use crate::responses::{HttpResponse, api_error, iso_timestamp, json, retry_after, with_body};
 use crate::routes::ApiCall;
 use crate::simulation::Simulation;
 use crate::state::{
@@ -219,14 +219,40 @@ fn list(
     let value: Vec<Value> = passing.by_ref().take(page_size).collect();
     let mut page = json!({"@odata.context": format!("{METADATA}#{entity_set}"), "value": value});
     if passing.next().is_some() {
-        let mut query: Vec<(String, String)> =
-            exchange.query_pairs().into_iter().filter(|(name, _)| name != "$skip").collect();
-        query.push(("$skip".to_owned(), (skip + page_size).to_string()));
-        let root = if config.next_link_base.is_empty() { &sim.base_url } else { &config.next_link_base };
-        let query = serde_urlencoded::to_string(&query).expect("strings encode");
-        page["@odata.nextLink"] = Value::String(format!("{}{path}?{query}", root.trim_end_matches('/')));
+        page["@odata.nextLink"] = Value::String(next_link(sim, exchange, path, skip + page_size));
     }
     json(StatusCode::OK, &page)
+}
+
+/// The link to the page of this request's list that starts at `skip`.
+fn next_link(sim: &Simulation, exchange: &Exchange, path: &str, skip: usize) -> String {
+    let mut query: Vec<(String, String)> =
+        exchange.query_pairs().into_iter().filter(|(name, _)| name != "$skip").collect();
+    query.push(("$skip".to_owned(), skip.to_string()));
+    let config = sim.config();
+    let root = if config.next_link_base.is_empty() { &sim.base_url } else { &config.next_link_base };
+    let query = serde_urlencoded::to_string(&query).expect("strings encode");
+    format!("{}{path}?{query}", root.trim_end_matches('/'))
+}
+
+/// The `page` fault's answer: `items` copies of `item` as it was given, whatever `$top` asked
+/// for, and a link to the next page, so that with the fault on every request a list never ends.
+pub(crate) fn page_fault(sim: &Simulation, exchange: &Exchange, items: u64, item: &str) -> HttpResponse {
+    let skip = exchange.query_param("$skip").and_then(|skip| skip.parse::<usize>().ok()).unwrap_or(0);
+    let next = next_link(sim, exchange, &exchange.path, skip.saturating_add(items as usize));
+    let copies = usize::try_from(items).unwrap_or(usize::MAX);
+    let mut body = String::with_capacity(copies.saturating_mul(item.len() + 1).min(1 << 30) + next.len() + 64);
+    body.push_str(r#"{"value":["#);
+    for copy in 0..copies {
+        if copy > 0 {
+            body.push(',');
+        }
+        body.push_str(item);
+    }
+    body.push_str(r#"],"@odata.nextLink":"#);
+    body.push_str(&serde_json::to_string(&next).expect("strings serialize"));
+    body.push('}');
+    with_body(StatusCode::OK, "application/json; charset=utf-8", body.into_bytes())
 }
 
 fn get_machine(sim: &Simulation, machine_id: &str) -> HttpResponse {

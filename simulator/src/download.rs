@@ -95,7 +95,9 @@ pub(crate) async fn serve(
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/zip"));
-    headers.insert(CONTENT_LENGTH, header_value((body_range.end - body_range.start).to_string()));
+    if fault != Some(&Fault::NoLength) {
+        headers.insert(CONTENT_LENGTH, header_value((body_range.end - body_range.start).to_string()));
+    }
     headers.insert(ETAG, header_value(package.etag().to_owned()));
     if honour_ranges {
         headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));

@@ -160,6 +160,8 @@ async fn answer(sim: &Simulation, port: Port, exchange: &mut Exchange) -> Result
     match &fault {
         Some(Fault::Drop) => return Err(DropConnection),
         Some(Fault::Delay { ms }) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+        Some(Fault::Page { items, item }) => return Ok(api::page_fault(sim, exchange, *items, item)),
+        Some(Fault::Raw { response }) => return Ok(exchange.connection.replace_answer(response.as_bytes())),
         Some(fault) => {
             if let Some(response) = fault.error_answer(endpoint.error_style()) {
                 return Ok(response);

@@ -49,6 +49,8 @@ pub enum Fault {
     ExpiredLink,
     /// Download: ignore `Range` and leave out `Accept-Ranges`.
     NoRanges,
+    /// Download: no `Content-Length`, the body chunked, as a proxy that re-encodes it may send it.
+    NoLength,
     /// 404 with the endpoint's error body.
     NotFound,
     /// This answer instead of the endpoint's, exactly as given: a server that misbehaves. A
@@ -62,6 +64,22 @@ pub enum Fault {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         body: String,
     },
+    /// Lists: a page of `items` copies of `item` (JSON text, put in as it is), whatever `$top`
+    /// asked for, with an `@odata.nextLink` to the next `$skip`: with `times` 0, a list that
+    /// never ends.
+    Page {
+        items: u64,
+        #[serde(default = "empty_object")]
+        item: String,
+    },
+    /// These bytes, exactly as written, as the whole answer (status line, headers, body), then
+    /// the connection closes: an answer no HTTP library sends, such as a `Content-Length` that is
+    /// not a number, or one beside `Transfer-Encoding`.
+    Raw { response: String },
+}
+
+fn empty_object() -> String {
+    "{}".to_owned()
 }
 
 impl Fault {
@@ -75,6 +93,7 @@ impl Fault {
                 | Fault::SlowBody { .. }
                 | Fault::ExpiredLink
                 | Fault::NoRanges
+                | Fault::NoLength
         )
     }
 
@@ -91,6 +110,12 @@ impl Fault {
             Fault::SlowBody { bytes_per_sec: 0 } => {
                 Err(ControlError::invalid("slow_body needs bytes_per_sec of at least 1"))
             }
+            Fault::Page { .. } if !matches!(endpoint, RouteKind::ListMachines | RouteKind::ListActions) => {
+                Err(ControlError::invalid(format!(
+                    "fault page only applies to list_machines and list_actions, not {endpoint:?}"
+                )))
+            }
+            Fault::Raw { response } if response.is_empty() => Err(ControlError::invalid("raw needs a response")),
             Fault::Answer { status, .. } if !(200..=599).contains(status) => {
                 Err(ControlError::invalid(format!("answer status must be 200 to 599, not {status}")))
             }

@@ -4,15 +4,16 @@
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::exchange;
+use crate::lock;
 use crate::request_log::{Port, SentBytes};
 use crate::simulation::Simulation;
 
@@ -56,7 +58,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let control = Arc::new(ConnectionControl::default());
-    let io = TokioIo::new(ControlledIo { inner: stream, control: control.clone() });
+    let io = TokioIo::new(ControlledIo { inner: stream, control: control.clone(), replacing: None });
     let service = service_fn(move |request| exchange::handle(sim.clone(), port, control.clone(), request));
     // No timer, so no header read timeout: an idle keep-alive connection stays open as long as the
     // client keeps it, and a client never races the server closing it.
@@ -66,10 +68,12 @@ where
     }
 }
 
-/// Lets a response close its connection.
+/// Lets a response close its connection, or replace what hyper writes with bytes of its own.
 #[derive(Default)]
 pub(crate) struct ConnectionControl {
     close_after_flush: AtomicBool,
+    /// Written in place of the next answer hyper writes (the `raw` fault).
+    replacement: Mutex<Option<Bytes>>,
 }
 
 impl ConnectionControl {
@@ -77,15 +81,60 @@ impl ConnectionControl {
     fn close_after_flush(&self) {
         self.close_after_flush.store(true, Ordering::Release);
     }
+
+    /// Sends `raw` as the answer to the request being handled, exactly as it is, then closes the
+    /// connection: hyper would refuse to write a malformed head. Returns the answer to give hyper
+    /// in its place (its status is the one `raw` names, for the request log); what hyper writes
+    /// of it is dropped.
+    pub(crate) fn replace_answer(&self, raw: &[u8]) -> Response<ResponseBody> {
+        *lock(&self.replacement) = Some(Bytes::copy_from_slice(raw));
+        let status = raw
+            .strip_prefix(b"HTTP/1.1 ")
+            .or_else(|| raw.strip_prefix(b"HTTP/1.0 "))
+            .and_then(|rest| rest.get(..3))
+            .and_then(|digits| StatusCode::from_bytes(digits).ok())
+            .unwrap_or(StatusCode::OK);
+        let mut response = Response::new(ResponseBody::with_source(Source::Closing));
+        *response.status_mut() = status;
+        response
+    }
+
+    fn take_replacement(&self) -> Option<Bytes> {
+        lock(&self.replacement).take()
+    }
 }
 
 /// The connection's I/O. hyper flushes its I/O only when its own write buffer is empty, so
 /// failing that flush after [`ConnectionControl::close_after_flush`] ends the connection right
 /// after the last byte the response body produced: the client sees exactly that many bytes, then
-/// the connection closing.
+/// the connection closing. After [`ConnectionControl::replace_answer`], the replacement goes out
+/// instead of what hyper writes, and the connection closes after it.
 struct ControlledIo<S> {
     inner: S,
     control: Arc<ConnectionControl>,
+    /// What is left to write of a replacement; `Some` from the moment one was taken.
+    replacing: Option<Bytes>,
+}
+
+impl<S: AsyncWrite + Unpin> ControlledIo<S> {
+    /// Takes a replacement waiting for this connection, and writes what is left of it. `Ready`
+    /// once nothing of one is left to write (or there never was one).
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.replacing.is_none() {
+            self.replacing = self.control.take_replacement();
+        }
+        while let Some(rest) = self.replacing.as_mut().filter(|rest| !rest.is_empty()) {
+            let written = ready!(Pin::new(&mut self.inner).poll_write(cx, rest))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            rest.advance(written);
+            if rest.is_empty() {
+                self.control.close_after_flush();
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ControlledIo<S> {
@@ -96,7 +145,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for ControlledIo<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for ControlledIo<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        ready!(this.poll_replacement(cx))?;
+        if this.replacing.is_some() {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -104,7 +158,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ControlledIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        ready!(this.poll_replacement(cx))?;
+        if this.replacing.is_some() {
+            return Poll::Ready(Ok(bufs.iter().map(|buf| buf.len()).sum()));
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -114,6 +173,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ControlledIo<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        ready!(this.poll_replacement(cx))?;
         ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
         if this.control.close_after_flush.load(Ordering::Acquire) {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "closed by a download fault")));

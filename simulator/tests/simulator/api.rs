@@ -4,7 +4,8 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use defender_simulator::{
-    ActionSpec, ConfigPatch, MachineRegistration, Outcome, RateLimit, RateLimitsPatch, Schedule, Simulator,
+    ActionSpec, ConfigPatch, Fault, FaultRule, MachineRegistration, Outcome, RateLimit, RateLimitsPatch, RouteKind,
+    Schedule, Simulator,
 };
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
@@ -167,6 +168,25 @@ fn listing_filters_newest_first() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(api_error_code(&body), "BadRequest");
     assert_eq!(list("$orderby=creationDateTimeUtc").0, StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn the_page_fault_serves_any_number_of_items_and_a_next_link_for_ever() {
+    let simulator = start_unlimited();
+    let client = client();
+    let token = access_token(&client, &simulator);
+    let fault = Fault::Page { items: 3, item: r#"{"id":"x"}"#.to_owned() };
+    simulator.add_fault(FaultRule { times: 0, ..FaultRule::new(RouteKind::ListMachines, fault) }).unwrap();
+    let mut path = "/api/machines?$top=2".to_owned();
+    for skip in [3, 6, 9] {
+        let page = json(api_get(&client, &simulator, &token, &path));
+        assert_eq!(page["value"], json!([{ "id": "x" }, { "id": "x" }, { "id": "x" }]), "more than $top asked for");
+        let next = page["@odata.nextLink"].as_str().unwrap();
+        assert_eq!(next, format!("{}/api/machines?%24top=2&%24skip={skip}", simulator.base_url()));
+        path = next.strip_prefix(simulator.base_url()).unwrap().to_owned();
+    }
+    let refused = FaultRule::new(RouteKind::MachineAction, Fault::Page { items: 1, item: "{}".to_owned() });
+    assert!(simulator.add_fault(refused).is_err(), "only lists have pages");
 }
 
 pub(crate) fn urlencode(text: &str) -> String {

@@ -287,6 +287,33 @@ fn no_ranges_drop_not_found_and_status_faults() {
     assert_eq!(unavailable.headers()["x-ms-error-code"], "ServerBusy");
 }
 
+#[test]
+fn no_length_sends_the_package_chunked() {
+    let download = Download::of_size(MIN_PACKAGE_SIZE);
+    let response = download.with_fault(Fault::NoLength).get(None);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!response.headers().contains_key(CONTENT_LENGTH));
+    assert_eq!(response.headers()["transfer-encoding"], "chunked");
+    assert_eq!(response.bytes().unwrap().len() as u64, MIN_PACKAGE_SIZE);
+}
+
+#[test]
+fn raw_answers_go_out_byte_for_byte_and_close_the_connection() {
+    let download = Download::of_size(MIN_PACKAGE_SIZE);
+    let raw =
+        "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nPK\u{3}\u{4}\r\n0\r\n\r\n";
+    download.with_fault(Fault::Raw { response: raw.to_owned() });
+    let link = reqwest::Url::parse(&download.link()).unwrap();
+    let mut stream = std::net::TcpStream::connect((link.host_str().unwrap(), link.port().unwrap())).unwrap();
+    let request = format!("GET {}?{} HTTP/1.1\r\nHost: x\r\n\r\n", link.path(), link.query().unwrap());
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("the connection closes after the answer");
+    assert_eq!(answer, raw);
+    let record = download.simulator.requests().pop().unwrap();
+    assert_eq!(record.status, Some(200), "the status the raw answer names");
+}
+
 /// Reads a download through range requests, so the `zip` crate can look at a package far too
 /// big to fetch whole.
 struct RangeReader<'a> {
