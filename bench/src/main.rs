@@ -15,10 +15,14 @@
 //! 4. Fifty packages: a simulator with the documented rate limits and a fast clock, and a client
 //!    with the same clock, downloading them all through `defender_download_packages`; the total
 //!    time against the least the limits allow, and how many 429s the simulator answered.
+//! 5. Hostile answers (only with `--only hostile`: it takes minutes): each answer of a hostile
+//!    server that issue 19 names, in a process of its own with caps on time, memory and disk;
+//!    its peak memory, time, requests and outcome (see `hostile.rs`).
 //!
 //! `cargo run --release -p defender-bench -- --help` lists the options.
 
 mod calls;
+mod hostile;
 mod throughput;
 
 use std::io::{BufRead, BufReader};
@@ -37,9 +41,18 @@ use throughput::{Runs, Tools};
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// Parts to run (all when not given); may be repeated
+    /// Parts to run (all but hostile when not given); may be repeated
     #[arg(long, value_enum)]
     only: Vec<Part>,
+    /// Cases of the hostile part to run (all when not given); may be repeated
+    #[arg(long)]
+    case: Vec<String>,
+    /// Kill a hostile case's process past this resident memory
+    #[arg(long, default_value = "2GiB", value_parser = parse_byte_size)]
+    memory_cap: u64,
+    /// Kill a hostile case's process past this many bytes in its download folder
+    #[arg(long, default_value = "2GiB", value_parser = parse_byte_size)]
+    disk_cap: u64,
     /// Size of the package in the throughput runs (such as 512MiB, 2GiB, 4GB)
     #[arg(long, default_value = "1GiB", value_parser = parse_byte_size)]
     size: u64,
@@ -87,6 +100,9 @@ struct Args {
     callgrind_child: Option<String>,
     #[arg(long, hide = true, default_value_t = 0)]
     calls_under_callgrind: u32,
+    /// (internal) one case of the hostile part, as JSON
+    #[arg(long, hide = true)]
+    hostile_child: Option<String>,
 }
 
 impl Args {
@@ -101,13 +117,15 @@ enum Part {
     Throughput,
     Calls,
     Batch,
+    Hostile,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let outcome = match &args.callgrind_child {
-        Some(base_url) => calls::callgrind_child(base_url, args.calls_under_callgrind),
-        None => run(&args),
+    let outcome = match (&args.callgrind_child, &args.hostile_child) {
+        (Some(base_url), _) => calls::callgrind_child(base_url, args.calls_under_callgrind),
+        (None, Some(case)) => hostile::child(case),
+        (None, None) => run(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,7 +149,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     .map_err(|err| format!("cannot create a work folder: {err}"))?;
     println!("work folder: {}", work_dir.path().display());
-    let wanted = |part: Part| args.only.is_empty() || args.only.contains(&part);
+    let wanted = |part: Part| (args.only.is_empty() && part != Part::Hostile) || args.only.contains(&part);
     // First: the peak is the process's, and nothing else has raised it yet.
     if wanted(Part::Memory) {
         memory(args, &simulator_binary, work_dir.path())?;
@@ -144,6 +162,9 @@ fn run(args: &Args) -> Result<(), String> {
     }
     if wanted(Part::Batch) {
         batch(args, &simulator_binary, work_dir.path())?;
+    }
+    if args.only.contains(&Part::Hostile) {
+        hostile::run(&simulator_binary, work_dir.path(), &args.case, args.memory_cap, args.disk_cap)?;
     }
     Ok(())
 }
