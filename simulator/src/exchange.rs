@@ -20,8 +20,10 @@ use crate::simulation::Simulation;
 use crate::state::{Caller, LinkTarget, TokenProblem};
 use crate::{api, auth, control, download, lock};
 
-/// Request bodies (forms, small JSON) are never larger than this.
+/// Request bodies (forms, small JSON) are never larger than this...
 const MAX_REQUEST_BODY: usize = 1 << 20;
+/// ... but the control API's may carry an answer of many megabytes (an `answer` fault's body).
+const MAX_CONTROL_BODY: usize = 256 << 20;
 
 pub(crate) struct Exchange {
     pub(crate) method: Method,
@@ -70,18 +72,20 @@ pub(crate) async fn handle(
 ) -> Result<HttpResponse, DropConnection> {
     let arrived_at = sim.clock.now();
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+    let control = port == Port::Api && parts.uri.path().starts_with("/_sim/");
+    let limit = if control { MAX_CONTROL_BODY } else { MAX_REQUEST_BODY };
+    let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             return Ok(ErrorStyle::Api.error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
-                "The request body could not be read, or is larger than the simulator accepts (1 MiB).",
+                "The request body could not be read, or is larger than the simulator accepts (1 MiB; 256 MiB for /_sim/).",
             ));
         }
     };
     let path = parts.uri.path().to_owned();
-    if port == Port::Api && path.starts_with("/_sim/") {
+    if control {
         return Ok(control::handle(&sim, &parts.method, &path, parts.uri.query(), &body));
     }
 
