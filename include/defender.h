@@ -488,6 +488,17 @@ void defender_client_free(DefenderClient *client);
  *   simulator) (default 1)
  * - `max_concurrent_downloads`: 1 to 64: packages defender_download_packages downloads at once
  *   (default 4)
+ * - `min_speed_bytes`: a download that brings fewer bytes in min_speed_window_ms is a stall,
+ *   retried as one; 0 for no minimum (default 65536)
+ * - `min_speed_window_ms`: milliseconds over which min_speed_bytes is counted (default 60000)
+ * - `download_timeout_ms`: above 0: a download, its resumes and fresh links included, ends with
+ *   TIMEOUT after this long (default 0)
+ * - `max_bytes_without_length`: a download whose host announces no length ends with PROTOCOL past
+ *   this many bytes (default 17179869184)
+ * - `list_max_items`: a list called with max_items 0 ends with PROTOCOL past this many entities
+ *   (default 100000)
+ * - `list_max_pages`: a list ends with PROTOCOL past this many pages (default 1000)
+ * - `list_timeout_ms`: a list ends with TIMEOUT after this long; 0 for no limit (default 1800000)
  *
  * Sign-in: exactly one of `client_secret`, `client_certificate_path` or `client_assertion`
  * (each with `tenant_id` and `client_id`), `managed_identity`, `environment=true` or

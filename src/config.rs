@@ -65,6 +65,19 @@ pub(crate) struct Settings {
     pub clock_scale: f64,
     /// How many packages `defender_download_packages` downloads at once.
     pub max_concurrent_downloads: usize,
+    /// A download that brings fewer bytes than this in `min_speed_window` is a stall; 0: no minimum.
+    pub min_speed_bytes: u64,
+    pub min_speed_window: Duration,
+    /// When set, a download (every try, resume and fresh link) ends after this long.
+    pub download_timeout: Option<Duration>,
+    /// A download whose host announces no length stops past this many bytes.
+    pub max_bytes_without_length: u64,
+    /// A list (`max_items` 0) stops past this many entities...
+    pub list_max_items: usize,
+    /// ... this many pages...
+    pub list_max_pages: u32,
+    /// ... or this long; `None`: no limit.
+    pub list_timeout: Option<Duration>,
     /// Sign in with client assertions that the caller's assertion callback signs
     /// (`defender_client_set_assertion_callback`); not an option key.
     pub client_assertion_callback: bool,
@@ -76,6 +89,19 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// enough not to crowd a responder's uplink.
 const DEFAULT_CONCURRENT_DOWNLOADS: usize = 4;
 const MAX_CONCURRENT_DOWNLOADS: usize = 64;
+/// A download slower than 64 KiB a minute (about 9 kbit/s) is stalled: no link a package is
+/// fetched over is that slow for a whole minute, while a server that trickles bytes is caught.
+pub(crate) const DEFAULT_MIN_SPEED_BYTES: u64 = 64 * 1024;
+pub(crate) const DEFAULT_MIN_SPEED_WINDOW: Duration = Duration::from_secs(60);
+/// Packages are megabytes to a few gigabytes, and Azure Storage always says how long they are;
+/// a body without a length past this is not one.
+pub(crate) const DEFAULT_MAX_BYTES_WITHOUT_LENGTH: u64 = 16 << 30;
+/// Ten pages of 10,000: more machines or actions than most tenants have.
+pub(crate) const DEFAULT_LIST_MAX_ITEMS: usize = 100_000;
+/// A list of 100,000 in pages of 100 still fits.
+pub(crate) const DEFAULT_LIST_MAX_PAGES: u32 = 1_000;
+/// A thousand pages at the rate limit's 100 calls a minute take ten.
+pub(crate) const DEFAULT_LIST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -102,6 +128,13 @@ impl Default for Settings {
             rate_limit: true,
             clock_scale: 1.0,
             max_concurrent_downloads: DEFAULT_CONCURRENT_DOWNLOADS,
+            min_speed_bytes: DEFAULT_MIN_SPEED_BYTES,
+            min_speed_window: DEFAULT_MIN_SPEED_WINDOW,
+            download_timeout: None,
+            max_bytes_without_length: DEFAULT_MAX_BYTES_WITHOUT_LENGTH,
+            list_max_items: DEFAULT_LIST_MAX_ITEMS,
+            list_max_pages: DEFAULT_LIST_MAX_PAGES,
+            list_timeout: Some(DEFAULT_LIST_TIMEOUT),
             client_assertion_callback: false,
         }
     }
@@ -191,6 +224,21 @@ pub(crate) const OPTIONS: &[OptionKey] = options! {
     "max_concurrent_downloads" => max_concurrent_downloads, Behaviour, Some("4"),
         |k, v| parse_count(k, v, 1..=MAX_CONCURRENT_DOWNLOADS),
         "1 to 64: packages defender_download_packages downloads at once";
+    "min_speed_bytes" => min_speed_bytes, Behaviour, Some("65536"), |k, v| parse_count(k, v, 0..=u64::MAX),
+        "a download that brings fewer bytes in min_speed_window_ms is a stall, retried as one; 0 for no minimum";
+    "min_speed_window_ms" => min_speed_window, Behaviour, Some("60000"), parse_millis,
+        "milliseconds over which min_speed_bytes is counted";
+    "download_timeout_ms" => download_timeout, Behaviour, Some("0"), parse_optional_millis,
+        "above 0: a download, its resumes and fresh links included, ends with TIMEOUT after this long";
+    "max_bytes_without_length" => max_bytes_without_length, Behaviour, Some("17179869184"),
+        |k, v| parse_count(k, v, 1..=u64::MAX),
+        "a download whose host announces no length ends with PROTOCOL past this many bytes";
+    "list_max_items" => list_max_items, Behaviour, Some("100000"), |k, v| parse_count(k, v, 1..=u32::MAX as usize),
+        "a list called with max_items 0 ends with PROTOCOL past this many entities";
+    "list_max_pages" => list_max_pages, Behaviour, Some("1000"), |k, v| parse_count(k, v, 1..=u32::MAX),
+        "a list ends with PROTOCOL past this many pages";
+    "list_timeout_ms" => list_timeout, Behaviour, Some("1800000"), parse_optional_millis,
+        "a list ends with TIMEOUT after this long; 0 for no limit";
 };
 
 impl OptionKey {
@@ -325,11 +373,19 @@ fn parse_clock_scale(key: &str, value: &str) -> Result<f64> {
 }
 
 /// A whole number within `range`.
-fn parse_count(key: &str, value: &str, range: std::ops::RangeInclusive<usize>) -> Result<usize> {
-    match value.trim().parse::<usize>() {
+fn parse_count<T>(key: &str, value: &str, range: std::ops::RangeInclusive<T>) -> Result<T>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display,
+{
+    match value.trim().parse::<T>() {
         Ok(count) if range.contains(&count) => Ok(count),
         _ => Err(malformed(key, value, &format!("a whole number from {} to {}", range.start(), range.end()))),
     }
+}
+
+/// Milliseconds, at least one.
+fn parse_millis(key: &str, value: &str) -> Result<Duration> {
+    parse_count(key, value, 1..=u64::MAX).map(Duration::from_millis)
 }
 
 /// Free text that goes into a request (a header or a form field): no control characters.
@@ -481,6 +537,7 @@ mod tests {
             "rate_limit" => "off",
             "clock_scale" => "60",
             "max_concurrent_downloads" => "8",
+            "min_speed_bytes" | "max_bytes_without_length" | "list_max_items" | "list_max_pages" => "7",
             k if k.ends_with("_ms") => "1234",
             _ => "value",
         };

@@ -20,12 +20,36 @@ fn assert_printable(error: &Error) {
     assert!(!shown.chars().any(char::is_control), "not printable: {shown:?}");
 }
 
-/// A MachineAction (`GET /api/machineactions/{id}`, and each item of a list).
+/// A MachineAction (`GET /api/machineactions/{id}`, and each item of a list): what the caller
+/// gets back is the answer's own text.
 pub fn machine_action(data: &[u8]) {
-    if let Ok(json) = serde_json::from_slice(data) {
-        if let Err(error) = machine_actions::MachineAction::from_json(json, "fuzzing") {
-            assert_printable(&error);
-        }
+    let response = ApiResponse::new(StatusCode::OK, data.to_vec(), Operation::MachineAction);
+    match response.entity::<machine_actions::ActionFields>("fuzzing") {
+        Ok(entity) => match machine_actions::MachineAction::new(entity, "fuzzing") {
+            Ok(action) => {
+                let text = action.into_json();
+                assert_eq!(text.trim(), text, "{text:?}");
+                assert!(std::str::from_utf8(data).is_ok_and(|data| data.contains(&text)), "{text:?}");
+            }
+            Err(error) => assert_printable(&error),
+        },
+        Err(error) => assert_printable(&error),
+    }
+}
+
+/// A page of a list (`{"value": [...], "@odata.nextLink": "..."}`), with `$top` taken from the
+/// first byte: never more items than that are kept, each is an item's own text, and together they
+/// read back as the JSON array the caller gets.
+pub fn list_page(data: &[u8]) {
+    let Some((&top, body)) = data.split_first() else { return };
+    let top = usize::from(top % 8);
+    let Ok(page) = crate::service::lists::parse_page::<serde::de::IgnoredAny>(body, top) else { return };
+    assert!(page.items.len() <= top, "{} items kept, {top} asked for", page.items.len());
+    let array = crate::service::entity::json_array(&page.items);
+    let read_back: Vec<&serde_json::value::RawValue> = serde_json::from_str(&array).expect("the items make an array");
+    assert_eq!(read_back.len(), page.items.len());
+    for (read, item) in read_back.iter().zip(&page.items) {
+        assert_eq!(read.get(), item.json.get());
     }
 }
 

@@ -190,10 +190,14 @@ pub(crate) fn describe_transport_error(err: &reqwest::Error) -> Error {
     Error::new(status, format!("{kind} ({})", chain(err)))
 }
 
-/// The failure, when sending the request again cannot help: a redirect the policy refused, or
-/// a server certificate that failed verification (retrying it would only lose time, and hide
-/// the reason behind "gave up after 6 attempts").
+/// The failure, when sending the request again cannot help: a redirect the policy refused, a
+/// server certificate that failed verification, a URL the HTTP client cannot request, or an
+/// answer that is not valid HTTP (a head too large, a `Content-Length` that is not a number).
+/// Retrying would only lose time, and hide the reason behind "gave up after 6 attempts".
 pub(crate) fn final_transport_error(err: &reqwest::Error) -> Option<Error> {
+    if err.is_builder() {
+        return Some(Error::protocol(format!("the request could not be made ({})", chain(err))));
+    }
     let mut source = err.source();
     while let Some(cause) = source {
         if let Some(refused) = cause.downcast_ref::<RedirectRefused>() {
@@ -202,9 +206,31 @@ pub(crate) fn final_transport_error(err: &reqwest::Error) -> Option<Error> {
         if let Some(rustls::Error::InvalidCertificate(why)) = tls_error(cause) {
             return Some(Error::new(DefenderStatus::Network, certificate_refused(why)));
         }
+        if let Some(invalid) = cause.downcast_ref::<hyper::Error>().filter(|invalid| invalid.is_parse()) {
+            // "message head is too large", "invalid content-length parsed", ...
+            return Some(Error::protocol(format!("the server's answer is not valid HTTP ({invalid})")));
+        }
         source = cause.source();
     }
     None
+}
+
+/// Whether the HTTP client can send a request to `url`: a URL the URL parser takes can still be
+/// one HTTP cannot carry (a `{` in its host), which would fail every try the same way.
+pub(crate) fn requestable(url: &Url) -> bool {
+    url.as_str().parse::<http::Uri>().is_ok()
+}
+
+/// Refuses an answer with both `Content-Length` and `Transfer-Encoding`: RFC 9112 (6.3) says to
+/// treat it as an error, since it is how requests are smuggled and answers split.
+pub(crate) fn check_framing(headers: &reqwest::header::HeaderMap) -> Result<()> {
+    use reqwest::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    if headers.contains_key(CONTENT_LENGTH) && headers.contains_key(TRANSFER_ENCODING) {
+        return Err(Error::protocol(
+            "the server's answer has both Content-Length and Transfer-Encoding, which HTTP forbids (RFC 9112)",
+        ));
+    }
+    Ok(())
 }
 
 /// The TLS error behind `cause`, which may be wrapped in I/O errors (by the TLS stream, then by
@@ -259,8 +285,13 @@ pub(crate) fn chain(err: &reqwest::Error) -> String {
     text
 }
 
-/// Reads a whole (small) body, refusing one over `limit` bytes.
+/// Reads a whole (small) body, refusing one over `limit` bytes (before reading it, when its
+/// length says so) and one whose framing is ambiguous (`check_framing`).
 pub(crate) async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Vec<u8>> {
+    check_framing(response.headers())?;
+    if let Some(length) = response.content_length().filter(|length| *length > limit as u64) {
+        return Err(Error::protocol(format!("the answer is {length} bytes, larger than the {limit} bytes expected")));
+    }
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {

@@ -4,6 +4,7 @@
 
 pub(crate) mod batch;
 mod destination;
+mod limits;
 mod sink;
 mod transfer;
 
@@ -77,7 +78,8 @@ async fn download_item(
     api.reporter.log(DefenderLogLevel::Info, format!("{what} to '{}'", path.display()));
 
     let mut part = PartFile::create_beside(&path)?;
-    let received = Transfer::new(api, action_id, &what, item, link).run(&mut part).await?;
+    let transfer = Transfer::new(api, action_id, &what, item, link).run(&mut part);
+    let received = limits::within_deadline(&api.session.settings, &what, transfer).await?;
     // Every byte is in: the transfer's last figures, then the checks.
     api.reporter.item_progress(item, received.bytes, received.bytes, true);
     api.reporter.phase(Phase::Verifying { bytes: received.bytes });

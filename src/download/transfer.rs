@@ -8,12 +8,12 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use futures_util::StreamExt;
 use reqwest::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, RANGE};
 use reqwest::{Response, StatusCode};
 use url::Url;
 
 use super::destination::PartFile;
+use super::limits::{self, Pace};
 use super::sink::Sink;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::describe_transport_error;
@@ -53,7 +53,14 @@ struct Package {
 
 impl Package {
     fn from_headers(headers: &HeaderMap) -> Result<Self> {
-        let length = header_text(headers, CONTENT_LENGTH.as_str()).and_then(|text| text.parse::<u64>().ok());
+        crate::http::check_framing(headers)?;
+        let length = match header_text(headers, CONTENT_LENGTH.as_str()) {
+            Some(text) => Some(
+                text.parse::<u64>()
+                    .map_err(|_| Error::protocol("the download host's Content-Length is not a number of bytes"))?,
+            ),
+            None => None,
+        };
         if let Some(length) = length.filter(|length| *length > MAX_PACKAGE_BYTES) {
             return Err(Error::protocol(format!(
                 "the download host announces {length} bytes, more than any investigation package \
@@ -81,6 +88,9 @@ enum Interruption {
     /// Try again, resuming where possible; after the delay the server asked for, if it did
     /// (`Retry-After`, in the service's time).
     Broken(Error, Option<Duration>),
+    /// Slower than the minimum speed: a stall, tried again as a broken transfer, but one that
+    /// brought less than the minimum is no progress.
+    TooSlow(Error),
     /// The download host refused the link (403): get a fresh one, then try again.
     LinkRefused(Error),
     /// Retrying cannot help.
@@ -129,7 +139,8 @@ impl Budget {
         }
         if self.retries_without_progress > MAX_RETRIES_WITHOUT_PROGRESS {
             return Verdict::Exhausted(format!(
-                "gave up after {MAX_RETRIES_WITHOUT_PROGRESS} retries in a row without a byte"
+                "gave up after {MAX_RETRIES_WITHOUT_PROGRESS} retries in a row without progress (no byte, or \
+                 fewer than min_speed_bytes)"
             ));
         }
         // Bytes came: the connection was fine until it broke, so go on at once.
@@ -225,14 +236,11 @@ impl<'a> Transfer<'a> {
                 }
                 Err(Interruption::Fatal(error)) => return Err(error.context(self.what)),
                 Err(Interruption::Broken(error, retry_after)) => {
-                    let offset = sink.as_ref().map_or(0, Sink::received);
-                    let next = match &self.package {
-                        Some(package) if package.resumable() && offset > 0 => format!("resuming at byte {offset}"),
-                        _ => "starting over".to_owned(),
-                    };
-                    let setback = Setback::Broken { progressed: self.delivered > 0, retry_after };
-                    let pause = self.again(setback, error, &next)?;
-                    tokio::time::sleep(pause).await;
+                    self.resume(&sink, error, Setback::Broken { progressed: self.delivered > 0, retry_after }).await?;
+                }
+                Err(Interruption::TooSlow(error)) => {
+                    let progressed = limits::made_progress(&self.api.session.settings, self.delivered);
+                    self.resume(&sink, error, Setback::Broken { progressed, retry_after: None }).await?;
                 }
                 Err(Interruption::LinkRefused(error)) => {
                     self.again(Setback::LinkRefused { progressed: self.delivered > 0 }, error, "getting a fresh link")?;
@@ -241,6 +249,19 @@ impl<'a> Transfer<'a> {
                 }
             }
         }
+    }
+
+    /// After a broken attempt: waits before the next, which resumes where `sink` stopped when it
+    /// can; or the error that ends the transfer.
+    async fn resume(&mut self, sink: &Option<Sink>, error: Error, setback: Setback) -> Result<()> {
+        let offset = sink.as_ref().map_or(0, Sink::received);
+        let next = match &self.package {
+            Some(package) if package.resumable() && offset > 0 => format!("resuming at byte {offset}"),
+            _ => "starting over".to_owned(),
+        };
+        let pause = self.again(setback, error, &next)?;
+        tokio::time::sleep(pause).await;
+        Ok(())
     }
 
     /// Hands a setback to the retry engine: the pause before trying again (`next` says how), or
@@ -280,11 +301,17 @@ impl<'a> Transfer<'a> {
                     let _ = abandoned.finish().await;
                 }
                 let file = part.start_over().map_err(Interruption::Fatal)?;
+                if let Some(length) = package.length {
+                    limits::check_room(part.path(), length).map_err(Interruption::Fatal)?;
+                }
                 *sink =
                     Some(Sink::new(file, part.path().to_owned(), package.md5.is_some()).map_err(Interruption::Fatal)?);
                 self.package = Some(package);
             }
-            StatusCode::PARTIAL_CONTENT if resuming => self.check_range(response.headers(), offset)?,
+            StatusCode::PARTIAL_CONTENT if resuming => {
+                crate::http::check_framing(response.headers()).map_err(Interruption::Fatal)?;
+                self.check_range(response.headers(), offset)?;
+            }
             StatusCode::FORBIDDEN => return Err(Interruption::LinkRefused(refused(&response))),
             StatusCode::RANGE_NOT_SATISFIABLE => {
                 self.package = None;
@@ -324,15 +351,23 @@ impl<'a> Transfer<'a> {
     async fn stream(&mut self, response: Response, sink: &mut Sink) -> Result<(), Interruption> {
         let length = self.package.as_ref().and_then(|package| package.length);
         self.api.reporter.item_progress(self.item, sink.received(), length.unwrap_or(0), false);
+        let settings = &self.api.session.settings;
+        let mut pace = Pace::new(settings);
         let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
+        while let Some(chunk) = pace.next(&mut body).await.map_err(|slow| {
+            Interruption::TooSlow(slow.context(format!("the body slowed down after {} bytes", sink.received())))
+        })? {
             let chunk = chunk.map_err(|err| Interruption::Broken(body_error(&err, sink.received(), length), None))?;
             self.delivered += chunk.len() as u64;
             sink.push(chunk).await.map_err(Interruption::Fatal)?;
-            if let Some(length) = length.filter(|length| sink.received() > *length) {
-                return Err(Interruption::Fatal(Error::integrity(format!(
-                    "the body is longer than the {length} bytes announced"
-                ))));
+            match length {
+                Some(length) if sink.received() > length => {
+                    return Err(Interruption::Fatal(Error::integrity(format!(
+                        "the body is longer than the {length} bytes announced"
+                    ))));
+                }
+                Some(_) => {}
+                None => limits::check_unannounced(settings, sink.received()).map_err(Interruption::Fatal)?,
             }
             self.api.reporter.item_progress(self.item, sink.received(), length.unwrap_or(0), false);
         }

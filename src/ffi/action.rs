@@ -14,7 +14,7 @@ use std::ffi::c_char;
 use super::client::{DefenderClient, client_ref};
 use super::{boundary, optional_str, required_out, required_str, write_string};
 use crate::error::DefenderStatus;
-use crate::service::{Api, machine_actions};
+use crate::service::{Api, entity, machine_actions};
 
 /// Looks up machine action `action_id` (`GET /api/machineactions/{id}`) into
 /// `*action_json_out`, to be freed with `defender_string_free`.
@@ -39,7 +39,7 @@ pub unsafe extern "C" fn defender_get_machine_action(
         let action = client.run("defender_get_machine_action", None, |session, reporter| async move {
             machine_actions::get(Api { session: &session, reporter: &reporter }, &action_id).await
         })?;
-        unsafe { write_string(action_json_out, action.json.to_string()) }
+        unsafe { write_string(action_json_out, action.into_json()) }
     })
 }
 
@@ -79,7 +79,7 @@ pub unsafe extern "C" fn defender_collect_investigation_package(
         let action = client.run("defender_collect_investigation_package", None, |session, reporter| async move {
             machine_actions::collect(Api { session: &session, reporter: &reporter }, &machine_id, &comment).await
         })?;
-        unsafe { write_string(action_json_out, action.json.to_string()) }
+        unsafe { write_string(action_json_out, action.into_json()) }
     })
 }
 
@@ -112,7 +112,7 @@ pub unsafe extern "C" fn defender_wait_for_action(
         let action = client.run("defender_wait_for_action", None, |session, reporter| async move {
             machine_actions::wait(Api { session: &session, reporter: &reporter }, &action_id).await
         })?;
-        unsafe { write_string(action_json_out, action.json.to_string()) }
+        unsafe { write_string(action_json_out, action.into_json()) }
     })
 }
 
@@ -146,7 +146,7 @@ pub unsafe extern "C" fn defender_list_machine_actions(
         let actions = client.run("defender_list_machine_actions", None, |session, reporter| async move {
             machine_actions::list(Api { session: &session, reporter: &reporter }, filter.as_deref(), max_items).await
         })?;
-        unsafe { write_string(actions_json_out, serde_json::Value::Array(actions).to_string()) }
+        unsafe { write_string(actions_json_out, entity::json_array(&actions)) }
     })
 }
 
@@ -180,6 +180,6 @@ pub unsafe extern "C" fn defender_cancel_machine_action(
         let action = client.run("defender_cancel_machine_action", None, |session, reporter| async move {
             machine_actions::cancel(Api { session: &session, reporter: &reporter }, &action_id, &comment).await
         })?;
-        unsafe { write_string(action_json_out, action.json.to_string()) }
+        unsafe { write_string(action_json_out, action.into_json()) }
     })
 }

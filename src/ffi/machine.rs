@@ -14,7 +14,7 @@ use std::ffi::c_char;
 use super::client::{DefenderClient, client_ref};
 use super::{boundary, optional_str, required_out, required_str, write_string};
 use crate::error::DefenderStatus;
-use crate::service::{Api, machines};
+use crate::service::{Api, entity, machines};
 
 /// Looks up one device into `*machine_json_out` (free it with `defender_string_free`).
 ///
@@ -47,7 +47,7 @@ pub unsafe extern "C" fn defender_get_machine(
         let machine = client.run("defender_get_machine", None, |session, reporter| async move {
             machines::get(Api { session: &session, reporter: &reporter }, &id_or_name).await
         })?;
-        unsafe { write_string(machine_json_out, machine.to_string()) }
+        unsafe { write_string(machine_json_out, machine.into_json()) }
     })
 }
 
@@ -82,6 +82,6 @@ pub unsafe extern "C" fn defender_list_machines(
         let found = client.run("defender_list_machines", None, |session, reporter| async move {
             machines::list(Api { session: &session, reporter: &reporter }, filter.as_deref(), max_items).await
         })?;
-        unsafe { write_string(machines_json_out, serde_json::Value::Array(found).to_string()) }
+        unsafe { write_string(machines_json_out, entity::json_array(&found)) }
     })
 }

@@ -1,13 +1,23 @@
 //! Lists of the API's entities (`GET /api/machines`, `GET /api/machineactions`): an OData
-//! `$filter` passed through, every page followed by its `@odata.nextLink`, an optional cap.
+//! `$filter` passed through, every page followed by its `@odata.nextLink`, within limits.
+//!
+//! A server can make a list go on for ever: every page with a new next link, or far more items
+//! than were asked for. So a list has limits, each passed with an error that names the option
+//! that raises it: items (the caller's `max_items`, else `list_max_items`), pages
+//! (`list_max_pages`), the call's time (`list_timeout_ms`), and a page's items (`$top`).
 
 use std::collections::HashSet;
+use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, DeserializeSeed};
+use serde_json::value::RawValue;
 use url::Url;
 
-use super::{Api, Operation, Request};
-use crate::error::{Error, Result};
+use super::entity::{Entity, Items};
+use super::{Api, Operation, Request, not_understood};
+use crate::error::{DefenderStatus, Error, Result};
 use crate::runtime::DefenderLogLevel;
 
 /// The most entities the service sends in one page (`$top` above it is refused).
@@ -21,16 +31,45 @@ pub(crate) struct Collection {
     pub entities: &'static str,
 }
 
+/// One page of a list, read: at most the items asked for (`more` when it held more), and the
+/// link to the next page.
+pub(crate) struct Page<T> {
+    pub items: Vec<Entity<T>>,
+    pub more: bool,
+    pub next_link: Option<String>,
+}
+
+/// Reads a page (`{"value": [...], "@odata.nextLink": "..."}`), keeping at most `top` items.
+pub(crate) fn parse_page<T: DeserializeOwned>(body: &[u8], top: usize) -> serde_json::Result<Page<T>> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        value: &'a RawValue,
+        #[serde(rename = "@odata.nextLink", default)]
+        next_link: Option<String>,
+    }
+    let envelope: Envelope = serde_json::from_slice(body)?;
+    let read = Items::at_most(top).deserialize(&mut serde_json::Deserializer::from_str(envelope.value.get()))?;
+    Ok(Page { items: read.entities, more: read.more, next_link: envelope.next_link })
+}
+
+/// How far a list got: what a limit's message reports.
+struct Progress<T> {
+    entities: Vec<Entity<T>>,
+    pages: u32,
+}
+
 /// Every entity of `collection` that passes `filter` (verbatim as `$filter`), in the service's
-/// order, at most `max_items` of them (0: all). Each page is one request through the rate
-/// limiter; `@odata.nextLink` is followed only to the API host (its scheme, host and port), and a
-/// link that repeats is an error rather than a loop.
-pub(crate) async fn list(
+/// order, each as it came with its fields `T`: at most `max_items` of them (0: all, up to the
+/// option `list_max_items`). Each page is one request through the rate limiter;
+/// `@odata.nextLink` is followed only to the API host (its scheme, host and port), and a link
+/// that repeats is an error rather than a loop.
+pub(crate) async fn list<T: DeserializeOwned>(
     api: Api<'_>,
     collection: &Collection,
     filter: Option<&str>,
     max_items: u32,
-) -> Result<Vec<serde_json::Value>> {
+) -> Result<Vec<Entity<T>>> {
     let what = match filter {
         Some(filter) => format!("listing the {} that match {filter}", collection.entities),
         None => format!("listing the {}", collection.entities),
@@ -38,32 +77,88 @@ pub(crate) async fn list(
     if filter.is_some_and(|filter| filter.trim().is_empty()) {
         return Err(Error::invalid_argument(format!("{what}: the filter is empty (pass NULL for no filter)")));
     }
-    let page_size = if max_items == 0 { MAX_PAGE } else { max_items.min(MAX_PAGE) }.to_string();
+    let settings = &api.session.settings;
+    let mut progress = Progress { entities: Vec::new(), pages: 0 };
+    let pages = follow_pages(api, collection, filter, max_items, &what, &mut progress);
+    let outcome = match settings.list_timeout {
+        Some(limit) => tokio::time::timeout(limit, pages).await.unwrap_or_else(|_| {
+            Err(Error::new(
+                DefenderStatus::Timeout,
+                format!(
+                    "{what}: not done after {} ({} page(s), {} {} so far); raise the option list_timeout_ms \
+                     (0: no limit), or narrow the filter",
+                    Seconds(limit),
+                    progress.pages,
+                    progress.entities.len(),
+                    collection.entities
+                ),
+            ))
+        }),
+        None => pages.await,
+    };
+    outcome?;
+    api.reporter
+        .log(DefenderLogLevel::Info, format!("{what}: {} in {} page(s)", progress.entities.len(), progress.pages));
+    Ok(progress.entities)
+}
+
+/// The pages of `list`, into `progress`, until the list ends or a limit is passed.
+async fn follow_pages<T: DeserializeOwned>(
+    api: Api<'_>,
+    collection: &Collection,
+    filter: Option<&str>,
+    max_items: u32,
+    what: &str,
+    progress: &mut Progress<T>,
+) -> Result<()> {
+    let settings = &api.session.settings;
+    let (limit, limit_is_the_callers) = match max_items {
+        0 => (settings.list_max_items, false),
+        wanted => (wanted as usize, true),
+    };
+    let top = limit.min(MAX_PAGE as usize);
+    let page_size = top.to_string();
     let mut query = vec![("$top", page_size.as_str())];
     if let Some(filter) = filter {
         query.insert(0, ("$filter", filter));
     }
-    let root = api.session.settings.api_root();
+    let root = settings.api_root();
     let mut next = Some(api.url(&[collection.segment], &query)?);
     let mut seen = HashSet::new();
-    let mut entities = Vec::new();
-    let mut pages = 0u32;
+    let entities = collection.entities;
     while let Some(url) = next.take() {
-        pages += 1;
-        let page_what = format!("{what} (page {pages})");
-        let response = api.send(Request::get(collection.endpoint, url.clone(), &page_what)).await?;
-        #[derive(Deserialize)]
-        struct Page {
-            value: Vec<serde_json::Value>,
-            #[serde(rename = "@odata.nextLink")]
-            next_link: Option<String>,
+        if progress.pages >= settings.list_max_pages {
+            return Err(Error::protocol(format!(
+                "{what}: more than {} pages (the option list_max_pages; {} {entities} so far); raise it, or narrow \
+                 the filter",
+                settings.list_max_pages,
+                progress.entities.len()
+            )));
         }
-        let page: Page = response.success(&page_what)?.json(&page_what)?;
-        entities.extend(page.value);
+        progress.pages += 1;
+        let page_what = format!("{what} (page {})", progress.pages);
+        let response = api.send(Request::get(collection.endpoint, url.clone(), &page_what)).await?;
+        let page: Page<T> =
+            parse_page(&response.success(&page_what)?.body, top).map_err(|err| not_understood(&page_what, &err))?;
+        if page.more {
+            return Err(Error::protocol(format!(
+                "{page_what}: the page holds more than the {top} {entities} asked for ($top)"
+            )));
+        }
+        progress.entities.extend(page.items);
         seen.insert(url);
-        if max_items > 0 && entities.len() >= max_items as usize {
-            entities.truncate(max_items as usize);
-            break;
+        let more_to_come = page.next_link.is_some();
+        if progress.entities.len() >= limit {
+            if limit_is_the_callers {
+                progress.entities.truncate(limit);
+                break;
+            }
+            if progress.entities.len() > limit || more_to_come {
+                return Err(Error::protocol(format!(
+                    "{what}: more than {limit} {entities} (the option list_max_items); raise it, pass max_items to \
+                     take the first ones, or narrow the filter"
+                )));
+            }
         }
         if let Some(link) = page.next_link {
             let link = same_host_link(&root, &link).map_err(|err| err.context(&page_what))?;
@@ -73,8 +168,21 @@ pub(crate) async fn list(
             next = Some(link);
         }
     }
-    api.reporter.log(DefenderLogLevel::Info, format!("{what}: {} in {pages} page(s)", entities.len()));
-    Ok(entities)
+    Ok(())
+}
+
+/// A limit's duration as a person reads it: "90 s", "30 min".
+struct Seconds(Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.0.as_secs_f64();
+        if seconds >= 60.0 && seconds % 60.0 == 0.0 {
+            write!(f, "{} min", seconds / 60.0)
+        } else {
+            write!(f, "{seconds:.1} s")
+        }
+    }
 }
 
 /// An `@odata.nextLink`, when it leads to the API host: the token is never sent elsewhere.

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use tokio::time::Instant;
 use url::Url;
 
+use super::entity::Entity;
 use super::lists::{self, Collection};
 use super::machines::odata_string;
-use super::{Api, Operation, Request, check_id};
+use super::{Api, ApiResponse, Operation, Request, check_id};
 use crate::config::{Settings, after, is_loopback};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::retry::{self, Failure, Policy, Polling, Repeat, Retry, RetryPolicy, Verdict};
@@ -40,26 +42,49 @@ impl ActionStatus {
     }
 }
 
-/// A MachineAction as the service sent it, with the fields the library acts on.
-#[derive(Clone, Debug)]
+/// The fields of a MachineAction the library acts on; serde skips the others as it reads.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ActionFields {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub status: Option<String>,
+    pub creation_date_time_utc: Option<String>,
+    #[serde(rename = "errorHResult")]
+    pub error_hresult: Option<i64>,
+}
+
+/// A MachineAction as the service sent it (the caller's JSON), with the fields the library acts on.
+#[derive(Debug)]
 pub(crate) struct MachineAction {
-    /// The whole object, as it came: callers get this JSON.
-    pub json: serde_json::Value,
+    pub entity: Entity<ActionFields>,
     pub status: ActionStatus,
 }
 
 impl MachineAction {
-    pub(crate) fn from_json(json: serde_json::Value, what: &str) -> Result<Self> {
-        let status = json
-            .get("status")
-            .and_then(|s| s.as_str())
+    pub(crate) fn new(entity: Entity<ActionFields>, what: &str) -> Result<Self> {
+        let status = entity
+            .fields
+            .status
+            .as_deref()
             .map(ActionStatus::parse)
             .ok_or_else(|| Error::protocol(format!("{what}: the machine action has no status")))?;
-        Ok(Self { json, status })
+        Ok(Self { entity, status })
     }
 
-    fn text(&self, field: &str) -> Option<&str> {
-        self.json.get(field).and_then(|v| v.as_str())
+    /// The action as a JSON answer, `what` it was for.
+    fn from_answer(response: ApiResponse, what: &str) -> Result<Self> {
+        Self::new(response.entity(what)?, what)
+    }
+
+    fn fields(&self) -> &ActionFields {
+        &self.entity.fields
+    }
+
+    /// The caller's JSON: the action as the service sent it.
+    pub(crate) fn into_json(self) -> String {
+        self.entity.into_json()
     }
 }
 
@@ -88,7 +113,7 @@ pub(crate) async fn collect(api: Api<'_>, machine_id: &str, comment: &str) -> Re
         let request = Request::post(Operation::CollectInvestigationPackage, url.clone(), &body, &what);
         let unknown_outcome = match api.send(request).await {
             Ok(response) if response.is_success() => {
-                return MachineAction::from_json(response.json(&what)?, &what);
+                return MachineAction::from_answer(response, &what);
             }
             Ok(response) if response.status == StatusCode::NOT_FOUND => {
                 return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine {machine_id}")));
@@ -113,7 +138,7 @@ pub(crate) async fn collect(api: Api<'_>, machine_id: &str, comment: &str) -> Re
         }
         if let Some(action) = running_collection(api, machine_id).await.map_err(|err| err.context(&what))? {
             if unknown_outcome.is_some() {
-                let id = action.text("id").unwrap_or("unknown");
+                let id = action.fields().id.as_deref().unwrap_or("unknown");
                 api.reporter.log(DefenderLogLevel::Info, format!("it did: using machine action {id}"));
             }
             return Ok(action);
@@ -135,30 +160,22 @@ pub(crate) async fn collect(api: Api<'_>, machine_id: &str, comment: &str) -> Re
 /// The newest Pending or InProgress collection on `machine_id`, if there is one.
 async fn running_collection(api: Api<'_>, machine_id: &str) -> Result<Option<MachineAction>> {
     let filter = format!("machineId eq {} and type eq 'CollectInvestigationPackage'", odata_string(machine_id));
-    let what = format!("looking up the running collection on machine {machine_id}");
-    let url = api.url(&["machineactions"], &[("$filter", &filter)])?;
-    let response = api.send(Request::get(Operation::ListMachineActions, url, &what)).await?;
-    #[derive(Deserialize)]
-    struct List {
-        value: Vec<serde_json::Value>,
-    }
-    let list: List = response.success(&what)?.json(&what)?;
-    let mut running: Vec<MachineAction> = list
-        .value
+    let mut running: Vec<MachineAction> = lists::list::<ActionFields>(api, &MACHINE_ACTIONS, Some(&filter), 0)
+        .await?
         .into_iter()
-        .filter_map(|json| MachineAction::from_json(json, &what).ok())
+        .filter_map(|entity| MachineAction::new(entity, "a listed collection").ok())
         .filter(|action| matches!(action.status, ActionStatus::Pending | ActionStatus::InProgress))
         .collect();
     // ISO 8601 timestamps in one format sort as text.
-    running.sort_by(|a, b| b.text("creationDateTimeUtc").cmp(&a.text("creationDateTimeUtc")));
+    running.sort_by(|a, b| b.fields().creation_date_time_utc.cmp(&a.fields().creation_date_time_utc));
     Ok(running.into_iter().next())
 }
 
 pub(crate) const MACHINE_ACTIONS: Collection =
     Collection { segment: "machineactions", endpoint: Operation::ListMachineActions, entities: "machine actions" };
 
-/// `GET /api/machineactions`, every page.
-pub(crate) async fn list(api: Api<'_>, filter: Option<&str>, max_items: u32) -> Result<Vec<serde_json::Value>> {
+/// `GET /api/machineactions`, every page: the actions as the service sent them.
+pub(crate) async fn list(api: Api<'_>, filter: Option<&str>, max_items: u32) -> Result<Vec<Entity<IgnoredAny>>> {
     lists::list(api, &MACHINE_ACTIONS, filter, max_items).await
 }
 
@@ -173,7 +190,7 @@ pub(crate) async fn cancel(api: Api<'_>, action_id: &str, comment: &str) -> Resu
     if response.status == StatusCode::NOT_FOUND {
         return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine action {action_id}")));
     }
-    MachineAction::from_json(response.success(&what)?.json(&what)?, &what)
+    MachineAction::from_answer(response.success(&what)?, &what)
 }
 
 /// `GET /api/machineactions/{id}`. A 404 is `NOT_FOUND`.
@@ -190,7 +207,7 @@ async fn look_up(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -> Re
     if response.status == StatusCode::NOT_FOUND {
         return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine action {action_id}")));
     }
-    MachineAction::from_json(response.success(&what)?.json(&what)?, &what)
+    MachineAction::from_answer(response.success(&what)?, &what)
 }
 
 /// How long `wait` keeps polling when `wait_timeout_ms` is not set.
@@ -227,7 +244,7 @@ async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<
                     ));
                 }
                 ActionStatus::Pending | ActionStatus::InProgress | ActionStatus::Unknown(_) => {
-                    action.text("status").unwrap_or("unknown").to_owned()
+                    action.fields().status.clone().unwrap_or_else(|| "unknown".to_owned())
                 }
             },
             Err(err) if err.status() == DefenderStatus::NotFound && Instant::now() < grace_until => {
@@ -320,7 +337,7 @@ async fn why_no_package(api: Api<'_>, action_id: &str, deadline: Option<Instant>
         Ok(action) => action,
         Err(err) => return err,
     };
-    let kind = action.text("type").unwrap_or("unknown");
+    let kind = action.fields().kind.as_deref().unwrap_or("unknown");
     if kind != "CollectInvestigationPackage" {
         return Error::new(
             DefenderStatus::NotFound,
@@ -329,7 +346,7 @@ async fn why_no_package(api: Api<'_>, action_id: &str, deadline: Option<Instant>
     }
     match &action.status {
         ActionStatus::Ended(status) => {
-            let hresult = action.json.get("errorHResult").and_then(|v| v.as_i64()).filter(|h| *h != 0);
+            let hresult = action.fields().error_hresult.filter(|h| *h != 0);
             let detail = hresult.map(|h| format!(" (errorHResult {h})")).unwrap_or_default();
             Error::new(
                 DefenderStatus::ActionFailed,
@@ -341,7 +358,7 @@ async fn why_no_package(api: Api<'_>, action_id: &str, deadline: Option<Instant>
             format!("the collection {action_id} succeeded but its package is not available yet; try again shortly"),
         ),
         ActionStatus::Pending | ActionStatus::InProgress | ActionStatus::Unknown(_) => {
-            let status = action.text("status").unwrap_or("unknown");
+            let status = action.fields().status.as_deref().unwrap_or("unknown");
             Error::new(
                 DefenderStatus::NotReady,
                 format!("the collection {action_id} is {status}: its package is not ready yet"),
@@ -373,6 +390,9 @@ pub(crate) fn parse_package_link(value: &str) -> Result<Url> {
             crate::http::shown_origin(&link)
         )));
     }
+    if !crate::http::requestable(&link) {
+        return Err(Error::protocol("the package link is not a URL that HTTP can request"));
+    }
     Ok(link)
 }
 
@@ -400,6 +420,7 @@ mod tests {
             "https://user:pw@host.example/a.zip",
             "https://user@host.example/a.zip",
             "https://:pw@host.example/a.zip",
+            "https://a{b.example/a.zip",
         ] {
             let err = parse_package_link(bad).unwrap_err();
             assert_eq!(err.status(), DefenderStatus::Protocol, "{bad}");

@@ -1,6 +1,7 @@
 //! The Defender for Endpoint API: how one request is made (URL, token, rate limits, retries,
 //! errors) and the typed calls on machine actions built on it.
 
+pub(crate) mod entity;
 pub(crate) mod lists;
 pub(crate) mod machine_actions;
 pub(crate) mod machines;
@@ -20,10 +21,14 @@ use crate::http::{describe_transport_error, read_limited};
 use crate::redact::{SERVICE_TEXT_CHARS, Secret, printable};
 use crate::retry::{self, Failure, Repeat, Retry, RetryPolicy, Stop};
 use crate::runtime::{DefenderLogLevel, Reporter};
+use entity::Entity;
 use rate_limit::{Limiter, Slot, Waiter};
 
-/// API answers are small JSON documents; anything larger is not one of them.
-const MAX_API_RESPONSE: usize = 4 * 1024 * 1024;
+/// The largest answer about one entity (a machine action, a machine, a link, an error): they
+/// are a few KiB.
+const MAX_ENTITY_ANSWER: usize = 1024 * 1024;
+/// The largest page of a list: 10,000 machines of a real tenant take some 30 MiB.
+const MAX_PAGE_ANSWER: usize = 64 * 1024 * 1024;
 
 /// The API calls the library makes. They differ in rate limits and in the permission they need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,6 +50,18 @@ impl Operation {
             Self::MachineAction | Self::ListMachineActions | Self::Machine | Self::ListMachines => "Machine.Read.All",
             // The service asks for the permission of the action's own type.
             Self::CancelMachineAction => "Machine.CollectForensics (or that of the action's type)",
+        }
+    }
+
+    /// The largest answer this call takes: a page for lists, one entity for the rest.
+    fn answer_cap(self) -> usize {
+        match self {
+            Self::ListMachineActions | Self::ListMachines => MAX_PAGE_ANSWER,
+            Self::GetPackageUri
+            | Self::MachineAction
+            | Self::CollectInvestigationPackage
+            | Self::Machine
+            | Self::CancelMachineAction => MAX_ENTITY_ANSWER,
         }
     }
 }
@@ -94,10 +111,13 @@ impl ApiResponse {
         serde_json::from_slice::<Envelope>(&self.body).map(|e| e.error).unwrap_or_default()
     }
 
-    /// The body as `T`; a body that does not parse is a `PROTOCOL` error.
-    pub(crate) fn json<T: DeserializeOwned>(&self, what: impl fmt::Display) -> Result<T> {
-        serde_json::from_slice(&self.body)
-            .map_err(|err| Error::protocol(format!("{what}: the service's answer could not be understood ({err})")))
+    /// The body as one entity: its text as it came and its fields `T`; a body that does not parse
+    /// is a `PROTOCOL` error.
+    pub(crate) fn entity<T: DeserializeOwned>(self, what: impl fmt::Display) -> Result<Entity<T>> {
+        String::from_utf8(self.body)
+            .map_err(serde::de::Error::custom)
+            .and_then(Entity::parse)
+            .map_err(|err| not_understood(what, &err))
     }
 
     /// This answer as an error: the status mapped to a `DefenderStatus`, with the service's code,
@@ -144,6 +164,11 @@ impl ApiResponse {
     pub(crate) fn success(self, what: impl fmt::Display) -> Result<Self> {
         if self.is_success() { Ok(self) } else { Err(self.into_error(what)) }
     }
+}
+
+/// An answer that does not parse, as the `PROTOCOL` error of `what`.
+pub(crate) fn not_understood(what: impl fmt::Display, err: &serde_json::Error) -> Error {
+    Error::protocol(format!("{what}: the service's answer could not be understood ({err})"))
 }
 
 /// Refuses ids that cannot be one path segment of a request: empty, too long, control
@@ -284,8 +309,9 @@ impl Api<'_> {
         let response = match http.send().await {
             Ok(response) => response,
             Err(err) => {
-                // A connection that could not be made carried nothing: the service never saw it.
-                let sent = !err.is_connect();
+                // A connection that could not be made, or a request that could not be built,
+                // carried nothing: the service never saw it.
+                let sent = !err.is_connect() && !err.is_builder();
                 if let Some(final_error) = crate::http::final_transport_error(&err) {
                     if let Some(slot) = slot {
                         if sent { slot.answered() } else { slot.not_counted() }
@@ -304,7 +330,7 @@ impl Api<'_> {
         }
         self.reporter.log(DefenderLogLevel::Debug, format!("{method} {}: HTTP {status}", url.path()));
         let retry_after = retry::retry_after(response.headers());
-        match read_limited(response, MAX_API_RESPONSE).await {
+        match read_limited(response, endpoint.answer_cap()).await {
             Ok(body) => Ok((Failure::Status { status, retry_after }, Ok(ApiResponse::new(status, body, *endpoint)))),
             // The answer broke off: as if none had come.
             Err(err) if err.status() == DefenderStatus::Network => Ok((Failure::Transport { sent: true }, Err(err))),
