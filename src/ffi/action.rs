@@ -117,14 +117,19 @@ pub unsafe extern "C" fn defender_wait_for_action(
 }
 
 /// Lists machine actions (`GET /api/machineactions`), newest first, into `*actions_json_out`:
-/// one JSON array of the service's MachineAction objects (free it with `defender_string_free`).
+/// one JSON array of the service's MachineAction objects, each exactly as the service sent it
+/// (free it with `defender_string_free`).
 ///
 /// `odata_filter` is passed verbatim as `$filter` (NULL: every action), for instance
 /// `type eq 'CollectInvestigationPackage' and status eq 'Succeeded' and creationDateTimeUtc ge 2024-05-01T00:00:00Z`;
 /// the service filters on `id`, `status`, `machineId`, `type`, `requestor` and
 /// `creationDateTimeUtc`. Quote values that come from users, doubling each quote in them. Every
 /// page is followed (`@odata.nextLink`, only to the API host; up to 10000 actions a page);
-/// `max_items` above 0 stops after that many.
+/// `max_items` above 0 stops after that many. A list has limits, each passed with a message that
+/// names the option that raises it: with `max_items` 0, more than the option `list_max_items`
+/// (100000) actions is `DEFENDER_STATUS_PROTOCOL`, as are more than `list_max_pages` (1000)
+/// pages and a page with more actions than were asked for; the option `list_timeout_ms` (30
+/// minutes) bounds the call (`DEFENDER_STATUS_TIMEOUT`).
 ///
 /// Blocks until done. Returns `DEFENDER_STATUS_OK` or the request statuses (a filter the service
 /// does not support: `DEFENDER_STATUS_HTTP`, 400, with its message).

@@ -52,7 +52,8 @@ pub unsafe extern "C" fn defender_get_machine(
 }
 
 /// Lists devices (`GET /api/machines`) into `*machines_json_out`: one JSON array of the
-/// service's Machine objects (free it with `defender_string_free`).
+/// service's Machine objects, each exactly as the service sent it (free it with
+/// `defender_string_free`).
 ///
 /// `odata_filter` is passed verbatim as `$filter` (NULL: every device), for instance
 /// `machineTags/any(t: t eq 'Incident4711')`, `startswith(computerDnsName, 'srv-')`,
@@ -60,10 +61,11 @@ pub unsafe extern "C" fn defender_get_machine(
 /// come from users must be quoted, with each quote in them doubled (`'O''Brien'`); the service
 /// refuses a filter it does not support (`DEFENDER_STATUS_HTTP`, 400, with its message).
 /// Every page is followed (`@odata.nextLink`, only to the API host; up to 10000 devices a page);
-/// `max_items` above 0 stops after that many.
+/// `max_items` above 0 stops after that many. The limits of `defender_list_machine_actions`
+/// apply (`list_max_items`, `list_max_pages`, `list_timeout_ms`).
 ///
 /// Blocks until done. Returns `DEFENDER_STATUS_OK` or the request statuses; a next-page link to
-/// another host is `DEFENDER_STATUS_PROTOCOL`.
+/// another host, and a list past its limits, is `DEFENDER_STATUS_PROTOCOL`.
 ///
 /// # Safety
 /// `client` is NULL or live; `odata_filter` is NULL or NUL-terminated; `machines_json_out` is
