@@ -28,12 +28,21 @@
  *   the call gives DEFENDER_STATUS_EXISTS before any request is made, and one that appears during
  *   the download is kept by a no-replace rename (DEFENDER_STATUS_EXISTS too).
  * - Retries and resume: a transfer that breaks (connection cut or reset, body shorter than its
- *   Content-Length, no byte for "timeout_ms", HTTP 408, 429, 500, 502, 503 or 504 from the
- *   download host) is tried again, resumed with a Range request (If-Range: the rest belongs to
- *   the same package) when the server accepts ranges, else started over. A try that brought bytes
- *   goes on at once; one that brought none waits the server's Retry-After, else about 0.5 s
- *   doubling up to 16 s (divided by "clock_scale"). After 5 retries in a row without a byte, or
- *   25 in all, the call fails with the status of the last failure.
+ *   Content-Length, no byte for "timeout_ms", fewer than "min_speed_bytes" (64 KiB) in
+ *   "min_speed_window_ms" (a minute), HTTP 408, 429, 500, 502, 503 or 504 from the download host)
+ *   is tried again, resumed with a Range request (If-Range: the rest belongs to the same package)
+ *   when the server accepts ranges, else started over. A try that brought bytes goes on at once;
+ *   one that brought none (or, cut for its speed, less than "min_speed_bytes") waits the server's
+ *   Retry-After, else about 0.5 s doubling up to 16 s (divided by "clock_scale"). After 5 retries
+ *   in a row without progress, or 25 in all, the call fails with the status of the last failure
+ *   (DEFENDER_STATUS_TIMEOUT for a stall).
+ * - Bounds: a download has no overall time limit unless "download_timeout_ms" sets one
+ *   (DEFENDER_STATUS_TIMEOUT). An announced length larger than the free space of the
+ *   destination's file system is DEFENDER_STATUS_IO before any byte is written; a body without a
+ *   length ends with DEFENDER_STATUS_PROTOCOL past "max_bytes_without_length" (16 GiB), as does a
+ *   Content-Length over 1 TiB. An answer that is not valid HTTP (a head over hyper's limit, an
+ *   invalid Content-Length, Content-Length together with Transfer-Encoding) is
+ *   DEFENDER_STATUS_PROTOCOL at once, never retried.
  * - Expired links: a link the download host refuses (HTTP 403; links expire within minutes) is
  *   replaced by a fresh one from getPackageUri, under the rate limit, and the download goes on;
  *   after two fresh links refused in a row, DEFENDER_STATUS_FORBIDDEN.
@@ -800,14 +809,19 @@ DefenderStatus defender_wait_for_action(const DefenderClient *client,
 
 /**
  * Lists machine actions (`GET /api/machineactions`), newest first, into `*actions_json_out`:
- * one JSON array of the service's MachineAction objects (free it with `defender_string_free`).
+ * one JSON array of the service's MachineAction objects, each exactly as the service sent it
+ * (free it with `defender_string_free`).
  *
  * `odata_filter` is passed verbatim as `$filter` (NULL: every action), for instance
  * `type eq 'CollectInvestigationPackage' and status eq 'Succeeded' and creationDateTimeUtc ge 2024-05-01T00:00:00Z`;
  * the service filters on `id`, `status`, `machineId`, `type`, `requestor` and
  * `creationDateTimeUtc`. Quote values that come from users, doubling each quote in them. Every
  * page is followed (`@odata.nextLink`, only to the API host; up to 10000 actions a page);
- * `max_items` above 0 stops after that many.
+ * `max_items` above 0 stops after that many. A list has limits, each passed with a message that
+ * names the option that raises it: with `max_items` 0, more than the option `list_max_items`
+ * (100000) actions is `DEFENDER_STATUS_PROTOCOL`, as are more than `list_max_pages` (1000)
+ * pages and a page with more actions than were asked for; the option `list_timeout_ms` (30
+ * minutes) bounds the call (`DEFENDER_STATUS_TIMEOUT`).
  *
  * Blocks until done. Returns `DEFENDER_STATUS_OK` or the request statuses (a filter the service
  * does not support: `DEFENDER_STATUS_HTTP`, 400, with its message).
@@ -868,7 +882,8 @@ DefenderStatus defender_get_machine(const DefenderClient *client,
 
 /**
  * Lists devices (`GET /api/machines`) into `*machines_json_out`: one JSON array of the
- * service's Machine objects (free it with `defender_string_free`).
+ * service's Machine objects, each exactly as the service sent it (free it with
+ * `defender_string_free`).
  *
  * `odata_filter` is passed verbatim as `$filter` (NULL: every device), for instance
  * `machineTags/any(t: t eq 'Incident4711')`, `startswith(computerDnsName, 'srv-')`,
@@ -876,10 +891,11 @@ DefenderStatus defender_get_machine(const DefenderClient *client,
  * come from users must be quoted, with each quote in them doubled (`'O''Brien'`); the service
  * refuses a filter it does not support (`DEFENDER_STATUS_HTTP`, 400, with its message).
  * Every page is followed (`@odata.nextLink`, only to the API host; up to 10000 devices a page);
- * `max_items` above 0 stops after that many.
+ * `max_items` above 0 stops after that many. The limits of `defender_list_machine_actions`
+ * apply (`list_max_items`, `list_max_pages`, `list_timeout_ms`).
  *
  * Blocks until done. Returns `DEFENDER_STATUS_OK` or the request statuses; a next-page link to
- * another host is `DEFENDER_STATUS_PROTOCOL`.
+ * another host, and a list past its limits, is `DEFENDER_STATUS_PROTOCOL`.
  *
  * # Safety
  * `client` is NULL or live; `odata_filter` is NULL or NUL-terminated; `machines_json_out` is
