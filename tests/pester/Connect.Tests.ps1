@@ -282,7 +282,7 @@ Describe 'Connect-DefenderApi' {
         }
 
         It 'completes -Option''s keys from the library, with each key''s description' {
-            $line = 'Connect-DefenderApi -Option max_'
+            $line = 'Connect-DefenderApi -Option max_c'
             $completions = (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches
 
             $completions.CompletionText | Should -Be @('@{ max_concurrent_downloads = ')
