@@ -242,6 +242,42 @@ fn managed_identity_through_imds_downloads_a_package_with_one_token() {
 }
 
 #[test]
+fn app_service_managed_identity_can_be_given_by_options_instead_of_the_environment() {
+    // What a host whose environment variables the library cannot see (.NET's on Linux) does with
+    // the IDENTITY_ENDPOINT and IDENTITY_HEADER it was given.
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({ "package_size": 20_000 }));
+    let client = client_without_sign_in(&simulator);
+    set_all(
+        &client,
+        &[
+            ("managed_identity", "system"),
+            ("managed_identity_endpoint", &simulator.identity_endpoint()),
+            ("managed_identity_header", defender_simulator::DEFAULT_IDENTITY_HEADER),
+        ],
+    );
+    client.package_uri(&id).unwrap();
+    let sign_ins = requests_to(&simulator, "app_service_identity");
+    assert_eq!(sign_ins.len(), 1, "{sign_ins:?}");
+    assert_eq!(sign_ins[0]["credential"], "app_service");
+    assert!(requests_to(&simulator, "imds").is_empty());
+
+    let wrong = "not-the-identity-header";
+    let client = client_without_sign_in(&simulator);
+    set_all(&client, &[("managed_identity", "system"), ("managed_identity_endpoint", &simulator.identity_endpoint())]);
+    client.set("managed_identity_header", Some(wrong)).unwrap();
+    let failure = client.package_uri(&id).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Unauthorized, "{failure}");
+    assert_no_sign_in_secret(&failure.message, &[wrong]);
+
+    let client = client_without_sign_in(&simulator);
+    set_all(&client, &[("managed_identity", "system"), ("managed_identity_header", wrong)]);
+    let failure = client.package_uri(&id).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::InvalidArgument, "{failure}");
+    assert!(failure.message.contains("managed_identity_endpoint"), "{failure}");
+}
+
+#[test]
 fn a_user_assigned_identity_is_chosen_by_its_client_id() {
     let simulator = simulator();
     let identity = "11111111-2222-4333-8444-555555555555";

@@ -309,12 +309,23 @@ namespace Defender
     public sealed class DownloadedPackage
     {
         [DataMember(Name = "action_id")] string actionId;
+        [DataMember(Name = "machine_id")] string machineId;
+        [DataMember(Name = "computer_dns_name")] string computerDnsName;
         [DataMember(Name = "path")] string path;
         [DataMember(Name = "bytes")] long bytes;
         [DataMember(Name = "sha256")] string sha256;
         [DataMember(Name = "elapsed_ms")] long elapsedMilliseconds;
 
         public string ActionId { get { return actionId; } }
+
+        /// <summary>
+        /// The device's id, when the download looked the action up (it waited for the collection,
+        /// or the option file_name_pattern names the file after the device); otherwise null.
+        /// </summary>
+        public string MachineId { get { return machineId; } }
+
+        /// <summary>The device's name, when known (see <see cref="MachineId"/>); otherwise null.</summary>
+        public string ComputerDnsName { get { return computerDnsName; } }
 
         /// <summary>The file's absolute path.</summary>
         public string Path { get { return path; } }
@@ -449,6 +460,8 @@ namespace Defender
     public sealed class PackageDownloadResult
     {
         [DataMember(Name = "action_id")] string actionId;
+        [DataMember(Name = "machine_id")] string machineId;
+        [DataMember(Name = "computer_dns_name")] string computerDnsName;
         [DataMember(Name = "code")] int code;
         [DataMember(Name = "message")] string message;
         [DataMember(Name = "path")] string path;
@@ -457,6 +470,12 @@ namespace Defender
         [DataMember(Name = "elapsed_ms")] long elapsedMilliseconds;
 
         public string ActionId { get { return actionId; } }
+
+        /// <summary>The device's id, for a saved package whose download looked the action up (see <see cref="DownloadedPackage.MachineId"/>); otherwise null.</summary>
+        public string MachineId { get { return machineId; } }
+
+        /// <summary>The device's name, when known (see <see cref="MachineId"/>); otherwise null.</summary>
+        public string ComputerDnsName { get { return computerDnsName; } }
 
         /// <summary>Ok when the package was saved; otherwise why not (NotReady, NotFound, ActionFailed, Exists, ...).</summary>
         public DefenderStatus Status { get { return (DefenderStatus)code; } }
@@ -691,7 +710,8 @@ namespace Defender
 
         /// <summary>
         /// Downloads the action's package to <paramref name="destination"/> (a file, or a folder
-        /// that gets &lt;action id&gt;.zip), atomically: on failure or cancellation no file is left.
+        /// that gets the name the option file_name_pattern gives it, &lt;action id&gt;.zip by
+        /// default), atomically: on failure or cancellation no file is left.
         /// </summary>
         /// <param name="progress">Called with (bytes done, bytes total; 0 while unknown) on this thread; may be null.</param>
         public DownloadedPackage DownloadPackage(string actionId, string destination, Action<long, long> progress,
@@ -725,7 +745,8 @@ namespace Defender
 
         /// <summary>
         /// Downloads the packages of <paramref name="actionIds"/> into <paramref name="folder"/>
-        /// (which must exist), each as &lt;action id&gt;.zip, up to the option
+        /// (which must exist), each under the name the option file_name_pattern gives it
+        /// (&lt;action id&gt;.zip by default), up to the option
         /// max_concurrent_downloads (default 4) at once. Each item is what
         /// <see cref="DownloadPackage"/> does for it, and one item's failure does not stop the
         /// others: it is in that item's result. An id given twice is downloaded once; its repeat

@@ -300,8 +300,15 @@ pub(crate) fn assertion_audience(settings: &Settings) -> Result<String> {
 /// Every secret value a call with these settings may send, for scrubbing text meant for people:
 /// the configured ones, and those the sign-in reads from the environment.
 pub(crate) fn secrets(settings: &Settings) -> Vec<Secret> {
-    let configured =
-        [&settings.client_secret, &settings.client_assertion, &settings.access_token].into_iter().flatten().cloned();
+    let configured = [
+        &settings.client_secret,
+        &settings.client_assertion,
+        &settings.access_token,
+        &settings.managed_identity_header,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned();
     let from_environment = [
         (settings.environment, environment::CLIENT_SECRET),
         (settings.managed_identity.is_some(), managed_identity::IDENTITY_HEADER),

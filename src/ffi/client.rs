@@ -377,6 +377,8 @@ pub unsafe extern "C" fn defender_client_free(client: *mut DefenderClient) {
 ///   client id
 /// - `managed_identity_endpoint`: token endpoint instead of Azure's IMDS (plain http to this host
 ///   only)
+/// - `managed_identity_header`: with managed_identity_endpoint: App Service's IDENTITY_HEADER, for
+///   its IDENTITY_ENDPOINT, instead of reading both from the environment
 /// - `environment`: true: signs in from the AZURE_* variables, as Azure Identity's
 ///   EnvironmentCredential does (default false)
 /// - `timeout_ms`: milliseconds per request, and for its retries; 0 for no limit (default 60000)
@@ -392,6 +394,9 @@ pub unsafe extern "C" fn defender_client_free(client: *mut DefenderClient) {
 ///   simulator) (default 1)
 /// - `max_concurrent_downloads`: 1 to 64: packages defender_download_packages downloads at once
 ///   (default 4)
+/// - `file_name_pattern`: a package's file name in a destination folder: {action_id} (required),
+///   {machine_id}, {computer_dns_name}, {computer_name}, letters, digits, '.', '_', '-' (default
+///   {action_id}.zip)
 ///
 /// Sign-in: exactly one of `client_secret`, `client_certificate_path` or `client_assertion`
 /// (each with `tenant_id` and `client_id`), `managed_identity`, `environment=true` or

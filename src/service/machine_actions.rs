@@ -60,7 +60,7 @@ impl MachineAction {
         Ok(Self { json, status })
     }
 
-    fn text(&self, field: &str) -> Option<&str> {
+    pub(crate) fn text(&self, field: &str) -> Option<&str> {
         self.json.get(field).and_then(|v| v.as_str())
     }
 }
@@ -246,7 +246,7 @@ pub(crate) async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction>
 
 /// `wait`, giving up at `deadline`. The last poll is made at the deadline, not a poll interval
 /// before it.
-async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<MachineAction> {
+pub(crate) async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<MachineAction> {
     let settings = &api.session.settings;
     let started = Instant::now();
     let grace_until = NewActions::grace_until(action_id, settings);
@@ -321,6 +321,18 @@ pub(crate) async fn package_link<T>(
     if let Some(deadline) = deadline {
         wait_until(api, action_id, deadline).await?;
     }
+    finished_package_link(api, action_id, deadline, before_asking).await
+}
+
+/// `package_link` for an action already waited for (or that is not to be waited for): the link,
+/// asked for again until `deadline` while the service says `NOT_READY`.
+pub(crate) async fn finished_package_link<T>(
+    api: Api<'_>,
+    action_id: &str,
+    deadline: Option<Instant>,
+    before_asking: impl Future<Output = Result<T>>,
+) -> Result<(Url, T)> {
+    check_id("action id", action_id)?;
     let held = before_asking.await?;
     let what = format!("getting the package link of machine action {action_id}");
     let url = api.url(&["machineactions", action_id, "getPackageUri"], &[])?;

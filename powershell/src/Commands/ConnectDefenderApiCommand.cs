@@ -36,6 +36,7 @@ namespace Defender.PowerShell.Commands
             { "client_assertion", "-CertificateThumbprint" },
             { "access_token", "-AccessToken" },
             { "managed_identity", "-Identity" },
+            { "managed_identity_header", "-Identity (it reads IDENTITY_HEADER)" },
             { "environment", "one of the sign-in parameters" },
             { "cloud", "-Cloud" },
             { "base_url", "-BaseUri" },

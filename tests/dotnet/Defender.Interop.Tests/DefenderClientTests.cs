@@ -63,6 +63,29 @@ public sealed class DefenderClientTests : IDisposable
     }
 
     [Fact]
+    public void A_file_name_pattern_names_each_package_after_its_device_and_the_result_names_the_device()
+    {
+        const string machine = "5eed00000000000000000000000000000000000b";
+        string[] ids = { simulator.CreateAction(new { machine_id = machine }), simulator.CreateAction(new { machine_id = machine }) };
+        using DefenderClient client = simulator.Client();
+        client.Set("file_name_pattern", "{ComputerDnsName}_{ActionId}.zip");
+
+        DownloadedPackage package = client.DownloadPackage(ids[0], folder, null);
+        IList<PackageDownloadResult> results = client.DownloadPackages(new[] { ids[1] }, folder, null, null);
+
+        string name = package.ComputerDnsName;
+        Assert.StartsWith("desktop-", name);
+        Assert.Equal(machine, package.MachineId);
+        Assert.Equal(Path.Combine(folder, name + "_" + ids[0] + ".zip"), package.Path);
+        Assert.Equal((machine, name), (results[0].MachineId, results[0].ComputerDnsName));
+        Assert.Equal(Path.Combine(folder, name + "_" + ids[1] + ".zip"), results[0].Path);
+        Assert.Equal(simulator.Package(ids[1]), File.ReadAllBytes(results[0].Path));
+        var refused = Assert.Throws<DefenderException>(() => client.Set("file_name_pattern", "{computer_name}.zip"));
+        Assert.Equal(DefenderStatus.InvalidArgument, refused.Status);
+        Assert.Contains("{action_id}", refused.Message);
+    }
+
+    [Fact]
     public void GetPackageUri_returns_a_fresh_link_to_the_download_host()
     {
         string id = simulator.CreateAction();
