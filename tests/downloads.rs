@@ -329,6 +329,9 @@ fn a_download_host_that_never_answers_is_a_network_error() {
 
     assert_failed_cleanly(&failure, DefenderStatus::Network, folder.path());
     assert_eq!(ranges(&simulator, &id).len(), 6);
+    // The message names the host that failed, never the link's path or token.
+    assert!(failure.message.contains(&format!("to {}", simulator.download_url())), "{failure}");
+    assert!(!failure.message.contains("safedownload"), "{failure}");
 }
 
 #[test]

@@ -156,6 +156,22 @@ fn a_certificate_the_app_does_not_have_is_unauthorized_with_the_service_text() {
     assert_no_sign_in_secret(&failure.message, &[]);
 }
 
+#[test]
+fn a_tenant_that_does_not_exist_is_invalid_argument_with_entra_s_whole_sentence() {
+    let simulator = simulator();
+    let client = client_for(&simulator);
+    client.set("tenant_id", Some("00000000-0000-4000-8000-00000000bad0")).unwrap();
+    let failure = client.sign_in().unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::InvalidArgument, "not a wrong secret: {failure}");
+    assert!(failure.message.contains("invalid_request"), "{failure}");
+    assert!(
+        failure
+            .message
+            .ends_with("Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+        "the sentence whole, without the trace that follows it: {failure}"
+    );
+}
+
 /// An assertion for `CERTIFICATE_APP_ID` with audience `audience`, signed with the test
 /// certificate as a certificate store would sign it.
 fn signed_assertion(audience: &str, jti: &str) -> String {
@@ -476,7 +492,7 @@ fn a_cloud_names_the_scope_and_explicit_hosts_send_it_to_the_simulator() {
     let client = client_for(&simulator);
     client.set("cloud", Some("gcc-high")).unwrap();
     let failure = client.package_uri(&id).unwrap_err();
-    assert_eq!(failure.status, DefenderStatus::Unauthorized);
+    assert_eq!(failure.status, DefenderStatus::InvalidArgument, "a wrong cloud is a setting to fix: {failure}");
     assert!(failure.message.contains("AADSTS70011") && failure.message.contains(government), "{failure}");
 
     simulator
