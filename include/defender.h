@@ -542,6 +542,21 @@ const char *defender_option_doc(size_t index);
 DefenderStatus defender_client_sign_in(const DefenderClient *client);
 
 /**
+ * Writes to `*expires_out` when the access token this client's calls use expires, in seconds
+ * since 1970-01-01 UTC, for a "signed in until" display (the library renews the token by itself
+ * before then). Signs in first when the client holds no token yet, as `defender_client_sign_in`
+ * does. Writes 0 for a bearer token given as `access_token`, whose expiry the library does not
+ * read.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL
+ * argument, or the statuses of `defender_client_sign_in`.
+ *
+ * # Safety
+ * `client` is NULL or live; `expires_out` is NULL or writable.
+ */
+DefenderStatus defender_client_token_expiry(const DefenderClient *client, uint64_t *expires_out);
+
+/**
  * Writes to `*audience_out` the URL that a client assertion for this client must name as its
  * `aud` claim: the token endpoint `{authority}/{tenant_id}/oauth2/v2.0/token`, from the options
  * `tenant_id`, `cloud` and `authority_url` as they are now. For callers that sign assertions

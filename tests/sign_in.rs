@@ -157,6 +157,26 @@ fn a_certificate_the_app_does_not_have_is_unauthorized_with_the_service_text() {
 }
 
 #[test]
+fn the_token_expiry_is_when_the_token_in_use_expires_signing_in_first() {
+    let simulator = simulator();
+    simulator.configure(serde_json::from_value(json!({ "token_lifetime_secs": 1800 })).unwrap()).unwrap();
+    let client = client_for(&simulator);
+    let before = unix_now() as u64;
+    let expires = client.token_expiry().unwrap();
+    assert!((before + 1800..=unix_now() as u64 + 1800).contains(&expires), "{expires} for a 30 min token at {before}");
+    assert_eq!(requests_to(&simulator, "token").len(), 1, "signed in once");
+    assert_eq!(client.try_clone().unwrap().token_expiry().unwrap(), expires, "the same token, not a new one");
+    assert_eq!(requests_to(&simulator, "token").len(), 1);
+
+    let bearer = client_without_sign_in(&simulator);
+    bearer.set("access_token", Some("a-token-from-elsewhere")).unwrap();
+    assert_eq!(bearer.token_expiry().unwrap(), 0, "a bearer token's expiry is not read");
+    let wrong = client_for(&simulator);
+    wrong.set("client_secret", Some("wrong-secret")).unwrap();
+    assert_eq!(wrong.token_expiry().unwrap_err().status, DefenderStatus::Unauthorized);
+}
+
+#[test]
 fn a_tenant_that_does_not_exist_is_invalid_argument_with_entra_s_whole_sentence() {
     let simulator = simulator();
     let client = client_for(&simulator);

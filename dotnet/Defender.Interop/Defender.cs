@@ -675,6 +675,24 @@ namespace Defender
         }
 
         /// <summary>
+        /// When the access token this client's calls use expires, in UTC, signing in first when it
+        /// holds none (defender_client_token_expiry): for a "signed in until" display; the library
+        /// renews the token by itself before then. Null for a bearer token set as access_token,
+        /// whose expiry the library does not read.
+        /// </summary>
+        public DateTime? GetTokenExpiry(CancellationToken cancellationToken = default(CancellationToken))
+        {
+            ulong expires = 0;
+            Call(cancellationToken, delegate(out IntPtr result)
+            {
+                result = IntPtr.Zero;
+                return NativeMethods.defender_client_token_expiry(handle, out expires);
+            });
+            if (expires == 0) return null;
+            return new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc).AddSeconds(expires);
+        }
+
+        /// <summary>
         /// The aud claim a client assertion for this client must carry: its token endpoint, from
         /// the options tenant_id, cloud and authority_url as they are now (see <see cref="ClientAssertion"/>).
         /// </summary>
@@ -1569,6 +1587,9 @@ namespace Defender
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_client_sign_in(ClientHandle client);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_token_expiry(ClientHandle client, out ulong expires);
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_get_package_uri(ClientHandle client, byte[] actionId, out IntPtr uri);

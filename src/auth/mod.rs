@@ -18,7 +18,7 @@ pub(crate) use managed_identity::{
 };
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use url::Url;
@@ -199,6 +199,8 @@ pub(crate) struct AccessToken {
     value: Secret,
     /// After this instant the token is renewed before use: a few minutes before it expires.
     renew_at: Instant,
+    /// When it expires, for the caller to show (`defender_client_token_expiry`).
+    expires_at: SystemTime,
 }
 
 impl AccessToken {
@@ -211,7 +213,11 @@ impl AccessToken {
         const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
         let lifetime = lifetime.min(LONGEST_LIFETIME);
         let margin = RENEWAL_MARGIN.min(lifetime / 2);
-        Self { value, renew_at: crate::config::after(lifetime - margin).into_std() }
+        Self {
+            value,
+            renew_at: crate::config::after(lifetime - margin).into_std(),
+            expires_at: SystemTime::now() + lifetime,
+        }
     }
 
     fn is_fresh(&self) -> bool {
@@ -271,6 +277,15 @@ impl TokenCache {
         let value = token.value.clone();
         *current = Some(CachedToken { principal, token });
         Ok(value)
+    }
+
+    /// When the token `token` gave last expires; `None` before any, and for a bearer token given
+    /// as `access_token` (its expiry is not read).
+    pub(crate) async fn expires_at(&self) -> Option<SystemTime> {
+        if !self.can_renew() {
+            return None;
+        }
+        self.current.lock().await.as_ref().map(|cached| cached.token.expires_at)
     }
 
     /// Drops `rejected` (the API answered 401 to it) so that the next `token` fetches a new one.

@@ -470,6 +470,37 @@ pub unsafe extern "C" fn defender_client_sign_in(client: *const DefenderClient) 
     })
 }
 
+/// Writes to `*expires_out` when the access token this client's calls use expires, in seconds
+/// since 1970-01-01 UTC, for a "signed in until" display (the library renews the token by itself
+/// before then). Signs in first when the client holds no token yet, as `defender_client_sign_in`
+/// does. Writes 0 for a bearer token given as `access_token`, whose expiry the library does not
+/// read.
+///
+/// Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL
+/// argument, or the statuses of `defender_client_sign_in`.
+///
+/// # Safety
+/// `client` is NULL or live; `expires_out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_client_token_expiry(
+    client: *const DefenderClient,
+    expires_out: *mut u64,
+) -> DefenderStatus {
+    boundary("defender_client_token_expiry", || {
+        let client = unsafe { client_ref(client) }?;
+        required_out(expires_out, "expires_out")?;
+        let expires = client.run("defender_client_token_expiry", None, |session, reporter| async move {
+            session.tokens.token(&session.sign_in_http, &session.settings, &reporter).await?;
+            Ok(session.tokens.expires_at().await)
+        })?;
+        let seconds =
+            expires.and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |since| since.as_secs());
+        // SAFETY: checked non-NULL; the caller vouches that it is writable.
+        unsafe { expires_out.write(seconds) };
+        Ok(())
+    })
+}
+
 /// Writes to `*audience_out` the URL that a client assertion for this client must name as its
 /// `aud` claim: the token endpoint `{authority}/{tenant_id}/oauth2/v2.0/token`, from the options
 /// `tenant_id`, `cloud` and `authority_url` as they are now. For callers that sign assertions

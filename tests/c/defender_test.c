@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "defender.h"
@@ -721,6 +722,13 @@ static void test_assertion_callback(void) {
     EXPECT_STATUS(defender_client_sign_in(client), DEFENDER_STATUS_INVALID_ARGUMENT);
     EXPECT_STATUS(defender_client_set_assertion_callback(client, NULL, NULL), DEFENDER_STATUS_OK);
     EXPECT_STATUS(defender_client_sign_in(client), DEFENDER_STATUS_OK);
+
+    /* The token it signed in with expires in the future; a NULL out is refused. */
+    uint64_t expires = 0;
+    EXPECT_STATUS(defender_client_token_expiry(client, &expires), DEFENDER_STATUS_OK);
+    CHECK(expires > (uint64_t)time(NULL), "the token expires at %llu", (unsigned long long)expires);
+    EXPECT_STATUS(defender_client_token_expiry(client, NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_client_token_expiry(NULL, &expires), DEFENDER_STATUS_INVALID_ARGUMENT);
     defender_client_free(client);
 }
 

@@ -160,6 +160,13 @@ impl Client {
         check(unsafe { defender_client_sign_in(self.0) })
     }
 
+    /// When the client's token expires, in seconds since 1970 (0: not known); signs in first.
+    pub fn token_expiry(&self) -> Result<u64, Failure> {
+        let mut expires = 0;
+        check(unsafe { defender_client_token_expiry(self.0, &mut expires) })?;
+        Ok(expires)
+    }
+
     pub fn cancel(&self) {
         check(unsafe { defender_client_cancel(self.0) }).unwrap();
     }

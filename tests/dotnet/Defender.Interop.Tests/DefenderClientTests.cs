@@ -207,6 +207,21 @@ public sealed class DefenderClientTests : IDisposable
     }
 
     [Fact]
+    public void GetTokenExpiry_signs_in_and_says_when_the_token_expires()
+    {
+        using DefenderClient client = simulator.Client();
+        DateTime before = DateTime.UtcNow;
+        DateTime? expires = client.GetTokenExpiry();
+        Assert.NotNull(expires);
+        Assert.Equal(DateTimeKind.Utc, expires.Value.Kind);
+        Assert.InRange(expires.Value, before.AddMinutes(5), before.AddDays(1).AddSeconds(1));
+        using DefenderClient bearer = new DefenderClient();
+        bearer.Set("base_url", simulator.BaseUrl);
+        bearer.Set("access_token", "a-token-from-elsewhere");
+        Assert.Null(bearer.GetTokenExpiry());
+    }
+
+    [Fact]
     public void Strings_are_UTF8_both_ways()
     {
         using DefenderClient client = simulator.Client();
