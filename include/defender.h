@@ -542,19 +542,24 @@ const char *defender_option_doc(size_t index);
 DefenderStatus defender_client_sign_in(const DefenderClient *client);
 
 /**
- * Writes to `*expires_out` when the access token this client's calls use expires, in seconds
- * since 1970-01-01 UTC, for a "signed in until" display (the library renews the token by itself
- * before then). Signs in first when the client holds no token yet, as `defender_client_sign_in`
- * does. Writes 0 for a bearer token given as `access_token`, whose expiry the library does not
- * read.
+ * Signs in when the client holds no token yet (as `defender_client_sign_in`) and writes to
+ * `*info_json_out` what it is connected to, for a "connected as" display (it holds no secret):
+ * `{"api_root": "...", "authority": "..." or null, "sign_in": "client_secret", "tenant_id": "..."
+ * or null, "client_id": "..." or null, "token_expires_at": N or null}`. `sign_in` is the option
+ * that signs in (`client_secret`, `client_certificate_path`, `client_assertion`,
+ * `assertion_callback`, `managed_identity`, `environment`, `access_token`); with `environment`,
+ * `proof` says which the environment holds and the ids are the environment's. `token_expires_at`
+ * is when the token in use expires, in seconds since 1970 (the library renews it by itself
+ * before then); null for a bearer token given as `access_token`, whose expiry is not read. Free
+ * it with `defender_string_free`.
  *
  * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL
  * argument, or the statuses of `defender_client_sign_in`.
  *
  * # Safety
- * `client` is NULL or live; `expires_out` is NULL or writable.
+ * `client` is NULL or live; `info_json_out` is NULL or writable.
  */
-DefenderStatus defender_client_token_expiry(const DefenderClient *client, uint64_t *expires_out);
+DefenderStatus defender_client_connection_info(const DefenderClient *client, char **info_json_out);
 
 /**
  * Writes to `*audience_out` the URL that a client assertion for this client must name as its

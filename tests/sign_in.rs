@@ -157,23 +157,40 @@ fn a_certificate_the_app_does_not_have_is_unauthorized_with_the_service_text() {
 }
 
 #[test]
-fn the_token_expiry_is_when_the_token_in_use_expires_signing_in_first() {
+fn connection_info_says_where_and_as_whom_and_until_when_signing_in_first() {
     let simulator = simulator();
     simulator.configure(serde_json::from_value(json!({ "token_lifetime_secs": 1800 })).unwrap()).unwrap();
     let client = client_for(&simulator);
     let before = unix_now() as u64;
-    let expires = client.token_expiry().unwrap();
+    let info = client.connection_info().unwrap();
+    assert_eq!(info["api_root"], format!("{}/", simulator.base_url()));
+    assert_eq!(info["authority"], format!("{}/", simulator.base_url()));
+    assert_eq!(
+        (&info["sign_in"], &info["tenant_id"], &info["client_id"]),
+        (&json!("client_secret"), &json!(DEFAULT_TENANT_ID), &json!(DEFAULT_CLIENT_ID))
+    );
+    let expires = info["token_expires_at"].as_u64().unwrap();
     assert!((before + 1800..=unix_now() as u64 + 1800).contains(&expires), "{expires} for a 30 min token at {before}");
     assert_eq!(requests_to(&simulator, "token").len(), 1, "signed in once");
-    assert_eq!(client.try_clone().unwrap().token_expiry().unwrap(), expires, "the same token, not a new one");
+    assert_eq!(client.try_clone().unwrap().connection_info().unwrap(), info, "the same token, not a new one");
     assert_eq!(requests_to(&simulator, "token").len(), 1);
+    assert_no_sign_in_secret(&info.to_string(), &[]);
 
     let bearer = client_without_sign_in(&simulator);
     bearer.set("access_token", Some("a-token-from-elsewhere")).unwrap();
-    assert_eq!(bearer.token_expiry().unwrap(), 0, "a bearer token's expiry is not read");
+    let info = bearer.connection_info().unwrap();
+    assert_eq!(
+        (&info["sign_in"], &info["token_expires_at"], &info["tenant_id"]),
+        (&json!("access_token"), &json!(null), &json!(null))
+    );
+    assert!(!info.to_string().contains("a-token-from-elsewhere"));
+    let imds = managed_identity_client(&simulator);
+    let info = imds.connection_info().unwrap();
+    assert_eq!((&info["sign_in"], &info["client_id"]), (&json!("managed_identity"), &json!(null)));
+    assert!(info["token_expires_at"].is_u64());
     let wrong = client_for(&simulator);
     wrong.set("client_secret", Some("wrong-secret")).unwrap();
-    assert_eq!(wrong.token_expiry().unwrap_err().status, DefenderStatus::Unauthorized);
+    assert_eq!(wrong.connection_info().unwrap_err().status, DefenderStatus::Unauthorized);
 }
 
 #[test]

@@ -502,6 +502,55 @@ namespace Defender
         }
     }
 
+    /// <summary>What a client is connected to and how it signs in (see <see cref="DefenderClient.GetConnectionInfo"/>).</summary>
+    [DataContract]
+    public sealed class ConnectionInfo
+    {
+        [DataMember(Name = "api_root")] string apiRoot;
+        [DataMember(Name = "authority")] string authority;
+        [DataMember(Name = "sign_in")] string signIn;
+        [DataMember(Name = "proof")] string proof;
+        [DataMember(Name = "tenant_id")] string tenantId;
+        [DataMember(Name = "client_id")] string clientId;
+        [DataMember(Name = "token_expires_at")] long? tokenExpiresAt;
+
+        /// <summary>The API root its calls go to.</summary>
+        public string ApiRoot { get { return apiRoot; } }
+
+        /// <summary>The sign-in host; null for a managed identity or a bearer token.</summary>
+        public string Authority { get { return authority; } }
+
+        /// <summary>
+        /// The option that signs in: client_secret, client_certificate_path, client_assertion,
+        /// assertion_callback, managed_identity, environment or access_token.
+        /// </summary>
+        public string SignIn { get { return signIn; } }
+
+        /// <summary>With environment: which of those the environment holds (client_secret, client_certificate_path); otherwise null.</summary>
+        public string Proof { get { return proof; } }
+
+        /// <summary>The app's tenant; null for a managed identity or a bearer token.</summary>
+        public string TenantId { get { return tenantId; } }
+
+        /// <summary>The app's client id, or a user-assigned managed identity's; otherwise null.</summary>
+        public string ClientId { get { return clientId; } }
+
+        /// <summary>When the token in use expires (UTC; it is renewed by itself before then); null for a bearer token.</summary>
+        public DateTime? TokenExpiresAt
+        {
+            get
+            {
+                if (!tokenExpiresAt.HasValue) return null;
+                return new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc).AddSeconds(tokenExpiresAt.Value);
+            }
+        }
+
+        internal static ConnectionInfo FromJson(string json)
+        {
+            return Json.Parse<ConnectionInfo>(json);
+        }
+    }
+
 #pragma warning restore 649
 
     /// <summary>
@@ -675,21 +724,15 @@ namespace Defender
         }
 
         /// <summary>
-        /// When the access token this client's calls use expires, in UTC, signing in first when it
-        /// holds none (defender_client_token_expiry): for a "signed in until" display; the library
-        /// renews the token by itself before then. Null for a bearer token set as access_token,
-        /// whose expiry the library does not read.
+        /// What this client is connected to, and how it signs in (defender_client_connection_info):
+        /// signs in first when it holds no token yet. No secret is in it.
         /// </summary>
-        public DateTime? GetTokenExpiry(CancellationToken cancellationToken = default(CancellationToken))
+        public ConnectionInfo GetConnectionInfo(CancellationToken cancellationToken = default(CancellationToken))
         {
-            ulong expires = 0;
-            Call(cancellationToken, delegate(out IntPtr result)
+            return ConnectionInfo.FromJson(Call(cancellationToken, delegate(out IntPtr result)
             {
-                result = IntPtr.Zero;
-                return NativeMethods.defender_client_token_expiry(handle, out expires);
-            });
-            if (expires == 0) return null;
-            return new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc).AddSeconds(expires);
+                return NativeMethods.defender_client_connection_info(handle, out result);
+            }));
         }
 
         /// <summary>
@@ -1589,7 +1632,7 @@ namespace Defender
         internal static extern DefenderStatus defender_client_sign_in(ClientHandle client);
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
-        internal static extern DefenderStatus defender_client_token_expiry(ClientHandle client, out ulong expires);
+        internal static extern DefenderStatus defender_client_connection_info(ClientHandle client, out IntPtr infoJson);
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_get_package_uri(ClientHandle client, byte[] actionId, out IntPtr uri);

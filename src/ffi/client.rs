@@ -470,34 +470,37 @@ pub unsafe extern "C" fn defender_client_sign_in(client: *const DefenderClient) 
     })
 }
 
-/// Writes to `*expires_out` when the access token this client's calls use expires, in seconds
-/// since 1970-01-01 UTC, for a "signed in until" display (the library renews the token by itself
-/// before then). Signs in first when the client holds no token yet, as `defender_client_sign_in`
-/// does. Writes 0 for a bearer token given as `access_token`, whose expiry the library does not
-/// read.
+/// Signs in when the client holds no token yet (as `defender_client_sign_in`) and writes to
+/// `*info_json_out` what it is connected to, for a "connected as" display (it holds no secret):
+/// `{"api_root": "...", "authority": "..." or null, "sign_in": "client_secret", "tenant_id": "..."
+/// or null, "client_id": "..." or null, "token_expires_at": N or null}`. `sign_in` is the option
+/// that signs in (`client_secret`, `client_certificate_path`, `client_assertion`,
+/// `assertion_callback`, `managed_identity`, `environment`, `access_token`); with `environment`,
+/// `proof` says which the environment holds and the ids are the environment's. `token_expires_at`
+/// is when the token in use expires, in seconds since 1970 (the library renews it by itself
+/// before then); null for a bearer token given as `access_token`, whose expiry is not read. Free
+/// it with `defender_string_free`.
 ///
 /// Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL
 /// argument, or the statuses of `defender_client_sign_in`.
 ///
 /// # Safety
-/// `client` is NULL or live; `expires_out` is NULL or writable.
+/// `client` is NULL or live; `info_json_out` is NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn defender_client_token_expiry(
+pub unsafe extern "C" fn defender_client_connection_info(
     client: *const DefenderClient,
-    expires_out: *mut u64,
+    info_json_out: *mut *mut c_char,
 ) -> DefenderStatus {
-    boundary("defender_client_token_expiry", || {
+    boundary("defender_client_connection_info", || {
         let client = unsafe { client_ref(client) }?;
-        required_out(expires_out, "expires_out")?;
-        let expires = client.run("defender_client_token_expiry", None, |session, reporter| async move {
+        required_out(info_json_out, "info_json_out")?;
+        let info = client.run("defender_client_connection_info", None, |session, reporter| async move {
             session.tokens.token(&session.sign_in_http, &session.settings, &reporter).await?;
-            Ok(session.tokens.expires_at().await)
+            session.tokens.describe(&session.settings).await
         })?;
-        let seconds =
-            expires.and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |since| since.as_secs());
-        // SAFETY: checked non-NULL; the caller vouches that it is writable.
-        unsafe { expires_out.write(seconds) };
-        Ok(())
+        let json =
+            serde_json::to_string(&info).map_err(|err| Error::internal(format!("describing the connection: {err}")))?;
+        unsafe { write_string(info_json_out, json) }
     })
 }
 

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "defender.h"
@@ -723,12 +722,15 @@ static void test_assertion_callback(void) {
     EXPECT_STATUS(defender_client_set_assertion_callback(client, NULL, NULL), DEFENDER_STATUS_OK);
     EXPECT_STATUS(defender_client_sign_in(client), DEFENDER_STATUS_OK);
 
-    /* The token it signed in with expires in the future; a NULL out is refused. */
-    uint64_t expires = 0;
-    EXPECT_STATUS(defender_client_token_expiry(client, &expires), DEFENDER_STATUS_OK);
-    CHECK(expires > (uint64_t)time(NULL), "the token expires at %llu", (unsigned long long)expires);
-    EXPECT_STATUS(defender_client_token_expiry(client, NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
-    EXPECT_STATUS(defender_client_token_expiry(NULL, &expires), DEFENDER_STATUS_INVALID_ARGUMENT);
+    /* What it is connected to, without a secret; a NULL out is refused. */
+    char *info = NULL;
+    EXPECT_STATUS(defender_client_connection_info(client, &info), DEFENDER_STATUS_OK);
+    CHECK(info && strstr(info, "\"sign_in\":\"client_secret\"") && strstr(info, "\"token_expires_at\":") &&
+              !strstr(info, SIM_CLIENT_SECRET),
+          "connection info %s", info ? info : "(null)");
+    defender_string_free(info);
+    EXPECT_STATUS(defender_client_connection_info(client, NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_client_connection_info(NULL, &info), DEFENDER_STATUS_INVALID_ARGUMENT);
     defender_client_free(client);
 }
 

@@ -160,11 +160,11 @@ impl Client {
         check(unsafe { defender_client_sign_in(self.0) })
     }
 
-    /// When the client's token expires, in seconds since 1970 (0: not known); signs in first.
-    pub fn token_expiry(&self) -> Result<u64, Failure> {
-        let mut expires = 0;
-        check(unsafe { defender_client_token_expiry(self.0, &mut expires) })?;
-        Ok(expires)
+    /// What the client is connected to (`defender_client_connection_info`); signs in first.
+    pub fn connection_info(&self) -> Result<Value, Failure> {
+        let mut info = ptr::null_mut();
+        check(unsafe { defender_client_connection_info(self.0, &mut info) })?;
+        Ok(serde_json::from_str(&unsafe { take_string(info) }).unwrap())
     }
 
     pub fn cancel(&self) {

@@ -207,18 +207,24 @@ public sealed class DefenderClientTests : IDisposable
     }
 
     [Fact]
-    public void GetTokenExpiry_signs_in_and_says_when_the_token_expires()
+    public void GetConnectionInfo_signs_in_and_says_where_as_whom_and_until_when()
     {
         using DefenderClient client = simulator.Client();
         DateTime before = DateTime.UtcNow;
-        DateTime? expires = client.GetTokenExpiry();
-        Assert.NotNull(expires);
-        Assert.Equal(DateTimeKind.Utc, expires.Value.Kind);
-        Assert.InRange(expires.Value, before.AddMinutes(5), before.AddDays(1).AddSeconds(1));
+        ConnectionInfo info = client.GetConnectionInfo();
+        Assert.Equal(simulator.BaseUrl + "/", info.ApiRoot);
+        Assert.Equal("client_secret", info.SignIn);
+        Assert.Null(info.Proof);
+        Assert.NotNull(info.TenantId);
+        Assert.NotNull(info.ClientId);
+        Assert.NotNull(info.TokenExpiresAt);
+        Assert.Equal(DateTimeKind.Utc, info.TokenExpiresAt.Value.Kind);
+        Assert.InRange(info.TokenExpiresAt.Value, before.AddMinutes(5), before.AddDays(1).AddSeconds(1));
         using DefenderClient bearer = new DefenderClient();
         bearer.Set("base_url", simulator.BaseUrl);
         bearer.Set("access_token", "a-token-from-elsewhere");
-        Assert.Null(bearer.GetTokenExpiry());
+        ConnectionInfo given = bearer.GetConnectionInfo();
+        Assert.Equal(("access_token", (DateTime?)null), (given.SignIn, given.TokenExpiresAt));
     }
 
     [Fact]
