@@ -170,7 +170,8 @@ Describe 'Save-DefenderInvestigationPackage' {
         $failures.Count | Should -Be 1
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         $failures[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
-        $failures[0].TargetObject | Should -Be $unknown
+        $failures[0].TargetObject.ActionId | Should -Be $unknown
+        $failures[0].Exception | Should -BeOfType ([Defender.DefenderException])
         $failures[0].Exception.Message | Should -BeLike "*$unknown*"
     }
 
@@ -186,17 +187,26 @@ Describe 'Save-DefenderInvestigationPackage' {
         Test-Path -LiteralPath $package.Path -PathType Leaf | Should -BeTrue
     }
 
-    It 'saves one package to a file path, and refuses a second package to the same file' {
+    It 'saves one package to a file path, and refuses two packages for one file before saving anything' {
         $first, $second = 1..2 | ForEach-Object { New-SimulatedAction -Simulator $simulator }
         $path = Join-Path $folder 'case-4711.zip'
+        $null = Invoke-SimulatorControl -Simulator $simulator -Method Delete -Path requests
 
-        $saved = $first, $second | Save-DefenderInvestigationPackage -Path $path -PassThru -ErrorVariable failures -ErrorAction SilentlyContinue
+        { $first, $second | Save-DefenderInvestigationPackage -Path $path -PassThru } |
+            Should -Throw -ErrorId 'Defender.InvalidArgument,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand' -ExpectedMessage '*takes one package; 2 were given*nothing was saved*'
+        Get-ChildItem -LiteralPath $folder -Force | Should -BeNullOrEmpty
+        Get-SimulatorRequest -Simulator $simulator -Endpoint get_package_uri | Should -BeNullOrEmpty -Because 'the usage was checked before any work'
 
+        $saved = $first | Save-DefenderInvestigationPackage -Path $path -PassThru
         $saved.ActionId | Should -Be $first
         $saved.Path | Should -Be $path
-        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.InvalidArgument,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
-        $failures[0].TargetObject | Should -Be $second
         (Get-ChildItem -LiteralPath $folder -Force).Name | Should -Be 'case-4711.zip'
+        { Save-DefenderInvestigationPackage -ActionId $first -Path (Join-Path $folder 'missing/case.zip') } |
+            Should -Throw -ErrorId 'Defender.Io,*' -ExpectedMessage '*folder of -Path*does not exist*'
+        { Save-DefenderInvestigationPackage -ActionId $first -Path $path -FileNamePattern '{ComputerName}_{ActionId}.zip' } |
+            Should -Throw -ErrorId 'Defender.InvalidArgument,*' -ExpectedMessage '*-FileNamePattern names the files in a folder*'
+        { Save-DefenderInvestigationPackage -ActionId $first -Path $folder -Timeout 30 } |
+            Should -Throw -ErrorId 'Defender.InvalidArgument,*' -ExpectedMessage '*-Timeout applies with -Wait*'
     }
 
     It 'fails with Defender.NotReady while the collection runs, and with -Wait waits for it' {
@@ -205,7 +215,8 @@ Describe 'Save-DefenderInvestigationPackage' {
         Save-DefenderInvestigationPackage -ActionId $id -Path $folder -ErrorVariable failures -ErrorAction SilentlyContinue
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotReady,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         $failures[0].CategoryInfo.Category | Should -Be 'ResourceUnavailable'
-        $failures[0].TargetObject | Should -Be $id
+        $failures[0].TargetObject.ActionId | Should -Be $id
+        $failures[0].ErrorDetails.RecommendedAction | Should -BeLike '*-Wait*'
         Get-ChildItem -LiteralPath $folder -Force | Should -BeNullOrEmpty
 
         $package = Save-DefenderInvestigationPackage -ActionId $id -Path $folder -Wait -PassThru
@@ -249,7 +260,7 @@ Describe 'Save-DefenderInvestigationPackage' {
         } finally {
             $shell.Dispose()
         }
-        $queued = @($records | Where-Object { $_.ParentActivityId -eq 1 -and $_.StatusDescription -like "*in line for the API's rate limit*" -or $_.StatusDescription -like "Queued for the API's rate limit: * calls ahead" })
+        $queued = @($records | Where-Object { $_.ParentActivityId -eq 1 -and $_.StatusDescription -like "*in line for the API's rate limit*" -or $_.StatusDescription -like "Queued for the API's rate limit: * call* ahead" })
         @($queued.ActivityId | Sort-Object -Unique).Count | Should -BeGreaterOrEqual 2
         @($queued | Where-Object CurrentOperation -like 'About * to go').Count | Should -BeGreaterThan 0
         (Get-ChildItem -LiteralPath $folder).Count | Should -Be 4
@@ -261,7 +272,7 @@ Describe 'Save-DefenderInvestigationPackage' {
         Save-DefenderInvestigationPackage -ActionId $id -Path $folder -Wait -ErrorVariable failures -ErrorAction SilentlyContinue
 
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.ActionFailed,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
-        $failures[0].TargetObject | Should -Be $id
+        $failures[0].TargetObject.ActionId | Should -Be $id
         $failures[0].Exception.Message | Should -BeLike '*Failed*'
         Get-ChildItem -LiteralPath $folder -Force | Should -BeNullOrEmpty
     }
@@ -386,7 +397,7 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
         Assert-SavedAsServed -Folder $folder -ActionId $ready
         $failures.Count | Should -Be 3
         $byTarget = @{}
-        $failures | ForEach-Object { $byTarget[$_.TargetObject] = "$($_.FullyQualifiedErrorId) $($_.CategoryInfo.Category)" }
+        $failures | ForEach-Object { $byTarget[$_.TargetObject.ActionId] = "$($_.FullyQualifiedErrorId) $($_.CategoryInfo.Category)" }
         $byTarget[$pending] | Should -Be 'Defender.NotReady,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand ResourceUnavailable'
         $byTarget[$unknown] | Should -Be 'Defender.NotFound,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand ObjectNotFound'
         $byTarget[$failed] | Should -Be 'Defender.ActionFailed,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand InvalidResult'
@@ -520,7 +531,7 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
         $saved.ActionId | Should -Be $id
         $failures.Count | Should -Be 1
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.InvalidArgument,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
-        $failures[0].TargetObject | Should -Be $id
+        $failures[0].TargetObject.ActionId | Should -Be $id
         Assert-SavedAsServed -Folder $folder -ActionId $id
     }
 }
@@ -555,7 +566,7 @@ Describe 'Get-DefenderPackageUri' {
             'Defender.NotReady,Defender.PowerShell.Commands.GetDefenderPackageUriCommand'
             'Defender.NotFound,Defender.PowerShell.Commands.GetDefenderPackageUriCommand'
             'Defender.ActionFailed,Defender.PowerShell.Commands.GetDefenderPackageUriCommand')
-        $failures.TargetObject | Should -Be @($pending, $unknown, $failed)
+        $failures.TargetObject.ActionId | Should -Be @($pending, $unknown, $failed)
         $failures.CategoryInfo.Category | Should -Be @('ResourceUnavailable', 'ObjectNotFound', 'InvalidResult')
     }
 
@@ -602,15 +613,16 @@ Describe 'Machine actions' {
         $action.PSObject.Properties.Name | Should -Contain 'requestorComment'
 
         $table = $action | Out-String -Width 200
-        $table | Should -Match 'Id\s+Type\s+Status\s+Computer'
-        $table | Should -Match "$id\s+CollectInvestigationPackage\s+Succeeded"
+        $table | Should -Match 'Id\s+Computer\s+Status\s+Type'
+        $table | Should -Match "$id\s+\S+\s+Succeeded\s+CollectInvestigationPackage"
     }
 
     It 'Get-DefenderMachineAction writes Defender.NotFound for an unknown id' {
         $unknown = '00000000-0000-4000-8000-00000000cafe'
         Get-DefenderMachineAction -ActionId $unknown -ErrorVariable failures -ErrorAction SilentlyContinue
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Defender.PowerShell.Commands.GetDefenderMachineActionCommand'
-        $failures[0].TargetObject | Should -Be $unknown
+        $failures[0].TargetObject.ActionId | Should -Be $unknown
+        $failures[0].Exception | Should -BeOfType ([Defender.DefenderException])
     }
 
     It 'Start-DefenderInvestigationPackageCollection starts a collection that Wait and Save take from the pipeline' {
@@ -638,7 +650,7 @@ Describe 'Machine actions' {
         $actions = $machines | Start-DefenderInvestigationPackageCollection -Comment 'Pester' -ErrorVariable failures -ErrorAction SilentlyContinue
         $actions.machineId | Should -Be $machines[1]
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Defender.PowerShell.Commands.StartDefenderInvestigationPackageCollectionCommand'
-        $failures[0].TargetObject | Should -Be 'not-a-device'
+        $failures[0].TargetObject.ComputerDnsName | Should -Be 'not-a-device'
     }
 
     It 'Wait-DefenderMachineAction writes Defender.ActionFailed at once and Defender.Timeout after -Timeout' {
@@ -649,7 +661,7 @@ Describe 'Machine actions' {
 
         $failures.FullyQualifiedErrorId | Should -Be @('Defender.ActionFailed,Defender.PowerShell.Commands.WaitDefenderMachineActionCommand', 'Defender.Timeout,Defender.PowerShell.Commands.WaitDefenderMachineActionCommand')
         $failures.CategoryInfo.Category | Should -Be @('InvalidResult', 'OperationTimeout')
-        $failures.TargetObject | Should -Be @($failed, $slow)
+        $failures.TargetObject.ActionId | Should -Be @($failed, $slow)
     }
 
     It 'Wait-DefenderMachineAction says in the verbose stream what it waits for' {

@@ -59,7 +59,7 @@ Describe 'The manifest' {
         $commands = Get-Command -Module DefenderPackage
         $commands.CommandType | Sort-Object -Unique | Should -Be 'Cmdlet'
         $commands.Name | Sort-Object | Should -Be @(
-            'Connect-DefenderApi', 'Disconnect-DefenderApi', 'Get-DefenderMachine', 'Get-DefenderMachineAction', 'Get-DefenderPackageUri',
+            'Connect-DefenderApi', 'Disconnect-DefenderApi', 'Get-DefenderConnection', 'Get-DefenderMachine', 'Get-DefenderMachineAction', 'Get-DefenderPackageUri',
             'Save-DefenderInvestigationPackage', 'Start-DefenderInvestigationPackageCollection', 'Stop-DefenderMachineAction',
             'Wait-DefenderMachineAction')
         $approved = (Get-Verb).Verb
