@@ -36,12 +36,12 @@ namespace Defender.PowerShell
         readonly X509Certificate2 ownedCertificate;
         DefenderClient client;
 
-        /// <param name="signIn">How Connect-DefenderApi was told to sign in: its parameter set.</param>
+        /// <param name="signIn">How Connect-DefenderApi was told to sign in (its parameter set, in words).</param>
         internal DefenderConnection(DefenderClient client, X509Certificate2 ownedCertificate, string signIn, string cloud, Guid openedIn)
         {
             this.client = client;
             this.ownedCertificate = ownedCertificate;
-            SignIn = signIn == "Identity" ? "ManagedIdentity" : signIn;
+            SignIn = signIn;
             Cloud = cloud;
             OpenedIn = openedIn;
             ConnectedOn = DateTime.UtcNow;
@@ -129,8 +129,6 @@ namespace Defender.PowerShell
             Uri root;
             ApiRoot = Uri.TryCreate(info.ApiRoot, UriKind.Absolute, out root) ? root : null;
             TokenExpiresOn = info.TokenExpiresAt;
-            if (SignIn == "EnvironmentVariable" && info.Proof != null)
-                SignIn = "EnvironmentVariable (" + (info.Proof == "client_secret" ? "ClientSecret" : "CertificatePath") + ")";
         }
 
         /// <summary>Ends it: commands that use it afterwards fail; clones in use finish their call.</summary>

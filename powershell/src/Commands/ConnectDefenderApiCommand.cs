@@ -218,8 +218,8 @@ namespace Defender.PowerShell.Commands
                 client.Set("cloud", Cloud.ToLowerInvariant());
                 if (BaseUri != null) client.Set("base_url", BaseUri.OriginalString);
                 foreach (string key in Option.Keys) client.Set(key, OptionValue(Option[key]));
-                ConfigureSignIn(client, signer);
-                DefenderConnection connection = new DefenderConnection(client, owned, ParameterSetName, Cloud, runspace.InstanceId);
+                string signIn = ConfigureSignIn(client, signer);
+                DefenderConnection connection = new DefenderConnection(client, owned, signIn, Cloud, runspace.InstanceId);
                 // Wrong credentials fail here, not at the first command (a bearer token is not
                 // checked: only the API can tell). The token is kept for the commands.
                 Open(client).SignIn(connection);
@@ -233,7 +233,8 @@ namespace Defender.PowerShell.Commands
             }
         }
 
-        void ConfigureSignIn(DefenderClient client, X509Certificate2 signer)
+        // Configures the sign-in; returns how it signs in, as Get-DefenderConnection shows it.
+        string ConfigureSignIn(DefenderClient client, X509Certificate2 signer)
         {
             switch (ParameterSetName)
             {
@@ -271,20 +272,21 @@ namespace Defender.PowerShell.Commands
                         client.Set("managed_identity_endpoint", endpoint.Trim());
                         using (SecureString secret = Secure(header)) client.SetSecret("managed_identity_header", secret);
                     }
-                    break;
+                    return "ManagedIdentity";
                 case AccessTokenSet:
                     client.SetSecret("access_token", AccessToken);
                     break;
                 case EnvironmentVariableSet:
-                    ConfigureFromEnvironment(client);
-                    break;
+                    return "EnvironmentVariable (" + ConfigureFromEnvironment(client) + ")";
             }
+            return ParameterSetName;
         }
 
         // The app Azure Identity's variables describe, read from this session ($env:), as the
         // library's option environment would read them from the process: a secret wins over a
-        // certificate, AZURE_AUTHORITY_HOST is the sign-in host unless -Option sets one.
-        void ConfigureFromEnvironment(DefenderClient client)
+        // certificate, AZURE_AUTHORITY_HOST is the sign-in host unless -Option sets one. Returns
+        // which it found: ClientSecret or CertificatePath.
+        string ConfigureFromEnvironment(DefenderClient client)
         {
             Func<string, string> variable = delegate(string name)
             {
@@ -313,6 +315,7 @@ namespace Defender.PowerShell.Commands
             string authority = variable(AuthorityVariable);
             if (authority != null && Option["authority_url"] == null)
                 client.Set("authority_url", authority.Contains("://") ? authority : "https://" + authority);
+            return string.IsNullOrEmpty(secret) ? "CertificatePath" : "ClientSecret";
         }
 
         static SecureString Secure(string text)
