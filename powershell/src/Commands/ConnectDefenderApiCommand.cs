@@ -332,8 +332,8 @@ namespace Defender.PowerShell.Commands
             client.Set("client_id", clientId);
         }
 
-        // The keys -Option takes: the library's options, but for those a parameter sets.
-        internal static IList<string> OptionKeys()
+        /// <summary>The keys -Option takes: the library's options, but for those a parameter sets.</summary>
+        public static IList<string> OptionKeys()
         {
             return DefenderClient.OptionNames.Where(delegate(string key) { return !SetByParameter.ContainsKey(key); }).ToList();
         }
