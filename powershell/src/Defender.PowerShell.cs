@@ -339,6 +339,16 @@ namespace Defender.PowerShell
         }
 
         /// <summary>
+        /// <paramref name="action"/> with its device, looked up; null when the look-up failed (an
+        /// error was written: Defender.NotFound for an action that does not exist).
+        /// </summary>
+        internal DefenderTarget WithDevice(DefenderTarget action)
+        {
+            PSObject found = GetMachineAction(action);
+            return found == null ? null : action.WithDeviceOf(found, false);
+        }
+
+        /// <summary>
         /// The device of <paramref name="target"/> (an action or a device) with its id: as known,
         /// else looked up (the action, or the device by name); null when that failed (an error was written).
         /// </summary>

@@ -111,6 +111,9 @@ Describe 'Save-DefenderInvestigationPackage' {
         $failures.Count | Should -Be 1
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.Exists,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         $failures[0].CategoryInfo.Category | Should -Be 'ResourceExists'
+        $failures[0].Exception.Message | Should -BeLike "*$id.zip' exists; add -Force to replace it" -Because 'a PowerShell user is told the parameter, not the library''s option'
+        $failures[0].Exception.Message | Should -Not -BeLike '*overwrite*'
+        $failures[0].ErrorDetails.RecommendedAction | Should -BeLike '*-Force*'
         Get-Content -LiteralPath $path | Should -Be 'an older copy'
 
         $package = Save-DefenderInvestigationPackage -ActionId $id -Path $folder -Force -PassThru
@@ -262,6 +265,8 @@ Describe 'Save-DefenderInvestigationPackage' {
         }
         $queued = @($records | Where-Object { $_.ParentActivityId -eq 1 -and $_.StatusDescription -like "*in line for the API's rate limit*" -or $_.StatusDescription -like "Queued for the API's rate limit: * call* ahead" })
         @($queued.ActivityId | Sort-Object -Unique).Count | Should -BeGreaterOrEqual 2
+        @($records | Where-Object StatusDescription -like '*: 1 call ahead').Count | Should -BeGreaterThan 0
+        @($records | Where-Object StatusDescription -like '*: 1 calls ahead').Count | Should -Be 0 -Because 'one call is a call'
         @($queued | Where-Object CurrentOperation -like 'About * to go').Count | Should -BeGreaterThan 0
         (Get-ChildItem -LiteralPath $folder).Count | Should -Be 4
     }
@@ -306,6 +311,13 @@ Describe 'Save-DefenderInvestigationPackage' {
         } finally {
             $shell.Dispose()
         }
+    }
+
+    It 'says in the verbose stream what it downloads, counting one package as one' {
+        $id = New-SimulatedAction -Simulator $simulator
+        $verbose = $id | Save-DefenderInvestigationPackage -Path $folder -Verbose 4>&1 | ForEach-Object { "$_" }
+        $verbose | Should -Contain "downloading 1 package to '$folder', up to 4 at once"
+        $verbose | Should -Contain 'downloaded 1 of 1 package'
     }
 
     It 'never shows a secret or the link in its verbose, warning or error output' {

@@ -117,6 +117,22 @@ Describe 'A connect that fails' {
     }
 }
 
+Describe 'A network failure' {
+    It 'names the host that could not be reached' {
+        $listener = [Net.Sockets.TcpListener]::new([Net.IPAddress]::Loopback, 0)
+        $listener.Start()
+        $closed = $listener.LocalEndpoint.Port
+        $listener.Stop()
+        $token = ConvertTo-SecureString 'a-token-from-elsewhere' -AsPlainText -Force
+        $nowhere = Connect-DefenderApi -AccessToken $token -BaseUri "http://127.0.0.1:$closed" -Option @{ timeout_ms = 3000 } -PassThru
+        Get-DefenderMachineAction -ActionId $action -Connection $nowhere -ErrorVariable failures -ErrorAction SilentlyContinue
+        $failures[0].FullyQualifiedErrorId | Should -BeLike 'Defender.Network,*'
+        $failures[0].Exception.Message | Should -BeLike "*could not connect to http://127.0.0.1:$closed *"
+        $failures[0].ErrorDetails.RecommendedAction | Should -BeLike '*host named in the message*'
+        Disconnect-DefenderApi -Connection $nowhere
+    }
+}
+
 Describe 'Connections as objects' {
     It 'two simulators as two tenants in one runspace: each command goes where its -Connection says' {
         $contoso = Connect-DefenderApi @connect -PassThru

@@ -143,6 +143,11 @@ namespace Defender.PowerShell.Commands
             foreach (DefenderTarget target in approved)
             {
                 DefenderTarget action = target.IsAction ? target : Scope.LatestCollection(target);
+                // An id alone is looked up first (a cheap call, where the link is the scarce one),
+                // so that its result and its errors name the device. With -Wait the library
+                // looks it up as it waits, and a collection started moments ago may not be
+                // visible yet: that wait is the library's to tolerate.
+                if (action != null && !action.KnowsDevice && !Wait) action = Scope.WithDevice(action);
                 if (action != null) actions.Add(action);
             }
             if (actions.Count == 0) return;
