@@ -424,11 +424,11 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
 
     It 'shows a progress bar per package under one for the whole batch, each completed when its package is' {
         $ready = 1..3 | ForEach-Object { New-SimulatedAction -Simulator $simulator -Spec @{ package_size = 200000 } }
-        $unknown = '00000000-0000-4000-8000-0000000b0a7d'
+        $pending = New-SimulatedAction -Simulator $simulator -Spec @{ schedule = @{ pending_secs = 36000; in_progress_secs = 0 } }
         $shell = New-ConnectedShell
         try {
             $null = $shell.AddScript('param($ids, $folder) $ids | Save-DefenderInvestigationPackage -Path $folder').
-            AddArgument(@($ready[0], $unknown, $ready[1], $ready[2])).AddArgument($folder)
+            AddArgument(@($ready[0], $pending, $ready[1], $ready[2])).AddArgument($folder)
             $shell.Invoke()
             $records = @($shell.Streams.Progress)
         } finally {
@@ -441,7 +441,9 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
         $overall[-1].RecordType | Should -Be 'Completed'
         $records[-1].ActivityId | Should -Be 1 -Because 'the batch bar goes last'
         $bars = Get-PackageBar $records | Group-Object Activity
-        $bars.Name | Sort-Object | Should -Be ($ready | ForEach-Object { "Saving the investigation package of machine action $_" } | Sort-Object) `
+        # Each id was looked up first, so each bar names the device (the simulator's default one).
+        $device = 'desktop-1e5bc9d (1e5bc9d7e413ddd7902c2932e418702b84d0cc07)'
+        $bars.Name | Sort-Object | Should -Be ($ready | ForEach-Object { "Saving the investigation package of machine action $_ on $device" } | Sort-Object) `
             -Because 'each package that downloads has a bar, one that fails before its first byte has none'
         foreach ($bar in $bars) {
             $bar.Group[-1].RecordType | Should -Be 'Completed'
@@ -502,10 +504,10 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
             $null = $shell.AddScript('param($ids, $folder) $ids | Save-DefenderInvestigationPackage -Path $folder').
             AddArgument(@($slow[0], $quick, $slow[1])).AddArgument($folder)
             $running = $shell.BeginInvoke()
-            $slowBars = $slow | ForEach-Object { "Saving the investigation package of machine action $_" }
+            $slowBars = $slow | ForEach-Object { "Saving the investigation package of machine action $_ on desktop-1e5bc9d (1e5bc9d7e413ddd7902c2932e418702b84d0cc07)" }
             Wait-Until {
                 $records = @($shell.Streams.Progress)
-                @($records | Where-Object { $_.Activity -like "*$quick" -and $_.RecordType -eq 'Completed' }).Count -eq 1 -and
+                @($records | Where-Object { $_.Activity -like "*$quick*" -and $_.RecordType -eq 'Completed' }).Count -eq 1 -and
                 @($records | Where-Object { $_.Activity -in $slowBars -and $_.PercentComplete -gt 0 } | Select-Object -ExpandProperty Activity -Unique).Count -eq 2
             }
 

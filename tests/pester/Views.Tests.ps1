@@ -11,7 +11,7 @@ BeforeAll {
 
     $machines = @(Get-DefenderMachine -Tag Incident4711)
     $actions = @($machines | Start-DefenderInvestigationPackageCollection -Comment 'Pester: views')
-    $packages = @($actions | Save-DefenderInvestigationPackage -Path (New-TestFolder) -Wait -FileNamePattern '{ComputerDnsName}_{ActionId}.zip' -PassThru)
+    $packages = @($actions | Save-DefenderInvestigationPackage -Path (New-TestFolder) -Wait -FileNamePattern '{ComputerName}_{ActionId}.zip' -PassThru)
 
     function Show {
         # The objects as the console shows them at $Width columns, its lines without trailing blanks.
@@ -75,23 +75,25 @@ Describe 'Machine actions' {
 }
 
 Describe 'Saved packages' {
-    It 'at 80 columns: the device, the size and the file''s name (not its path), never a column one character wide' {
+    It 'at 80 columns: the device and the file''s name (not its path), whole, never a column one character wide' {
         $lines = Show $packages 80
         Assert-Fits $lines 80
-        $lines[0] | Should -Match '^Computer\s+Size File$'
-        $text = $lines -join "`n"
+        $lines[0] | Should -Match '^Computer\s+File$'
         foreach ($package in $packages) {
-            $text | Should -Match "(?m)^$([regex]::Escape($package.ComputerDnsName))\s+65536 $([regex]::Escape($package.ComputerDnsName))_"
-            $text | Should -Not -BeLike "*$([IO.Path]::GetDirectoryName($package.Path))*"
+            $file = [IO.Path]::GetFileName($package.Path)
+            @($lines | Where-Object { $_ -match "^$([regex]::Escape($package.ComputerDnsName))\s+$([regex]::Escape($file))$" }).Count | Should -Be 1
+            ($lines -join "`n") | Should -Not -BeLike "*$([IO.Path]::GetDirectoryName($package.Path))*"
         }
         @($lines | Where-Object { $_ -match '^\s+\S$' }).Count | Should -Be 0 -Because 'no value is printed one character a line'
     }
 
-    It 'at 120 columns: each file''s name whole on its line' {
+    It 'at 120 columns: also the size' {
         $lines = Show $packages 120
         Assert-Fits $lines 120
+        $lines[0] | Should -Match '^Computer\s+File\s+Size$'
         foreach ($package in $packages) {
-            @($lines | Where-Object { $_.EndsWith([IO.Path]::GetFileName($package.Path)) }).Count | Should -Be 1
+            $file = [IO.Path]::GetFileName($package.Path)
+            @($lines | Where-Object { $_ -match "^$([regex]::Escape($package.ComputerDnsName))\s+$([regex]::Escape($file))\s+65536$" }).Count | Should -Be 1
         }
     }
 
