@@ -93,6 +93,12 @@ namespace Defender.PowerShell
         /// <summary>The runspace that opened it (Remove-Module there ends it).</summary>
         internal Guid OpenedIn { get; private set; }
 
+        /// <summary>
+        /// Whether the user holds it (Connect-DefenderApi -PassThru, Get-DefenderConnection): one
+        /// that was only ever a default is ended when another connect replaces it.
+        /// </summary>
+        internal bool HandedOut { get; set; }
+
         /// <summary>What it is, in one line: "app 1234... in tenant contoso.onmicrosoft.com at https://api...".</summary>
         public override string ToString()
         {

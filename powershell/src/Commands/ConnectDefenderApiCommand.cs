@@ -132,6 +132,9 @@ namespace Defender.PowerShell.Commands
             // A connect that fails leaves no default behind: a command must never go to the
             // previous tenant while its user thinks this connect took.
             DefenderConnection previous = Connections.SetDefault(runspace, null);
+            // One nobody holds is ended now rather than when the runspace closes (commands in
+            // flight on it finish: they hold clones).
+            if (previous != null && !previous.HandedOut) Connections.End(previous);
             DefenderConnection connection;
             try
             {
@@ -152,6 +155,7 @@ namespace Defender.PowerShell.Commands
             if (PassThru)
             {
                 WriteVerbose(said);
+                connection.HandedOut = true;
                 WriteObject(connection);
             }
             else

@@ -40,6 +40,7 @@ namespace Defender.PowerShell.Commands
                     WriteError(DefenderErrors.ToErrorRecord(e, connection));
                 }
             }
+            connection.HandedOut = true;
             WriteObject(connection);
         }
     }
