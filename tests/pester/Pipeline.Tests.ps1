@@ -203,6 +203,13 @@ Describe 'Stop-DefenderMachineAction takes' {
         $null = Stop-DefenderMachineAction -ActionId $running -Confirm:$false
     }
 
+    It 'a saved package and a link: their action (which has ended, so the service refuses)' {
+        $package, $link | Stop-DefenderMachineAction -Confirm:$false -ErrorVariable failures -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
+        $failures.FullyQualifiedErrorId | Should -Be @('Defender.Http,Defender.PowerShell.Commands.StopDefenderMachineActionCommand', 'Defender.Http,Defender.PowerShell.Commands.StopDefenderMachineActionCommand')
+        $failures.TargetObject.ActionId | Should -Be @($collection.id, $collection.id)
+        $failures[0].Exception.Message | Should -BeLike "$($device.computerDnsName) ($($device.id)): *"
+    }
+
     It 'a machine action and a string: cancelled' {
         $first, $second = (New-RunningAction), (New-RunningAction)
         $cancelled = (Get-DefenderMachineAction -ActionId $first), $second | Stop-DefenderMachineAction -Confirm:$false
