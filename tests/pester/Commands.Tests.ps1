@@ -204,7 +204,7 @@ Describe 'Save-DefenderInvestigationPackage' {
         $saved.ActionId | Should -Be $first
         $saved.Path | Should -Be $path
         (Get-ChildItem -LiteralPath $folder -Force).Name | Should -Be 'case-4711.zip'
-        { Save-DefenderInvestigationPackage -ActionId $first -Path (Join-Path $folder 'missing/case.zip') } |
+        { Save-DefenderInvestigationPackage -ActionId $first -Path (Join-Path (Join-Path $folder 'missing') 'case.zip') } |
             Should -Throw -ErrorId 'Defender.Io,*' -ExpectedMessage '*folder of -Path*does not exist*'
         { Save-DefenderInvestigationPackage -ActionId $first -Path $path -FileNamePattern '{ComputerName}_{ActionId}.zip' } |
             Should -Throw -ErrorId 'Defender.InvalidArgument,*' -ExpectedMessage '*-FileNamePattern names the files in a folder*'
