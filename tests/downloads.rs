@@ -751,7 +751,9 @@ fn a_file_name_pattern_names_each_package_after_its_device_and_the_result_names_
     let batch = client.download_many(&[ids[1].as_str()], folder.path(), BatchCallbacks::default()).unwrap();
     assert_eq!(batch[0]["path"], folder.path().join(format!("{name}_{}.zip", ids[1])).to_str().unwrap());
     assert_eq!(batch[0]["computer_dns_name"], name);
-    assert_eq!(entries(folder.path()), ids.iter().map(|id| format!("{name}_{id}.zip")).collect::<Vec<_>>());
+    let mut expected: Vec<String> = ids.iter().map(|id| format!("{name}_{id}.zip")).collect();
+    expected.sort();
+    assert_eq!(entries(folder.path()), expected);
     assert_eq!(
         std::fs::read(folder.path().join(format!("{name}_{}.zip", ids[0]))).unwrap(),
         simulator.package(&ids[0]).unwrap()
