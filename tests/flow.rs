@@ -262,6 +262,9 @@ fn a_failed_action_ends_the_wait_at_once_without_spinning() {
 #[test]
 fn the_wait_tolerates_the_brief_404s_right_after_a_collection_is_created() {
     let (simulator, client) = setup();
+    // The 30 s of grace count from the collection's creation: half a second at this clock, so
+    // that a busy machine still polls twice within it.
+    client.set("clock_scale", Some("60")).unwrap();
     let id = client.collect(&new_machine(), None).unwrap()["id"].as_str().unwrap().to_owned();
     fault(&simulator, "machine_action", 2, json!({ "kind": "not_found" }));
     let action = client.wait(&id).unwrap();
