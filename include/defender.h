@@ -482,6 +482,8 @@ void defender_client_free(DefenderClient *client);
  *   client id
  * - `managed_identity_endpoint`: token endpoint instead of Azure's IMDS (plain http to this host
  *   only)
+ * - `managed_identity_header`: with managed_identity_endpoint: App Service's IDENTITY_HEADER, for
+ *   its IDENTITY_ENDPOINT, instead of reading both from the environment
  * - `environment`: true: signs in from the AZURE_* variables, as Azure Identity's
  *   EnvironmentCredential does (default false)
  * - `timeout_ms`: milliseconds per request, and for its retries; 0 for no limit (default 60000)
@@ -497,6 +499,9 @@ void defender_client_free(DefenderClient *client);
  *   simulator) (default 1)
  * - `max_concurrent_downloads`: 1 to 64: packages defender_download_packages downloads at once
  *   (default 4)
+ * - `file_name_pattern`: a package's file name in a destination folder: {action_id} (required),
+ *   {machine_id}, {computer_dns_name}, {computer_name}, letters, digits, '.', '_', '-' (default
+ *   {action_id}.zip)
  * - `min_speed_bytes`: a download that brings fewer bytes in min_speed_window_ms is a stall,
  *   retried as one; 0 for no minimum (default 65536)
  * - `min_speed_window_ms`: milliseconds over which min_speed_bytes is counted (default 60000)
@@ -555,6 +560,26 @@ const char *defender_option_doc(size_t index);
  * `client` is NULL or live.
  */
 DefenderStatus defender_client_sign_in(const DefenderClient *client);
+
+/**
+ * Signs in when the client holds no token yet (as `defender_client_sign_in`) and writes to
+ * `*info_json_out` what it is connected to, for a "connected as" display (it holds no secret):
+ * `{"api_root": "...", "authority": "..." or null, "sign_in": "client_secret", "tenant_id": "..."
+ * or null, "client_id": "..." or null, "token_expires_at": N or null}`. `sign_in` is the option
+ * that signs in (`client_secret`, `client_certificate_path`, `client_assertion`,
+ * `assertion_callback`, `managed_identity`, `environment`, `access_token`); with `environment`,
+ * `proof` says which the environment holds and the ids are the environment's. `token_expires_at`
+ * is when the token in use expires, in seconds since 1970 (the library renews it by itself
+ * before then); null for a bearer token given as `access_token`, whose expiry is not read. Free
+ * it with `defender_string_free`.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL
+ * argument, or the statuses of `defender_client_sign_in`.
+ *
+ * # Safety
+ * `client` is NULL or live; `info_json_out` is NULL or writable.
+ */
+DefenderStatus defender_client_connection_info(const DefenderClient *client, char **info_json_out);
 
 /**
  * Writes to `*audience_out` the URL that a client assertion for this client must name as its
@@ -662,14 +687,18 @@ DefenderStatus defender_get_package_uri(const DefenderClient *client,
  * fresh link and streams the package to disk at once. Temporary file, retries and resume,
  * expired links, checks and the no-replace rename: see "Downloads" at the top of this header.
  *
- * - `destination` is a file path; when it names an existing folder, the file is
- *   `<action_id>.zip` inside it. An existing file is replaced only when the option `overwrite`
- *   is `true`. With `wait_timeout_ms` above 0, first waits for the collection to finish.
+ * - `destination` is a file path; when it names an existing folder, the file inside it is named
+ *   by the option `file_name_pattern` (default `<action_id>.zip`; a pattern with the device's
+ *   name or id looks the action up first). An existing file is replaced only when the option
+ *   `overwrite` is `true`. With `wait_timeout_ms` above 0, first waits for the collection to
+ *   finish.
  * - `progress` (may be NULL) is called on this thread with `user_data`; see
  *   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0.
  * - `result_json_out` (may be NULL) receives
- *   `{"action_id": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`,
- *   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex.
+ *   `{"action_id": "...", "machine_id": "...", "computer_dns_name": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`,
+ *   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex;
+ *   `machine_id` and `computer_dns_name` (the device) are there only when the call looked the
+ *   action up: it waited for it, or `file_name_pattern` names the file after the device.
  *
  * Blocks until done. Returns:
  * - `DEFENDER_STATUS_OK`;
@@ -695,7 +724,8 @@ DefenderStatus defender_download_package(const DefenderClient *client,
 
 /**
  * Downloads the investigation packages of the `count` machine actions in `action_ids` into
- * `destination_folder`, several at once, each as `<action_id>.zip`.
+ * `destination_folder`, several at once, each under the name the option `file_name_pattern`
+ * gives it (default `<action_id>.zip`).
  *
  * - Each item is what `defender_download_package` does for its id with the folder as
  *   destination ("Downloads" at the top of this header), with the same `overwrite` and
@@ -711,7 +741,8 @@ DefenderStatus defender_download_package(const DefenderClient *client,
  * - `results_json_out` (may be NULL) receives a JSON array with one object per item, in the
  *   order of `action_ids`, to be freed with `defender_string_free`:
  *   `{"status": "OK", "code": 0, "action_id": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`
- *   for a package saved (`path` absolute; the rest is `defender_download_package`'s result), and
+ *   for a package saved (`path` absolute; the rest, with `machine_id` and `computer_dns_name`
+ *   when known, is `defender_download_package`'s result), and
  *   `{"status": "NOT_READY", "code": 2, "action_id": "...", "message": "...", "elapsed_ms": N}`
  *   for one that failed: `status` is the name of its `DefenderStatus` without the
  *   `DEFENDER_STATUS_` prefix, `code` its number, `message` what `defender_last_error_message`
@@ -791,8 +822,9 @@ DefenderStatus defender_collect_investigation_package(const DefenderClient *clie
  *
  * Polls with back-off (5 s growing to 60 s, divided by the option `clock_scale`). Returns at
  * once when the action has Succeeded; when it ends Failed, TimeOut or Cancelled, returns
- * `DEFENDER_STATUS_ACTION_FAILED` at once. An action that is briefly unknown (404) in its first
- * 30 s is waited for. Gives up with `DEFENDER_STATUS_TIMEOUT` after the option
+ * `DEFENDER_STATUS_ACTION_FAILED` at once. An id the API does not know is
+ * `DEFENDER_STATUS_NOT_FOUND` at once, unless this process started that collection in the last
+ * 30 s (a new action can be briefly unknown): that 404 is waited out. Gives up with `DEFENDER_STATUS_TIMEOUT` after the option
  * `wait_timeout_ms` (default: one hour), with a last look at that moment; waits for the rate
  * limit or a retry never reach past it. `defender_client_cancel` stops it promptly.
  *

@@ -8,6 +8,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::cloud::Cloud;
+use crate::download::file_name::FileNamePattern;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::redact::Secret;
 
@@ -52,6 +53,8 @@ pub(crate) struct Settings {
     pub access_token: Option<Secret>,
     pub managed_identity: Option<ManagedIdentity>,
     pub managed_identity_endpoint: Option<Url>,
+    /// With `managed_identity_endpoint`: App Service's `X-IDENTITY-HEADER` (`IDENTITY_HEADER`).
+    pub managed_identity_header: Option<Secret>,
     pub environment: bool,
     /// Per request; `None` means no limit.
     pub timeout: Option<Duration>,
@@ -65,6 +68,8 @@ pub(crate) struct Settings {
     pub clock_scale: f64,
     /// How many packages `defender_download_packages` downloads at once.
     pub max_concurrent_downloads: usize,
+    /// The name a package gets in a destination folder.
+    pub file_name_pattern: FileNamePattern,
     /// A download that brings fewer bytes than this in `min_speed_window` is a stall; 0: no minimum.
     pub min_speed_bytes: u64,
     pub min_speed_window: Duration,
@@ -118,6 +123,7 @@ impl Default for Settings {
             access_token: None,
             managed_identity: None,
             managed_identity_endpoint: None,
+            managed_identity_header: None,
             environment: false,
             timeout: Some(DEFAULT_TIMEOUT),
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
@@ -128,6 +134,7 @@ impl Default for Settings {
             rate_limit: true,
             clock_scale: 1.0,
             max_concurrent_downloads: DEFAULT_CONCURRENT_DOWNLOADS,
+            file_name_pattern: FileNamePattern::default(),
             min_speed_bytes: DEFAULT_MIN_SPEED_BYTES,
             min_speed_window: DEFAULT_MIN_SPEED_WINDOW,
             download_timeout: None,
@@ -203,6 +210,8 @@ pub(crate) const OPTIONS: &[OptionKey] = options! {
     "managed_identity_endpoint" => managed_identity_endpoint, SignIn, None,
         |k, v| parse_url(k, v, PlainHttp::ThisHost).map(Some),
         "token endpoint instead of Azure's IMDS (plain http to this host only)";
+    "managed_identity_header" => managed_identity_header, SignIn, None, |k, v| parse_secret(k, v).map(Some),
+        "with managed_identity_endpoint: App Service's IDENTITY_HEADER, for its IDENTITY_ENDPOINT, instead of reading both from the environment";
     "environment" => environment, SignIn, Some("false"), parse_bool,
         "true: signs in from the AZURE_* variables, as Azure Identity's EnvironmentCredential does";
     "timeout_ms" => timeout, Transport, Some("60000"), parse_optional_millis,
@@ -224,6 +233,8 @@ pub(crate) const OPTIONS: &[OptionKey] = options! {
     "max_concurrent_downloads" => max_concurrent_downloads, Behaviour, Some("4"),
         |k, v| parse_count(k, v, 1..=MAX_CONCURRENT_DOWNLOADS),
         "1 to 64: packages defender_download_packages downloads at once";
+    "file_name_pattern" => file_name_pattern, Behaviour, Some("{action_id}.zip"), FileNamePattern::parse,
+        "a package's file name in a destination folder: {action_id} (required), {machine_id}, {computer_dns_name}, {computer_name}, letters, digits, '.', '_', '-'";
     "min_speed_bytes" => min_speed_bytes, Behaviour, Some("65536"), |k, v| parse_count(k, v, 0..=u64::MAX),
         "a download that brings fewer bytes in min_speed_window_ms is a stall, retried as one; 0 for no minimum";
     "min_speed_window_ms" => min_speed_window, Behaviour, Some("60000"), parse_millis,
@@ -537,6 +548,7 @@ mod tests {
             "rate_limit" => "off",
             "clock_scale" => "60",
             "max_concurrent_downloads" => "8",
+            "file_name_pattern" => "{computer_name}_{action_id}.zip",
             "min_speed_bytes" | "max_bytes_without_length" | "list_max_items" | "list_max_pages" => "7",
             k if k.ends_with("_ms") => "1234",
             _ => "value",

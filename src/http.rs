@@ -173,8 +173,9 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> 
     Ok(certs)
 }
 
-/// A transport failure as a status and a sentence, without the URL (it may carry a SAS token).
-/// A refused redirect is `PROTOCOL`; a refused certificate `NETWORK`, saying why.
+/// A transport failure as a status and a sentence naming the host (scheme, host and port: never
+/// the path or query, which may carry a SAS token), so that "which proxy, which firewall rule"
+/// can be answered. A refused redirect is `PROTOCOL`; a refused certificate `NETWORK`, saying why.
 pub(crate) fn describe_transport_error(err: &reqwest::Error) -> Error {
     if let Some(final_error) = final_transport_error(err) {
         return final_error;
@@ -187,7 +188,8 @@ pub(crate) fn describe_transport_error(err: &reqwest::Error) -> Error {
     } else {
         "the connection failed"
     };
-    Error::new(status, format!("{kind} ({})", chain(err)))
+    let host = err.url().map(|url| format!(" to {}", shown_origin(url))).unwrap_or_default();
+    Error::new(status, format!("{kind}{host} ({})", chain(err)))
 }
 
 /// The failure, when sending the request again cannot help: a redirect the policy refused, a

@@ -329,6 +329,9 @@ fn a_download_host_that_never_answers_is_a_network_error() {
 
     assert_failed_cleanly(&failure, DefenderStatus::Network, folder.path());
     assert_eq!(ranges(&simulator, &id).len(), 6);
+    // The message names the host that failed, never the link's path or token.
+    assert!(failure.message.contains(&format!("to {}", simulator.download_url())), "{failure}");
+    assert!(!failure.message.contains("safedownload"), "{failure}");
 }
 
 #[test]
@@ -729,4 +732,52 @@ fn fresh_links_for_expired_ones_wait_their_turn_in_the_rate_limit() {
     let least = least_time_for_links(6, CLOCK_SCALE);
     assert!(started.elapsed() >= least, "the fresh links did not wait their turn");
     assert_eq!(warnings().iter().filter(|line| line.contains("getting a fresh link")).count(), 3);
+}
+
+#[test]
+fn a_file_name_pattern_names_each_package_after_its_device_and_the_result_names_the_device() {
+    let simulator = simulator();
+    let machine = "5eed00000000000000000000000000000000000a";
+    let ids: Vec<String> =
+        (0..2).map(|_| create_action(&simulator, json!({ "package_size": 20_000, "machine_id": machine }))).collect();
+    let folder = tempfile::tempdir().unwrap();
+    let client = client_with(&simulator, &[("file_name_pattern", "{ComputerName}_{action_id}.zip")]);
+    let name = "desktop-5eed000";
+
+    // One package, then a batch: each file named after its device, each result naming it.
+    let single = client.download(&ids[0], folder.path(), None).unwrap();
+    assert_eq!(single["path"], folder.path().join(format!("{name}_{}.zip", ids[0])).to_str().unwrap());
+    assert_eq!((single["machine_id"].as_str(), single["computer_dns_name"].as_str()), (Some(machine), Some(name)));
+    let batch = client.download_many(&[ids[1].as_str()], folder.path(), BatchCallbacks::default()).unwrap();
+    assert_eq!(batch[0]["path"], folder.path().join(format!("{name}_{}.zip", ids[1])).to_str().unwrap());
+    assert_eq!(batch[0]["computer_dns_name"], name);
+    let mut expected: Vec<String> = ids.iter().map(|id| format!("{name}_{id}.zip")).collect();
+    expected.sort();
+    assert_eq!(entries(folder.path()), expected);
+    assert_eq!(
+        std::fs::read(folder.path().join(format!("{name}_{}.zip", ids[0]))).unwrap(),
+        simulator.package(&ids[0]).unwrap()
+    );
+
+    // A second download of the same package is refused before its link is asked for.
+    simulator.clear_requests();
+    let failure = client.download(&ids[0], folder.path(), None).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Exists, "{failure}");
+    assert!(requests_to(&simulator, "get_package_uri").is_empty());
+
+    // The default name; a file path is used as it is; the device is named when the call waited.
+    let plain = client_with(&simulator, &[("wait_timeout_ms", "60000")]);
+    let waited = plain.download(&ids[0], folder.path(), None).unwrap();
+    assert_eq!(waited["path"], folder.path().join(format!("{}.zip", ids[0])).to_str().unwrap());
+    assert_eq!(waited["computer_dns_name"], name);
+    let file = folder.path().join("case.zip");
+    let to_file = client.download(&ids[1], &file, None).unwrap();
+    assert_eq!(to_file["path"], file.to_str().unwrap());
+    let unwaited = client_for(&simulator).download(&ids[1], &folder.path().join("again.zip"), None).unwrap();
+    assert!(unwaited.get("machine_id").is_none(), "{unwaited}");
+
+    // Unsafe patterns are refused when set.
+    let failure = client.set("file_name_pattern", Some("../{action_id}.zip")).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::InvalidArgument, "{failure}");
+    take_log();
 }

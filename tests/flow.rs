@@ -262,16 +262,48 @@ fn a_failed_action_ends_the_wait_at_once_without_spinning() {
 #[test]
 fn the_wait_tolerates_the_brief_404s_right_after_a_collection_is_created() {
     let (simulator, client) = setup();
-    let id = create_action(&simulator, json!({}));
+    // The 30 s of grace count from the collection's creation: half a second at this clock, so
+    // that a busy machine still polls twice within it.
+    client.set("clock_scale", Some("60")).unwrap();
+    let id = client.collect(&new_machine(), None).unwrap()["id"].as_str().unwrap().to_owned();
     fault(&simulator, "machine_action", 2, json!({ "kind": "not_found" }));
     let action = client.wait(&id).unwrap();
     assert_eq!(action["status"], "Succeeded");
-    assert_eq!(statuses_at(&simulator, "machine_action"), [Some(404), Some(404), Some(200)]);
+    assert_eq!(statuses_at(&simulator, "machine_action")[..3], [Some(404), Some(404), Some(200)]);
+
+    // A clone (a PowerShell command's own client) tolerates them too: the process created it.
+    let id = client.collect(&new_machine(), None).unwrap()["id"].as_str().unwrap().to_owned();
+    simulator.clear_requests();
+    fault(&simulator, "machine_action", 2, json!({ "kind": "not_found" }));
+    assert_eq!(client.try_clone().unwrap().wait(&id).unwrap()["status"], "Succeeded");
 
     // Unknown for longer than a new action can be: it does not exist.
-    let ghost = create_action(&simulator, json!({ "visible_after_secs": 3600 }));
+    let ghost = client.collect(&new_machine(), None).unwrap()["id"].as_str().unwrap().to_owned();
+    fault(&simulator, "machine_action", 0, json!({ "kind": "not_found" }));
     let failure = client.wait(&ghost).unwrap_err();
     assert_eq!(failure.status, DefenderStatus::NotFound, "{failure}");
+}
+
+#[test]
+fn an_action_this_process_did_not_create_is_not_found_at_once_even_while_waiting() {
+    let (simulator, client) = setup();
+    client.set("wait_timeout_ms", Some("3600000")).unwrap();
+    // A mistyped id, and an action the API does not show (yet), both unknown to this process.
+    for unknown in [
+        "00000000-0000-4000-8000-00000000dead".to_owned(),
+        create_action(&simulator, json!({ "visible_after_secs": 3600 })),
+    ] {
+        simulator.clear_requests();
+        let started = Instant::now();
+        let failure = client.wait(&unknown).unwrap_err();
+        assert_eq!(failure.status, DefenderStatus::NotFound, "{failure}");
+        assert_eq!(statuses_at(&simulator, "machine_action"), [Some(404)], "one look, no polling");
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+
+        let folder = tempfile::tempdir().unwrap();
+        let failure = client.download(&unknown, folder.path(), None).unwrap_err();
+        assert_eq!(failure.status, DefenderStatus::NotFound, "{failure}");
+    }
 }
 
 #[test]

@@ -156,6 +156,59 @@ fn a_certificate_the_app_does_not_have_is_unauthorized_with_the_service_text() {
     assert_no_sign_in_secret(&failure.message, &[]);
 }
 
+#[test]
+fn connection_info_says_where_and_as_whom_and_until_when_signing_in_first() {
+    let simulator = simulator();
+    simulator.configure(serde_json::from_value(json!({ "token_lifetime_secs": 1800 })).unwrap()).unwrap();
+    let client = client_for(&simulator);
+    let before = unix_now() as u64;
+    let info = client.connection_info().unwrap();
+    assert_eq!(info["api_root"], format!("{}/", simulator.base_url()));
+    assert_eq!(info["authority"], format!("{}/", simulator.base_url()));
+    assert_eq!(
+        (&info["sign_in"], &info["tenant_id"], &info["client_id"]),
+        (&json!("client_secret"), &json!(DEFAULT_TENANT_ID), &json!(DEFAULT_CLIENT_ID))
+    );
+    let expires = info["token_expires_at"].as_u64().unwrap();
+    assert!((before + 1800..=unix_now() as u64 + 1800).contains(&expires), "{expires} for a 30 min token at {before}");
+    assert_eq!(requests_to(&simulator, "token").len(), 1, "signed in once");
+    assert_eq!(client.try_clone().unwrap().connection_info().unwrap(), info, "the same token, not a new one");
+    assert_eq!(requests_to(&simulator, "token").len(), 1);
+    assert_no_sign_in_secret(&info.to_string(), &[]);
+
+    let bearer = client_without_sign_in(&simulator);
+    bearer.set("access_token", Some("a-token-from-elsewhere")).unwrap();
+    let info = bearer.connection_info().unwrap();
+    assert_eq!(
+        (&info["sign_in"], &info["token_expires_at"], &info["tenant_id"]),
+        (&json!("access_token"), &json!(null), &json!(null))
+    );
+    assert!(!info.to_string().contains("a-token-from-elsewhere"));
+    let imds = managed_identity_client(&simulator);
+    let info = imds.connection_info().unwrap();
+    assert_eq!((&info["sign_in"], &info["client_id"]), (&json!("managed_identity"), &json!(null)));
+    assert!(info["token_expires_at"].is_u64());
+    let wrong = client_for(&simulator);
+    wrong.set("client_secret", Some("wrong-secret")).unwrap();
+    assert_eq!(wrong.connection_info().unwrap_err().status, DefenderStatus::Unauthorized);
+}
+
+#[test]
+fn a_tenant_that_does_not_exist_is_invalid_argument_with_entra_s_whole_sentence() {
+    let simulator = simulator();
+    let client = client_for(&simulator);
+    client.set("tenant_id", Some("00000000-0000-4000-8000-00000000bad0")).unwrap();
+    let failure = client.sign_in().unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::InvalidArgument, "not a wrong secret: {failure}");
+    assert!(failure.message.contains("invalid_request"), "{failure}");
+    assert!(
+        failure
+            .message
+            .ends_with("Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+        "the sentence whole, without the trace that follows it: {failure}"
+    );
+}
+
 /// An assertion for `CERTIFICATE_APP_ID` with audience `audience`, signed with the test
 /// certificate as a certificate store would sign it.
 fn signed_assertion(audience: &str, jti: &str) -> String {
@@ -239,6 +292,42 @@ fn managed_identity_through_imds_downloads_a_package_with_one_token() {
     let api_calls = requests_to(&simulator, "get_package_uri");
     assert!(api_calls.iter().all(|call| call["client_id"] == SYSTEM_IDENTITY_CLIENT_ID), "{api_calls:?}");
     assert!(requests_to(&simulator, "token").is_empty());
+}
+
+#[test]
+fn app_service_managed_identity_can_be_given_by_options_instead_of_the_environment() {
+    // What a host whose environment variables the library cannot see (.NET's on Linux) does with
+    // the IDENTITY_ENDPOINT and IDENTITY_HEADER it was given.
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({ "package_size": 20_000 }));
+    let client = client_without_sign_in(&simulator);
+    set_all(
+        &client,
+        &[
+            ("managed_identity", "system"),
+            ("managed_identity_endpoint", &simulator.identity_endpoint()),
+            ("managed_identity_header", defender_simulator::DEFAULT_IDENTITY_HEADER),
+        ],
+    );
+    client.package_uri(&id).unwrap();
+    let sign_ins = requests_to(&simulator, "app_service_identity");
+    assert_eq!(sign_ins.len(), 1, "{sign_ins:?}");
+    assert_eq!(sign_ins[0]["credential"], "app_service");
+    assert!(requests_to(&simulator, "imds").is_empty());
+
+    let wrong = "not-the-identity-header";
+    let client = client_without_sign_in(&simulator);
+    set_all(&client, &[("managed_identity", "system"), ("managed_identity_endpoint", &simulator.identity_endpoint())]);
+    client.set("managed_identity_header", Some(wrong)).unwrap();
+    let failure = client.package_uri(&id).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Unauthorized, "{failure}");
+    assert_no_sign_in_secret(&failure.message, &[wrong]);
+
+    let client = client_without_sign_in(&simulator);
+    set_all(&client, &[("managed_identity", "system"), ("managed_identity_header", wrong)]);
+    let failure = client.package_uri(&id).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::InvalidArgument, "{failure}");
+    assert!(failure.message.contains("managed_identity_endpoint"), "{failure}");
 }
 
 #[test]
@@ -440,7 +529,7 @@ fn a_cloud_names_the_scope_and_explicit_hosts_send_it_to_the_simulator() {
     let client = client_for(&simulator);
     client.set("cloud", Some("gcc-high")).unwrap();
     let failure = client.package_uri(&id).unwrap_err();
-    assert_eq!(failure.status, DefenderStatus::Unauthorized);
+    assert_eq!(failure.status, DefenderStatus::InvalidArgument, "a wrong cloud is a setting to fix: {failure}");
     assert!(failure.message.contains("AADSTS70011") && failure.message.contains(government), "{failure}");
 
     simulator

@@ -113,6 +113,15 @@ fn environment_with_a_secret(simulator: &Simulator, id: &str, folder: &std::path
     assert_eq!(sign_ins.len(), 1);
     assert_eq!(sign_ins[0]["credential"], "secret");
     assert_eq!(sign_ins[0]["client_id"], DEFAULT_CLIENT_ID);
+    // What it is connected to: the environment's app and sign-in host.
+    let info = client.connection_info().unwrap();
+    assert_eq!((&info["sign_in"], &info["proof"]), (&json!("environment"), &json!("client_secret")), "{info}");
+    assert_eq!(
+        (&info["tenant_id"], &info["client_id"]),
+        (&json!(DEFAULT_TENANT_ID), &json!(DEFAULT_CLIENT_ID)),
+        "{info}"
+    );
+    assert_eq!(info["authority"], format!("{}/", simulator.base_url()));
 
     // The option wins over the variable.
     let client = client_without_sign_in(simulator);

@@ -128,13 +128,32 @@ pub struct CollectArgs {
     output: Output,
 }
 
+/// How packages saved into a folder are named.
+#[derive(Args)]
+pub struct FileNameArgs {
+    /// The file name of each package in the folder: {action_id} (required), {machine_id},
+    /// {computer_dns_name}, {computer_name}, and letters, digits, '.', '_', '-'; e.g.
+    /// {computer_name}_{action_id}.zip (the library's option file_name_pattern; default
+    /// {action_id}.zip).
+    #[arg(long, value_name = "PATTERN")]
+    file_name_pattern: Option<String>,
+}
+
+impl FileNameArgs {
+    pub fn apply(&self, client: &Client) -> Result<(), Failure> {
+        client.set("file_name_pattern", self.file_name_pattern.as_deref())
+    }
+}
+
 #[derive(Args)]
 pub struct DownloadArgs {
     #[command(flatten)]
     ids: IdsArgs,
-    /// The folder that gets <action id>.zip for each.
+    /// The folder that gets <action id>.zip for each (see --file-name-pattern).
     #[arg(long, short, default_value = ".")]
     output: PathBuf,
+    #[command(flatten)]
+    file_name: FileNameArgs,
     /// Replace existing files.
     #[arg(long)]
     overwrite: bool,
@@ -305,6 +324,7 @@ fn download(client: &Client, args: &DownloadArgs) -> Result<DefenderStatus, Fail
     let ids = expand(&args.ids.ids)?;
     client.set("overwrite", Some(if args.overwrite { "true" } else { "false" }))?;
     client.set("max_concurrent_downloads", Some(&args.parallel.to_string()))?;
+    args.file_name.apply(client)?;
     std::fs::create_dir_all(&args.output).map_err(|err| Failure {
         status: DefenderStatus::Io,
         message: format!("cannot create the folder {}: {err}", args.output.display()),
@@ -347,7 +367,14 @@ fn download(client: &Client, args: &DownloadArgs) -> Result<DefenderStatus, Fail
     } else {
         let saved: Vec<Value> = results.into_iter().filter(|item| item["code"] == 0).collect();
         if !saved.is_empty() {
-            table(&saved, &[("ACTION ID", "action_id"), ("BYTES", "bytes"), ("SHA256", "sha256"), ("PATH", "path")]);
+            let columns = [
+                ("ACTION ID", "action_id"),
+                ("DEVICE", "computer_dns_name"),
+                ("BYTES", "bytes"),
+                ("SHA256", "sha256"),
+                ("PATH", "path"),
+            ];
+            table(&saved, &columns);
         }
     }
     Ok(status)

@@ -46,9 +46,11 @@ struct Args {
     /// Start a collection on this machine (device id), wait for it, and download its package.
     #[arg(long)]
     machine_id: Option<String>,
-    /// Where to save: a file, or a folder that gets <action id>.zip.
+    /// Where to save: a file, or a folder that gets <action id>.zip (see --file-name-pattern).
     #[arg(long, short, default_value = ".")]
     output: PathBuf,
+    #[command(flatten)]
+    file_name: commands::FileNameArgs,
     /// Replace an existing file.
     #[arg(long)]
     overwrite: bool,
@@ -169,6 +171,7 @@ fn main_job(args: &Args, session: &Session) -> Result<(), Failure> {
         args.machine_id.clone()
     };
     client.set("overwrite", Some(if args.overwrite { "true" } else { "false" }))?;
+    args.file_name.apply(client)?;
 
     let action_id = match (&args.action_id, &machine_id) {
         (Some(action_id), _) => action_id.clone(),
@@ -199,6 +202,9 @@ fn main_job(args: &Args, session: &Session) -> Result<(), Failure> {
     println!("path:    {}", result["path"].as_str().unwrap_or_default());
     println!("size:    {} bytes", result["bytes"]);
     println!("sha256:  {}", result["sha256"].as_str().unwrap_or_default());
+    if let Some(device) = result["computer_dns_name"].as_str() {
+        println!("device:  {device} ({})", result["machine_id"].as_str().unwrap_or_default());
+    }
     Ok(())
 }
 

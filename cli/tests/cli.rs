@@ -93,20 +93,31 @@ fn collect_then_download_from_standard_input_and_exit_codes_follow_the_statuses(
     let folder = tempfile::tempdir().unwrap();
     let mut download = cli(&simulator);
     download.write_stdin(Value::Array(ok.clone()).to_string());
-    let (code, saved) = run(download, &["download", "-", "--output", folder.path().to_str().unwrap(), "--json"]);
+    let output = folder.path().to_str().unwrap();
+    let pattern = "{computer_name}_{action_id}.zip";
+    let (code, saved) = run(download, &["download", "-", "--output", output, "--file-name-pattern", pattern, "--json"]);
     assert_eq!(code, 0, "{saved}");
     for (item, collected) in saved.as_array().unwrap().iter().zip(&ok) {
         let action_id = collected["action"]["id"].as_str().unwrap();
+        let device = collected["action"]["computerDnsName"].as_str().unwrap();
         assert_eq!(item["id"], action_id);
+        assert_eq!(
+            (item["computer_dns_name"].as_str(), &item["machine_id"]),
+            (Some(device), &collected["action"]["machineId"])
+        );
         let path = Path::new(item["path"].as_str().unwrap());
+        let host = device.split('.').next().unwrap();
+        assert_eq!(path.file_name().unwrap().to_str().unwrap(), format!("{host}_{action_id}.zip"));
         assert_eq!(std::fs::read(path).unwrap(), simulator.package(action_id).unwrap());
     }
 
-    let (code, again) = run(
-        cli(&simulator),
-        &["download", ok[0]["action"]["id"].as_str().unwrap(), "-o", folder.path().to_str().unwrap(), "--json"],
-    );
+    let action_id = ok[0]["action"]["id"].as_str().unwrap();
+    let (code, again) =
+        run(cli(&simulator), &["download", action_id, "-o", output, "--file-name-pattern", pattern, "--json"]);
     assert_eq!(code, 15, "EXISTS: {again}");
+    let (code, unsafe_pattern) =
+        run(cli(&simulator), &["download", action_id, "-o", output, "--file-name-pattern", "../{action_id}", "--json"]);
+    assert_eq!((code, &unsafe_pattern["status"]), (1, &Value::from("INVALID_ARGUMENT")), "{unsafe_pattern}");
 }
 
 #[test]
@@ -178,6 +189,7 @@ fn the_main_job_runs_as_the_readme_shows_it() {
     assert_eq!(lines[1], "size:    8388608 bytes");
     assert!(lines[2].starts_with("sha256:  ") && lines[2].len() == "sha256:  ".len() + 64, "{stdout}");
     assert!(Path::new(&lines[0]["path:    ".len()..]).exists());
+    assert!(lines[3].starts_with("device:  ") && lines[3].ends_with(')'), "the device it collected on: {stdout}");
 }
 
 #[test]

@@ -309,12 +309,23 @@ namespace Defender
     public sealed class DownloadedPackage
     {
         [DataMember(Name = "action_id")] string actionId;
+        [DataMember(Name = "machine_id")] string machineId;
+        [DataMember(Name = "computer_dns_name")] string computerDnsName;
         [DataMember(Name = "path")] string path;
         [DataMember(Name = "bytes")] long bytes;
         [DataMember(Name = "sha256")] string sha256;
         [DataMember(Name = "elapsed_ms")] long elapsedMilliseconds;
 
         public string ActionId { get { return actionId; } }
+
+        /// <summary>
+        /// The device's id, when the download looked the action up (it waited for the collection,
+        /// or the option file_name_pattern names the file after the device); otherwise null.
+        /// </summary>
+        public string MachineId { get { return machineId; } }
+
+        /// <summary>The device's name, when known (see <see cref="MachineId"/>); otherwise null.</summary>
+        public string ComputerDnsName { get { return computerDnsName; } }
 
         /// <summary>The file's absolute path.</summary>
         public string Path { get { return path; } }
@@ -449,6 +460,8 @@ namespace Defender
     public sealed class PackageDownloadResult
     {
         [DataMember(Name = "action_id")] string actionId;
+        [DataMember(Name = "machine_id")] string machineId;
+        [DataMember(Name = "computer_dns_name")] string computerDnsName;
         [DataMember(Name = "code")] int code;
         [DataMember(Name = "message")] string message;
         [DataMember(Name = "path")] string path;
@@ -457,6 +470,12 @@ namespace Defender
         [DataMember(Name = "elapsed_ms")] long elapsedMilliseconds;
 
         public string ActionId { get { return actionId; } }
+
+        /// <summary>The device's id, for a saved package whose download looked the action up (see <see cref="DownloadedPackage.MachineId"/>); otherwise null.</summary>
+        public string MachineId { get { return machineId; } }
+
+        /// <summary>The device's name, when known (see <see cref="MachineId"/>); otherwise null.</summary>
+        public string ComputerDnsName { get { return computerDnsName; } }
 
         /// <summary>Ok when the package was saved; otherwise why not (NotReady, NotFound, ActionFailed, Exists, ...).</summary>
         public DefenderStatus Status { get { return (DefenderStatus)code; } }
@@ -480,6 +499,55 @@ namespace Defender
         internal static PackageDownloadResult FromJson(string json)
         {
             return Json.Parse<PackageDownloadResult>(json);
+        }
+    }
+
+    /// <summary>What a client is connected to and how it signs in (see <see cref="DefenderClient.GetConnectionInfo"/>).</summary>
+    [DataContract]
+    public sealed class ConnectionInfo
+    {
+        [DataMember(Name = "api_root")] string apiRoot;
+        [DataMember(Name = "authority")] string authority;
+        [DataMember(Name = "sign_in")] string signIn;
+        [DataMember(Name = "proof")] string proof;
+        [DataMember(Name = "tenant_id")] string tenantId;
+        [DataMember(Name = "client_id")] string clientId;
+        [DataMember(Name = "token_expires_at")] long? tokenExpiresAt;
+
+        /// <summary>The API root its calls go to.</summary>
+        public string ApiRoot { get { return apiRoot; } }
+
+        /// <summary>The sign-in host; null for a managed identity or a bearer token.</summary>
+        public string Authority { get { return authority; } }
+
+        /// <summary>
+        /// The option that signs in: client_secret, client_certificate_path, client_assertion,
+        /// assertion_callback, managed_identity, environment or access_token.
+        /// </summary>
+        public string SignIn { get { return signIn; } }
+
+        /// <summary>With environment: which of those the environment holds (client_secret, client_certificate_path); otherwise null.</summary>
+        public string Proof { get { return proof; } }
+
+        /// <summary>The app's tenant; null for a managed identity or a bearer token.</summary>
+        public string TenantId { get { return tenantId; } }
+
+        /// <summary>The app's client id, or a user-assigned managed identity's; otherwise null.</summary>
+        public string ClientId { get { return clientId; } }
+
+        /// <summary>When the token in use expires (UTC; it is renewed by itself before then); null for a bearer token.</summary>
+        public DateTime? TokenExpiresAt
+        {
+            get
+            {
+                if (!tokenExpiresAt.HasValue) return null;
+                return new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc).AddSeconds(tokenExpiresAt.Value);
+            }
+        }
+
+        internal static ConnectionInfo FromJson(string json)
+        {
+            return Json.Parse<ConnectionInfo>(json);
         }
     }
 
@@ -656,6 +724,18 @@ namespace Defender
         }
 
         /// <summary>
+        /// What this client is connected to, and how it signs in (defender_client_connection_info):
+        /// signs in first when it holds no token yet. No secret is in it.
+        /// </summary>
+        public ConnectionInfo GetConnectionInfo(CancellationToken cancellationToken = default(CancellationToken))
+        {
+            return ConnectionInfo.FromJson(Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_client_connection_info(handle, out result);
+            }));
+        }
+
+        /// <summary>
         /// The aud claim a client assertion for this client must carry: its token endpoint, from
         /// the options tenant_id, cloud and authority_url as they are now (see <see cref="ClientAssertion"/>).
         /// </summary>
@@ -691,7 +771,8 @@ namespace Defender
 
         /// <summary>
         /// Downloads the action's package to <paramref name="destination"/> (a file, or a folder
-        /// that gets &lt;action id&gt;.zip), atomically: on failure or cancellation no file is left.
+        /// that gets the name the option file_name_pattern gives it, &lt;action id&gt;.zip by
+        /// default), atomically: on failure or cancellation no file is left.
         /// </summary>
         /// <param name="progress">Called with (bytes done, bytes total; 0 while unknown) on this thread; may be null.</param>
         public DownloadedPackage DownloadPackage(string actionId, string destination, Action<long, long> progress,
@@ -725,7 +806,8 @@ namespace Defender
 
         /// <summary>
         /// Downloads the packages of <paramref name="actionIds"/> into <paramref name="folder"/>
-        /// (which must exist), each as &lt;action id&gt;.zip, up to the option
+        /// (which must exist), each under the name the option file_name_pattern gives it
+        /// (&lt;action id&gt;.zip by default), up to the option
         /// max_concurrent_downloads (default 4) at once. Each item is what
         /// <see cref="DownloadPackage"/> does for it, and one item's failure does not stop the
         /// others: it is in that item's result. An id given twice is downloaded once; its repeat
@@ -1548,6 +1630,9 @@ namespace Defender
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_client_sign_in(ClientHandle client);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_client_connection_info(ClientHandle client, out IntPtr infoJson);
 
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_get_package_uri(ClientHandle client, byte[] actionId, out IntPtr uri);

@@ -17,6 +17,7 @@
     CmdletsToExport      = @(
         'Connect-DefenderApi'
         'Disconnect-DefenderApi'
+        'Get-DefenderConnection'
         'Get-DefenderMachine'
         'Get-DefenderMachineAction'
         'Get-DefenderPackageUri'
@@ -31,6 +32,9 @@
         PSData = @{
             Tags       = @('Defender', 'MDE', 'DefenderForEndpoint', 'Security', 'Forensics', 'IncidentResponse', 'InvestigationPackage')
             LicenseUri = 'https://opensource.org/licenses/MIT'
+            # The project (a placeholder until it is published, as in Cargo.toml); each command's
+            # HelpUri is its section of docs/powershell.md there.
+            ProjectUri = 'https://example.invalid/defender-package'
         }
     }
 }

@@ -1,26 +1,33 @@
-// What the DefenderPackage cmdlets share beyond the binding in Defender.cs: a command's own clone
-// of the session's client (its options, its cancellation), the library's log lines and phases
-// written to the command's streams and progress bars, Ctrl+C turned into a cancellation, and
-// failures turned into ErrorRecords.
+// What the DefenderPackage cmdlets share beyond the binding in Defender.cs: the connection a
+// command uses (-Connection, else the runspace's), a command's own clone of its client (its
+// options, its cancellation), the library's log lines and phases written to the command's
+// streams and progress bars, Ctrl+C turned into a cancellation, and failures turned into error
+// records that name the action and its device.
+//
+// Conventions for every command over the API (the Live Response commands follow them too):
+// derive from DefenderApiCmdlet (it brings -Connection); take devices and actions from the
+// pipeline through one -InputObject parameter classified by PipelineInput; make every call through
+// the command's CommandScope with a DefenderTarget, so that progress, errors and results name the
+// device; return the service's objects typed (DefenderPackage.*) with a view in
+// DefenderPackage.Format.ps1xml that keeps the device and the id at 80 columns.
 //
 // Native callbacks arrive on the pipeline thread (the library calls them on the thread that made
 // the call, and DownloadPackages relays them to it), so writing to the command from them is
 // safe. StopProcessing, which the engine calls on another thread, only cancels.
 
 using System;
-using System.Collections;
 using System.Collections.Generic;
 using System.Collections.ObjectModel;
 using System.Globalization;
 using System.Management.Automation;
-using System.Text;
+using System.Management.Automation.Runspaces;
 using System.Threading;
 
 namespace Defender.PowerShell
 {
     /// <summary>
-    /// The base of the module's cmdlets: the session's connection, a scope for the command's
-    /// calls, and Ctrl+C (StopProcessing) cancelling the call in flight.
+    /// The base of the module's cmdlets: a scope for the command's calls, and Ctrl+C
+    /// (StopProcessing) cancelling the call in flight.
     /// </summary>
     public abstract class DefenderCmdlet : PSCmdlet, IDisposable
     {
@@ -28,38 +35,44 @@ namespace Defender.PowerShell
         CommandScope scope;
         bool stopping;
 
-        /// <summary>
-        /// The command's scope: created at its first call, on a clone of the session's client with
-        /// <see cref="CallOptions"/> set on it. Terminating error Defender.NotConnected when the
-        /// session is not connected.
-        /// </summary>
-        internal CommandScope Scope
+        /// <summary>The command's scope once opened, or null.</summary>
+        internal CommandScope OpenedScope
         {
-            get
-            {
-                if (scope != null) return scope;
-                DefenderConnection connection = DefenderConnection.ForThisRunspace;
-                if (connection == null)
-                    ThrowTerminatingError(ModuleError("NotConnected",
-                        "Not connected to the Defender for Endpoint API: run Connect-DefenderApi first.",
-                        ErrorCategory.ConnectionError, null));
-                return Open(connection.Client);
-            }
+            get { return scope; }
         }
 
         /// <summary>
-        /// Options of the library for this command's calls only (overwrite, wait_timeout_ms); the
-        /// session's client and other commands (a nested command in the pipeline) keep theirs.
+        /// Options of the library for this command's calls only (overwrite, wait_timeout_ms, ...);
+        /// the connection's client and other commands (a nested command in the pipeline) keep theirs.
         /// </summary>
         internal virtual IDictionary<string, string> CallOptions
         {
             get { return null; }
         }
 
+        /// <summary>
+        /// A message of the library in this command's words: an option it sets through a parameter
+        /// is named as that parameter (-Timeout, not wait_timeout_ms).
+        /// </summary>
+        internal virtual string Reword(string message)
+        {
+            return message;
+        }
+
         /// <summary>Opens the command's scope on a clone of <paramref name="client"/>.</summary>
         internal CommandScope Open(DefenderClient client)
         {
-            CommandScope opened = new CommandScope(client, this, CallOptions);
+            CommandScope opened;
+            try
+            {
+                opened = new CommandScope(client, this, CallOptions);
+            }
+            catch (DefenderException e)
+            {
+                // An option of the command's own that the library refuses (-FileNamePattern).
+                ThrowTerminatingError(DefenderErrors.ToErrorRecord(new DefenderException(e.Status, Reword(e.Message)), null));
+                throw;
+            }
             lock (scopeLock)
             {
                 scope = opened;
@@ -86,39 +99,130 @@ namespace Defender.PowerShell
             }
         }
 
-        /// <summary>
-        /// An error record for a failure the module finds itself, in the form of the library's
-        /// (ErrorId Defender.&lt;reason&gt;).
-        /// </summary>
-        internal static ErrorRecord ModuleError(string reason, string message, ErrorCategory category, object target)
+        /// <summary>Whether an error this command writes stops it (-ErrorAction Stop, or $ErrorActionPreference).</summary>
+        internal bool ErrorsStop
         {
-            return new ErrorRecord(new InvalidOperationException(message), "Defender." + reason, category, target);
+            get
+            {
+                object given;
+                if (MyInvocation.BoundParameters.TryGetValue("ErrorAction", out given))
+                    return given != null && given.ToString() == ActionPreference.Stop.ToString();
+                object preference = GetVariableValue("ErrorActionPreference");
+                return preference != null && preference.ToString() == ActionPreference.Stop.ToString();
+            }
+        }
+
+        /// <summary>
+        /// A selection that matched nothing: a warning (a runbook's log shows it), or, when
+        /// <paramref name="stopsWithErrors"/> and errors stop the command (-ErrorAction Stop,
+        /// $ErrorActionPreference), a Defender.NoMatch error, so that a script does not go on
+        /// having done nothing.
+        /// </summary>
+        internal void NothingMatched(string message, object target, bool stopsWithErrors)
+        {
+            if (stopsWithErrors && ErrorsStop)
+                WriteError(DefenderErrors.ModuleError("NoMatch", DefenderStatus.NotFound, message, ErrorCategory.ObjectNotFound, target,
+                    "Check the selection: Tab completes tags, groups and platforms from the tenant; wildcards (* ?) widen it."));
+            else
+                WriteWarning(message);
         }
     }
 
     /// <summary>
-    /// One command's calls, from its creation to Dispose: a clone of the session's client with
-    /// the command's own options, whose failures are the command's non-terminating errors, whose
-    /// log lines go to the command's Verbose, Warning and Debug streams and whose phases to its
-    /// progress bars, and which <see cref="Stop"/> (Ctrl+C) cancels.
+    /// The base of the cmdlets that call the API: -Connection, else the runspace's connection.
+    /// </summary>
+    public abstract class DefenderApiCmdlet : DefenderCmdlet
+    {
+        /// <summary>
+        /// The connection to use (Connect-DefenderApi -PassThru, Get-DefenderConnection); by
+        /// default this runspace's, else the one connection of this process's runspaces.
+        /// </summary>
+        [Parameter]
+        [ValidateNotNull]
+        public DefenderConnection Connection { get; set; }
+
+        /// <summary>
+        /// The command's scope: opened at its first use, on a clone of the connection's client with
+        /// <see cref="DefenderCmdlet.CallOptions"/> set on it. Terminating error Defender.NotConnected
+        /// when there is no connection to use.
+        /// </summary>
+        internal CommandScope Scope
+        {
+            get
+            {
+                CommandScope opened = OpenedScope;
+                if (opened != null) return opened;
+                DefenderConnection connection = Connection ?? FindConnection();
+                DefenderClient client;
+                try
+                {
+                    client = connection.Client;
+                }
+                catch (DefenderException e)
+                {
+                    ThrowTerminatingError(DefenderErrors.ModuleError("NotConnected", e.Status, e.Message, ErrorCategory.ConnectionError,
+                        connection, "Run Connect-DefenderApi, or pass a connection that is still open with -Connection."));
+                    throw;
+                }
+                return Open(client);
+            }
+        }
+
+        DefenderConnection FindConnection()
+        {
+            Runspace runspace = Runspace.DefaultRunspace;
+            bool borrowed = false;
+            int others = 0;
+            DefenderConnection found = runspace == null ? null : Connections.Find(runspace, out borrowed, out others);
+            if (found != null)
+            {
+                if (borrowed) WriteVerbose("This runspace has no connection of its own: using that of another runspace of this process, " + found + ".");
+                return found;
+            }
+            const string passIt = "ForEach-Object -Parallel and Start-ThreadJob run in runspaces of their own: " +
+                "$connection = Get-DefenderConnection, then -Connection $using:connection inside.";
+            string message = others == 0
+                ? "Not connected to the Defender for Endpoint API: run Connect-DefenderApi first, or pass a connection with -Connection (" + passIt + ")"
+                : "Not connected in this runspace, and " + Connections.Count(others) + " of other runspaces of this process could be meant: " +
+                  "pass the one to use with -Connection (" + passIt + ")";
+            ThrowTerminatingError(DefenderErrors.ModuleError("NotConnected", DefenderStatus.InvalidArgument, message,
+                ErrorCategory.ConnectionError, null, "Run Connect-DefenderApi, or pass -Connection."));
+            return null;
+        }
+
+        /// <summary>
+        /// What a pipeline object (or an -ActionId, -Id) is; null, with a non-terminating
+        /// Defender.InvalidArgument error about it, for one that names nothing.
+        /// </summary>
+        internal DefenderTarget Classify(object input, InputKind strings)
+        {
+            string problem;
+            DefenderTarget target = PipelineInput.Classify(input, strings, out problem);
+            if (target == null)
+                WriteError(DefenderErrors.ModuleError("InvalidArgument", DefenderStatus.InvalidArgument,
+                    "Cannot tell which device or machine action this is: " + problem + ".", ErrorCategory.InvalidArgument, input, null));
+            return target;
+        }
+    }
+
+    /// <summary>
+    /// One command's calls, from its creation to Dispose: a clone of the connection's client with
+    /// the command's own options, whose failures are the command's non-terminating errors (naming
+    /// the action and its device), whose log lines go to the command's Verbose, Warning and Debug
+    /// streams and whose phases to its progress bars, and which <see cref="Stop"/> (Ctrl+C) cancels.
     /// </summary>
     sealed class CommandScope : IDisposable
     {
-        const string InvestigationPackageType = "DefenderPackage.InvestigationPackage";
-        const string MachineActionType = "DefenderPackage.MachineAction";
-        const string MachineType = "DefenderPackage.Machine";
-        const string PackageUriType = "DefenderPackage.PackageUri";
-
         readonly DefenderClient client;
-        readonly PSCmdlet command;
+        readonly DefenderCmdlet command;
         readonly CancellationTokenSource stop = new CancellationTokenSource();
         // The bars the phases of the call in flight go to.
         PackageProgress bars;
 
-        internal CommandScope(DefenderClient sessionClient, PSCmdlet command, IDictionary<string, string> options)
+        internal CommandScope(DefenderClient connectionClient, DefenderCmdlet command, IDictionary<string, string> options)
         {
             this.command = command;
-            client = sessionClient.Clone();
+            client = connectionClient.Clone();
             try
             {
                 if (options != null)
@@ -149,51 +253,57 @@ namespace Defender.PowerShell
         }
 
         // The calls below write a failure of the library to the command as a non-terminating
-        // error about the id (and return null), so that the next pipeline item goes on.
+        // error about its target (and return null), so that the next pipeline item goes on.
 
-        /// <summary>Signs in now; a failure is thrown (Connect-DefenderApi makes it terminating).</summary>
-        internal void SignIn()
+        /// <summary>
+        /// Signs in now (when the client holds no token) and tells <paramref name="connection"/>
+        /// what it is connected to; a failure is thrown (Connect-DefenderApi makes it terminating).
+        /// </summary>
+        internal void SignIn(DefenderConnection connection)
         {
-            client.SignIn(stop.Token);
+            connection.Refresh(client.GetConnectionInfo(stop.Token));
         }
 
-        internal PSObject GetMachineAction(string actionId)
+        internal PSObject GetMachineAction(DefenderTarget action)
         {
-            return ToMachineAction(WithBar("Looking up machine action {0}", actionId,
-                delegate { return client.GetMachineAction(actionId, stop.Token); }));
+            return ToMachineAction(WithBar("Looking up {0}", action,
+                delegate { return client.GetMachineAction(action.ActionId, stop.Token); }));
         }
 
-        internal PSObject WaitForAction(string actionId)
+        internal PSObject WaitForAction(DefenderTarget action)
         {
-            return ToMachineAction(WithBar("Waiting for machine action {0}", actionId,
-                delegate { return client.WaitForAction(actionId, stop.Token); }));
+            return ToMachineAction(WithBar("Waiting for {0}", action,
+                delegate { return client.WaitForAction(action.ActionId, stop.Token); }));
         }
 
-        internal PSObject CollectInvestigationPackage(string machineId, string comment)
+        internal PSObject CollectInvestigationPackage(DefenderTarget device, string comment)
         {
-            return ToMachineAction(WithBar("Starting a collection on device {0}", machineId,
-                delegate { return client.CollectInvestigationPackage(machineId, comment, stop.Token); }));
+            return ToMachineAction(WithBar("Starting a collection on {0}", device,
+                delegate { return client.CollectInvestigationPackage(device.MachineId, comment, stop.Token); }));
         }
 
-        /// <summary>A device by id or computer name (see DefenderClient.GetMachine).</summary>
-        internal PSObject GetMachine(string idOrName)
+        /// <summary>A device by its id, else its computer name (see DefenderClient.GetMachine).</summary>
+        internal PSObject GetMachine(DefenderTarget device)
         {
-            Machine machine = WithBar("Looking up device {0}", idOrName, delegate { return client.GetMachine(idOrName, stop.Token); });
-            return machine == null ? null : ConvertJson(new[] { machine.Json }, MachineType)[0];
+            Machine machine = WithBar("Looking up {0}", device,
+                delegate { return client.GetMachine(device.MachineId ?? device.ComputerDnsName, stop.Token); });
+            return machine == null ? null : ConvertJson(new[] { machine.Json }, PipelineInput.MachineType)[0];
         }
 
         /// <summary>The devices <paramref name="filter"/> selects (null: all); null when the call failed.</summary>
         internal IList<PSObject> ListMachines(string filter)
         {
             return ToObjects(WithBar("Listing devices: {0}", filter ?? AllItems,
-                delegate { return client.ListMachines(filter, 0, stop.Token); }), delegate(Machine machine) { return machine.Json; }, MachineType);
+                delegate { return client.ListMachines(filter, 0, stop.Token); }), delegate(Machine machine) { return machine.Json; },
+                PipelineInput.MachineType);
         }
 
-        /// <summary>The machine actions <paramref name="filter"/> selects (null: all); null when the call failed.</summary>
-        internal IList<PSObject> ListMachineActions(string filter)
+        /// <summary>The machine actions <paramref name="filter"/> selects (null: all); null when the call failed (an error about <paramref name="about"/>).</summary>
+        internal IList<PSObject> ListMachineActions(string filter, object about)
         {
             return ToObjects(WithBar("Listing machine actions: {0}", filter ?? AllItems,
-                delegate { return client.ListMachineActions(filter, 0, stop.Token); }), delegate(MachineAction action) { return action.Json; }, MachineActionType);
+                delegate { return client.ListMachineActions(filter, 0, stop.Token); }, about), delegate(MachineAction action) { return action.Json; },
+                PipelineInput.MachineActionType);
         }
 
         // The target of a list without a filter, in its bar and its error record.
@@ -208,41 +318,105 @@ namespace Defender.PowerShell
             return ConvertJson(texts, typeName);
         }
 
-        internal PSObject CancelMachineAction(string actionId, string comment)
+        internal PSObject CancelMachineAction(DefenderTarget action, string comment)
         {
-            return ToMachineAction(WithBar("Cancelling machine action {0}", actionId,
-                delegate { return client.CancelMachineAction(actionId, comment, stop.Token); }));
+            return ToMachineAction(WithBar("Cancelling {0}", action,
+                delegate { return client.CancelMachineAction(action.ActionId, comment, stop.Token); }));
         }
 
-        internal PSObject GetPackageUri(string actionId)
+        internal PSObject GetPackageUri(DefenderTarget action)
         {
-            string uri = WithBar("Getting the download link of machine action {0}", actionId,
-                delegate { return client.GetPackageUri(actionId, stop.Token); });
+            string uri = WithBar("Getting the download link of {0}", action,
+                delegate { return client.GetPackageUri(action.ActionId, stop.Token); });
             if (uri == null) return null;
             PSObject link = new PSObject();
-            link.TypeNames.Insert(0, PackageUriType);
-            link.Properties.Add(new PSNoteProperty("ActionId", actionId));
+            link.TypeNames.Insert(0, PipelineInput.PackageUriType);
+            link.Properties.Add(new PSNoteProperty("ActionId", action.ActionId));
+            link.Properties.Add(new PSNoteProperty("MachineId", action.MachineId));
+            link.Properties.Add(new PSNoteProperty("ComputerDnsName", action.ComputerDnsName));
             link.Properties.Add(new PSNoteProperty("Uri", uri));
             return link;
         }
 
         /// <summary>
-        /// Downloads one package to <paramref name="destination"/> (a file, or a folder that gets
-        /// &lt;action id&gt;.zip) with a progress bar; with <paramref name="passThru"/> writes it
-        /// to the command's output.
+        /// <paramref name="action"/> with its device, looked up; null when the look-up failed (an
+        /// error was written: Defender.NotFound for an action that does not exist).
         /// </summary>
-        internal void SavePackage(string actionId, string destination, bool passThru)
+        internal DefenderTarget WithDevice(DefenderTarget action)
         {
-            bars = new PackageProgress(command, new[] { actionId }, SavingActivity);
+            PSObject found = GetMachineAction(action);
+            return found == null ? null : action.WithDeviceOf(found, false);
+        }
+
+        /// <summary>
+        /// The device of <paramref name="target"/> (an action or a device) with its id: as known,
+        /// else looked up (the action, or the device by name); null when that failed (an error was written).
+        /// </summary>
+        internal DefenderTarget DeviceOf(DefenderTarget target)
+        {
+            if (target.MachineId != null) return new DefenderTarget(null, target.MachineId, target.ComputerDnsName);
+            if (target.IsAction)
+            {
+                PSObject action = GetMachineAction(target);
+                if (action == null) return null;
+                DefenderTarget device = new DefenderTarget(null, null, null).WithDeviceOf(action, false);
+                return device.MachineId == null ? null : device;
+            }
+            PSObject machine = GetMachine(target);
+            return machine == null ? null : new DefenderTarget(null, null, null).WithDeviceOf(machine, true);
+        }
+
+        /// <summary>
+        /// The newest investigation package collection on <paramref name="device"/>; null, with a
+        /// Defender.NotFound error saying so, when it has none.
+        /// </summary>
+        internal DefenderTarget LatestCollection(DefenderTarget device)
+        {
+            DefenderTarget known = DeviceOf(device);
+            if (known == null) return null;
+            string filter = "machineId eq " + DefenderClient.ODataString(known.MachineId) + " and type eq 'CollectInvestigationPackage'";
+            IList<PSObject> collections = ListMachineActions(filter, known);
+            if (collections == null) return null;
+            PSObject newest = null;
+            string newestTime = null;
+            foreach (PSObject collection in collections)
+            {
+                // ISO 8601 times in one format sort as text.
+                string created = DefenderTarget.Text(collection, "creationDateTimeUtc") ?? "";
+                if (newest == null || string.CompareOrdinal(created, newestTime) > 0)
+                {
+                    newest = collection;
+                    newestTime = created;
+                }
+            }
+            if (newest == null)
+            {
+                command.WriteError(DefenderErrors.ModuleError("NotFound", DefenderStatus.NotFound,
+                    "Device " + known.Device + " has no investigation package collection.", ErrorCategory.ObjectNotFound, known,
+                    "Start one with Start-DefenderInvestigationPackageCollection, then wait for it or save it with -Wait."));
+                return null;
+            }
+            return known.ForAction(DefenderTarget.Text(newest, "id")).WithDeviceOf(newest, false);
+        }
+
+        /// <summary>
+        /// Downloads one package to <paramref name="destination"/> (a file, or a folder where the
+        /// option file_name_pattern names it) with a progress bar; with <paramref name="passThru"/>
+        /// writes it to the command's output.
+        /// </summary>
+        internal void SavePackage(DefenderTarget action, string destination, bool passThru)
+        {
+            bars = new PackageProgress(command, new[] { action.ToString() }, SavingActivity);
             try
             {
-                DownloadedPackage saved = Run(actionId, delegate
+                DownloadedPackage saved = Run(action, delegate
                 {
-                    return client.DownloadPackage(actionId, destination, null, stop.Token);
+                    return client.DownloadPackage(action.ActionId, destination, null, stop.Token);
                 });
                 bars.Finish(0);
                 if (saved != null && passThru)
-                    command.WriteObject(ToInvestigationPackage(saved.ActionId, saved.Path, saved.Bytes, saved.Sha256, saved.Elapsed));
+                    command.WriteObject(ToInvestigationPackage(action.WithDevice(saved.MachineId, saved.ComputerDnsName),
+                        saved.Path, saved.Bytes, saved.Sha256, saved.Elapsed));
             }
             finally
             {
@@ -252,27 +426,35 @@ namespace Defender.PowerShell
         }
 
         /// <summary>
-        /// Downloads the packages of <paramref name="actionIds"/> into <paramref name="folder"/>,
+        /// Downloads the packages of <paramref name="actions"/> into <paramref name="folder"/>,
         /// several at once, with a progress bar per package under one for the whole batch. Each
         /// package is reported as soon as it is finished: with <paramref name="passThru"/> written
-        /// to the command's output when saved, and as a non-terminating error about its action id
-        /// when not. An error the command's -ErrorAction turns into a stop (Stop) cancels the
-        /// packages still running.
+        /// to the command's output when saved, and as a non-terminating error about it when not.
+        /// An error the command's -ErrorAction turns into a stop (Stop) cancels the packages still
+        /// running.
         /// </summary>
-        internal void SavePackages(IList<string> actionIds, string folder, bool passThru)
+        internal void SavePackages(IList<DefenderTarget> actions, string folder, bool passThru)
         {
-            bars = new PackageProgress(command, actionIds, SavingActivity);
+            List<string> ids = new List<string>();
+            List<string> shown = new List<string>();
+            foreach (DefenderTarget action in actions)
+            {
+                ids.Add(action.ActionId);
+                shown.Add(action.ToString());
+            }
+            bars = new PackageProgress(command, shown, SavingActivity);
             try
             {
                 Run(folder, delegate
                 {
-                    return client.DownloadPackages(actionIds, folder, null, delegate(int index, PackageDownloadResult item)
+                    return client.DownloadPackages(ids, folder, null, delegate(int index, PackageDownloadResult item)
                     {
                         bars.Finish(index);
+                        DefenderTarget action = actions[index].WithDevice(item.MachineId, item.ComputerDnsName);
                         if (!item.Succeeded)
-                            WriteFailure(new DefenderException(item.Status, item.Message), item.ActionId);
+                            WriteFailure(new DefenderException(item.Status, item.Message), action);
                         else if (passThru)
-                            command.WriteObject(ToInvestigationPackage(item.ActionId, item.Path, item.Bytes, item.Sha256, item.Elapsed));
+                            command.WriteObject(ToInvestigationPackage(action, item.Path, item.Bytes, item.Sha256, item.Elapsed));
                     }, stop.Token);
                 });
             }
@@ -289,16 +471,21 @@ namespace Defender.PowerShell
             stop.Dispose();
         }
 
-        const string SavingActivity = "Saving the investigation package of machine action {0}";
+        const string SavingActivity = "Saving the investigation package of {0}";
 
-        // A call about one id, whose phases (a wait, a queue, a retry) show in a bar of its own
-        // (activity: {0} is the id).
-        T WithBar<T>(string activity, string target, Func<T> call) where T : class
+        // A call about one target, whose phases (a wait, a queue, a retry) show in a bar of its
+        // own (activity: {0} is the target); a failure is an error about it.
+        T WithBar<T>(string activity, DefenderTarget target, Func<T> call) where T : class
         {
-            bars = new PackageProgress(command, new[] { target }, activity);
+            return WithBar(activity, target.ToString(), call, target);
+        }
+
+        T WithBar<T>(string activity, string shown, Func<T> call, object errorTarget = null) where T : class
+        {
+            bars = new PackageProgress(command, new[] { shown }, activity);
             try
             {
-                return Run(target, call);
+                return Run(errorTarget ?? shown, call);
             }
             finally
             {
@@ -307,7 +494,7 @@ namespace Defender.PowerShell
             }
         }
 
-        T Run<T>(string target, Func<T> call) where T : class
+        T Run<T>(object target, Func<T> call) where T : class
         {
             try
             {
@@ -323,7 +510,12 @@ namespace Defender.PowerShell
         // With -ErrorAction Stop this throws ActionPreferenceStopException, which ends the command.
         void WriteFailure(DefenderException failure, object target)
         {
-            command.WriteError(DefenderErrors.ToErrorRecord(failure, target));
+            string message = command.Reword(failure.Message);
+            DefenderTarget about = target as DefenderTarget;
+            // The library names the action; the device is the module's to add.
+            if (about != null && about.KnowsDevice && about.IsAction && message.IndexOf(about.ComputerDnsName ?? about.MachineId, StringComparison.OrdinalIgnoreCase) < 0)
+                message = about.Device + ": " + message;
+            command.WriteError(DefenderErrors.ToErrorRecord(new DefenderException(failure.Status, message), target));
         }
 
         void ReportPhase(PhaseEvent phase)
@@ -332,11 +524,11 @@ namespace Defender.PowerShell
         }
 
         // A MachineAction as the service sent it (every field, the API's names), as
-        // ConvertFrom-Json makes it, typed for the module's format view and for pipeline binding by Id.
+        // ConvertFrom-Json makes it, typed for the module's format view and for pipeline binding.
         PSObject ToMachineAction(MachineAction action)
         {
             if (action == null) return null;
-            return ConvertJson(new[] { action.Json }, MachineActionType)[0];
+            return ConvertJson(new[] { action.Json }, PipelineInput.MachineActionType)[0];
         }
 
         // Objects of the service (one JSON object each) as ConvertFrom-Json makes them, with
@@ -356,12 +548,14 @@ namespace Defender.PowerShell
             }
         }
 
-        // What -PassThru returns for a saved package.
-        static PSObject ToInvestigationPackage(string actionId, string path, long size, string sha256, TimeSpan elapsed)
+        // What -PassThru returns for a saved package: the action and its device as far as known.
+        static PSObject ToInvestigationPackage(DefenderTarget action, string path, long size, string sha256, TimeSpan elapsed)
         {
             PSObject package = new PSObject();
-            package.TypeNames.Insert(0, InvestigationPackageType);
-            package.Properties.Add(new PSNoteProperty("ActionId", actionId));
+            package.TypeNames.Insert(0, PipelineInput.InvestigationPackageType);
+            package.Properties.Add(new PSNoteProperty("ActionId", action.ActionId));
+            package.Properties.Add(new PSNoteProperty("MachineId", action.MachineId));
+            package.Properties.Add(new PSNoteProperty("ComputerDnsName", action.ComputerDnsName));
             package.Properties.Add(new PSNoteProperty("Path", path));
             package.Properties.Add(new PSNoteProperty("Size", size));
             package.Properties.Add(new PSNoteProperty("Sha256", sha256));
@@ -374,7 +568,7 @@ namespace Defender.PowerShell
             switch (level)
             {
                 case DefenderLogLevel.Warn:
-                    command.WriteWarning(message);
+                    command.WriteWarning(command.Reword(message));
                     break;
                 case DefenderLogLevel.Debug:
                     command.WriteDebug(message);
@@ -383,230 +577,6 @@ namespace Defender.PowerShell
                     // Error lines announce the failure that the command reports as an error record.
                     command.WriteVerbose(message);
                     break;
-            }
-        }
-    }
-
-    /// <summary>
-    /// The progress bars of a command's items: one per item, showing its phase (waiting for the
-    /// collection, queued for the rate limit, downloading, verifying, retrying) from its first
-    /// report until it is finished, and, for several, one for the whole ("n of N packages") that
-    /// the others are children of.
-    /// </summary>
-    sealed class PackageProgress
-    {
-        const int OverallActivityId = 1;
-
-        readonly PSCmdlet command;
-        readonly IList<string> ids;
-        readonly string itemActivity;
-        readonly bool[] shown;
-        readonly string overallActivity;
-        int finished;
-
-        /// <param name="itemActivity">The activity of an item's bar, {0} being its id.</param>
-        internal PackageProgress(PSCmdlet command, IList<string> ids, string itemActivity)
-        {
-            this.command = command;
-            this.ids = ids;
-            this.itemActivity = itemActivity;
-            shown = new bool[ids.Count];
-            overallActivity = string.Format(CultureInfo.CurrentCulture, "Saving {0} investigation packages", ids.Count);
-            if (Several) WriteOverall(ProgressRecordType.Processing);
-        }
-
-        // One item needs no bar above its own.
-        bool Several
-        {
-            get { return ids.Count > 1; }
-        }
-
-        /// <summary>What item <paramref name="phase"/>.Index is doing now.</summary>
-        internal void Report(PhaseEvent phase)
-        {
-            int index = phase.Index;
-            if (index < 0 || index >= ids.Count) return;
-            // A new record each time: a host may keep the records it was given.
-            ProgressRecord progress = ItemRecord(index, "Working");
-            Describe(phase, progress);
-            command.WriteProgress(progress);
-            shown[index] = true;
-        }
-
-        /// <summary>Item <paramref name="index"/> is finished, saved or not: its bar goes.</summary>
-        internal void Finish(int index)
-        {
-            CompleteItem(index);
-            finished++;
-            if (Several) WriteOverall(ProgressRecordType.Processing);
-        }
-
-        /// <summary>Removes the bars still shown (of items a failure or cancellation stopped).</summary>
-        internal void Close()
-        {
-            // Writing to a stopping pipeline throws; the bars go away with it anyway.
-            if (command.Stopping) return;
-            for (int index = 0; index < shown.Length; index++) CompleteItem(index);
-            if (Several) WriteOverall(ProgressRecordType.Completed);
-        }
-
-        void CompleteItem(int index)
-        {
-            if (!shown[index]) return;
-            shown[index] = false;
-            ProgressRecord completed = ItemRecord(index, "Done");
-            completed.RecordType = ProgressRecordType.Completed;
-            command.WriteProgress(completed);
-        }
-
-        ProgressRecord ItemRecord(int index, string status)
-        {
-            ProgressRecord record = new ProgressRecord(OverallActivityId + 1 + index,
-                string.Format(CultureInfo.CurrentCulture, itemActivity, ids[index]), status);
-            if (Several) record.ParentActivityId = OverallActivityId;
-            return record;
-        }
-
-        void WriteOverall(ProgressRecordType type)
-        {
-            string status = string.Format(CultureInfo.CurrentCulture, "{0} of {1} packages", finished, ids.Count);
-            ProgressRecord overall = new ProgressRecord(OverallActivityId, overallActivity, status);
-            overall.PercentComplete = finished * 100 / ids.Count;
-            overall.RecordType = type;
-            command.WriteProgress(overall);
-        }
-
-        /// <summary>The bar's status (what the item is doing) and current operation (the detail).</summary>
-        static void Describe(PhaseEvent phase, ProgressRecord record)
-        {
-            switch (phase.Phase)
-            {
-                case DefenderPhase.WaitingForCollection:
-                    record.StatusDescription = "Waiting for the collection to finish: " + phase.Detail + " for " + Duration(phase.Elapsed);
-                    if (phase.Remaining.HasValue) record.CurrentOperation = "Looking again in " + Duration(phase.Remaining.Value);
-                    break;
-                case DefenderPhase.QueuedForRateLimit:
-                    record.StatusDescription = phase.QueuePosition <= 1
-                        ? "Next in line for the API's rate limit"
-                        : string.Format(CultureInfo.CurrentCulture, "Queued for the API's rate limit: {0} calls ahead", phase.QueuePosition - 1);
-                    record.CurrentOperation = phase.Remaining.HasValue
-                        ? "About " + Duration(phase.Remaining.Value) + " to go"
-                        : "Waiting for calls in flight to be answered";
-                    if (phase.Remaining.HasValue) record.SecondsRemaining = Seconds(phase.Remaining.Value);
-                    break;
-                case DefenderPhase.WaitingForDownloadSlot:
-                    record.StatusDescription = "Ready; waiting for a download slot (max_concurrent_downloads)";
-                    break;
-                case DefenderPhase.Downloading:
-                    record.StatusDescription = DescribeBytes(phase.BytesDone, phase.BytesTotal);
-                    if (phase.BytesTotal > 0) record.PercentComplete = (int)Math.Min(100, phase.BytesDone * 100 / phase.BytesTotal);
-                    record.CurrentOperation = phase.BytesPerSecond > 0 ? "Downloading at " + FormatBytes(phase.BytesPerSecond) + "/s" : "Downloading";
-                    if (phase.BytesPerSecond > 0 && phase.BytesTotal > 0)
-                        record.SecondsRemaining = (int)Math.Min(int.MaxValue, (phase.BytesTotal - phase.BytesDone) / phase.BytesPerSecond);
-                    break;
-                case DefenderPhase.Verifying:
-                    record.StatusDescription = DescribeBytes(phase.BytesTotal, phase.BytesTotal);
-                    record.PercentComplete = 100;
-                    record.CurrentOperation = "Verifying the package";
-                    break;
-                case DefenderPhase.Retrying:
-                    record.StatusDescription = string.Format(CultureInfo.CurrentCulture, "Retrying{0} (retry {1})",
-                        phase.Remaining.HasValue ? " in " + Duration(phase.Remaining.Value) : "", phase.Attempt);
-                    record.CurrentOperation = phase.Detail;
-                    break;
-                default:
-                    record.StatusDescription = "Working";
-                    break;
-            }
-        }
-
-        static int Seconds(TimeSpan duration)
-        {
-            return (int)Math.Min(int.MaxValue, Math.Ceiling(duration.TotalSeconds));
-        }
-
-        // "12 s", "3 min 5 s", "1 h 20 min"
-        static string Duration(TimeSpan duration)
-        {
-            if (duration.TotalSeconds < 60) return Math.Ceiling(duration.TotalSeconds).ToString(CultureInfo.CurrentCulture) + " s";
-            if (duration.TotalMinutes < 60)
-                return string.Format(CultureInfo.CurrentCulture, "{0} min {1} s", (int)duration.TotalMinutes, duration.Seconds);
-            return string.Format(CultureInfo.CurrentCulture, "{0} h {1} min", (int)duration.TotalHours, duration.Minutes);
-        }
-
-        static string DescribeBytes(long done, long total)
-        {
-            if (total <= 0) return FormatBytes(done);
-            return FormatBytes(done) + " of " + FormatBytes(total);
-        }
-
-        static string FormatBytes(long bytes)
-        {
-            string[] units = { "bytes", "KiB", "MiB", "GiB", "TiB" };
-            double value = bytes;
-            int unit = 0;
-            while (value >= 1024 && unit < units.Length - 1)
-            {
-                value /= 1024;
-                unit++;
-            }
-            return unit == 0
-                ? bytes.ToString(CultureInfo.CurrentCulture) + " bytes"
-                : value.ToString("0.0", CultureInfo.CurrentCulture) + " " + units[unit];
-        }
-    }
-
-    /// <summary>Failures of the library as PowerShell error records.</summary>
-    public static class DefenderErrors
-    {
-        /// <summary>
-        /// An error record with ErrorId Defender.&lt;Status&gt; (e.g. Defender.NotReady for the
-        /// library's NOT_READY), a fitting category, the library's message, and
-        /// <paramref name="target"/> (the action or machine id).
-        /// </summary>
-        public static ErrorRecord ToErrorRecord(DefenderException exception, object target)
-        {
-            if (exception == null) throw new ArgumentNullException("exception");
-            return new ErrorRecord(exception, "Defender." + ErrorIdOf(exception), CategoryOf(exception.Status), target);
-        }
-
-        // The library's name of the status in PascalCase (NOT_READY: NotReady), so that a status
-        // this module does not know yet still gets its name; a number the library does not name
-        // either stays a number.
-        static string ErrorIdOf(DefenderException exception)
-        {
-            string name = exception.StatusName;
-            if (name == "UNKNOWN") return ((int)exception.Status).ToString(CultureInfo.InvariantCulture);
-            StringBuilder id = new StringBuilder(name.Length);
-            foreach (string word in name.Split('_'))
-            {
-                if (word.Length == 0) continue;
-                id.Append(char.ToUpperInvariant(word[0])).Append(word.Substring(1).ToLowerInvariant());
-            }
-            return id.ToString();
-        }
-
-        static ErrorCategory CategoryOf(DefenderStatus status)
-        {
-            switch (status)
-            {
-                case DefenderStatus.InvalidArgument: return ErrorCategory.InvalidArgument;
-                case DefenderStatus.NotReady: return ErrorCategory.ResourceUnavailable;
-                case DefenderStatus.NotFound: return ErrorCategory.ObjectNotFound;
-                case DefenderStatus.Unauthorized: return ErrorCategory.AuthenticationError;
-                case DefenderStatus.Forbidden: return ErrorCategory.PermissionDenied;
-                case DefenderStatus.RateLimited: return ErrorCategory.LimitsExceeded;
-                case DefenderStatus.Http: return ErrorCategory.InvalidResult;
-                case DefenderStatus.Network: return ErrorCategory.ConnectionError;
-                case DefenderStatus.Timeout: return ErrorCategory.OperationTimeout;
-                case DefenderStatus.Io: return ErrorCategory.WriteError;
-                case DefenderStatus.Integrity: return ErrorCategory.InvalidData;
-                case DefenderStatus.Cancelled: return ErrorCategory.OperationStopped;
-                case DefenderStatus.ActionFailed: return ErrorCategory.InvalidResult;
-                case DefenderStatus.Protocol: return ErrorCategory.ProtocolError;
-                case DefenderStatus.Exists: return ErrorCategory.ResourceExists;
-                case DefenderStatus.UnknownOption: return ErrorCategory.InvalidArgument;
-                default: return ErrorCategory.NotSpecified;
             }
         }
     }

@@ -10,12 +10,21 @@ using System.Management.Automation;
 
 namespace Defender.PowerShell
 {
-    /// <summary>Runs when the module is imported: loads the native library once per process.</summary>
-    public sealed class ModuleInitializer : IModuleAssemblyInitializer
+    /// <summary>
+    /// Runs when the module is imported (loads the native library once per process) and when it
+    /// is removed (Remove-Module ends the connections its runspace opened, as its help says).
+    /// </summary>
+    public sealed class ModuleInitializer : IModuleAssemblyInitializer, IModuleAssemblyCleanup
     {
         public void OnImport()
         {
             if (DefenderLibrary.LoadedPath == null) DefenderLibrary.Load(FindNativeLibrary());
+        }
+
+        public void OnRemove(PSModuleInfo module)
+        {
+            System.Management.Automation.Runspaces.Runspace runspace = System.Management.Automation.Runspaces.Runspace.DefaultRunspace;
+            if (runspace != null) Connections.EndAllOf(runspace);
         }
 
         /// <summary>The native library this module loads; a FileNotFoundException naming where it looked.</summary>

@@ -141,23 +141,50 @@ fn assertion_fields(assertion: &Secret) -> Vec<(&'static str, &str)> {
     vec![("client_assertion_type", JWT_BEARER), ("client_assertion", assertion.expose())]
 }
 
-/// 400 and 401 from the token endpoint mean the credentials (or tenant, or app) were refused.
+/// The token endpoint's refusal. Its OAuth `error` says whose fault it is: the credentials
+/// (`invalid_client`, `unauthorized_client`, `invalid_grant`, and any 401) are `UNAUTHORIZED`;
+/// a request the endpoint cannot serve at all (`invalid_request`: a tenant that does not exist
+/// or a wrong cloud; `invalid_scope`, `unsupported_grant_type`) is `INVALID_ARGUMENT`, so that a
+/// mistyped tenant is not taken for a wrong secret.
 pub(crate) fn token_error(status: reqwest::StatusCode, body: &[u8]) -> Error {
-    let detail = match serde_json::from_slice::<TokenError>(body) {
-        Ok(err) => {
-            let shown = |text: &str| printable(text, SERVICE_TEXT_CHARS);
-            let correlation =
-                err.correlation_id.map(|id| format!(" (correlation id {})", shown(&id))).unwrap_or_default();
-            format!("{}{correlation}: {}", shown(&err.error), shown(first_line(&err.error_description)))
+    let parsed = serde_json::from_slice::<TokenError>(body).ok();
+    let detail = match &parsed {
+        Some(err) => {
+            let correlation = err
+                .correlation_id
+                .as_ref()
+                .map(|id| format!(" (correlation id {})", printable(id, SERVICE_TEXT_CHARS)))
+                .unwrap_or_default();
+            format!(
+                "{}{correlation}: {}",
+                printable(&err.error, SERVICE_TEXT_CHARS),
+                printable(what_was_wrong(&err.error_description), DESCRIPTION_CHARS)
+            )
         }
-        Err(_) => "no error details".to_owned(),
+        None => "no error details".to_owned(),
     };
-    let code = if matches!(status.as_u16(), 400 | 401) { DefenderStatus::Unauthorized } else { DefenderStatus::Http };
+    let request_refused = parsed.as_ref().is_some_and(|err| {
+        matches!(err.error.as_str(), "invalid_request" | "invalid_scope" | "unsupported_grant_type")
+    });
+    let code = match status.as_u16() {
+        400 if request_refused => DefenderStatus::InvalidArgument,
+        400 | 401 => DefenderStatus::Unauthorized,
+        _ => DefenderStatus::Http,
+    };
     Error::new(code, format!("the token endpoint answered HTTP {status}, {detail}"))
 }
 
-/// Entra appends trace and correlation ids and a timestamp on further lines; the first line says
-/// what was wrong.
+/// Entra's descriptions run to a few hundred characters (AADSTS700016 names the app and the
+/// tenant, then says why); they are shown whole up to this.
+const DESCRIPTION_CHARS: usize = 1000;
+
+/// Entra appends trace and correlation ids and a timestamp, on further lines or on the same one
+/// (" Trace ID: ..."); the text before them says what was wrong.
+fn what_was_wrong(description: &str) -> &str {
+    let first = first_line(description);
+    first.find(" Trace ID:").map_or(first, |end| &first[..end]).trim()
+}
+
 fn first_line(description: &str) -> &str {
     description.lines().next().unwrap_or_default().trim()
 }

@@ -78,10 +78,20 @@ struct TokenServiceError {
 }
 
 impl TokenService {
-    /// App Service's endpoint when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` are set (read now:
-    /// the platform sets them for the process), else IMDS at `managed_identity_endpoint`.
+    /// App Service's endpoint: `managed_identity_endpoint` with `managed_identity_header` when
+    /// that is set (a host whose own environment variables the library cannot see, such as .NET's
+    /// on Linux, passes them so), else `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` when they are set
+    /// (read now: the platform sets them for the process); else IMDS at `managed_identity_endpoint`.
     pub(super) fn find(settings: &Settings, identity: &ManagedIdentity) -> Result<Self> {
         let identity = identity.clone();
+        if let Some(header) = &settings.managed_identity_header {
+            let url = settings.managed_identity_endpoint.clone().ok_or_else(|| {
+                Error::invalid_argument(
+                    "option 'managed_identity_header' needs 'managed_identity_endpoint' too: the IDENTITY_ENDPOINT it goes with",
+                )
+            })?;
+            return Ok(Self { url, shape: Shape::AppService { header: header.clone() }, identity });
+        }
         if let (Some(endpoint), Some(header)) =
             (environment_variable(IDENTITY_ENDPOINT)?, environment_variable(IDENTITY_HEADER)?)
         {

@@ -18,7 +18,7 @@ pub(crate) use managed_identity::{
 };
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use url::Url;
@@ -153,6 +153,38 @@ fn refuse_app_ids(settings: &Settings, way: &str, hint: &str) -> Result<()> {
     Err(Error::invalid_argument(format!("{way} does not use {}: {hint}", set.join(" or "))))
 }
 
+impl Proof {
+    /// The option (or callback) that gives it, as `ConnectionInfo` names it.
+    fn kind(&self) -> &'static str {
+        match self {
+            Proof::Secret(_) => "client_secret",
+            Proof::Certificate(_) => "client_certificate_path",
+            Proof::Assertion(_) => "client_assertion",
+            Proof::Callback => "assertion_callback",
+        }
+    }
+}
+
+/// What a client is connected to and how it signs in (no secret): the JSON of
+/// `defender_client_connection_info`.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ConnectionInfo {
+    api_root: String,
+    /// The sign-in host; none for a managed identity or a bearer token.
+    authority: Option<String>,
+    /// The option that signs in: `client_secret`, `client_certificate_path`, `client_assertion`,
+    /// `assertion_callback`, `managed_identity`, `environment` or `access_token`.
+    sign_in: &'static str,
+    /// With `environment`: which of the app's proofs the environment holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proof: Option<&'static str>,
+    tenant_id: Option<String>,
+    /// The app's client id, or a user-assigned managed identity's.
+    client_id: Option<String>,
+    /// Seconds since 1970.
+    token_expires_at: Option<u64>,
+}
+
 /// A sign-in ready to fetch a token: the environment it depends on has been read.
 enum Source {
     App(App),
@@ -199,6 +231,8 @@ pub(crate) struct AccessToken {
     value: Secret,
     /// After this instant the token is renewed before use: a few minutes before it expires.
     renew_at: Instant,
+    /// When it expires, for the caller to show (`defender_client_token_expiry`).
+    expires_at: SystemTime,
 }
 
 impl AccessToken {
@@ -211,7 +245,11 @@ impl AccessToken {
         const LONGEST_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
         let lifetime = lifetime.min(LONGEST_LIFETIME);
         let margin = RENEWAL_MARGIN.min(lifetime / 2);
-        Self { value, renew_at: crate::config::after(lifetime - margin).into_std() }
+        Self {
+            value,
+            renew_at: crate::config::after(lifetime - margin).into_std(),
+            expires_at: SystemTime::now() + lifetime,
+        }
     }
 
     fn is_fresh(&self) -> bool {
@@ -273,6 +311,49 @@ impl TokenCache {
         Ok(value)
     }
 
+    /// What this sign-in is, as `defender_client_connection_info` tells it: the hosts, who signs
+    /// in and how, and when the token `token` gave last expires (`None` before any, and for a
+    /// bearer token given as `access_token`: its expiry is not read).
+    pub(crate) async fn describe(&self, settings: &Settings) -> Result<ConnectionInfo> {
+        let sign_in = self.sign_in.as_ref().map_err(Clone::clone)?;
+        let (kind, tenant_id, client_id, authority) = match sign_in {
+            SignIn::AccessToken(_) => ("access_token", None, None, None),
+            SignIn::ManagedIdentity(identity) => {
+                let client_id = match identity {
+                    ManagedIdentity::SystemAssigned => None,
+                    ManagedIdentity::UserAssigned { client_id } => Some(client_id.clone()),
+                };
+                ("managed_identity", None, client_id, None)
+            }
+            SignIn::App(app) => {
+                (app.proof.kind(), Some(app.tenant_id.clone()), Some(app.client_id.clone()), Some(&app.authority))
+            }
+            SignIn::Environment => ("environment", None, None, None),
+        };
+        // The environment's app, as it is read when a token is needed.
+        let from_environment =
+            matches!(sign_in, SignIn::Environment).then(|| environment::app(settings)).transpose()?;
+        let (tenant_id, client_id, authority) = match &from_environment {
+            Some(app) => (Some(app.tenant_id.clone()), Some(app.client_id.clone()), Some(app.authority.clone())),
+            None => (tenant_id, client_id, authority.cloned()),
+        };
+        let expires_at = match sign_in {
+            SignIn::AccessToken(_) => None,
+            _ => self.current.lock().await.as_ref().map(|cached| cached.token.expires_at),
+        };
+        Ok(ConnectionInfo {
+            api_root: settings.api_root().to_string(),
+            authority: authority.map(|url| url.to_string()),
+            sign_in: kind,
+            proof: from_environment.map(|app| app.proof.kind()),
+            tenant_id,
+            client_id,
+            token_expires_at: expires_at
+                .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|since| since.as_secs()),
+        })
+    }
+
     /// Drops `rejected` (the API answered 401 to it) so that the next `token` fetches a new one.
     /// When another thread already replaced it, its replacement stays.
     pub(crate) async fn reject(&self, rejected: &Secret) {
@@ -300,8 +381,15 @@ pub(crate) fn assertion_audience(settings: &Settings) -> Result<String> {
 /// Every secret value a call with these settings may send, for scrubbing text meant for people:
 /// the configured ones, and those the sign-in reads from the environment.
 pub(crate) fn secrets(settings: &Settings) -> Vec<Secret> {
-    let configured =
-        [&settings.client_secret, &settings.client_assertion, &settings.access_token].into_iter().flatten().cloned();
+    let configured = [
+        &settings.client_secret,
+        &settings.client_assertion,
+        &settings.access_token,
+        &settings.managed_identity_header,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned();
     let from_environment = [
         (settings.environment, environment::CLIENT_SECRET),
         (settings.managed_identity.is_some(), managed_identity::IDENTITY_HEADER),

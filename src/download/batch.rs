@@ -1,5 +1,5 @@
-//! Many packages at once: each item is what `download_package` does for it, into
-//! `<folder>/<action_id>.zip`, with up to `max_concurrent_downloads` running together. Their
+//! Many packages at once: each item is what `download_package` does for it, into `folder` under
+//! the name `file_name_pattern` gives it (`<action_id>.zip` by default), with up to `max_concurrent_downloads` running together. Their
 //! link requests queue in the rate limiter like any others; one item's failure is its own.
 
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ pub(crate) async fn download_packages(api: Api<'_>, action_ids: &[String], folde
     let at_once = api.session.settings.max_concurrent_downloads;
     api.reporter.log(
         DefenderLogLevel::Info,
-        format!("downloading {} packages to '{folder}', up to {at_once} at once", action_ids.len()),
+        format!("downloading {} to '{folder}', up to {at_once} at once", packages(action_ids.len())),
     );
     let mut first_index: HashMap<&str, usize> = HashMap::new();
     // Collected first: a lazy iterator's closure would make the future's lifetimes too general for `Send`.
@@ -40,8 +40,13 @@ pub(crate) async fn download_packages(api: Api<'_>, action_ids: &[String], folde
     let results: Vec<ItemResult> = futures_util::future::join_all(items).await;
 
     let saved = results.iter().filter(|result| result.status == DefenderStatus::Ok).count();
-    api.reporter.log(DefenderLogLevel::Info, format!("downloaded {saved} of {} packages", action_ids.len()));
+    api.reporter.log(DefenderLogLevel::Info, format!("downloaded {saved} of {}", packages(action_ids.len())));
     Ok(results)
+}
+
+/// "1 package", "3 packages".
+fn packages(count: usize) -> String {
+    format!("{count} package{}", if count == 1 { "" } else { "s" })
 }
 
 /// One item's result, in the batch's results and in its `item_done` call: its status by name and
@@ -149,6 +154,8 @@ mod tests {
     fn downloaded() -> Downloaded {
         Downloaded {
             action_id: "a1".into(),
+            machine_id: None,
+            computer_dns_name: None,
             path: PathBuf::from("/cases/a1.zip"),
             bytes: 42,
             sha256: "ab".into(),
@@ -163,6 +170,23 @@ mod tests {
         assert_eq!(single, r#"{"action_id":"a1","path":"/cases/a1.zip","bytes":42,"sha256":"ab","elapsed_ms":1}"#);
         let item = to_json(&ItemResult::saved(downloaded()));
         assert_eq!(item, format!(r#"{{"status":"OK","code":0,{}"#, &single[1..]));
+    }
+
+    #[test]
+    fn a_saved_item_names_its_device_when_the_download_knew_it() {
+        let item = to_json(&ItemResult::saved(Downloaded {
+            machine_id: Some("5eed01".into()),
+            computer_dns_name: Some("ws-0001.contoso.test".into()),
+            ..downloaded()
+        }));
+        assert!(
+            item.contains(
+                r#""action_id":"a1","machine_id":"5eed01","computer_dns_name":"ws-0001.contoso.test","path""#
+            ),
+            "{item}"
+        );
+        assert_eq!(super::packages(1), "1 package");
+        assert_eq!(super::packages(2), "2 packages");
     }
 
     #[test]

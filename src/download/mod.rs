@@ -4,6 +4,7 @@
 
 pub(crate) mod batch;
 mod destination;
+pub(crate) mod file_name;
 mod limits;
 mod sink;
 mod transfer;
@@ -24,10 +25,16 @@ use transfer::Transfer;
 
 /// A package on disk: the JSON `defender_download_package` returns, and the body of a batch
 /// item that was saved (`batch::ItemResult`):
-/// `{"action_id", "path", "bytes", "sha256", "elapsed_ms"}`.
+/// `{"action_id", "machine_id", "computer_dns_name", "path", "bytes", "sha256", "elapsed_ms"}`,
+/// the device's id and name only when the download looked the action up (it waited for it, or
+/// `file_name_pattern` names the file after the device).
 #[derive(Debug, Serialize)]
 pub(crate) struct Downloaded {
     pub action_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub computer_dns_name: Option<String>,
     #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     pub bytes: u64,
@@ -53,7 +60,8 @@ fn millis<S: Serializer>(duration: &Duration, serializer: S) -> std::result::Res
 }
 
 /// Gets a fresh link for `action_id`'s package and downloads it to `destination` (a file path,
-/// or a folder that then gets `<action_id>.zip`). Progress goes to the call's item 0.
+/// or a folder that then gets the name `file_name_pattern` gives it, `<action_id>.zip` by
+/// default). Progress goes to the call's item 0.
 pub(crate) async fn download_package(api: Api<'_>, action_id: &str, destination: &str) -> Result<Downloaded> {
     download_item(api, action_id, destination, 0, None).await
 }
@@ -69,11 +77,29 @@ async fn download_item(
     slots: Option<&Semaphore>,
 ) -> Result<Downloaded> {
     let started = Instant::now();
-    let overwrite = api.session.settings.overwrite;
-    let path = destination::resolve(destination, action_id, overwrite)?;
-    let deadline = machine_actions::link_deadline(&api.session.settings);
+    let settings = &api.session.settings;
+    let overwrite = settings.overwrite;
+    let deadline = machine_actions::link_deadline(settings);
+    let pattern = &settings.file_name_pattern;
+    let (path, action) = if pattern.names_the_device() && Path::new(destination).is_dir() {
+        // The name needs the device: the action first (waited for, or looked up once).
+        let action = match deadline {
+            Some(deadline) => machine_actions::wait_until(api, action_id, deadline).await?,
+            None => machine_actions::get(api, action_id).await?,
+        };
+        (destination::resolve(destination, &pattern.file_name(action_id, Some(&action))?, overwrite)?, Some(action))
+    } else {
+        // Named at once, so that an existing file is refused before any wait.
+        let path = destination::resolve(destination, &pattern.file_name(action_id, None)?, overwrite)?;
+        let action = match deadline {
+            Some(deadline) => Some(machine_actions::wait_until(api, action_id, deadline).await?),
+            None => None,
+        };
+        (path, action)
+    };
     // The link is asked for only once a slot is free: it is short-lived, and it goes to work at once.
-    let (link, _slot) = machine_actions::package_link(api, action_id, deadline, download_slot(api, slots)).await?;
+    let (link, _slot) =
+        machine_actions::finished_package_link(api, action_id, deadline, download_slot(api, slots)).await?;
     let what = format!("downloading the package of machine action {action_id}");
     api.reporter.log(DefenderLogLevel::Info, format!("{what} to '{}'", path.display()));
 
@@ -85,8 +111,11 @@ async fn download_item(
     api.reporter.phase(Phase::Verifying { bytes: received.bytes });
     check_and_sync(&part).await.map_err(|err| err.context(&what))?;
     tokio::task::block_in_place(|| part.persist(&path, overwrite))?;
+    let device = action.as_ref().map(machine_actions::MachineAction::fields);
     let downloaded = Downloaded {
         action_id: action_id.to_owned(),
+        machine_id: device.and_then(|device| device.machine_id.clone()),
+        computer_dns_name: device.and_then(|device| device.computer_dns_name.clone()),
         path,
         bytes: received.bytes,
         sha256: hex::encode(received.sha256),

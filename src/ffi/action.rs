@@ -88,8 +88,9 @@ pub unsafe extern "C" fn defender_collect_investigation_package(
 ///
 /// Polls with back-off (5 s growing to 60 s, divided by the option `clock_scale`). Returns at
 /// once when the action has Succeeded; when it ends Failed, TimeOut or Cancelled, returns
-/// `DEFENDER_STATUS_ACTION_FAILED` at once. An action that is briefly unknown (404) in its first
-/// 30 s is waited for. Gives up with `DEFENDER_STATUS_TIMEOUT` after the option
+/// `DEFENDER_STATUS_ACTION_FAILED` at once. An id the API does not know is
+/// `DEFENDER_STATUS_NOT_FOUND` at once, unless this process started that collection in the last
+/// 30 s (a new action can be briefly unknown): that 404 is waited out. Gives up with `DEFENDER_STATUS_TIMEOUT` after the option
 /// `wait_timeout_ms` (default: one hour), with a last look at that moment; waits for the rate
 /// limit or a retry never reach past it. `defender_client_cancel` stops it promptly.
 ///

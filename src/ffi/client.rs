@@ -377,6 +377,8 @@ pub unsafe extern "C" fn defender_client_free(client: *mut DefenderClient) {
 ///   client id
 /// - `managed_identity_endpoint`: token endpoint instead of Azure's IMDS (plain http to this host
 ///   only)
+/// - `managed_identity_header`: with managed_identity_endpoint: App Service's IDENTITY_HEADER, for
+///   its IDENTITY_ENDPOINT, instead of reading both from the environment
 /// - `environment`: true: signs in from the AZURE_* variables, as Azure Identity's
 ///   EnvironmentCredential does (default false)
 /// - `timeout_ms`: milliseconds per request, and for its retries; 0 for no limit (default 60000)
@@ -392,6 +394,9 @@ pub unsafe extern "C" fn defender_client_free(client: *mut DefenderClient) {
 ///   simulator) (default 1)
 /// - `max_concurrent_downloads`: 1 to 64: packages defender_download_packages downloads at once
 ///   (default 4)
+/// - `file_name_pattern`: a package's file name in a destination folder: {action_id} (required),
+///   {machine_id}, {computer_dns_name}, {computer_name}, letters, digits, '.', '_', '-' (default
+///   {action_id}.zip)
 /// - `min_speed_bytes`: a download that brings fewer bytes in min_speed_window_ms is a stall,
 ///   retried as one; 0 for no minimum (default 65536)
 /// - `min_speed_window_ms`: milliseconds over which min_speed_bytes is counted (default 60000)
@@ -473,6 +478,40 @@ pub unsafe extern "C" fn defender_client_sign_in(client: *const DefenderClient) 
         client.run("defender_client_sign_in", None, |session, reporter| async move {
             session.tokens.token(&session.sign_in_http, &session.settings, &reporter).await.map(drop)
         })
+    })
+}
+
+/// Signs in when the client holds no token yet (as `defender_client_sign_in`) and writes to
+/// `*info_json_out` what it is connected to, for a "connected as" display (it holds no secret):
+/// `{"api_root": "...", "authority": "..." or null, "sign_in": "client_secret", "tenant_id": "..."
+/// or null, "client_id": "..." or null, "token_expires_at": N or null}`. `sign_in` is the option
+/// that signs in (`client_secret`, `client_certificate_path`, `client_assertion`,
+/// `assertion_callback`, `managed_identity`, `environment`, `access_token`); with `environment`,
+/// `proof` says which the environment holds and the ids are the environment's. `token_expires_at`
+/// is when the token in use expires, in seconds since 1970 (the library renews it by itself
+/// before then); null for a bearer token given as `access_token`, whose expiry is not read. Free
+/// it with `defender_string_free`.
+///
+/// Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_INVALID_ARGUMENT` for a NULL
+/// argument, or the statuses of `defender_client_sign_in`.
+///
+/// # Safety
+/// `client` is NULL or live; `info_json_out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn defender_client_connection_info(
+    client: *const DefenderClient,
+    info_json_out: *mut *mut c_char,
+) -> DefenderStatus {
+    boundary("defender_client_connection_info", || {
+        let client = unsafe { client_ref(client) }?;
+        required_out(info_json_out, "info_json_out")?;
+        let info = client.run("defender_client_connection_info", None, |session, reporter| async move {
+            session.tokens.token(&session.sign_in_http, &session.settings, &reporter).await?;
+            session.tokens.describe(&session.settings).await
+        })?;
+        let json =
+            serde_json::to_string(&info).map_err(|err| Error::internal(format!("describing the connection: {err}")))?;
+        unsafe { write_string(info_json_out, json) }
     })
 }
 

@@ -65,14 +65,18 @@ pub unsafe extern "C" fn defender_get_package_uri(
 /// fresh link and streams the package to disk at once. Temporary file, retries and resume,
 /// expired links, checks and the no-replace rename: see "Downloads" at the top of this header.
 ///
-/// - `destination` is a file path; when it names an existing folder, the file is
-///   `<action_id>.zip` inside it. An existing file is replaced only when the option `overwrite`
-///   is `true`. With `wait_timeout_ms` above 0, first waits for the collection to finish.
+/// - `destination` is a file path; when it names an existing folder, the file inside it is named
+///   by the option `file_name_pattern` (default `<action_id>.zip`; a pattern with the device's
+///   name or id looks the action up first). An existing file is replaced only when the option
+///   `overwrite` is `true`. With `wait_timeout_ms` above 0, first waits for the collection to
+///   finish.
 /// - `progress` (may be NULL) is called on this thread with `user_data`; see
 ///   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0.
 /// - `result_json_out` (may be NULL) receives
-///   `{"action_id": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`,
-///   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex.
+///   `{"action_id": "...", "machine_id": "...", "computer_dns_name": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`,
+///   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex;
+///   `machine_id` and `computer_dns_name` (the device) are there only when the call looked the
+///   action up: it waited for it, or `file_name_pattern` names the file after the device.
 ///
 /// Blocks until done. Returns:
 /// - `DEFENDER_STATUS_OK`;
@@ -136,7 +140,8 @@ pub type DefenderBatchItemCallback = Option<
 >;
 
 /// Downloads the investigation packages of the `count` machine actions in `action_ids` into
-/// `destination_folder`, several at once, each as `<action_id>.zip`.
+/// `destination_folder`, several at once, each under the name the option `file_name_pattern`
+/// gives it (default `<action_id>.zip`).
 ///
 /// - Each item is what `defender_download_package` does for its id with the folder as
 ///   destination ("Downloads" at the top of this header), with the same `overwrite` and
@@ -152,7 +157,8 @@ pub type DefenderBatchItemCallback = Option<
 /// - `results_json_out` (may be NULL) receives a JSON array with one object per item, in the
 ///   order of `action_ids`, to be freed with `defender_string_free`:
 ///   `{"status": "OK", "code": 0, "action_id": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`
-///   for a package saved (`path` absolute; the rest is `defender_download_package`'s result), and
+///   for a package saved (`path` absolute; the rest, with `machine_id` and `computer_dns_name`
+///   when known, is `defender_download_package`'s result), and
 ///   `{"status": "NOT_READY", "code": 2, "action_id": "...", "message": "...", "elapsed_ms": N}`
 ///   for one that failed: `status` is the name of its `DefenderStatus` without the
 ///   `DEFENDER_STATUS_` prefix, `code` its number, `message` what `defender_last_error_message`

@@ -1,6 +1,8 @@
 //! Machine actions: starting a collection, looking one up, waiting for it to finish, and asking
 //! for its package's download link.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -53,6 +55,9 @@ pub(crate) struct ActionFields {
     pub creation_date_time_utc: Option<String>,
     #[serde(rename = "errorHResult")]
     pub error_hresult: Option<i64>,
+    /// The device, for a package's file name (`file_name_pattern`).
+    pub machine_id: Option<String>,
+    pub computer_dns_name: Option<String>,
 }
 
 /// A MachineAction as the service sent it (the caller's JSON), with the fields the library acts on.
@@ -78,7 +83,8 @@ impl MachineAction {
         Self::new(response.entity(what)?, what)
     }
 
-    fn fields(&self) -> &ActionFields {
+    /// The fields the library reads of it.
+    pub(crate) fn fields(&self) -> &ActionFields {
         &self.entity.fields
     }
 
@@ -113,7 +119,9 @@ pub(crate) async fn collect(api: Api<'_>, machine_id: &str, comment: &str) -> Re
         let request = Request::post(Operation::CollectInvestigationPackage, url.clone(), &body, &what);
         let unknown_outcome = match api.send(request).await {
             Ok(response) if response.is_success() => {
-                return MachineAction::from_answer(response, &what);
+                let action = MachineAction::from_answer(response, &what)?;
+                NewActions::remember(&action);
+                return Ok(action);
             }
             Ok(response) if response.status == StatusCode::NOT_FOUND => {
                 return Err(Error::new(DefenderStatus::NotFound, format!("there is no machine {machine_id}")));
@@ -214,12 +222,43 @@ async fn look_up(api: Api<'_>, action_id: &str, deadline: Option<Instant>) -> Re
 pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(60 * 60);
 /// A new action can be unknown to the API for a little while after it was created.
 const NEW_ACTION_GRACE: Duration = Duration::from_secs(30);
+
+/// The actions this process started, and when. Only these can be unknown to the API because
+/// they are new: a wait tolerates their 404s for `NEW_ACTION_GRACE` after they were created,
+/// while any other id the API does not know is `NOT_FOUND` at once (a mistyped id must not be
+/// polled until the wait's time limit). Process-wide, like the rate limiters: the clone that
+/// waits is rarely the client that collected.
+struct NewActions;
+
+static NEW_ACTIONS: LazyLock<Mutex<HashMap<String, std::time::Instant>>> = LazyLock::new(Default::default);
+
+impl NewActions {
+    /// Entries are dropped an hour after their action was created: far beyond any grace, so
+    /// that a long-running process keeps only a few.
+    const KEPT: Duration = Duration::from_secs(60 * 60);
+
+    fn remember(action: &MachineAction) {
+        let Some(id) = action.fields().id.as_deref() else { return };
+        let mut created = NEW_ACTIONS.lock().unwrap_or_else(|e| e.into_inner());
+        created.retain(|_, at| at.elapsed() < Self::KEPT);
+        created.insert(id.to_owned(), std::time::Instant::now());
+    }
+
+    /// Until when a 404 for `action_id` means "not visible yet": `NEW_ACTION_GRACE` (in the
+    /// client's clock) after this process created it; `None` for an action it did not create.
+    fn grace_until(action_id: &str, settings: &Settings) -> Option<Instant> {
+        let created = *NEW_ACTIONS.lock().unwrap_or_else(|e| e.into_inner()).get(action_id)?;
+        Instant::from_std(created).checked_add(settings.scaled(NEW_ACTION_GRACE))
+    }
+}
 const FIRST_POLL: Duration = Duration::from_secs(5);
 const MAX_POLL: Duration = Duration::from_secs(60);
 
 /// Polls the action until it has Succeeded (returned at once), ended Failed / TimeOut /
 /// Cancelled (`ACTION_FAILED` at once), or `wait_timeout_ms` (default one hour) ran out
 /// (`TIMEOUT`). Polls start 5 s apart and back off to a minute, all divided by `clock_scale`.
+/// An id the API does not know is `NOT_FOUND` at once, unless this process created that action
+/// moments ago (see `NewActions`).
 pub(crate) async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction> {
     let settings = &api.session.settings;
     let deadline = after(settings.scaled(settings.wait_timeout.unwrap_or(DEFAULT_WAIT)));
@@ -228,10 +267,10 @@ pub(crate) async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction>
 
 /// `wait`, giving up at `deadline`. The last poll is made at the deadline, not a poll interval
 /// before it.
-async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<MachineAction> {
+pub(crate) async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<MachineAction> {
     let settings = &api.session.settings;
     let started = Instant::now();
-    let grace_until = after(settings.scaled(NEW_ACTION_GRACE));
+    let grace_until = NewActions::grace_until(action_id, settings);
     let mut polls = Polling::new(settings, FIRST_POLL, 1.5, MAX_POLL, deadline);
     loop {
         let status = match look_up(api, action_id, Some(deadline)).await {
@@ -247,7 +286,9 @@ async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<
                     action.fields().status.clone().unwrap_or_else(|| "unknown".to_owned())
                 }
             },
-            Err(err) if err.status() == DefenderStatus::NotFound && Instant::now() < grace_until => {
+            Err(err)
+                if err.status() == DefenderStatus::NotFound && grace_until.is_some_and(|end| Instant::now() < end) =>
+            {
                 "not visible yet".to_owned()
             }
             Err(err) => return Err(err),
@@ -301,6 +342,18 @@ pub(crate) async fn package_link<T>(
     if let Some(deadline) = deadline {
         wait_until(api, action_id, deadline).await?;
     }
+    finished_package_link(api, action_id, deadline, before_asking).await
+}
+
+/// `package_link` for an action already waited for (or that is not to be waited for): the link,
+/// asked for again until `deadline` while the service says `NOT_READY`.
+pub(crate) async fn finished_package_link<T>(
+    api: Api<'_>,
+    action_id: &str,
+    deadline: Option<Instant>,
+    before_asking: impl Future<Output = Result<T>>,
+) -> Result<(Url, T)> {
+    check_id("action id", action_id)?;
     let held = before_asking.await?;
     let what = format!("getting the package link of machine action {action_id}");
     let url = api.url(&["machineactions", action_id, "getPackageUri"], &[])?;

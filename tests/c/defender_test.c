@@ -721,6 +721,16 @@ static void test_assertion_callback(void) {
     EXPECT_STATUS(defender_client_sign_in(client), DEFENDER_STATUS_INVALID_ARGUMENT);
     EXPECT_STATUS(defender_client_set_assertion_callback(client, NULL, NULL), DEFENDER_STATUS_OK);
     EXPECT_STATUS(defender_client_sign_in(client), DEFENDER_STATUS_OK);
+
+    /* What it is connected to, without a secret; a NULL out is refused. */
+    char *info = NULL;
+    EXPECT_STATUS(defender_client_connection_info(client, &info), DEFENDER_STATUS_OK);
+    CHECK(info && strstr(info, "\"sign_in\":\"client_secret\"") && strstr(info, "\"token_expires_at\":") &&
+              !strstr(info, SIM_CLIENT_SECRET),
+          "connection info %s", info ? info : "(null)");
+    defender_string_free(info);
+    EXPECT_STATUS(defender_client_connection_info(client, NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_client_connection_info(NULL, &info), DEFENDER_STATUS_INVALID_ARGUMENT);
     defender_client_free(client);
 }
 

@@ -111,6 +111,9 @@ Describe 'Save-DefenderInvestigationPackage' {
         $failures.Count | Should -Be 1
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.Exists,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         $failures[0].CategoryInfo.Category | Should -Be 'ResourceExists'
+        $failures[0].Exception.Message | Should -BeLike "*$id.zip' exists; add -Force to replace it" -Because 'a PowerShell user is told the parameter, not the library''s option'
+        $failures[0].Exception.Message | Should -Not -BeLike '*overwrite*'
+        $failures[0].ErrorDetails.RecommendedAction | Should -BeLike '*-Force*'
         Get-Content -LiteralPath $path | Should -Be 'an older copy'
 
         $package = Save-DefenderInvestigationPackage -ActionId $id -Path $folder -Force -PassThru
@@ -170,7 +173,8 @@ Describe 'Save-DefenderInvestigationPackage' {
         $failures.Count | Should -Be 1
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         $failures[0].CategoryInfo.Category | Should -Be 'ObjectNotFound'
-        $failures[0].TargetObject | Should -Be $unknown
+        $failures[0].TargetObject.ActionId | Should -Be $unknown
+        $failures[0].Exception | Should -BeOfType ([Defender.DefenderException])
         $failures[0].Exception.Message | Should -BeLike "*$unknown*"
     }
 
@@ -186,17 +190,26 @@ Describe 'Save-DefenderInvestigationPackage' {
         Test-Path -LiteralPath $package.Path -PathType Leaf | Should -BeTrue
     }
 
-    It 'saves one package to a file path, and refuses a second package to the same file' {
+    It 'saves one package to a file path, and refuses two packages for one file before saving anything' {
         $first, $second = 1..2 | ForEach-Object { New-SimulatedAction -Simulator $simulator }
         $path = Join-Path $folder 'case-4711.zip'
+        $null = Invoke-SimulatorControl -Simulator $simulator -Method Delete -Path requests
 
-        $saved = $first, $second | Save-DefenderInvestigationPackage -Path $path -PassThru -ErrorVariable failures -ErrorAction SilentlyContinue
+        { $first, $second | Save-DefenderInvestigationPackage -Path $path -PassThru } |
+            Should -Throw -ErrorId 'Defender.InvalidArgument,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand' -ExpectedMessage '*takes one package; 2 were given*nothing was saved*'
+        Get-ChildItem -LiteralPath $folder -Force | Should -BeNullOrEmpty
+        Get-SimulatorRequest -Simulator $simulator -Endpoint get_package_uri | Should -BeNullOrEmpty -Because 'the usage was checked before any work'
 
+        $saved = $first | Save-DefenderInvestigationPackage -Path $path -PassThru
         $saved.ActionId | Should -Be $first
         $saved.Path | Should -Be $path
-        $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.InvalidArgument,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
-        $failures[0].TargetObject | Should -Be $second
         (Get-ChildItem -LiteralPath $folder -Force).Name | Should -Be 'case-4711.zip'
+        { Save-DefenderInvestigationPackage -ActionId $first -Path (Join-Path (Join-Path $folder 'missing') 'case.zip') } |
+            Should -Throw -ErrorId 'Defender.Io,*' -ExpectedMessage '*folder of -Path*does not exist*'
+        { Save-DefenderInvestigationPackage -ActionId $first -Path $path -FileNamePattern '{ComputerName}_{ActionId}.zip' } |
+            Should -Throw -ErrorId 'Defender.InvalidArgument,*' -ExpectedMessage '*-FileNamePattern names the files in a folder*'
+        { Save-DefenderInvestigationPackage -ActionId $first -Path $folder -Timeout 30 } |
+            Should -Throw -ErrorId 'Defender.InvalidArgument,*' -ExpectedMessage '*-Timeout applies with -Wait*'
     }
 
     It 'fails with Defender.NotReady while the collection runs, and with -Wait waits for it' {
@@ -205,7 +218,8 @@ Describe 'Save-DefenderInvestigationPackage' {
         Save-DefenderInvestigationPackage -ActionId $id -Path $folder -ErrorVariable failures -ErrorAction SilentlyContinue
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotReady,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
         $failures[0].CategoryInfo.Category | Should -Be 'ResourceUnavailable'
-        $failures[0].TargetObject | Should -Be $id
+        $failures[0].TargetObject.ActionId | Should -Be $id
+        $failures[0].ErrorDetails.RecommendedAction | Should -BeLike '*-Wait*'
         Get-ChildItem -LiteralPath $folder -Force | Should -BeNullOrEmpty
 
         $package = Save-DefenderInvestigationPackage -ActionId $id -Path $folder -Wait -PassThru
@@ -249,8 +263,10 @@ Describe 'Save-DefenderInvestigationPackage' {
         } finally {
             $shell.Dispose()
         }
-        $queued = @($records | Where-Object { $_.ParentActivityId -eq 1 -and $_.StatusDescription -like "*in line for the API's rate limit*" -or $_.StatusDescription -like "Queued for the API's rate limit: * calls ahead" })
+        $queued = @($records | Where-Object { $_.ParentActivityId -eq 1 -and $_.StatusDescription -like "*in line for the API's rate limit*" -or $_.StatusDescription -like "Queued for the API's rate limit: * call* ahead" })
         @($queued.ActivityId | Sort-Object -Unique).Count | Should -BeGreaterOrEqual 2
+        @($records | Where-Object StatusDescription -like '*: 1 call ahead').Count | Should -BeGreaterThan 0
+        @($records | Where-Object StatusDescription -like '*: 1 calls ahead').Count | Should -Be 0 -Because 'one call is a call'
         @($queued | Where-Object CurrentOperation -like 'About * to go').Count | Should -BeGreaterThan 0
         (Get-ChildItem -LiteralPath $folder).Count | Should -Be 4
     }
@@ -261,7 +277,7 @@ Describe 'Save-DefenderInvestigationPackage' {
         Save-DefenderInvestigationPackage -ActionId $id -Path $folder -Wait -ErrorVariable failures -ErrorAction SilentlyContinue
 
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.ActionFailed,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
-        $failures[0].TargetObject | Should -Be $id
+        $failures[0].TargetObject.ActionId | Should -Be $id
         $failures[0].Exception.Message | Should -BeLike '*Failed*'
         Get-ChildItem -LiteralPath $folder -Force | Should -BeNullOrEmpty
     }
@@ -295,6 +311,13 @@ Describe 'Save-DefenderInvestigationPackage' {
         } finally {
             $shell.Dispose()
         }
+    }
+
+    It 'says in the verbose stream what it downloads, counting one package as one' {
+        $id = New-SimulatedAction -Simulator $simulator
+        $verbose = $id | Save-DefenderInvestigationPackage -Path $folder -Verbose 4>&1 | ForEach-Object { "$_" }
+        $verbose | Should -Contain "downloading 1 package to '$folder', up to 4 at once"
+        $verbose | Should -Contain 'downloaded 1 of 1 package'
     }
 
     It 'never shows a secret or the link in its verbose, warning or error output' {
@@ -386,7 +409,7 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
         Assert-SavedAsServed -Folder $folder -ActionId $ready
         $failures.Count | Should -Be 3
         $byTarget = @{}
-        $failures | ForEach-Object { $byTarget[$_.TargetObject] = "$($_.FullyQualifiedErrorId) $($_.CategoryInfo.Category)" }
+        $failures | ForEach-Object { $byTarget[$_.TargetObject.ActionId] = "$($_.FullyQualifiedErrorId) $($_.CategoryInfo.Category)" }
         $byTarget[$pending] | Should -Be 'Defender.NotReady,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand ResourceUnavailable'
         $byTarget[$unknown] | Should -Be 'Defender.NotFound,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand ObjectNotFound'
         $byTarget[$failed] | Should -Be 'Defender.ActionFailed,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand InvalidResult'
@@ -401,11 +424,11 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
 
     It 'shows a progress bar per package under one for the whole batch, each completed when its package is' {
         $ready = 1..3 | ForEach-Object { New-SimulatedAction -Simulator $simulator -Spec @{ package_size = 200000 } }
-        $unknown = '00000000-0000-4000-8000-0000000b0a7d'
+        $pending = New-SimulatedAction -Simulator $simulator -Spec @{ schedule = @{ pending_secs = 36000; in_progress_secs = 0 } }
         $shell = New-ConnectedShell
         try {
             $null = $shell.AddScript('param($ids, $folder) $ids | Save-DefenderInvestigationPackage -Path $folder').
-            AddArgument(@($ready[0], $unknown, $ready[1], $ready[2])).AddArgument($folder)
+            AddArgument(@($ready[0], $pending, $ready[1], $ready[2])).AddArgument($folder)
             $shell.Invoke()
             $records = @($shell.Streams.Progress)
         } finally {
@@ -418,7 +441,9 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
         $overall[-1].RecordType | Should -Be 'Completed'
         $records[-1].ActivityId | Should -Be 1 -Because 'the batch bar goes last'
         $bars = Get-PackageBar $records | Group-Object Activity
-        $bars.Name | Sort-Object | Should -Be ($ready | ForEach-Object { "Saving the investigation package of machine action $_" } | Sort-Object) `
+        # Each id was looked up first, so each bar names the device (the simulator's default one).
+        $device = 'desktop-1e5bc9d (1e5bc9d7e413ddd7902c2932e418702b84d0cc07)'
+        $bars.Name | Sort-Object | Should -Be ($ready | ForEach-Object { "Saving the investigation package of machine action $_ on $device" } | Sort-Object) `
             -Because 'each package that downloads has a bar, one that fails before its first byte has none'
         foreach ($bar in $bars) {
             $bar.Group[-1].RecordType | Should -Be 'Completed'
@@ -479,10 +504,10 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
             $null = $shell.AddScript('param($ids, $folder) $ids | Save-DefenderInvestigationPackage -Path $folder').
             AddArgument(@($slow[0], $quick, $slow[1])).AddArgument($folder)
             $running = $shell.BeginInvoke()
-            $slowBars = $slow | ForEach-Object { "Saving the investigation package of machine action $_" }
+            $slowBars = $slow | ForEach-Object { "Saving the investigation package of machine action $_ on desktop-1e5bc9d (1e5bc9d7e413ddd7902c2932e418702b84d0cc07)" }
             Wait-Until {
                 $records = @($shell.Streams.Progress)
-                @($records | Where-Object { $_.Activity -like "*$quick" -and $_.RecordType -eq 'Completed' }).Count -eq 1 -and
+                @($records | Where-Object { $_.Activity -like "*$quick*" -and $_.RecordType -eq 'Completed' }).Count -eq 1 -and
                 @($records | Where-Object { $_.Activity -in $slowBars -and $_.PercentComplete -gt 0 } | Select-Object -ExpandProperty Activity -Unique).Count -eq 2
             }
 
@@ -520,7 +545,7 @@ Describe 'Save-DefenderInvestigationPackage with many ids' {
         $saved.ActionId | Should -Be $id
         $failures.Count | Should -Be 1
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.InvalidArgument,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
-        $failures[0].TargetObject | Should -Be $id
+        $failures[0].TargetObject.ActionId | Should -Be $id
         Assert-SavedAsServed -Folder $folder -ActionId $id
     }
 }
@@ -555,7 +580,7 @@ Describe 'Get-DefenderPackageUri' {
             'Defender.NotReady,Defender.PowerShell.Commands.GetDefenderPackageUriCommand'
             'Defender.NotFound,Defender.PowerShell.Commands.GetDefenderPackageUriCommand'
             'Defender.ActionFailed,Defender.PowerShell.Commands.GetDefenderPackageUriCommand')
-        $failures.TargetObject | Should -Be @($pending, $unknown, $failed)
+        $failures.TargetObject.ActionId | Should -Be @($pending, $unknown, $failed)
         $failures.CategoryInfo.Category | Should -Be @('ResourceUnavailable', 'ObjectNotFound', 'InvalidResult')
     }
 
@@ -602,15 +627,16 @@ Describe 'Machine actions' {
         $action.PSObject.Properties.Name | Should -Contain 'requestorComment'
 
         $table = $action | Out-String -Width 200
-        $table | Should -Match 'Id\s+Type\s+Status\s+Computer'
-        $table | Should -Match "$id\s+CollectInvestigationPackage\s+Succeeded"
+        $table | Should -Match 'Id\s+Computer\s+Status\s+Type'
+        $table | Should -Match "$id\s+\S+\s+Succeeded\s+CollectInvestigationPackage"
     }
 
     It 'Get-DefenderMachineAction writes Defender.NotFound for an unknown id' {
         $unknown = '00000000-0000-4000-8000-00000000cafe'
         Get-DefenderMachineAction -ActionId $unknown -ErrorVariable failures -ErrorAction SilentlyContinue
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Defender.PowerShell.Commands.GetDefenderMachineActionCommand'
-        $failures[0].TargetObject | Should -Be $unknown
+        $failures[0].TargetObject.ActionId | Should -Be $unknown
+        $failures[0].Exception | Should -BeOfType ([Defender.DefenderException])
     }
 
     It 'Start-DefenderInvestigationPackageCollection starts a collection that Wait and Save take from the pipeline' {
@@ -638,7 +664,7 @@ Describe 'Machine actions' {
         $actions = $machines | Start-DefenderInvestigationPackageCollection -Comment 'Pester' -ErrorVariable failures -ErrorAction SilentlyContinue
         $actions.machineId | Should -Be $machines[1]
         $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.NotFound,Defender.PowerShell.Commands.StartDefenderInvestigationPackageCollectionCommand'
-        $failures[0].TargetObject | Should -Be 'not-a-device'
+        $failures[0].TargetObject.ComputerDnsName | Should -Be 'not-a-device'
     }
 
     It 'Wait-DefenderMachineAction writes Defender.ActionFailed at once and Defender.Timeout after -Timeout' {
@@ -649,7 +675,7 @@ Describe 'Machine actions' {
 
         $failures.FullyQualifiedErrorId | Should -Be @('Defender.ActionFailed,Defender.PowerShell.Commands.WaitDefenderMachineActionCommand', 'Defender.Timeout,Defender.PowerShell.Commands.WaitDefenderMachineActionCommand')
         $failures.CategoryInfo.Category | Should -Be @('InvalidResult', 'OperationTimeout')
-        $failures.TargetObject | Should -Be @($failed, $slow)
+        $failures.TargetObject.ActionId | Should -Be @($failed, $slow)
     }
 
     It 'Wait-DefenderMachineAction says in the verbose stream what it waits for' {

@@ -209,7 +209,7 @@ Describe 'Connect-DefenderApi' {
 
         It 'signs in with -Identity in Azure Automation (IDENTITY_ENDPOINT and IDENTITY_HEADER)' {
             # The library reads the process environment, so the runbook runs in a process of its own.
-            $runbook = "Import-Module '$modulePath'; Connect-DefenderApi -Identity -BaseUri '$($simulator.base_url)' -Option @{ rate_limit = 'off' }; " +
+            $runbook = "Import-Module '$modulePath'; Connect-DefenderApi -Identity -BaseUri '$($simulator.base_url)' -Option @{ rate_limit = 'off' } -InformationAction Ignore; " +
             "(Get-DefenderMachineAction -ActionId '$action' -ErrorAction Stop).status"
             $start = New-ChildPowerShell -Command $runbook
             $start.Environment['IDENTITY_ENDPOINT'] = $simulator.identity_endpoint
@@ -253,15 +253,15 @@ Describe 'Connect-DefenderApi' {
             $failures[0].FullyQualifiedErrorId | Should -Be 'Defender.Timeout,Defender.PowerShell.Commands.GetDefenderMachineActionCommand'
         }
 
-        It 'refuses an unknown option, naming it and the known ones, and keeps the previous connection' {
+        It 'refuses an unknown option, naming it and the known ones, and leaves no connection, saying so' {
             $connect = Get-SimulatorConnectParameters -Simulator $simulator
             Connect-DefenderApi @connect
             $connect = Get-SimulatorConnectParameters -Simulator $simulator
             $connect.Option.time_out = 5
 
-            { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.UnknownOption,Defender.PowerShell.Commands.ConnectDefenderApiCommand' -ExpectedMessage "*'time_out'*timeout_ms*"
+            { Connect-DefenderApi @connect } | Should -Throw -ErrorId 'Defender.UnknownOption,Defender.PowerShell.Commands.ConnectDefenderApiCommand' -ExpectedMessage "*'time_out'*timeout_ms*Not connected*previous connection*"
 
-            (Get-DefenderMachineAction -ActionId $action).id | Should -Be $action
+            { Get-DefenderMachineAction -ActionId $action } | Should -Throw -ErrorId 'Defender.NotConnected,*'
         }
 
         It 'lists in an unknown option''s error every key -Option takes, in the InvalidArgument category' {
@@ -270,7 +270,7 @@ Describe 'Connect-DefenderApi' {
             try { Connect-DefenderApi @connect; throw 'no error' } catch { $failure = $_ }
 
             $failure.CategoryInfo.Category | Should -Be 'InvalidArgument'
-            $listed = ($failure.Exception.Message -split '; the keys are: ')[1].TrimEnd('.') -split ', '
+            $listed = (($failure.Exception.Message -split '; the keys are: ')[1] -split '\. ')[0].TrimEnd('.') -split ', '
             $listed | Should -Contain 'max_concurrent_downloads'
             $listed | Should -Not -Contain 'client_secret' # a parameter sets it
             # Each of the library's keys is either listed or refused for the parameter that sets it.

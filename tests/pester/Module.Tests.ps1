@@ -59,7 +59,7 @@ Describe 'The manifest' {
         $commands = Get-Command -Module DefenderPackage
         $commands.CommandType | Sort-Object -Unique | Should -Be 'Cmdlet'
         $commands.Name | Sort-Object | Should -Be @(
-            'Connect-DefenderApi', 'Disconnect-DefenderApi', 'Get-DefenderMachine', 'Get-DefenderMachineAction', 'Get-DefenderPackageUri',
+            'Connect-DefenderApi', 'Disconnect-DefenderApi', 'Get-DefenderConnection', 'Get-DefenderMachine', 'Get-DefenderMachineAction', 'Get-DefenderPackageUri',
             'Save-DefenderInvestigationPackage', 'Start-DefenderInvestigationPackageCollection', 'Stop-DefenderMachineAction',
             'Wait-DefenderMachineAction')
         $approved = (Get-Verb).Verb
@@ -96,12 +96,67 @@ Describe 'Help of <Name>' -ForEach $exported {
         Test-Path -LiteralPath (Join-Path $modulePath 'en-US/DefenderPackage.dll-Help.xml') | Should -BeTrue
     }
 
+    It 'has its online help in the project''s PowerShell guide (HelpUri, and the first related link)' {
+        $projectUri = (Import-PowerShellDataFile (Join-Path $modulePath 'DefenderPackage.psd1')).PrivateData.PSData.ProjectUri
+        $command.HelpUri | Should -Be "$projectUri/docs/powershell.md#$($Name.ToLowerInvariant())"
+        $help.relatedLinks.navigationLink[0].uri | Should -Be $command.HelpUri
+        $guide = Get-Content -Raw -LiteralPath (Join-Path $PSScriptRoot '../../docs/powershell.md')
+        $guide | Should -Match "(?m)^#+ ``?$Name``?\s*$" -Because 'the guide has the section the link points to'
+    }
+
+    It 'shows -WhatIf and -Confirm in its syntax when it supports them, and which parameters each set requires' {
+        $syntax = ($help.syntax | Out-String -Width 1000) -replace '\s+', ' '
+        if ($command.Parameters.ContainsKey('WhatIf')) {
+            $syntax | Should -BeLike '*`[-WhatIf`] `[-Confirm`]*'
+        }
+        foreach ($set in $command.ParameterSets) {
+            $item = @($help.syntax.syntaxItem)[[array]::IndexOf(@($command.ParameterSets | Sort-Object { -not $_.IsDefault }), $set)]
+            foreach ($parameter in $set.Parameters | Where-Object { $_.Name -in $item.parameter.name }) {
+                ($item.parameter | Where-Object name -eq $parameter.Name).required | Should -Be $parameter.IsMandatory.ToString().ToLowerInvariant() -Because "-$($parameter.Name) in the set $($set.Name)"
+            }
+        }
+    }
+
     It 'documents every parameter' {
         $common = [System.Management.Automation.PSCmdlet]::CommonParameters + [System.Management.Automation.PSCmdlet]::OptionalCommonParameters
         $documented = @($help.Parameters.Parameter | Where-Object { ($_.Description.Text -join '').Trim() }).Name
         foreach ($parameter in $command.Parameters.Keys | Where-Object { $_ -notin $common }) {
             $parameter | Should -BeIn $documented -Because "$Name -$parameter needs a description"
         }
+    }
+}
+
+Describe 'The help' {
+    It 'is what powershell/help/Build-Help.ps1 writes from the texts and the cmdlets (run it after changing either)' {
+        $written = Join-Path (New-TestFolder) 'DefenderPackage.dll-Help.xml'
+        $shell = [powershell]::Create()
+        try {
+            $null = $shell.AddCommand((Join-Path $PSScriptRoot '../../powershell/help/Build-Help.ps1')).AddParameter('ModulePath', $modulePath).AddParameter('OutFile', $written)
+            $shell.Invoke()
+            $shell.Streams.Error | Should -BeNullOrEmpty
+        } finally {
+            $shell.Dispose()
+        }
+        $committed = Get-Content -Raw -LiteralPath (Join-Path $PSScriptRoot '../../powershell/DefenderPackage/en-US/DefenderPackage.dll-Help.xml')
+        (Get-Content -Raw -LiteralPath $written) | Should -BeExactly $committed
+    }
+
+    It 'has an about_DefenderPackage topic: connections, pipelines, errors, unattended sign-in' {
+        $topic = Get-Help about_DefenderPackage | Out-String
+        $topic | Should -BeLike '*about_DefenderPackage*'
+        foreach ($subject in 'CONNECTIONS', 'PIPELINES', 'RESULTS THAT NAME THE DEVICE', 'SELECTING DEVICES', 'ERRORS', 'SIGNING IN UNATTENDED') {
+            $topic | Should -BeLike "*$subject*"
+        }
+    }
+
+    It 'says that -Name, -Tag and -GroupName take wildcards, and that -ClientId is optional with -Identity' {
+        foreach ($parameter in 'Name', 'Tag', 'GroupName') {
+            (Get-Help Get-DefenderMachine -Parameter $parameter).globbing | Should -Be 'true'
+        }
+        $identity = @((Get-Help Connect-DefenderApi).syntax.syntaxItem | Where-Object { $_.parameter.name -contains 'Identity' })
+        ($identity[0].parameter | Where-Object name -eq 'ClientId').required | Should -Be 'false'
+        $secret = @((Get-Help Connect-DefenderApi).syntax.syntaxItem | Where-Object { $_.parameter.name -contains 'ClientSecret' })
+        ($secret[0].parameter | Where-Object name -eq 'ClientId').required | Should -Be 'true'
     }
 }
 

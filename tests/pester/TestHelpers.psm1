@@ -164,14 +164,16 @@ function New-TestCertificate {
 }
 
 function Register-SimulatorApp {
-    # Registers an app with the simulator: a client secret or a certificate (PEM).
+    # Registers an app with the simulator: a client secret or a certificate (PEM), in the
+    # simulator's tenant or another one (which it then knows).
     param(
         [Parameter(Mandatory)] $Simulator,
         [Parameter(Mandatory)] [string] $ClientId,
         [string] $ClientSecret,
-        [Security.Cryptography.X509Certificates.X509Certificate2] $Certificate
+        [Security.Cryptography.X509Certificates.X509Certificate2] $Certificate,
+        [string] $TenantId = $Simulator.tenant_id
     )
-    $app = @{ tenant_id = $Simulator.tenant_id; client_id = $ClientId }
+    $app = @{ tenant_id = $TenantId; client_id = $ClientId }
     if ($ClientSecret) { $app.client_secret = $ClientSecret }
     if ($Certificate) { $app.certificate_pem = $Certificate.ExportCertificatePem() }
     $null = Invoke-SimulatorControl -Simulator $Simulator -Path apps -Body $app

@@ -160,6 +160,13 @@ impl Client {
         check(unsafe { defender_client_sign_in(self.0) })
     }
 
+    /// What the client is connected to (`defender_client_connection_info`); signs in first.
+    pub fn connection_info(&self) -> Result<Value, Failure> {
+        let mut info = ptr::null_mut();
+        check(unsafe { defender_client_connection_info(self.0, &mut info) })?;
+        Ok(serde_json::from_str(&unsafe { take_string(info) }).unwrap())
+    }
+
     pub fn cancel(&self) {
         check(unsafe { defender_client_cancel(self.0) }).unwrap();
     }

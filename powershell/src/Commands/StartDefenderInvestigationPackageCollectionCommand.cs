@@ -4,16 +4,16 @@ namespace Defender.PowerShell.Commands
 {
     /// <summary>Start-DefenderInvestigationPackageCollection (help: en-US/DefenderPackage.dll-Help.xml).</summary>
     [Cmdlet(VerbsLifecycle.Start, "DefenderInvestigationPackageCollection", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium,
-        DefaultParameterSetName = MachineIdSet)]
+        DefaultParameterSetName = MachineIdSet, HelpUri = Help.Base + "start-defenderinvestigationpackagecollection")]
     [OutputType("DefenderPackage.MachineAction")]
-    public sealed class StartDefenderInvestigationPackageCollectionCommand : DefenderCmdlet
+    public sealed class StartDefenderInvestigationPackageCollectionCommand : DefenderApiCmdlet
     {
         const string MachineIdSet = "MachineId";
         const string ComputerNameSet = "ComputerName";
+        const string InputObjectSet = "InputObject";
 
-        /// <summary>Device ids: strings, or objects with a MachineId or Id (Get-DefenderMachine's devices).</summary>
-        [Parameter(Mandatory = true, Position = 0, ParameterSetName = MachineIdSet, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-        [Alias("Id")]
+        /// <summary>Device ids (40 hexadecimal characters).</summary>
+        [Parameter(Mandatory = true, Position = 0, ParameterSetName = MachineIdSet)]
         [ValidateNotNullOrEmpty]
         public string[] MachineId { get; set; }
 
@@ -22,32 +22,31 @@ namespace Defender.PowerShell.Commands
         [ValidateNotNullOrEmpty]
         public string[] ComputerName { get; set; }
 
+        /// <summary>Devices, or objects that name one (a machine action: its device), from the pipeline.</summary>
+        [Parameter(Mandatory = true, ParameterSetName = InputObjectSet, ValueFromPipeline = true)]
+        [ValidateNotNull]
+        public PSObject[] InputObject { get; set; }
+
         [Parameter(Mandatory = true)]
         [ValidateNotNullOrEmpty]
         public string Comment { get; set; }
 
         protected override void ProcessRecord()
         {
-            if (ParameterSetName == ComputerNameSet)
+            object[] inputs = ParameterSetName == MachineIdSet ? MachineId : ParameterSetName == ComputerNameSet ? ComputerName : (object[])InputObject;
+            foreach (object input in inputs)
             {
-                foreach (string name in ComputerName)
-                {
-                    PSObject machine = Scope.GetMachine(name);
-                    if (machine == null) continue;
-                    PSPropertyInfo id = machine.Properties["id"];
-                    Collect(id == null ? null : id.Value as string, name);
-                }
-                return;
+                DefenderTarget target = ParameterSetName == ComputerNameSet
+                    ? new DefenderTarget(null, null, (string)input)
+                    : Classify(input, InputKind.Device);
+                if (target == null) continue;
+                // An action stands for its device; a name is looked up first.
+                DefenderTarget device = target.MachineId != null ? new DefenderTarget(null, target.MachineId, target.ComputerDnsName) : Scope.DeviceOf(target);
+                if (device == null) continue;
+                if (!ShouldProcess(device.ToString(), "Collect an investigation package")) continue;
+                PSObject action = Scope.CollectInvestigationPackage(device, Comment);
+                if (action != null) WriteObject(action);
             }
-            foreach (string id in MachineId) Collect(id, null);
-        }
-
-        void Collect(string id, string name)
-        {
-            string device = name == null ? "device " + id : "device " + name + " (" + id + ")";
-            if (!ShouldProcess(device, "Collect an investigation package")) return;
-            PSObject action = Scope.CollectInvestigationPackage(id, Comment);
-            if (action != null) WriteObject(action);
         }
     }
 }

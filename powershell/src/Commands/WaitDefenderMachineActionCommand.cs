@@ -5,10 +5,11 @@ using System.Management.Automation;
 namespace Defender.PowerShell.Commands
 {
     /// <summary>Wait-DefenderMachineAction (help: en-US/DefenderPackage.dll-Help.xml).</summary>
-    [Cmdlet(VerbsLifecycle.Wait, "DefenderMachineAction")]
+    [Cmdlet(VerbsLifecycle.Wait, "DefenderMachineAction", DefaultParameterSetName = ActionIdSet, HelpUri = Help.Base + "wait-defendermachineaction")]
     [OutputType("DefenderPackage.MachineAction")]
-    public sealed class WaitDefenderMachineActionCommand : ActionIdCommand
+    public sealed class WaitDefenderMachineActionCommand : ActionCommand
     {
+        /// <summary>Seconds to wait for each action.</summary>
         [Parameter]
         [ValidateRange(1, 2147483)]
         public int Timeout { get; set; }
@@ -20,18 +21,17 @@ namespace Defender.PowerShell.Commands
 
         internal override IDictionary<string, string> CallOptions
         {
-            get
-            {
-                return new Dictionary<string, string>
-                {
-                    { "wait_timeout_ms", (Timeout * 1000L).ToString(CultureInfo.InvariantCulture) },
-                };
-            }
+            get { return new Dictionary<string, string> { { "wait_timeout_ms", Help.Milliseconds(Timeout) } }; }
         }
 
-        internal override PSObject Call(CommandScope scope, string actionId)
+        internal override string Reword(string message)
         {
-            return scope.WaitForAction(actionId);
+            return Help.RewordTimeout(message, Timeout);
+        }
+
+        internal override PSObject Call(CommandScope scope, DefenderTarget action)
+        {
+            return scope.WaitForAction(action);
         }
     }
 }

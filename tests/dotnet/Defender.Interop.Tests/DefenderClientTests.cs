@@ -63,6 +63,29 @@ public sealed class DefenderClientTests : IDisposable
     }
 
     [Fact]
+    public void A_file_name_pattern_names_each_package_after_its_device_and_the_result_names_the_device()
+    {
+        const string machine = "5eed00000000000000000000000000000000000b";
+        string[] ids = { simulator.CreateAction(new { machine_id = machine }), simulator.CreateAction(new { machine_id = machine }) };
+        using DefenderClient client = simulator.Client();
+        client.Set("file_name_pattern", "{ComputerDnsName}_{ActionId}.zip");
+
+        DownloadedPackage package = client.DownloadPackage(ids[0], folder, null);
+        IList<PackageDownloadResult> results = client.DownloadPackages(new[] { ids[1] }, folder, null, null);
+
+        string name = package.ComputerDnsName;
+        Assert.StartsWith("desktop-", name);
+        Assert.Equal(machine, package.MachineId);
+        Assert.Equal(Path.Combine(folder, name + "_" + ids[0] + ".zip"), package.Path);
+        Assert.Equal((machine, name), (results[0].MachineId, results[0].ComputerDnsName));
+        Assert.Equal(Path.Combine(folder, name + "_" + ids[1] + ".zip"), results[0].Path);
+        Assert.Equal(simulator.Package(ids[1]), File.ReadAllBytes(results[0].Path));
+        var refused = Assert.Throws<DefenderException>(() => client.Set("file_name_pattern", "{computer_name}.zip"));
+        Assert.Equal(DefenderStatus.InvalidArgument, refused.Status);
+        Assert.Contains("{action_id}", refused.Message);
+    }
+
+    [Fact]
     public void GetPackageUri_returns_a_fresh_link_to_the_download_host()
     {
         string id = simulator.CreateAction();
@@ -181,6 +204,27 @@ public sealed class DefenderClientTests : IDisposable
         Assert.Equal(DefenderStatus.Unauthorized, failure.Status);
         Assert.Contains("AADSTS7000215", failure.Message);
         Assert.DoesNotContain(wrong, failure.Message);
+    }
+
+    [Fact]
+    public void GetConnectionInfo_signs_in_and_says_where_as_whom_and_until_when()
+    {
+        using DefenderClient client = simulator.Client();
+        DateTime before = DateTime.UtcNow;
+        ConnectionInfo info = client.GetConnectionInfo();
+        Assert.Equal(simulator.BaseUrl + "/", info.ApiRoot);
+        Assert.Equal("client_secret", info.SignIn);
+        Assert.Null(info.Proof);
+        Assert.NotNull(info.TenantId);
+        Assert.NotNull(info.ClientId);
+        Assert.NotNull(info.TokenExpiresAt);
+        Assert.Equal(DateTimeKind.Utc, info.TokenExpiresAt.Value.Kind);
+        Assert.InRange(info.TokenExpiresAt.Value, before.AddMinutes(5), before.AddDays(1).AddSeconds(1));
+        using DefenderClient bearer = new DefenderClient();
+        bearer.Set("base_url", simulator.BaseUrl);
+        bearer.Set("access_token", "a-token-from-elsewhere");
+        ConnectionInfo given = bearer.GetConnectionInfo();
+        Assert.Equal(("access_token", (DateTime?)null), (given.SignIn, given.TokenExpiresAt));
     }
 
     [Fact]
