@@ -73,5 +73,12 @@ namespace Defender.PowerShell
         public object clock_scale { get { return Get("clock_scale"); } set { Set("clock_scale", value); } }
         public object max_concurrent_downloads { get { return Get("max_concurrent_downloads"); } set { Set("max_concurrent_downloads", value); } }
         public object file_name_pattern { get { return Get("file_name_pattern"); } set { Set("file_name_pattern", value); } }
+        public object min_speed_bytes { get { return Get("min_speed_bytes"); } set { Set("min_speed_bytes", value); } }
+        public object min_speed_window_ms { get { return Get("min_speed_window_ms"); } set { Set("min_speed_window_ms", value); } }
+        public object download_timeout_ms { get { return Get("download_timeout_ms"); } set { Set("download_timeout_ms", value); } }
+        public object max_bytes_without_length { get { return Get("max_bytes_without_length"); } set { Set("max_bytes_without_length", value); } }
+        public object list_max_items { get { return Get("list_max_items"); } set { Set("list_max_items", value); } }
+        public object list_max_pages { get { return Get("list_max_pages"); } set { Set("list_max_pages", value); } }
+        public object list_timeout_ms { get { return Get("list_timeout_ms"); } set { Set("list_timeout_ms", value); } }
     }
 }
