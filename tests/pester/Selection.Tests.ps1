@@ -146,7 +146,7 @@ Describe 'Tab completion' {
         $keys = [Defender.PowerShell.Commands.ConnectDefenderApiCommand]::OptionKeys()
         @([Defender.PowerShell.ConnectionOptions].GetProperties().Name | Sort-Object) | Should -Be @($keys | Sort-Object)
 
-        (Get-Completion 'Connect-DefenderApi -Identity -Option @{ max_').CompletionText | Should -Be 'max_concurrent_downloads'
+        (Get-Completion 'Connect-DefenderApi -Identity -Option @{ max_c').CompletionText | Should -Be 'max_concurrent_downloads'
         $offered = (Get-Completion 'Connect-DefenderApi -Identity -Option @{ timeout_ms = 1000; ').CompletionText
         $offered | Should -Contain 'file_name_pattern'
         $offered | Should -Not -Contain 'timeout_ms' -Because 'a key given already is not offered again'
