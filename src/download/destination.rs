@@ -203,7 +203,7 @@ mod platform {
     use std::os::unix::ffi::OsStrExt;
     use std::path::Path;
 
-    pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    pub(super) fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
         let c_path = |path: &Path| CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other);
         let (from, to) = (c_path(from)?, c_path(to)?);
         // SAFETY: two NUL-terminated paths that outlive the call.
@@ -211,7 +211,7 @@ mod platform {
         if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
 
-    pub fn is_unsupported(err: &io::Error) -> bool {
+    pub(super) fn is_unsupported(err: &io::Error) -> bool {
         matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP))
     }
 }
@@ -230,7 +230,7 @@ mod platform {
     /// existing destination fails the move with ERROR_ALREADY_EXISTS.
     const MOVEFILE_WRITE_THROUGH: u32 = 0x8;
 
-    pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    pub(super) fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
         let wide = |path: &Path| path.as_os_str().encode_wide().chain([0]).collect::<Vec<u16>>();
         let (from, to) = (wide(from), wide(to));
         // SAFETY: two NUL-terminated UTF-16 paths that outlive the call.
@@ -241,7 +241,7 @@ mod platform {
         }
     }
 
-    pub fn is_unsupported(err: &io::Error) -> bool {
+    pub(super) fn is_unsupported(err: &io::Error) -> bool {
         err.kind() == io::ErrorKind::Unsupported
     }
 }
@@ -251,11 +251,11 @@ mod platform {
     use std::io;
     use std::path::Path;
 
-    pub fn rename_no_replace(_: &Path, _: &Path) -> io::Result<()> {
+    pub(super) fn rename_no_replace(_: &Path, _: &Path) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
     }
 
-    pub fn is_unsupported(err: &io::Error) -> bool {
+    pub(super) fn is_unsupported(err: &io::Error) -> bool {
         err.kind() == io::ErrorKind::Unsupported
     }
 }
