@@ -72,11 +72,15 @@ suite_header() {
         g++ -std=c++11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/defender.h
 }
 
+# The C API tests (tests/c): these sources and the platform's (platform_posix.c or, in the
+# windows suite, platform_windows.c).
+c_tests=(tests/c/defender_test.c tests/c/harness.c tests/c/simulator.c)
+
 suite_c() {
     case "$os" in MINGW* | MSYS* | CYGWIN*) echo "skipped: the C tests use POSIX sockets and fork"; return 0 ;; esac
     cargo build --workspace --locked || return 1
     gcc -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined -fno-omit-frame-pointer \
-        -Iinclude tests/c/defender_test.c tests/c/simulator.c \
+        -Iinclude "${c_tests[@]}" tests/c/platform_posix.c \
         -L"$target/debug" -Wl,-rpath,"$target/debug" -ldefender -lpthread \
         -o "$build/defender_test" || return 1
     DYLD_LIBRARY_PATH="$target/debug" ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
@@ -87,7 +91,7 @@ suite_valgrind() {
     [ "$os" = Linux ] || { echo "skipped: valgrind runs on Linux only"; return 0; }
     need valgrind valgrind || return 1
     cargo build --workspace --locked || return 1
-    gcc -std=c11 -g -O1 -Wall -Wextra -Werror -Iinclude tests/c/defender_test.c tests/c/simulator.c \
+    gcc -std=c11 -g -O1 -Wall -Wextra -Werror -Iinclude "${c_tests[@]}" tests/c/platform_posix.c \
         -L"$target/debug" -Wl,-rpath,"$target/debug" -ldefender -lpthread -o "$build/defender_test_plain" || return 1
     # The runtime's worker threads live until exit ("possibly lost"); only definite leaks fail.
     RUST_LOG=warn valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
