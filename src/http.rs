@@ -324,6 +324,8 @@ pub(crate) fn certificate_refused(why: &rustls::CertificateError) -> String {
         }
         Why::Revoked => "revoked by its issuer".to_owned(),
         Why::BadSignature => "bad signature".to_owned(),
+        // The system's own reason (Windows: its message and the HRESULT as "os error").
+        Why::Other(reason) => format!("refused by the system: {reason}"),
         other => format!("{other:?}"),
     };
     format!("certificate verification failed, the server's certificate is {reason}")
