@@ -105,11 +105,26 @@ void expect_package(const char *path, const char *action_id, const char *result_
     free(data);
 }
 
-static int is_named(const char *name, int argc, char **argv) {
+/* Whether the test was named on the command line (argv[2...]); all are when none is. */
+static int is_named(const char *name, int argc, char **argv, int *named) {
+    *named = 0;
     if (argc <= 2) return 1;
     for (int i = 2; i < argc; i++)
-        if (strcmp(argv[i], name) == 0) return 1;
-    return 0;
+        if (strcmp(argv[i], name) == 0) *named = 1;
+    return *named;
+}
+
+/* Runs this program again for `test` alone, passing its output through; whether it passed. */
+static int run_alone(char **argv, const char *test) {
+    const char *child_argv[] = {argv[0], argv[1], test, NULL};
+    Process child;
+    if (process_start(&child, child_argv) != 0) return 0;
+    char line[4096];
+    while (process_read_line(&child, line, sizeof line) == 0)
+        if (strstr(line, " against the simulator at ") == NULL && strstr(line, " passed, ") == NULL &&
+            strncmp(line, "ok ", 3) != 0 && strncmp(line, "FAILED ", 7) != 0)
+            printf("%s\n", line);
+    return process_wait(&child) == 0;
 }
 
 int run_tests(int argc, char **argv, const char *const *sim_args, const TestCase *tests, size_t count) {
@@ -124,15 +139,20 @@ int run_tests(int argc, char **argv, const char *const *sim_args, const TestCase
     }
     printf("defender %s against the simulator at %s\n", defender_version(), sim.base_url);
     fflush(stdout);
-    int passed = 0, failed = 0;
+    int passed = 0, failed = 0, named;
     for (size_t i = 0; i < count; i++) {
-        if (!is_named(tests[i].name, argc, argv)) continue;
+        if (!is_named(tests[i].name, argc, argv, &named)) continue;
         int before = failures;
         current_test = tests[i].name;
-        tests[i].run();
+        if (tests[i].alone && !named) {
+            fflush(stdout);
+            if (!run_alone(argv, tests[i].name)) failures++;
+        } else {
+            tests[i].run();
+        }
         if (failures == before) {
             passed++;
-            printf("ok      %s\n", tests[i].name);
+            printf("ok      %s%s\n", tests[i].name, tests[i].alone && !named ? " (in a process of its own)" : "");
         } else {
             failed++;
             printf("FAILED  %s\n", tests[i].name);

@@ -71,8 +71,12 @@ void expect_package(const char *path, const char *action_id, const char *result_
 typedef struct TestCase {
     const char *name;
     void (*run)(void);
+    /* Run in a process of its own (the program started again for that test alone): for a test
+       whose state would leak into others, or that needs a fresh process. */
+    int alone;
 } TestCase;
-#define TEST(function) {#function, function}
+#define TEST(function) {#function, function, 0}
+#define TEST_ALONE(function) {#function, function, 1}
 
 /* Starts the simulator given as argv[1] with `sim_args`, runs each test (all of them, or those
    named in argv[2...]), prints a line per test and "N passed, N failed", stops the simulator.

@@ -31,6 +31,8 @@ int process_read_line(Process *process, char *line, size_t capacity);
 void process_close_output(Process *process);
 /* Stops it (SIGTERM, or TerminateProcess) and waits for it. */
 void process_stop(Process *process);
+/* Waits for it to exit by itself; its exit status, or -1. */
+int process_wait(Process *process);
 
 /* A TCP connection to 127.0.0.1:port, or -1. */
 intptr_t tcp_connect_loopback(int port);

@@ -61,6 +61,14 @@ void process_stop(Process *process) {
     }
 }
 
+int process_wait(Process *process) {
+    process_close_output(process);
+    int status = 0;
+    pid_t pid = (pid_t)process->handle;
+    process->handle = 0;
+    return waitpid(pid, &status, 0) == pid && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 static struct sockaddr_in loopback(int port) {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);

@@ -100,6 +100,17 @@ void process_stop(Process *process) {
     }
 }
 
+int process_wait(Process *process) {
+    process_close_output(process);
+    DWORD status = (DWORD)-1;
+    if (WaitForSingleObject((HANDLE)process->handle, INFINITE) != WAIT_OBJECT_0 ||
+        !GetExitCodeProcess((HANDLE)process->handle, &status))
+        status = (DWORD)-1;
+    CloseHandle((HANDLE)process->handle);
+    process->handle = 0;
+    return (int)status;
+}
+
 static struct sockaddr_in loopback(int port) {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((u_short)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);

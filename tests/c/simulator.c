@@ -14,8 +14,8 @@ int sim_start(Simulator *sim, const char *binary, const char *const *args) {
     if (process_start(&sim->process, argv) != 0) return -1;
 
     /* The first line on stdout is the ready line: {"base_url":"http://127.0.0.1:PORT",...} */
-    char line[4096];
-    process_read_line(&sim->process, line, sizeof line);
+    char *line = sim->ready_line;
+    process_read_line(&sim->process, line, sizeof sim->ready_line);
     process_close_output(&sim->process); /* later output is not needed; the simulator logs to stderr */
 
     char *base_url = json_string(line, "base_url");

@@ -22,6 +22,7 @@ typedef struct Simulator {
     /* With --tls: the CA's PEM file from the ready line (its control API is then HTTPS too,
        which sim_request does not speak). */
     char ca_file[1024];
+    char ready_line[4096];
 } Simulator;
 
 /* Starts `binary` with `args` (NULL-terminated, may be NULL) and waits for its ready line. */
