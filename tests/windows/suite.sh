@@ -103,7 +103,8 @@ check_windows_lints() {
     mkdir -p "$windows_work"
     CARGO_TARGET_DIR="$target/windows" cargo check --workspace --all-targets --locked --target "$windows_target" \
         --message-format short >"$log" 2>&1 || { cat "$log"; return 1; }
-    if grep -E '^(warning|error)' "$log" | grep -v '^warning: .* generated [0-9]* warning'; then
+    # Short messages: "file:line:column: warning: ...", and cargo's own "warning: ..." lines.
+    if grep -E '(^|: )(warning|error)(\[[A-Za-z0-9_]+\])?:' "$log"; then
         echo "FAILED: the workspace has warnings for Windows (above; the whole output in $log)"
         return 1
     fi
