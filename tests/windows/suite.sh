@@ -66,7 +66,7 @@ need_windows_tools() {
     wine=$(command -v wine64 || echo /usr/lib/wine/wine64)
     [ -x "$wine" ] || { install_package wine64 || return 1; wine=$(command -v wine64 || echo /usr/lib/wine/wine64); }
     wineserver=$(command -v wineserver || echo /usr/lib/wine/wineserver)
-    need script bsdutils || return 1
+    need script bsdutils && need unzip unzip || return 1
     windows_toolchain && return 0
     rustup target add "$windows_target" >/dev/null 2>&1 && windows_toolchain && return 0
     local package
