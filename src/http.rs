@@ -165,10 +165,12 @@ pub(crate) fn tls_config(settings: &Settings) -> Result<rustls::ClientConfig> {
 /// Not rustls-platform-verifier's `new_with_extra_roots`: on Windows it builds a second
 /// certificate chain engine whose exclusive root store holds the extra roots
 /// (`CertCreateCertificateChainEngine`), even for an empty list. Wine's crypt32 refuses that
-/// engine ("Invalid parameter"), so no call could be made at all under Wine, and a custom engine
-/// is the part of crypt32 least exercised elsewhere. The system's own default engine and a WebPKI
-/// check of the extra roots behave the same on Windows, under Wine, on macOS and on Linux (where
-/// the platform verifier is WebPKI over the system's roots and the extra ones anyway).
+/// engine ("Invalid parameter"), so no call could be made at all under Wine. The system's default
+/// engine, then a WebPKI check of the extra roots, is the same order the platform verifier follows
+/// on Windows (extra roots only for a chain the system does not trust), works under Wine, and is
+/// one way on every system (on Linux the platform verifier is WebPKI over the system's roots and
+/// the extra ones anyway). A certificate issued under `ca_file` is not checked for revocation: a
+/// private CA or a TLS-inspecting proxy seldom publishes a revocation list.
 #[derive(Debug)]
 struct Verifier {
     platform: rustls_platform_verifier::Verifier,
