@@ -174,6 +174,8 @@ start_wine() {
         echo "creating the Wine prefix $wine_prefix"
         wine_run wineboot wineboot -i && wine_run winecfg winecfg -v win10 || return 1
     fi
+    # What earlier runs left in the prefix's temporary folder (the tests' folders and packages).
+    rm -rf "$wine_prefix"/drive_c/users/*/Temp/defender-*
     # Windows 10 has bcryptprimitives.dll (ProcessPrng, which Rust's std imports); Wine 8 does
     # not. The stand-in is for this prefix only, never shipped.
     cp "$windows_work/bcryptprimitives.dll" "$wine_prefix/drive_c/windows/system32/"
