@@ -13,8 +13,10 @@
 # manifest, both packages and the library's defender_version().
 #
 # The library for this machine's runtime (e.g. linux-x64) is built here with
-# `cargo build --release -p defender` and always included. Libraries built elsewhere for other
-# runtimes are added with:
+# `cargo build --release -p defender` and always included. So is win-x64's defender.dll when this
+# machine has the toolchain for it (mingw-w64 and the target's Rust standard library, see
+# packaging/windows.sh) and it is not given: the same build the windows suite of
+# tests/run-all.sh tests. Libraries built elsewhere for other runtimes are added with:
 #   --native RID=FILE    e.g. --native win-x64=artifacts/defender.dll (repeatable)
 #   --natives-dir DIR    every DIR/<rid>/<library>, e.g. DIR/osx-arm64/libdefender.dylib
 # Each is checked: a known runtime (win-, osx-, linux-, linux-musl- x64, x86, arm64, arm), the
@@ -168,6 +170,14 @@ version=$(cd "$root" && cargo pkgid -p defender | sed 's/.*[#@]//')
 for entry in "${given[@]+"${given[@]}"}"; do
     check_native "${entry%%=*}" "${entry#*=}"
 done
+
+# shellcheck source=packaging/windows.sh
+. "$root/packaging/windows.sh"
+if [[ " ${given[*]-} " != *" win-x64="* ]] && windows_toolchain; then
+    say "building the win-x64 library (packaging/windows.sh)"
+    windows_build "$root" "$target/windows" >&2
+    given+=("win-x64=$(windows_output "$target/windows")/defender.dll")
+fi
 
 say "building the release library and the module (version $version)"
 rm -rf "$stage"

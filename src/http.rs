@@ -145,21 +145,111 @@ pub(crate) fn refused_sign_in_redirect(endpoint: &str, response: &reqwest::Respo
 
 pub(crate) fn tls_config(settings: &Settings) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let extra_roots = match &settings.ca_file {
-        Some(path) => read_ca_file(path)?,
-        None => Vec::new(),
-    };
-    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
-        .map_err(|err| Error::internal(format!("could not load the system's trust store: {err}")))?;
+    let verifier = Verifier::new(settings.ca_file.as_deref(), &provider)?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|err| Error::internal(format!("could not set up TLS: {err}")))?
-        .dangerous() // not dangerous: the platform verifier does full certificate validation
+        .dangerous() // not dangerous: Verifier does full certificate validation
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     // A preconfigured TLS setup gets no ALPN from reqwest: without it, HTTP/2 is never negotiated.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// How a server certificate is verified: by the operating system (its trust store; on Windows
+/// and macOS also its policies and revocation checks), and a certificate the system refuses is
+/// then checked against `ca_file`'s roots alone by rustls's WebPKI verifier (expiry, name,
+/// signatures, constraints). One the system calls revoked stays refused.
+///
+/// Not rustls-platform-verifier's `new_with_extra_roots`: on Windows it builds a second
+/// certificate chain engine whose exclusive root store holds the extra roots
+/// (`CertCreateCertificateChainEngine`), even for an empty list. Wine's crypt32 refuses that
+/// engine ("Invalid parameter"), so no call could be made at all under Wine. The system's default
+/// engine, then a WebPKI check of the extra roots, is the same order the platform verifier follows
+/// on Windows (extra roots only for a chain the system does not trust), works under Wine, and is
+/// one way on every system (on Linux the platform verifier is WebPKI over the system's roots and
+/// the extra ones anyway). A certificate issued under `ca_file` is not checked for revocation: a
+/// private CA or a TLS-inspecting proxy seldom publishes a revocation list.
+#[derive(Debug)]
+struct Verifier {
+    platform: rustls_platform_verifier::Verifier,
+    extra_roots: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+}
+
+impl Verifier {
+    fn new(ca_file: Option<&std::path::Path>, provider: &Arc<rustls::crypto::CryptoProvider>) -> Result<Self> {
+        let platform = rustls_platform_verifier::Verifier::new(provider.clone())
+            .map_err(|err| Error::internal(format!("could not load the system's trust store: {err}")))?;
+        let extra_roots = match ca_file {
+            None => None,
+            Some(path) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for certificate in read_ca_file(path)? {
+                    roots.add(certificate).map_err(|err| {
+                        Error::invalid_argument(format!(
+                            "ca_file '{}' holds a certificate that cannot be a trust root: {err}",
+                            path.display()
+                        ))
+                    })?;
+                }
+                let verifier =
+                    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .build()
+                        .map_err(|err| Error::internal(format!("could not set up TLS with ca_file: {err}")))?;
+                Some(verifier)
+            }
+        };
+        Ok(Self { platform, extra_roots })
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let system = self.platform.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        match (&system, &self.extra_roots) {
+            (Err(rustls::Error::InvalidCertificate(why)), Some(extra_roots))
+                if *why != rustls::CertificateError::Revoked =>
+            {
+                match extra_roots.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+                    // Not issued under ca_file either: the system's reason is the one to give.
+                    Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => system,
+                    // Issued under ca_file: accepted, or refused for its own reason (expired, ...).
+                    verified => verified,
+                }
+            }
+            _ => system,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.platform.verify_tls12_signature(message, certificate, signature)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.platform.verify_tls13_signature(message, certificate, signature)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.platform.supported_verify_schemes()
+    }
 }
 
 fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> {
@@ -264,6 +354,8 @@ pub(crate) fn certificate_refused(why: &rustls::CertificateError) -> String {
         }
         Why::Revoked => "revoked by its issuer".to_owned(),
         Why::BadSignature => "bad signature".to_owned(),
+        // The system's own reason (Windows: its message and the HRESULT as "os error").
+        Why::Other(reason) => format!("refused by the system: {reason}"),
         other => format!("{other:?}"),
     };
     format!("certificate verification failed, the server's certificate is {reason}")

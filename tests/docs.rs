@@ -140,8 +140,8 @@ fn the_readme_keeps_the_two_commands_word_for_word() {
         assert!(readme.contains(&block), "the README shows `{command}` alone in a sh block");
     }
     assert!(
-        readme.contains("## What has only been checked on Linux"),
-        "the README says what was only checked on Linux"
+        readme.contains("## What ran where, and what it does not prove"),
+        "the README says what ran where, and what that does not prove"
     );
 }
 

@@ -327,7 +327,13 @@ fn cancel_during_a_wait_returns_cancelled_promptly() {
     let id = create_action(&simulator, json!({ "schedule": { "pending_secs": 3600, "in_progress_secs": 0 } }));
     let (failure, after_cancel) = std::thread::scope(|scope| {
         let waiting = scope.spawn(|| (client.wait(&id).unwrap_err(), Instant::now()));
-        std::thread::sleep(Duration::from_millis(200));
+        // A cancel reaches the calls in flight only: on a busy machine the thread may not have
+        // started its wait 200 ms later, so cancel once the wait has looked at the action.
+        let in_flight = Instant::now();
+        while requests_to(&simulator, "machine_action").is_empty() {
+            assert!(in_flight.elapsed() < Duration::from_secs(30), "the wait never looked at the action");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let cancelled_at = Instant::now();
         client.cancel();
         let (failure, returned_at) = waiting.join().unwrap();

@@ -327,6 +327,35 @@ fn an_expired_or_misnamed_certificate_is_not_retried_and_says_which() {
     }
 }
 
+#[test]
+fn a_ca_file_of_another_authority_does_not_make_a_certificate_trusted() {
+    let server = handshake_server(&["127.0.0.1"], 2020, 2100);
+    let other = handshake_server(&["127.0.0.1"], 2020, 2100);
+    let client = client_of(&server);
+    client.set("ca_file", Some(other.ca_file.to_str().unwrap())).unwrap();
+    let failure = client.machine_action("a").unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Network, "{failure}");
+    // Both authorities have the same name: the certificate names a root of ca_file as its
+    // issuer, whose key did not sign it.
+    assert!(failure.message.contains("certificate verification failed"), "{failure}");
+}
+
+#[test]
+fn a_ca_file_whose_certificate_cannot_be_a_root_is_refused_saying_so() {
+    let garbage = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        garbage.path(),
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let simulator = simulator();
+    let client = client_for(&simulator);
+    client.set("ca_file", Some(garbage.path().to_str().unwrap())).unwrap();
+    let failure = client.machine_action("a").unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::InvalidArgument, "{failure}");
+    assert!(failure.message.contains("ca_file") && failure.message.contains("trust root"), "{failure}");
+}
+
 /// Whether `text` holds a character a terminal or a log file would act on.
 fn has_control(text: &str) -> bool {
     text.chars().any(|c| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))

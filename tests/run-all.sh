@@ -16,13 +16,20 @@
 #           (Install-PSResource from dist/ in a throwaway HOME, `dotnet add package` in a new
 #           console program, `cargo install --path cli`), each downloads a package from the
 #           simulator with the right SHA-256 (tests/install)
+#   windows on Linux, the win-x64 build (packaging/windows.sh: defender.dll, defender-package.exe,
+#           the simulator) checked (the DLL's exports against the header, its imports against
+#           Windows' system DLLs, the workspace's lints for Windows) and run under Wine: the C tests
+#           and tests/c/windows_test.c, a C# program published for win-x64 from the packed
+#           Defender.Interop, and PowerShell 7.6.9 for win-x64 installing the packed module and
+#           running the Pester tests that can run there (tests/windows); installs mingw-w64 and
+#           Wine (and Debian's Rust for Windows when rustup lacks the target) when missing
 #   fuzz    every cargo-fuzz target (fuzz/: the parsers of what the service sends) for a few
 #           seconds each from its committed corpus (DEFENDER_FUZZ_SECONDS, default 10); needs
 #           the nightly toolchain, installs cargo-fuzz when missing
 #
 # On macOS and Windows (CI, .github/workflows/ci.yml) the suites that need Linux-only tools say
-# so and pass without running: valgrind (Linux only), c (POSIX sockets and fork) and fuzz
-# (cargo-fuzz) not on Windows.
+# so and pass without running: valgrind (Linux only), windows (Wine, on Linux only), c (gcc's
+# sanitizers) and fuzz (cargo-fuzz) not on Windows.
 #
 # Usage: tests/run-all.sh [suite...]   (default: all of them)
 # Installs what a suite needs when it is missing. Exits non-zero when any suite fails.
@@ -34,7 +41,7 @@ target=${CARGO_TARGET_DIR:-$root/target}
 build="$root/target/test-build"
 mkdir -p "$build"
 
-all_suites=(lint rust header c valgrind csharp powershell install fuzz)
+all_suites=(lint rust header c valgrind csharp powershell install windows fuzz)
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
 
@@ -72,11 +79,15 @@ suite_header() {
         g++ -std=c++11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/defender.h
 }
 
+# The C API tests (tests/c): these sources and the platform's (platform_posix.c or, in the
+# windows suite, platform_windows.c).
+c_tests=(tests/c/defender_test.c tests/c/harness.c tests/c/simulator.c)
+
 suite_c() {
-    case "$os" in MINGW* | MSYS* | CYGWIN*) echo "skipped: the C tests use POSIX sockets and fork"; return 0 ;; esac
+    case "$os" in MINGW* | MSYS* | CYGWIN*) echo "skipped: built with gcc's AddressSanitizer, which MinGW lacks (the windows suite runs these tests built for Windows, under Wine on Linux)"; return 0 ;; esac
     cargo build --workspace --locked || return 1
     gcc -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined -fno-omit-frame-pointer \
-        -Iinclude tests/c/defender_test.c tests/c/simulator.c \
+        -Iinclude "${c_tests[@]}" tests/c/platform_posix.c \
         -L"$target/debug" -Wl,-rpath,"$target/debug" -ldefender -lpthread \
         -o "$build/defender_test" || return 1
     DYLD_LIBRARY_PATH="$target/debug" ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
@@ -87,7 +98,7 @@ suite_valgrind() {
     [ "$os" = Linux ] || { echo "skipped: valgrind runs on Linux only"; return 0; }
     need valgrind valgrind || return 1
     cargo build --workspace --locked || return 1
-    gcc -std=c11 -g -O1 -Wall -Wextra -Werror -Iinclude tests/c/defender_test.c tests/c/simulator.c \
+    gcc -std=c11 -g -O1 -Wall -Wextra -Werror -Iinclude "${c_tests[@]}" tests/c/platform_posix.c \
         -L"$target/debug" -Wl,-rpath,"$target/debug" -ldefender -lpthread -o "$build/defender_test_plain" || return 1
     # The runtime's worker threads live until exit ("possibly lost"); only definite leaks fail.
     RUST_LOG=warn valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
@@ -272,6 +283,11 @@ install_package() {
     { $sudo apt-get update -qq && $sudo apt-get install -y -qq "$1"; } >/dev/null ||
         { echo "could not install $1; install it and run again" >&2; return 1; }
 }
+
+# shellcheck source=packaging/windows.sh
+. "$root/packaging/windows.sh"
+# shellcheck source=tests/windows/suite.sh
+. "$root/tests/windows/suite.sh"
 
 failed=()
 declare -A took

@@ -189,7 +189,7 @@ mod platform {
     use std::os::unix::ffi::OsStrExt;
     use std::path::Path;
 
-    pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    pub(super) fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
         let c_path = |path: &Path| CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other);
         let (from, to) = (c_path(from)?, c_path(to)?);
         // SAFETY: two NUL-terminated paths that outlive the call.
@@ -197,7 +197,7 @@ mod platform {
         if result == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
 
-    pub fn is_unsupported(err: &io::Error) -> bool {
+    pub(super) fn is_unsupported(err: &io::Error) -> bool {
         matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP))
     }
 }
@@ -216,9 +216,8 @@ mod platform {
     /// existing destination fails the move with ERROR_ALREADY_EXISTS.
     const MOVEFILE_WRITE_THROUGH: u32 = 0x8;
 
-    pub fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
-        let wide = |path: &Path| path.as_os_str().encode_wide().chain([0]).collect::<Vec<u16>>();
-        let (from, to) = (wide(from), wide(to));
+    pub(super) fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+        let (from, to) = (verbatim(from), verbatim(to));
         // SAFETY: two NUL-terminated UTF-16 paths that outlive the call.
         if unsafe { MoveFileExW(from.as_ptr(), to.as_ptr(), MOVEFILE_WRITE_THROUGH) } != 0 {
             Ok(())
@@ -227,8 +226,27 @@ mod platform {
         }
     }
 
-    pub fn is_unsupported(err: &io::Error) -> bool {
+    pub(super) fn is_unsupported(err: &io::Error) -> bool {
         err.kind() == io::ErrorKind::Unsupported
+    }
+
+    /// `path`, NUL-terminated UTF-16, as MoveFileExW takes it past MAX_PATH (260 characters)
+    /// whatever the system's long path setting: with the `\\?\` prefix (`\\?\UNC\` for a
+    /// share). std adds it by itself to its own calls; this call is ours. The paths come from
+    /// `resolve`, absolute and normalised by `std::path::absolute` (GetFullPathNameW), as a
+    /// prefixed path must be.
+    fn verbatim(path: &Path) -> Vec<u16> {
+        use std::path::{Component, Prefix};
+        let (replaced, prefix) = match path.components().next() {
+            Some(Component::Prefix(prefix)) => match prefix.kind() {
+                Prefix::Disk(_) => (0, r"\\?\"),
+                // \\server\share\... becomes \\?\UNC\server\share\...
+                Prefix::UNC(..) => (1, r"\\?\UNC"),
+                _ => (0, ""), // already \\?\ or a device path
+            },
+            _ => (0, ""),
+        };
+        prefix.encode_utf16().chain(path.as_os_str().encode_wide().skip(replaced)).chain([0]).collect()
     }
 }
 
@@ -237,11 +255,11 @@ mod platform {
     use std::io;
     use std::path::Path;
 
-    pub fn rename_no_replace(_: &Path, _: &Path) -> io::Result<()> {
+    pub(super) fn rename_no_replace(_: &Path, _: &Path) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())
     }
 
-    pub fn is_unsupported(err: &io::Error) -> bool {
+    pub(super) fn is_unsupported(err: &io::Error) -> bool {
         err.kind() == io::ErrorKind::Unsupported
     }
 }

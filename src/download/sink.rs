@@ -197,7 +197,8 @@ impl Consumer for Md5 {
 struct FileWriter {
     file: BufWriter<File>,
     path: PathBuf,
-    flusher: Flusher,
+    /// None once handed to the writer that goes on elsewhere.
+    flusher: Option<Flusher>,
     written: u64,
     flushed: u64,
 }
@@ -205,7 +206,7 @@ struct FileWriter {
 impl FileWriter {
     fn new(file: File, path: PathBuf) -> Result<Self> {
         Ok(Self {
-            flusher: Flusher::start(&path)?,
+            flusher: Some(Flusher::start(&path)?),
             file: BufWriter::with_capacity(WRITE_BUFFER, file),
             path,
             written: 0,
@@ -214,11 +215,21 @@ impl FileWriter {
     }
 
     /// A writer going on from where this one is, through a second handle to the same open file
-    /// (which shares its position), for a thread.
+    /// (which shares its position), for a thread. It takes the flusher along.
     fn go_on_elsewhere(&mut self) -> Result<Self> {
         self.file.flush().map_err(|err| self.failed(&err))?;
         let file = self.file.get_ref().try_clone().map_err(|err| self.failed(&err))?;
-        Ok(Self { written: self.written, flushed: self.flushed, ..Self::new(file, self.path.clone())? })
+        let flusher = match self.flusher.take() {
+            Some(flusher) => flusher,
+            None => Flusher::start(&self.path)?,
+        };
+        Ok(Self {
+            file: BufWriter::with_capacity(WRITE_BUFFER, file),
+            path: self.path.clone(),
+            flusher: Some(flusher),
+            written: self.written,
+            flushed: self.flushed,
+        })
     }
 
     fn failed(&self, err: &std::io::Error) -> Error {
@@ -227,21 +238,25 @@ impl FileWriter {
 }
 
 impl Consumer for FileWriter {
-    type Output = ();
+    /// The flusher, to stop once the writer's own handle is closed (see `Writes::finish`).
+    type Output = Option<Flusher>;
 
     fn take(&mut self, chunk: &[u8]) -> Result<()> {
         self.file.write_all(chunk).map_err(|err| self.failed(&err))?;
         self.written += chunk.len() as u64;
         if self.written - self.flushed >= FLUSH_EVERY {
             self.file.flush().map_err(|err| self.failed(&err))?;
-            self.flusher.nudge();
+            if let Some(flusher) = &self.flusher {
+                flusher.nudge();
+            }
             self.flushed = self.written;
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<()> {
-        self.file.flush().map_err(|err| self.failed(&err))
+    fn finish(mut self) -> Result<Option<Flusher>> {
+        self.file.flush().map_err(|err| self.failed(&err))?;
+        Ok(self.flusher.take())
     }
 }
 
@@ -273,11 +288,17 @@ impl Writes {
         }
     }
 
+    /// Waits until every byte is written and every handle to the file but the `PartFile`'s is
+    /// closed.
     async fn finish(self) -> Result<()> {
-        match self {
-            Writes::OnWorker { writer, .. } => writer.finish(),
-            Writes::OnThread(stage) => stage.finish().await,
+        let flusher = match self {
+            Writes::OnWorker { writer, .. } => writer.finish()?,
+            Writes::OnThread(stage) => stage.finish().await?,
+        };
+        if let Some(flusher) = flusher {
+            flusher.stop().await;
         }
+        Ok(())
     }
 
     #[cfg(test)]
@@ -377,9 +398,10 @@ impl<C: Consumer> Stage<C> {
 }
 
 /// Pushes written bytes to the disk on its own thread while the writer goes on. It stops when
-/// dropped (once the sync it is doing, if any, is done).
+/// dropped (once the sync it is doing, if any, is done), or with `stop`.
 struct Flusher {
     nudges: std::sync::mpsc::SyncSender<()>,
+    thread: JoinHandle<()>,
 }
 
 impl Flusher {
@@ -391,13 +413,22 @@ impl Flusher {
             .open(path)
             .map_err(|err| Error::io(format!("opening '{}' again", path.display()), &err))?;
         let (nudges, incoming) = std::sync::mpsc::sync_channel::<()>(1);
-        tokio::task::spawn_blocking(move || {
+        let thread = tokio::task::spawn_blocking(move || {
             while incoming.recv().is_ok() {
                 // Only a head start: the final sync (which is checked) flushes whatever this missed.
                 let _ = file.sync_data();
             }
         });
-        Ok(Self { nudges })
+        Ok(Self { nudges, thread })
+    }
+
+    /// Stops the thread and waits until it has closed its handle to the file. On Windows a
+    /// handle open for writing keeps other programs from opening the file to read it (they
+    /// share reading, not writing): the finished package must have none left when the download
+    /// returns.
+    async fn stop(self) {
+        drop(self.nudges);
+        let _ = self.thread.await;
     }
 
     /// Asks for a flush, unless one is already waiting to start.
@@ -455,6 +486,35 @@ mod tests {
             assert!(std::fs::read(&path).unwrap() == bytes, "{place:?}: the file differs");
             assert_eq!(digests.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)), "{place:?}");
             assert_eq!(digests.md5, Some(<[u8; 16]>::from(Md5::digest(&bytes))), "{place:?}");
+        }
+    }
+
+    /// The sink's handles to `path` still open (Linux: the process's descriptors that name it).
+    #[cfg(target_os = "linux")]
+    fn open_handles(path: &Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target == path)
+            .count()
+    }
+
+    /// When the sink is finished, none of its handles to the file is left: on Windows one open
+    /// for writing (the flusher's, closed by its thread when it notices) kept other programs from
+    /// reading the package just saved, until it went.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_handle_to_the_file_is_left_when_finished() {
+        let folder = tempfile::tempdir().unwrap();
+        for place in PLACES {
+            let path = folder.path().join(format!("{place:?}"));
+            // The sink's own handle (as PartFile::start_over gives it) and the flusher's.
+            let mut sink = sink(File::create(&path).unwrap(), &path, false, place);
+            for _ in 0..8 {
+                sink.push(Bytes::from(vec![7; 100_000])).await.unwrap();
+            }
+            sink.finish().await.unwrap();
+            assert_eq!(open_handles(&path), 0, "{place:?}");
         }
     }
 

@@ -8,176 +8,15 @@
  * one), and that the error message holds no secret.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <pthread.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <stdint.h>
 
-#include "defender.h"
-#include "simulator.h"
+#include "harness.h"
 
 /* Read by test_status_names; tests/run-all.sh runs this program from the repository's root. */
 #ifndef DEFENDER_HEADER
 #define DEFENDER_HEADER "include/defender.h"
 #endif
-
-static Simulator sim;
-static int failures;
-static const char *current_test;
-
-#define CHECK(cond, ...)                                                                        \
-    do {                                                                                        \
-        if (!(cond)) {                                                                          \
-            failures++;                                                                         \
-            fprintf(stderr, "FAIL %s (%s:%d): %s: ", current_test, __FILE__, __LINE__, #cond);   \
-            fprintf(stderr, __VA_ARGS__);                                                       \
-            fputc('\n', stderr);                                                                \
-        }                                                                                       \
-    } while (0)
-
-/* Bindings name statuses through the library rather than copying its table. */
-static const char *status_name(DefenderStatus status) {
-    return defender_status_name((int32_t)status);
-}
-
-/* The calling thread's last error message, in a buffer sized from the library's answer. */
-static char *last_error(void) {
-    size_t len = defender_last_error_message(NULL, 0);
-    char *message = malloc(len + 1);
-    size_t again = defender_last_error_message(message, len + 1);
-    if (again != len) fprintf(stderr, "last error length changed: %zu then %zu\n", len, again);
-    return message;
-}
-
-/* Asserts `status`, and that the message names no secret: not the client secret, no bearer
-   token, no SAS token value. */
-#define EXPECT_STATUS(status, expected)                                                         \
-    do {                                                                                        \
-        DefenderStatus got_ = (status);                                                         \
-        char *message_ = last_error();                                                          \
-        CHECK(got_ == (expected), "expected %s, got %s: %s", status_name(expected),              \
-              status_name(got_), message_);                                                     \
-        CHECK(got_ == DEFENDER_STATUS_OK || strlen(message_) > 0, "no message after a failure"); \
-        CHECK(got_ != DEFENDER_STATUS_OK || strlen(message_) == 0, "message after success: %s", \
-              message_);                                                                        \
-        CHECK(!has_secret(message_), "message holds a secret: %s", message_);                    \
-        free(message_);                                                                         \
-    } while (0)
-
-static int has_secret(const char *text) {
-    const char *sas = strstr(text, "token=");
-    return strstr(text, SIM_CLIENT_SECRET) != NULL || strstr(text, "Bearer ") != NULL ||
-           (sas != NULL && strncmp(sas, "token=REDACTED", 14) != 0);
-}
-
-static DefenderClient *new_client(void) {
-    DefenderClient *client = NULL;
-    CHECK(defender_client_new(&client) == DEFENDER_STATUS_OK && client != NULL, "client_new");
-    const char *options[][2] = {
-        {"base_url", sim.base_url},       {"authority_url", sim.base_url},
-        {"tenant_id", SIM_TENANT_ID},     {"client_id", SIM_CLIENT_ID},
-        {"client_secret", SIM_CLIENT_SECRET}, {"rate_limit", "off"},
-    };
-    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) {
-        DefenderStatus status = defender_client_set(client, options[i][0], options[i][1]);
-        CHECK(status == DEFENDER_STATUS_OK, "set %s: %s", options[i][0], status_name(status));
-    }
-    return client;
-}
-
-/* Creates an action in the simulator (see simulator/README.md) and returns its id. */
-static char *create_action(const char *json_spec) {
-    char *body = NULL;
-    int status = sim_request(&sim, "POST", "/_sim/actions", json_spec, &body);
-    CHECK(status >= 200 && status < 300, "create action: HTTP %d %s", status, body ? body : "");
-    char *id = body ? json_string(body, "id") : NULL;
-    CHECK(id != NULL, "no id in %s", body ? body : "(nothing)");
-    free(body);
-    return id ? id : strdup("missing");
-}
-
-static void add_fault(const char *json_rule) {
-    char *body = NULL;
-    int status = sim_request(&sim, "POST", "/_sim/faults", json_rule, &body);
-    CHECK(status >= 200 && status < 300, "add fault: HTTP %d %s", status, body ? body : "");
-    free(body);
-}
-
-/* A fresh, empty folder for one scenario's downloads. */
-static char *new_folder(void) {
-    char *folder = strdup("/tmp/defender-c-test-XXXXXX");
-    CHECK(mkdtemp(folder) != NULL, "mkdtemp");
-    return folder;
-}
-
-/* How many entries the folder holds (a partial or temporary file counts). */
-static int entries(const char *folder) {
-    DIR *dir = opendir(folder);
-    int count = 0;
-    for (struct dirent *e; dir && (e = readdir(dir));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) count++;
-    if (dir) closedir(dir);
-    return count;
-}
-
-static void remove_folder(char *folder) {
-    DIR *dir = opendir(folder);
-    for (struct dirent *e; dir && (e = readdir(dir));) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", folder, e->d_name);
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) unlink(path);
-    }
-    if (dir) closedir(dir);
-    rmdir(folder);
-    free(folder);
-}
-
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *data = malloc(*len + 1);
-    if (fread(data, 1, *len, f) != *len) *len = 0;
-    fclose(f);
-    return data;
-}
-
-/* Asserts that `path` holds exactly the action's package as the simulator serves it, and that
-   the result JSON reports its size and SHA-256. */
-static void expect_package(const char *path, const char *action_id, const char *result_json) {
-    size_t len = 0;
-    char *data = read_file(path, &len);
-    CHECK(data != NULL, "no file at %s", path);
-    char control_path[256];
-    snprintf(control_path, sizeof control_path, "/_sim/actions/%s/package", action_id);
-    char *expected = NULL;
-    size_t expected_len = 0;
-    int status = sim_request_bytes(&sim, "GET", control_path, NULL, &expected, &expected_len);
-    CHECK(status == 200, "package from the simulator: HTTP %d", status);
-    CHECK(data && expected && len == expected_len && memcmp(data, expected, len) == 0,
-          "%s (%zu bytes) differs from the package the simulator serves (%zu bytes)", path, len, expected_len);
-    CHECK(data && len > 4 && memcmp(data, "PK\x03\x04", 4) == 0, "not a ZIP");
-    char command[4200];
-    snprintf(command, sizeof command, "sha256sum '%s'", path);
-    FILE *pipe = popen(command, "r");
-    char digest[65] = {0};
-    CHECK(pipe && fscanf(pipe, "%64s", digest) == 1, "sha256sum");
-    if (pipe) pclose(pipe);
-    char *reported = result_json ? json_string(result_json, "sha256") : NULL;
-    CHECK(reported && strcmp(reported, digest) == 0, "sha256 %s reported, %s on disk", reported, digest);
-    char bytes_field[64];
-    snprintf(bytes_field, sizeof bytes_field, "\"bytes\":%zu", len);
-    CHECK(result_json && strstr(result_json, bytes_field), "result %s does not say %s", result_json, bytes_field);
-    free(reported);
-    free(expected);
-    free(data);
-}
 
 static void test_download_succeeds(void) {
     current_test = "download succeeds";
@@ -187,7 +26,7 @@ static void test_download_succeeds(void) {
     char *result = NULL;
     EXPECT_STATUS(defender_download_package(client, id, folder, NULL, NULL, &result), DEFENDER_STATUS_OK);
     char path[4200];
-    snprintf(path, sizeof path, "%s/%s.zip", folder, id);
+    snprintf(path, sizeof path, "%s" PATH_SEPARATOR "%s.zip", folder, id);
     expect_package(path, id, result);
     char *reported_path = result ? json_string(result, "path") : NULL;
     CHECK(reported_path && strcmp(reported_path, path) == 0, "path %s, expected %s", reported_path, path);
@@ -291,10 +130,8 @@ static void test_existing_destination(void) {
     char *id = create_action("{}");
     char *folder = new_folder();
     char path[4200];
-    snprintf(path, sizeof path, "%s/case.zip", folder);
-    FILE *f = fopen(path, "w");
-    fputs("keep me", f);
-    fclose(f);
+    snprintf(path, sizeof path, "%s" PATH_SEPARATOR "case.zip", folder);
+    CHECK(file_write(path, "keep me") == 0, "writing %s", path);
 
     char *before = NULL;
     sim_request(&sim, "GET", "/_sim/requests?endpoint=get_package_uri", NULL, &before);
@@ -496,7 +333,7 @@ static void test_many_threads_one_client(void) {
     for (int i = 0; i < THREADS; i++) {
         CHECK(jobs[i].status == DEFENDER_STATUS_OK, "thread %d: %s", i, status_name(jobs[i].status));
         char path[4200];
-        snprintf(path, sizeof path, "%s/%s.zip", folder, jobs[i].action_id);
+        snprintf(path, sizeof path, "%s" PATH_SEPARATOR "%s.zip", folder, jobs[i].action_id);
         if (jobs[i].status == DEFENDER_STATUS_OK) expect_package(path, jobs[i].action_id, jobs[i].result);
         defender_string_free(jobs[i].result);
         free(jobs[i].action_id);
@@ -554,7 +391,7 @@ static void test_batch(void) {
     CHECK(results && strstr(results, "\"status\":\"NOT_FOUND\""), "results: %s", results ? results : "NULL");
     for (int i = 0; i < 3; i += 2) {
         char path[4200];
-        snprintf(path, sizeof path, "%s/%s.zip", folder, ids[i]);
+        snprintf(path, sizeof path, "%s" PATH_SEPARATOR "%s.zip", folder, ids[i]);
         size_t len = 0;
         char *data = read_file(path, &len);
         CHECK(data && len == (i == 0 ? 120000u : 80000u), "%s: %zu bytes", path, len);
@@ -734,14 +571,6 @@ static void test_assertion_callback(void) {
     defender_client_free(client);
 }
 
-/* Sends a control call that must succeed. */
-static void control(const char *method, const char *path, const char *json_body) {
-    char *body = NULL;
-    int status = sim_request(&sim, method, path, json_body, &body);
-    CHECK(status >= 200 && status < 300, "%s %s: HTTP %d %s", method, path, status, body ? body : "");
-    free(body);
-}
-
 static void test_status_names(void) {
     current_test = "status names";
     CHECK(strcmp(defender_status_name(DEFENDER_STATUS_OK), "OK") == 0, "OK");
@@ -841,44 +670,29 @@ static void test_action_lists_and_cancel(void) {
     free(running);
 }
 
+static const TestCase tests[] = {
+    TEST(test_download_succeeds),
+    TEST(test_quoted_link_is_unwrapped),
+    TEST(test_action_states),
+    TEST(test_unauthorized_and_forbidden),
+    TEST(test_existing_destination),
+    TEST(test_progress_and_cancel),
+    TEST(test_truncated_body),
+    TEST(test_no_authorization_to_download_host),
+    TEST(test_bad_arguments),
+    TEST(test_unknown_option),
+    TEST(test_option_enumeration),
+    TEST(test_many_threads_one_client),
+    TEST(test_batch),
+    TEST(test_status_names),
+    TEST(test_machines),
+    TEST(test_action_lists_and_cancel),
+    TEST(test_clone),
+    TEST(test_phases),
+    TEST(test_assertion_callback),
+};
+
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s <defender-simulator binary>\n", argv[0]);
-        return 2;
-    }
-    setenv("RUST_LOG", "warn", 0); /* the simulator logs each request at info */
     const char *args[] = {"--rate-limit", "off", NULL};
-    if (sim_start(&sim, argv[1], args) != 0) {
-        fprintf(stderr, "could not start the simulator\n");
-        return 2;
-    }
-    printf("defender %s against the simulator at %s\n", defender_version(), sim.base_url);
-
-    test_download_succeeds();
-    test_quoted_link_is_unwrapped();
-    test_action_states();
-    test_unauthorized_and_forbidden();
-    test_existing_destination();
-    test_progress_and_cancel();
-    test_truncated_body();
-    test_no_authorization_to_download_host();
-    test_bad_arguments();
-    test_unknown_option();
-    test_option_enumeration();
-    test_many_threads_one_client();
-    test_batch();
-    test_status_names();
-    test_machines();
-    test_action_lists_and_cancel();
-    test_clone();
-    test_phases();
-    test_assertion_callback();
-
-    sim_stop(&sim);
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("all C API checks passed\n");
-    return 0;
+    return run_tests(argc, argv, args, tests, sizeof tests / sizeof tests[0]);
 }

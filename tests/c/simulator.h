@@ -1,12 +1,14 @@
 /*
  * A test's handle on the Defender simulator: starts the binary, reads its ready line, and talks
- * to its control API (/_sim/...) over loopback HTTP. POSIX only; test code, not product code.
+ * to its control API (/_sim/...) over loopback HTTP. On POSIX and Windows (platform.h); test
+ * code, not product code.
  */
 #ifndef DEFENDER_TEST_SIMULATOR_H
 #define DEFENDER_TEST_SIMULATOR_H
 
 #include <stddef.h>
-#include <sys/types.h>
+
+#include "platform.h"
 
 /* The simulator's pre-registered app (see simulator/README.md). */
 #define SIM_TENANT_ID "00000000-0000-4000-8000-000000000001"
@@ -14,9 +16,13 @@
 #define SIM_CLIENT_SECRET "simulator-secret"
 
 typedef struct Simulator {
-    pid_t pid;
+    Process process;
     char base_url[128];
     int port;
+    /* With --tls: the CA's PEM file from the ready line (its control API is then HTTPS too,
+       which sim_request does not speak). */
+    char ca_file[1024];
+    char ready_line[4096];
 } Simulator;
 
 /* Starts `binary` with `args` (NULL-terminated, may be NULL) and waits for its ready line. */
@@ -32,7 +38,7 @@ int sim_request(const Simulator *sim, const char *method, const char *path, cons
 int sim_request_bytes(const Simulator *sim, const char *method, const char *path, const char *json_body,
                       char **body_out, size_t *body_len);
 
-/* The string value of "field" in a flat JSON object, malloc'd, or NULL. */
+/* The string value of "field" in a flat JSON object, unescaped, malloc'd, or NULL. */
 char *json_string(const char *json, const char *field);
 
 /* How many times `needle` occurs in `haystack`. */

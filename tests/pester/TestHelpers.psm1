@@ -1,12 +1,15 @@
 # What the Pester suites share: a defender-simulator process on loopback, its control API, and
 # checks that text holds no secret. The module under test is the one powershell/build.sh laid
-# out in <target>/powershell/DefenderPackage (tests/run-all.sh powershell builds it first).
+# out in <target>/powershell/DefenderPackage (tests/run-all.sh powershell builds it first), or
+# the one in $env:DEFENDER_TEST_MODULE, and the simulator <target>/debug/defender-simulator, or
+# $env:DEFENDER_TEST_SIMULATOR (the windows suite: the module installed from the package and the
+# simulator built for Windows, under Wine).
 
 Set-StrictMode -Version 3.0
 
 $script:RepoRoot = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
 $script:TargetDirectory = if ($env:CARGO_TARGET_DIR) { $env:CARGO_TARGET_DIR } else { Join-Path $script:RepoRoot 'target' }
-$script:ModulePath = Join-Path $script:TargetDirectory 'powershell/DefenderPackage'
+$script:ModulePath = if ($env:DEFENDER_TEST_MODULE) { $env:DEFENDER_TEST_MODULE } else { Join-Path $script:TargetDirectory 'powershell/DefenderPackage' }
 
 # The simulator's own app; its secret is a published constant of the simulator.
 $script:SimulatorSecret = 'simulator-secret'
@@ -27,6 +30,7 @@ function Start-TestSimulator {
     $executable = Join-Path $script:TargetDirectory 'debug/defender-simulator'
     # Not $IsWindows nor ArgumentList: Windows PowerShell 5.1 (CI) has neither.
     if ([Environment]::OSVersion.Platform -eq 'Win32NT') { $executable += '.exe' }
+    if ($env:DEFENDER_TEST_SIMULATOR) { $executable = $env:DEFENDER_TEST_SIMULATOR }
     $start = [Diagnostics.ProcessStartInfo]::new($executable)
     $start.Arguments = "--rate-limit off --clock-scale $ClockScale --package-size $PackageSize --seed-machines $SeedMachines"
     $start.RedirectStandardOutput = $true

@@ -2,10 +2,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use defender_simulator::{DEFAULT_CLIENT_ID, DEFAULT_IDENTITY_HEADER, DEFAULT_TENANT_ID, ReadyInfo};
-use reqwest::StatusCode;
 
 use crate::common::{client, json};
 
@@ -57,21 +55,26 @@ fn the_ready_line_tells_where_everything_is() {
     assert_eq!(created["error"]["code"], "InvalidControlRequest", "the seeded id exists");
 
     #[cfg(unix)]
-    {
-        let terminated = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
-        assert!(terminated.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "the simulator did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(status.success(), "{status}");
-        let gone = client.get(format!("{}/_sim/config", ready.base_url)).send();
-        assert!(gone.is_err() || gone.unwrap().status() != StatusCode::OK);
-    }
+    stops_on_sigterm(child, &client, &ready.base_url);
+}
+
+/// SIGTERM (as a service manager sends it) stops the simulator with status 0, its port closed.
+#[cfg(unix)]
+fn stops_on_sigterm(mut child: Running, client: &reqwest::blocking::Client, base_url: &str) {
+    use std::time::{Duration, Instant};
+    let terminated = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    assert!(terminated.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the simulator did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let gone = client.get(format!("{base_url}/_sim/config")).send();
+    assert!(gone.is_err() || gone.unwrap().status() != reqwest::StatusCode::OK);
 }
 
 #[test]
