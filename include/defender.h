@@ -46,12 +46,22 @@
  * - Expired links: a link the download host refuses (HTTP 403; links expire within minutes) is
  *   replaced by a fresh one from getPackageUri, under the rate limit, and the download goes on;
  *   after two fresh links refused in a row, DEFENDER_STATUS_FORBIDDEN.
- * - Verification: every byte goes through SHA-256 (returned in the result). When the server sends
- *   the package's MD5 (Content-MD5, or x-ms-blob-content-md5 on a resumed part), the whole file is
- *   checked against it, and a mismatch is downloaded once more from the start. The finished file
- *   must be a readable ZIP (its central directory). A second mismatch, a body longer than its
- *   Content-Length or still short after the retries, or a file that is not a ZIP gives
- *   DEFENDER_STATUS_INTEGRITY.
+ * - Verification: every byte goes through SHA-256 (returned in the result). While it streams, the
+ *   package is checked as a ZIP archive against what its producer wrote: each entry's data
+ *   (stored, or deflated and inflated on the way) has the CRC-32 and sizes of its header or data
+ *   descriptor, the archive starts with a local header (no leading junk), its central directory
+ *   agrees with the entries and ends where the end record says, and nothing but the end record's
+ *   comment follows (no trailing junk). Entries of other methods (deflate64, bzip2, ...) or
+ *   encrypted ones are checked for structure and sizes only, and a WARN log line says so. When the
+ *   server sends the package's MD5 (Content-MD5, or x-ms-blob-content-md5 on a resumed part), the
+ *   whole file is checked against it too. A mismatch is downloaded once more from the start; a
+ *   second one gives DEFENDER_STATUS_INTEGRITY naming the damaged entry (or what is wrong with the
+ *   archive), as do a body longer than its Content-Length or still short after the retries. The
+ *   check holds a fixed-size note per entry: more than 100,000 entries or a central directory
+ *   over 64 MiB (a directory bomb) is DEFENDER_STATUS_INTEGRITY too.
+ * - Encoding: no Accept-Encoding is sent, so a package answered with a Content-Encoding other than
+ *   identity (a proxy that gzips it) is DEFENDER_STATUS_PROTOCOL at once, never saved as the
+ *   package.
  * - No Authorization header goes to the download host; the link, whose query is a credential,
  *   never appears in a message or log line. Each retry and fresh link is a log line at level
  *   WARN. Memory stays flat whatever the package's size.

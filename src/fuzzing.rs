@@ -109,9 +109,18 @@ pub fn content_range(data: &[u8]) {
     }
 }
 
-/// The check that a download is a readable ZIP.
+/// The streaming ZIP check of a package, fed the input whole and in pieces of a few sizes (the
+/// first byte chooses one): the same verdict however the bytes arrive, and its message printable.
 pub fn zip_check(data: &[u8]) {
-    let _ = crate::download::check_zip_reader(std::io::Cursor::new(data));
+    use crate::download::zip_check::check_bytes;
+    let Some((&choice, archive)) = data.split_first() else { return };
+    let whole = check_bytes(archive, archive.len());
+    let pieces = check_bytes(archive, [1, 7, 64, 4096][usize::from(choice) % 4]);
+    assert_eq!(whole.is_ok(), pieces.is_ok(), "{whole:?} / {pieces:?}");
+    if let (Err(whole), Err(pieces)) = (&whole, &pieces) {
+        assert_eq!(whole.message(), pieces.message());
+        assert_eq!(for_caller(whole.message(), &[]), whole.message(), "printable");
+    }
 }
 
 /// The result the batch builds for a failed item, from an action id and a message of the

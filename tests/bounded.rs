@@ -469,3 +469,25 @@ fn a_link_http_cannot_request_is_protocol_before_any_request() {
     assert!(took < Duration::from_secs(2), "{took:?}");
     assert_eq!(requests_to(&simulator, "get_package_uri").len(), 1);
 }
+
+/// A ZIP directory bomb: one entry listed again and again in the central directory. The check
+/// that loaded the whole directory took hundreds of MiB for it and said OK; the streaming check
+/// keeps a note per entry of the archive, refuses the listing of more entries than it has at once, and the download
+/// holds what any download holds.
+#[test]
+fn a_zip_directory_bomb_is_refused_with_memory_flat() {
+    let simulator = simulator();
+    for (entries, comment_bytes) in [(400_000, 0), (1_500, 65_000)] {
+        let layout = json!({ "kind": "directory_bomb", "entries": entries, "comment_bytes": comment_bytes });
+        let action_id = create_action(&simulator, json!({ "package_layout": layout }));
+        let call = measured(&simulator, "download", &action_id, &[], Duration::from_secs(120));
+        assert_eq!(call.status, DefenderStatus::Integrity, "{call:?}");
+        assert!(call.message.contains("lists more entries than the 1 the archive holds"), "{call:?}");
+        if let Some(added) = call.added_mib() {
+            assert!(
+                added < 24.0,
+                "{entries} entries, comments of {comment_bytes}: the call added {added:.1} MiB: {call:?}"
+            );
+        }
+    }
+}

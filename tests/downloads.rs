@@ -118,11 +118,16 @@ fn a_body_that_never_completes_is_integrity_after_the_retry_budget_and_leaves_no
     assert_eq!(ranges(&simulator, &id).len(), 26, "the first try and 25 retries");
 }
 
+/// A byte of the package that only its MD5 covers: the first local header's modification time,
+/// which the ZIP check does not compare (every entry's data, sizes, CRC-32 and name, and the
+/// archive's structure, it does).
+const UNCHECKED_BY_ZIP: u64 = 10;
+
 #[test]
 fn a_corrupted_byte_fails_the_md5_and_the_package_is_downloaded_again() {
     let simulator = simulator();
     let id = create_action(&simulator, json!({ "package_size": 300_000, "content_md5": true }));
-    fault(&simulator, &id, 1, json!({ "kind": "corrupt_byte", "offset": 5000 }));
+    fault(&simulator, &id, 1, json!({ "kind": "corrupt_byte", "offset": UNCHECKED_BY_ZIP }));
     let folder = tempfile::tempdir().unwrap();
 
     let result = client_with(&simulator, &[]).download(&id, folder.path(), None).unwrap();
@@ -137,7 +142,7 @@ fn a_corrupted_byte_fails_the_md5_and_the_package_is_downloaded_again() {
 fn a_package_that_fails_its_md5_twice_is_integrity_and_leaves_no_file() {
     let simulator = simulator();
     let id = create_action(&simulator, json!({ "package_size": 300_000, "content_md5": true }));
-    fault(&simulator, &id, 0, json!({ "kind": "corrupt_byte", "offset": 5000 }));
+    fault(&simulator, &id, 0, json!({ "kind": "corrupt_byte", "offset": UNCHECKED_BY_ZIP }));
     let folder = tempfile::tempdir().unwrap();
 
     let failure = client_with(&simulator, &[]).download(&id, folder.path(), None).unwrap_err();
@@ -174,8 +179,12 @@ fn a_download_that_is_not_a_zip_is_integrity_and_leaves_no_file() {
     let failure = client_with(&simulator, &[]).download(&id, folder.path(), None).unwrap_err();
 
     assert_failed_cleanly(&failure, DefenderStatus::Integrity, folder.path());
-    assert!(failure.message.contains("not a readable ZIP"), "{failure}");
-    assert_eq!(ranges(&simulator, &id).len(), 1, "a whole body that is not a ZIP is not fetched again");
+    assert!(failure.message.contains("not a sound ZIP archive"), "{failure}");
+    assert_eq!(
+        ranges(&simulator, &id),
+        [None, None],
+        "downloaded once more from the start, in case the damage was on the way"
+    );
 }
 
 #[test]
@@ -780,4 +789,112 @@ fn a_file_name_pattern_names_each_package_after_its_device_and_the_result_names_
     let failure = client.set("file_name_pattern", Some("../{action_id}.zip")).unwrap_err();
     assert_eq!(failure.status, DefenderStatus::InvalidArgument, "{failure}");
     take_log();
+}
+
+/// The first entry's name in the simulator's standard package, and where its data lies.
+fn first_entry(simulator: &Simulator, action_id: &str) -> (String, u64) {
+    let package = simulator.package(action_id).unwrap();
+    let name_len = u16::from_le_bytes([package[26], package[27]]) as usize;
+    let extra_len = u16::from_le_bytes([package[28], package[29]]) as usize;
+    (String::from_utf8(package[30..30 + name_len].to_vec()).unwrap(), (30 + name_len + extra_len) as u64)
+}
+
+#[test]
+fn a_damaged_entry_without_an_md5_is_downloaded_again_then_integrity_naming_it() {
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({ "package_size": 300_000 }));
+    let (name, data) = first_entry(&simulator, &id);
+    fault(&simulator, &id, 0, json!({ "kind": "corrupt_byte", "offset": data + 100 }));
+    let folder = tempfile::tempdir().unwrap();
+
+    let failure = client_with(&simulator, &[]).download(&id, folder.path(), None).unwrap_err();
+
+    assert_failed_cleanly(&failure, DefenderStatus::Integrity, folder.path());
+    assert!(failure.message.contains(&format!("entry '{name}' (at byte 0) is damaged")), "{failure}");
+    assert!(failure.message.contains("CRC-32"), "{failure}");
+    assert_eq!(ranges(&simulator, &id), [None, None], "downloaded once more from the start");
+}
+
+#[test]
+fn a_damaged_entry_once_is_downloaded_again_and_the_file_is_intact() {
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({ "package_size": 300_000 }));
+    let (name, data) = first_entry(&simulator, &id);
+    fault(&simulator, &id, 1, json!({ "kind": "corrupt_byte", "offset": data }));
+    let folder = tempfile::tempdir().unwrap();
+
+    let result = client_with(&simulator, &[]).download(&id, folder.path(), None).unwrap();
+
+    assert_intact(&simulator, &id, folder.path(), &result);
+    assert_eq!(ranges(&simulator, &id), [None, None]);
+    let warnings = warnings();
+    assert!(warnings.iter().any(|line| line.contains(&format!("entry '{name}'"))), "{warnings:?}");
+}
+
+#[test]
+fn junk_around_the_archive_or_a_directory_that_disagrees_is_integrity() {
+    let simulator = simulator();
+    let folder = tempfile::tempdir().unwrap();
+    for (layout, says) in [
+        (json!({ "kind": "junk", "before": 16 }), "does not start with a ZIP local file header"),
+        (json!({ "kind": "junk", "after": 1000 }), "bytes follow the end of the archive"),
+        (json!({ "kind": "bad_directory" }), "does not agree with the local header at byte 0: CRC-32 differ"),
+    ] {
+        let id = create_action(&simulator, json!({ "package_size": 200_000, "package_layout": layout }));
+        let failure = client_with(&simulator, &[]).download(&id, folder.path(), None).unwrap_err();
+        assert_failed_cleanly(&failure, DefenderStatus::Integrity, folder.path());
+        assert!(failure.message.contains(says), "{layout}: {failure}");
+        assert_eq!(ranges(&simulator, &id), [None, None], "{layout}");
+    }
+}
+
+#[test]
+fn deflated_and_stored_entries_are_checked_as_they_stream() {
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({ "package_layout": { "kind": "deflated" } }));
+    let folder = tempfile::tempdir().unwrap();
+    let result = client_with(&simulator, &[]).download(&id, folder.path(), None).unwrap();
+    assert_intact(&simulator, &id, folder.path(), &result);
+    std::fs::remove_dir_all(folder.path()).unwrap();
+    std::fs::create_dir(folder.path()).unwrap();
+
+    // A byte of each entry's data damaged: the deflated one (its data descriptor after it), the
+    // stored one, then the one whose sizes come after its data.
+    let package = simulator.package(&id).unwrap();
+    for name in ["Processes/ProcessList.csv", "Prefetch/NOTEPAD.EXE-1.pf", "WdSupportLogs/MpLog.txt"] {
+        let at = package.windows(name.len()).position(|window| window == name.as_bytes()).unwrap() + name.len() + 50;
+        simulator.clear_faults();
+        simulator.clear_requests();
+        fault(&simulator, &id, 0, json!({ "kind": "corrupt_byte", "offset": at }));
+        let failure = client_with(&simulator, &[]).download(&id, folder.path(), None).unwrap_err();
+        assert_failed_cleanly(&failure, DefenderStatus::Integrity, folder.path());
+        assert!(failure.message.contains(&format!("entry '{name}'")), "{failure}");
+        assert_eq!(ranges(&simulator, &id), [None, None], "{name}");
+    }
+}
+
+#[test]
+fn a_package_sent_with_a_content_encoding_is_protocol_at_once() {
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({ "package_size": 200_000 }));
+    let answer = json!({ "kind": "answer", "status": 200, "headers": { "content-encoding": "gzip", "content-type": "application/zip" }, "body": "\u{1f}" });
+    fault(&simulator, &id, 0, answer);
+    let folder = tempfile::tempdir().unwrap();
+
+    let failure = client_with(&simulator, &[]).download(&id, folder.path(), None).unwrap_err();
+
+    assert_failed_cleanly(&failure, DefenderStatus::Protocol, folder.path());
+    assert!(failure.message.contains("Content-Encoding: gzip"), "{failure}");
+    let requests = requests_to(&simulator, "download");
+    assert_eq!(requests.len(), 1, "not retried");
+    let headers = requests[0]["headers"].as_array().unwrap();
+    assert!(!headers.iter().any(|name| name == "accept-encoding"), "no Accept-Encoding is sent: {headers:?}");
+
+    // identity is what no encoding means.
+    simulator.clear_faults();
+    let identity =
+        json!({ "kind": "answer", "status": 200, "headers": { "content-encoding": "identity" }, "body": "x" });
+    fault(&simulator, &id, 0, identity);
+    let failure = client_with(&simulator, &[]).download(&id, folder.path(), None).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Integrity, "read, then found to be no ZIP: {failure}");
 }

@@ -120,6 +120,7 @@ fn collect(sim: &Simulation, caller: &Caller, machine_id: &str, exchange: &mut E
         schedule: machine.schedule.unwrap_or(config.collect_schedule),
         outcome: machine.outcome,
         package_size: machine.package_size.unwrap_or(config.package_size),
+        package_layout: Default::default(),
         quoted_link: None,
         content_md5: None,
         visible_after: Duration::ZERO,

@@ -61,7 +61,7 @@ pub(crate) async fn serve(
         Some(link) => link,
     };
 
-    let package = Arc::new(Package::generate(&link.action_id, link.package_size));
+    let package = Arc::new(Package::with_layout(&link.action_id, link.package_size, &link.package_layout));
     let size = package.size();
     let honour_ranges = fault != Some(&Fault::NoRanges);
     let range = if honour_ranges { requested_range(exchange, package.etag(), size) } else { Requested::Whole };

@@ -48,7 +48,7 @@ pub use config::{
     parse_byte_size,
 };
 pub use faults::{Fault, FaultRule};
-pub use package::MIN_PACKAGE_SIZE;
+pub use package::{MIN_PACKAGE_SIZE, PackageLayout};
 pub use request_log::{AssertionClaims, Credential, Port, RequestFilter, RequestRecord};
 pub use routes::RouteKind;
 pub use state::{ActionSpec, AppRegistration, IdentityRegistration, MachineRegistration, Outcome, seeded_machines};

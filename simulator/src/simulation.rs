@@ -140,6 +140,7 @@ impl Simulation {
             schedule: spec.schedule.unwrap_or_default(),
             outcome: spec.outcome.unwrap_or_default(),
             package_size,
+            package_layout: spec.package_layout.unwrap_or_default(),
             quoted_link: spec.quoted_link,
             content_md5: spec.content_md5,
             visible_after: Duration::from_secs(spec.visible_after_secs.unwrap_or(0)),
@@ -153,16 +154,17 @@ impl Simulation {
     pub(crate) fn package(&self, action_id: &str) -> Result<Vec<u8>, ControlError> {
         /// Held whole in memory: this is for tests comparing files, not for large packages.
         const MAX_SIZE: u64 = 256 << 20;
-        let size = lock(&self.state)
+        let (size, layout) = lock(&self.state)
             .action(action_id, self.clock.now())
-            .map(|action| action.package_size)
+            .map(|action| (action.package_size, action.package_layout.clone()))
             .ok_or_else(|| ControlError::invalid(format!("there is no action {action_id}")))?;
+        let package = Package::with_layout(action_id, size, &layout);
+        let size = package.size();
         if size > MAX_SIZE {
             return Err(ControlError::invalid(format!(
                 "the package of {action_id} is {size} bytes; this call serves packages up to {MAX_SIZE} bytes"
             )));
         }
-        let package = Package::generate(action_id, size);
         Ok(package.chunks(0..size).flat_map(|chunk| chunk.to_vec()).collect())
     }
 

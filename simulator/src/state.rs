@@ -1,6 +1,7 @@
 //! What the simulated tenant holds: registered apps, identities and machines, machine actions,
 //! issued access tokens and download links.
 
+use crate::package::PackageLayout;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -92,6 +93,10 @@ pub struct ActionSpec {
     /// Default: the configured `package_size`.
     #[serde(default, deserialize_with = "optional_byte_size", skip_serializing_if = "Option::is_none")]
     pub package_size: Option<u64>,
+    /// Default: the standard investigation package; else junk around it, deflated entries, a
+    /// central directory that disagrees, or a directory bomb (tests of a client's ZIP check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_layout: Option<PackageLayout>,
     /// Overrides the configured `quoted_links` for this action's links.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quoted_link: Option<bool>,
@@ -177,6 +182,7 @@ pub(crate) struct Action {
     schedule: Schedule,
     outcome: Outcome,
     pub(crate) package_size: u64,
+    pub(crate) package_layout: PackageLayout,
     pub(crate) quoted_link: Option<bool>,
     pub(crate) content_md5: Option<bool>,
     visible_at: SimTime,
@@ -272,6 +278,7 @@ pub(crate) struct NewAction {
     pub(crate) schedule: Schedule,
     pub(crate) outcome: Outcome,
     pub(crate) package_size: u64,
+    pub(crate) package_layout: PackageLayout,
     pub(crate) quoted_link: Option<bool>,
     pub(crate) content_md5: Option<bool>,
     pub(crate) visible_after: Duration,
@@ -327,6 +334,7 @@ pub(crate) struct LinkTarget {
     pub(crate) caller: Caller,
     pub(crate) expired: bool,
     pub(crate) package_size: u64,
+    pub(crate) package_layout: PackageLayout,
     pub(crate) content_md5: Option<bool>,
     pub(crate) package_md5: Arc<OnceLock<[u8; 16]>>,
 }
@@ -442,6 +450,7 @@ impl State {
             schedule: new.schedule,
             outcome: new.outcome,
             package_size: new.package_size,
+            package_layout: new.package_layout,
             quoted_link: new.quoted_link,
             content_md5: new.content_md5,
             visible_at: now + new.visible_after,
@@ -516,6 +525,7 @@ impl State {
             caller: link.caller.clone(),
             expired: Instant::now() >= link.expires_at,
             package_size: action.package_size,
+            package_layout: action.package_layout.clone(),
             content_md5: action.content_md5,
             package_md5: action.package_md5.clone(),
         })

@@ -8,6 +8,7 @@ pub(crate) mod file_name;
 mod limits;
 mod sink;
 mod transfer;
+pub(crate) mod zip_check;
 
 pub(crate) use transfer::parse_content_range;
 
@@ -21,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::runtime::{DefenderLogLevel, Phase};
 use crate::service::{Api, machine_actions};
 use destination::PartFile;
-use transfer::Transfer;
+use transfer::{Kind, Transfer};
 
 /// A package on disk: the JSON `defender_download_package` returns, and the body of a batch
 /// item that was saved (`batch::ItemResult`):
@@ -104,12 +105,12 @@ async fn download_item(
     api.reporter.log(DefenderLogLevel::Info, format!("{what} to '{}'", path.display()));
 
     let mut part = PartFile::create_beside(&path)?;
-    let transfer = Transfer::new(api, action_id, &what, item, link).run(&mut part);
+    let transfer = Transfer::new(api, action_id, &what, item, link, Kind::Package).run(&mut part);
     let received = limits::within_deadline(&api.session.settings, &what, transfer).await?;
     // Every byte is in: the transfer's last figures, then the checks.
     api.reporter.item_progress(item, received.bytes, received.bytes, true);
     api.reporter.phase(Phase::Verifying { bytes: received.bytes });
-    check_and_sync(&part).await.map_err(|err| err.context(&what))?;
+    sync(&part).await.map_err(|err| err.context(&what))?;
     tokio::task::block_in_place(|| part.persist(&path, overwrite))?;
     let device = action.as_ref().map(machine_actions::MachineAction::fields);
     let downloaded = Downloaded {
@@ -140,27 +141,15 @@ async fn download_slot<'s>(api: Api<'_>, slots: Option<&'s Semaphore>) -> Result
     }
 }
 
-/// Flushes the finished part file to disk and checks that it is a readable ZIP, on a blocking
-/// thread (this takes seconds for a large package, and other downloads of a batch go on meanwhile).
-async fn check_and_sync(part: &PartFile) -> Result<()> {
+/// Flushes the finished part file to disk, on a blocking thread (this can take seconds for a
+/// large package, and other downloads of a batch go on meanwhile). Its bytes were checked as a
+/// ZIP archive while they streamed (`zip_check.rs`).
+async fn sync(part: &PartFile) -> Result<()> {
     let file = part.duplicate()?;
     let path = part.path().to_owned();
     tokio::task::spawn_blocking(move || {
-        file.sync_all().map_err(|err| Error::io(format!("flushing '{}' to disk", path.display()), &err))?;
-        check_zip(&path)
+        file.sync_all().map_err(|err| Error::io(format!("flushing '{}' to disk", path.display()), &err))
     })
     .await
-    .map_err(|err| Error::internal(format!("checking the download failed unexpectedly: {err}")))?
-}
-
-fn check_zip(path: &Path) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|err| Error::io(format!("reopening '{}'", path.display()), &err))?;
-    check_zip_reader(std::io::BufReader::new(file))
-}
-
-/// A package is a ZIP: its central directory must be readable.
-pub(crate) fn check_zip_reader(package: impl std::io::Read + std::io::Seek) -> Result<()> {
-    zip::ZipArchive::new(package)
-        .map(drop)
-        .map_err(|err| Error::integrity(format!("the download is not a readable ZIP ({err})")))
+    .map_err(|err| Error::internal(format!("syncing the download failed unexpectedly: {err}")))?
 }

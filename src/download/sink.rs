@@ -25,6 +25,11 @@
 //!
 //! SHA-256 (about half a CPU second per GiB with the CPU's SHA instructions) has a thread: on
 //! the receiving one, or on one with the write, it made the slowest stage, as slow as all of curl.
+//!
+//! A package's blocks also go to the streaming ZIP check (`zip_check.rs`) on a thread of its
+//! own: each entry's CRC-32 and sizes, and the archive's structure, as the bytes arrive. When it
+//! finds the package damaged, the sink says so (`damaged`), so that the transfer can download it
+//! again from the start without waiting for the rest.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -39,6 +44,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::zip_check::{ZipCheck, ZipSummary};
 use crate::error::{Error, Result};
 
 /// Blocks queued for each thread: with `BLOCK`, this bounds the memory a download holds to about
@@ -62,6 +68,8 @@ pub(super) struct Digests {
     pub sha256: [u8; 32],
     /// Only when the sink was asked for it (the server sent an MD5 to check against).
     pub md5: Option<[u8; 16]>,
+    /// What the ZIP check found, when the sink was asked for it.
+    pub zip: Option<Result<ZipSummary>>,
 }
 
 /// Receives a body in order and writes it to a file from its current position.
@@ -74,6 +82,10 @@ pub(super) struct Sink {
     writes: Writes,
     /// Only when the server sent an MD5 to check against.
     md5: Option<Stage<Md5>>,
+    /// Only for a download that must be a ZIP archive (a package).
+    zip: Option<Stage<ZipCheck>>,
+    /// What the ZIP check found wrong, when it stopped before the end.
+    damage: Option<Error>,
     /// The block being gathered.
     filling: Vec<u8>,
     pool: Arc<Pool>,
@@ -82,9 +94,12 @@ pub(super) struct Sink {
 
 impl Sink {
     /// A sink writing to `file` (positioned where the body starts), computing MD5 as well as
-    /// SHA-256 when `with_md5`. `path` names the file in messages.
-    pub(super) fn new(file: File, path: PathBuf, with_md5: bool) -> Result<Self> {
-        Self::writing(file, path, with_md5, WorkerSlot::claim(), SLOW_WRITE)
+    /// SHA-256 when `with_md5`, and checking the bytes as a ZIP archive when `check_zip`. `path`
+    /// names the file in messages.
+    pub(super) fn new(file: File, path: PathBuf, with_md5: bool, check_zip: bool) -> Result<Self> {
+        let mut sink = Self::writing(file, path, with_md5, WorkerSlot::claim(), SLOW_WRITE)?;
+        sink.zip = check_zip.then(|| Stage::start(ZipCheck::new()));
+        Ok(sink)
     }
 
     /// A sink whose writes start on the receiving task when it has a `slot`, and move to a
@@ -106,6 +121,8 @@ impl Sink {
             sha256: Stage::start(Sha256::new()),
             writes,
             md5: with_md5.then(|| Stage::start(Md5::new())),
+            zip: None,
+            damage: None,
             filling: pool.take(),
             pool,
             received: 0,
@@ -115,6 +132,11 @@ impl Sink {
     /// Bytes received so far (written, or on their way).
     pub(super) fn received(&self) -> u64 {
         self.received
+    }
+
+    /// Whether the ZIP check found the bytes damaged (the error `push` returned says how).
+    pub(super) fn damaged(&self) -> bool {
+        self.damage.is_some()
     }
 
     /// Takes the next chunk of the body. Waits only when a hasher or the disk is behind.
@@ -142,21 +164,38 @@ impl Sink {
         }
         // Hashing starts on its thread while the block is written here.
         self.sha256.push(Arc::clone(&block)).await?;
-        self.writes.push(block).await
+        let Some(zip) = &mut self.zip else { return self.writes.push(block).await };
+        self.writes.push(Arc::clone(&block)).await?;
+        // Last: a block the check finds damaged is still written and hashed.
+        if let Err(damage) = zip.push(block).await {
+            self.zip = None;
+            self.damage = Some(damage.clone());
+            return Err(damage);
+        }
+        Ok(())
     }
 
     /// Waits until every byte is hashed and written, and returns the digests of them all.
     pub(super) async fn finish(mut self) -> Result<Digests> {
         if !self.filling.is_empty() {
-            self.send_block().await?;
+            match self.send_block().await {
+                // The damage is the ZIP check's finding, below.
+                Err(_) if self.damage.is_some() => {}
+                sent => sent?,
+            }
         }
         let md5 = match self.md5 {
             Some(md5) => Some(md5.finish().await?),
             None => None,
         };
+        let zip = match (self.zip, self.damage) {
+            (Some(zip), _) => Some(zip.finish().await),
+            (None, Some(damage)) => Some(Err(damage)),
+            (None, None) => None,
+        };
         self.writes.finish().await?;
         let sha256 = self.sha256.finish().await?;
-        Ok(Digests { sha256, md5 })
+        Ok(Digests { sha256, md5, zip })
     }
 }
 
@@ -177,6 +216,18 @@ impl Consumer for Sha256 {
 
     fn finish(self) -> Result<[u8; 32]> {
         Ok(self.finalize().into())
+    }
+}
+
+impl Consumer for ZipCheck {
+    type Output = ZipSummary;
+
+    fn take(&mut self, chunk: &[u8]) -> Result<()> {
+        ZipCheck::take(self, chunk)
+    }
+
+    fn finish(self) -> Result<ZipSummary> {
+        ZipCheck::finish(self)
     }
 }
 

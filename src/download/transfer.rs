@@ -1,20 +1,24 @@
 //! One package's bytes, from the download host to the part file, through every fault a
 //! transfer meets: a cut connection resumes with `Range` (or starts over when the server cannot
 //! resume), an expired link is replaced by a fresh one, a stalled body is caught by the
-//! idle-read timeout, and the whole is checked against the server's MD5. Retries are bounded.
+//! idle-read timeout, and the whole is checked against the server's MD5 and, for a package, as a
+//! ZIP archive while it streams (`zip_check.rs`). Retries are bounded.
 //! What callers are promised is the header's "Downloads" section (in `cbindgen.toml`): keep the
 //! two in step.
 
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, RANGE};
+use reqwest::header::{
+    ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, RANGE,
+};
 use reqwest::{Response, StatusCode};
 use url::Url;
 
 use super::destination::PartFile;
 use super::limits::{self, Pace};
 use super::sink::Sink;
+use super::zip_check::ZipSummary;
 use crate::error::{DefenderStatus, Error, Result};
 use crate::http::describe_transport_error;
 use crate::retry::{self, Backoff, MAX_RETRY_AFTER, Policy, Retry, Verdict};
@@ -41,6 +45,43 @@ const MAX_PACKAGE_BYTES: u64 = 1 << 40;
 pub(super) struct Received {
     pub bytes: u64,
     pub sha256: [u8; 32],
+}
+
+/// What a download is, which decides how its body is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// An investigation package: a ZIP archive, every entry's CRC-32 and the archive's structure
+    /// checked as it streams, and sent as it is. No `Accept-Encoding` is sent, so a
+    /// `Content-Encoding` other than `identity` is `PROTOCOL` at once: a proxy that re-encodes it
+    /// would have it saved as something else than the package.
+    Package,
+    /// A file kept as the host serves it (a Live Response result, which Azure Storage may keep
+    /// gzip-encoded): neither checked as a ZIP nor refused for its `Content-Encoding`.
+    #[allow(dead_code, reason = "for the Live Response results' downloads")]
+    AsServed,
+}
+
+impl Kind {
+    fn checks_zip(self) -> bool {
+        self == Kind::Package
+    }
+
+    /// A response's `Content-Encoding`, when this kind refuses it.
+    fn check_encoding(self, headers: &HeaderMap) -> Result<()> {
+        if self != Kind::Package {
+            return Ok(());
+        }
+        let Some(value) = headers.get(CONTENT_ENCODING) else { return Ok(()) };
+        let encoding = value.to_str().unwrap_or("?").trim();
+        if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
+            return Ok(());
+        }
+        Err(Error::protocol(format!(
+            "the download host sent the package with Content-Encoding: {} although none was asked for (no \
+             Accept-Encoding is sent); a proxy that re-encodes downloads must leave them as they are",
+            crate::redact::printable(encoding, 40)
+        )))
+    }
 }
 
 /// What the download host said about the package in its last whole (200) answer.
@@ -91,6 +132,8 @@ enum Interruption {
     /// Slower than the minimum speed: a stall, tried again as a broken transfer, but one that
     /// brought less than the minimum is no progress.
     TooSlow(Error),
+    /// The ZIP check found the package damaged: downloaded once more from the start.
+    Damaged(Error),
     /// The download host refused the link (403): get a fresh one, then try again.
     LinkRefused(Error),
     /// Retrying cannot help.
@@ -104,7 +147,7 @@ enum Setback {
     Broken { progressed: bool, retry_after: Option<Duration> },
     /// The download host refused the link.
     LinkRefused { progressed: bool },
-    /// The whole package arrived but does not match its MD5.
+    /// The whole package arrived but does not match its MD5, or the ZIP check found it damaged.
     Checksum,
 }
 
@@ -116,7 +159,7 @@ struct Budget {
     retries: u32,
     retries_without_progress: u32,
     fresh_links_without_progress: u32,
-    /// The package failed its MD5 once and was downloaded again from the start.
+    /// The package failed its MD5 or its ZIP check once and was downloaded again from the start.
     fetched_again_for_checksum: bool,
 }
 
@@ -201,6 +244,7 @@ pub(super) struct Transfer<'a> {
     what: &'a str,
     item: usize,
     link: Url,
+    kind: Kind,
     /// `None` until the first whole answer, and again when the next request must not resume.
     package: Option<Package>,
     /// Body bytes the current attempt brought.
@@ -209,9 +253,9 @@ pub(super) struct Transfer<'a> {
 }
 
 impl<'a> Transfer<'a> {
-    pub(super) fn new(api: Api<'a>, action_id: &'a str, what: &'a str, item: usize, link: Url) -> Self {
+    pub(super) fn new(api: Api<'a>, action_id: &'a str, what: &'a str, item: usize, link: Url, kind: Kind) -> Self {
         let retry = Retry::new(Budget::new(api.session.settings.clock_scale), what, api.reporter);
-        Self { api, action_id, what, item, link, package: None, delivered: 0, retry }
+        Self { api, action_id, what, item, link, kind, package: None, delivered: 0, retry }
     }
 
     /// Downloads the whole package into `part`, trying again within the budget.
@@ -225,16 +269,32 @@ impl<'a> Transfer<'a> {
                     let bytes = finished.received();
                     let digests = finished.finish().await?;
                     let expected_md5 = self.package.as_ref().and_then(|package| package.md5);
+                    let zip = match digests.zip {
+                        Some(Ok(summary)) => Some(summary),
+                        Some(Err(damage)) => {
+                            self.again(Setback::Checksum, damage, "downloading it again from the start")?;
+                            self.package = None;
+                            continue;
+                        }
+                        None => None,
+                    };
                     match expected_md5 {
                         Some(expected) if digests.md5 != Some(expected) => {
                             let error = Error::integrity("the package does not match its Content-MD5");
                             self.again(Setback::Checksum, error, "downloading it again from the start")?;
                             self.package = None;
                         }
-                        _ => return Ok(Received { bytes, sha256: digests.sha256 }),
+                        _ => {
+                            self.log_unchecked(zip.as_ref());
+                            return Ok(Received { bytes, sha256: digests.sha256 });
+                        }
                     }
                 }
                 Err(Interruption::Fatal(error)) => return Err(error.context(self.what)),
+                Err(Interruption::Damaged(damage)) => {
+                    self.again(Setback::Checksum, damage, "downloading it again from the start")?;
+                    self.package = None;
+                }
                 Err(Interruption::Broken(error, retry_after)) => {
                     self.resume(&sink, error, Setback::Broken { progressed: self.delivered > 0, retry_after }).await?;
                 }
@@ -249,6 +309,23 @@ impl<'a> Transfer<'a> {
                 }
             }
         }
+    }
+
+    /// Says which entries the ZIP check could not compute the CRC-32 of (another method than
+    /// stored or deflated, or encrypted).
+    fn log_unchecked(&self, zip: Option<&ZipSummary>) {
+        let Some(zip) = zip.filter(|zip| zip.unchecked > 0) else { return };
+        self.api.reporter.log(
+            DefenderLogLevel::Warn,
+            format!(
+                "{}: the CRC-32 of {} of its {} entries could not be checked (their structure and sizes were), \
+                 the first {}",
+                self.what,
+                zip.unchecked,
+                zip.entries,
+                zip.first_unchecked.as_deref().unwrap_or("?")
+            ),
+        );
     }
 
     /// After a broken attempt: waits before the next, which resumes where `sink` stopped when it
@@ -294,6 +371,7 @@ impl<'a> Transfer<'a> {
                         format!("{}: the download host sent the whole package again; starting over", self.what),
                     );
                 }
+                self.kind.check_encoding(response.headers()).map_err(Interruption::Fatal)?;
                 let package = Package::from_headers(response.headers()).map_err(Interruption::Fatal)?;
                 if let Some(abandoned) = sink.take() {
                     // Its writer shares the file's position: it must be done before the file is
@@ -304,12 +382,16 @@ impl<'a> Transfer<'a> {
                 if let Some(length) = package.length {
                     limits::check_room(part.path(), length).map_err(Interruption::Fatal)?;
                 }
-                *sink =
-                    Some(Sink::new(file, part.path().to_owned(), package.md5.is_some()).map_err(Interruption::Fatal)?);
+                let check_zip = self.kind.checks_zip();
+                *sink = Some(
+                    Sink::new(file, part.path().to_owned(), package.md5.is_some(), check_zip)
+                        .map_err(Interruption::Fatal)?,
+                );
                 self.package = Some(package);
             }
             StatusCode::PARTIAL_CONTENT if resuming => {
                 crate::http::check_framing(response.headers()).map_err(Interruption::Fatal)?;
+                self.kind.check_encoding(response.headers()).map_err(Interruption::Fatal)?;
                 self.check_range(response.headers(), offset)?;
             }
             StatusCode::FORBIDDEN => return Err(Interruption::LinkRefused(refused(&response))),
@@ -359,7 +441,9 @@ impl<'a> Transfer<'a> {
         })? {
             let chunk = chunk.map_err(|err| Interruption::Broken(body_error(&err, sink.received(), length), None))?;
             self.delivered += chunk.len() as u64;
-            sink.push(chunk).await.map_err(Interruption::Fatal)?;
+            if let Err(error) = sink.push(chunk).await {
+                return Err(if sink.damaged() { Interruption::Damaged(error) } else { Interruption::Fatal(error) });
+            }
             match length {
                 Some(length) if sink.received() > length => {
                     return Err(Interruption::Fatal(Error::integrity(format!(

@@ -7,7 +7,10 @@
 //! memory stays flat whatever the size.
 
 mod entries;
+mod layouts;
 mod records;
+
+pub use layouts::PackageLayout;
 
 use std::ops::Range;
 

@@ -21,25 +21,25 @@ pub(super) struct EntryRecord<'a> {
 
 /// Little-endian record builder.
 #[derive(Default)]
-struct Record(Vec<u8>);
+pub(super) struct Record(pub(super) Vec<u8>);
 
 impl Record {
-    fn u16(mut self, value: u16) -> Record {
+    pub(super) fn u16(mut self, value: u16) -> Record {
         self.0.extend_from_slice(&value.to_le_bytes());
         self
     }
 
-    fn u32(mut self, value: u32) -> Record {
+    pub(super) fn u32(mut self, value: u32) -> Record {
         self.0.extend_from_slice(&value.to_le_bytes());
         self
     }
 
-    fn u64(mut self, value: u64) -> Record {
+    pub(super) fn u64(mut self, value: u64) -> Record {
         self.0.extend_from_slice(&value.to_le_bytes());
         self
     }
 
-    fn bytes(mut self, value: &[u8]) -> Record {
+    pub(super) fn bytes(mut self, value: &[u8]) -> Record {
         self.0.extend_from_slice(value);
         self
     }
