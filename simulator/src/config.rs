@@ -3,6 +3,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::ControlError;
+use crate::chaos::ChaosConfig;
 use crate::package::MIN_PACKAGE_SIZE;
 
 /// The scope the real service's tokens are asked for.
@@ -37,6 +38,9 @@ pub struct Config {
     /// The root that `@odata.nextLink`s point at; empty: the simulator's own `base_url`. Lets a
     /// test check that clients follow links only to the API host.
     pub next_link_base: String,
+    /// Chaos mode: a fault for some requests, drawn from a seeded generator; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<ChaosConfig>,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             accepted_scopes: vec![DEFAULT_SCOPE.to_owned()],
             page_size: MAX_PAGE_SIZE,
             next_link_base: String::new(),
+            chaos: None,
         }
     }
 }
@@ -118,6 +123,14 @@ pub struct ConfigPatch {
     pub page_size: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_link_base: Option<String>,
+    /// `{...}` turns chaos mode on (or changes it, starting its generator again), `null` off.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<Option<ChaosConfig>>,
+}
+
+/// A field that is present, `null` or not: `Some` of its value.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Replaces the limits of the classes it names.
@@ -147,6 +160,7 @@ impl Config {
             accepted_scopes,
             page_size,
             next_link_base,
+            chaos,
         } = patch;
         set(&mut config.clock_scale, clock_scale);
         set(&mut config.token_lifetime_secs, token_lifetime_secs);
@@ -163,6 +177,7 @@ impl Config {
         set(&mut config.accepted_scopes, accepted_scopes);
         set(&mut config.page_size, page_size);
         set(&mut config.next_link_base, next_link_base);
+        set(&mut config.chaos, chaos);
         config.validate()?;
         Ok(config)
     }
@@ -178,6 +193,9 @@ impl Config {
             return Err(ControlError::invalid("token_lifetime_secs must be at least 1"));
         }
         validate_package_size(self.package_size)?;
+        if let Some(chaos) = &self.chaos {
+            chaos.validate()?;
+        }
         if !(1..=MAX_PAGE_SIZE).contains(&self.page_size) {
             return Err(ControlError::invalid(format!(
                 "page_size must be 1 to {MAX_PAGE_SIZE}, not {}",

@@ -155,11 +155,16 @@ async fn answer(sim: &Simulation, port: Port, exchange: &mut Exchange) -> Result
     exchange.record.endpoint = Some(endpoint);
     let target = identify(sim, route, exchange);
 
-    let fault = lock(&sim.faults).pick(&RequestKey {
-        endpoint,
-        action_id: exchange.record.action_id.as_deref(),
-        client_id: exchange.record.client_id.as_deref(),
-    });
+    let action_id = exchange.record.action_id.as_deref();
+    let fault = lock(&sim.faults)
+        .pick(&RequestKey { endpoint, action_id, client_id: exchange.record.client_id.as_deref() })
+        .or_else(|| {
+            let package_size = match &target {
+                Target::Download(Some(link)) => Some(link.package_size),
+                _ => None,
+            };
+            lock(&sim.chaos).as_mut()?.pick(endpoint, action_id, package_size)
+        });
     exchange.record.fault = fault.clone();
     match &fault {
         Some(Fault::Drop) => return Err(DropConnection),

@@ -25,6 +25,7 @@ mod download;
 mod exchange;
 mod faults;
 mod odata;
+mod chaos;
 mod package;
 mod rate_limit;
 mod request_log;
@@ -43,6 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+pub use chaos::{ChaosConfig, ChaosKind};
 pub use config::{
     Config, ConfigPatch, DEFAULT_SCOPE, MAX_PAGE_SIZE, RateLimit, RateLimits, RateLimitsPatch, Schedule,
     parse_byte_size,

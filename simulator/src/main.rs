@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use defender_simulator::{Config, ConfigPatch, Options, Schedule, Simulator, parse_byte_size};
+use defender_simulator::{
+    ChaosConfig, ChaosKind, Config, ConfigPatch, Options, RouteKind, Schedule, Simulator, parse_byte_size,
+};
 use tracing_subscriber::EnvFilter;
 
 /// Local simulator of the Microsoft Defender for Endpoint API, its download host and Entra ID
@@ -60,6 +62,28 @@ struct Cli {
     /// Where --tls writes its CA certificate (PEM) [default: a temporary file]
     #[arg(long, value_name = "PATH", requires = "tls")]
     ca_out: Option<PathBuf>,
+    /// Chaos mode: a fault for some requests, drawn from a generator seeded with SEED
+    #[arg(long, value_name = "SEED")]
+    chaos: Option<u64>,
+    /// The share of requests that get a fault in chaos mode, 0 to 1 [default: 0.2]
+    #[arg(long, value_name = "R", requires = "chaos")]
+    chaos_rate: Option<f64>,
+    /// At most K faults for the requests about one action in chaos mode [default: 3]
+    #[arg(long, value_name = "K", requires = "chaos")]
+    chaos_max_per_action: Option<u32>,
+    /// The faults chaos mode draws from, comma-separated (status, rate_limit, drop, delay, cut_after,
+    /// short_body, corrupt_byte, stall, slow_body, expired_link, no_ranges, no_length) [default: all]
+    #[arg(long, value_name = "KINDS", requires = "chaos", value_delimiter = ',', value_parser = parse_name::<ChaosKind>)]
+    chaos_kinds: Option<Vec<ChaosKind>>,
+    /// The endpoints chaos mode applies to, comma-separated [default: download,get_package_uri,machine_action]
+    #[arg(long, value_name = "ENDPOINTS", requires = "chaos", value_delimiter = ',', value_parser = parse_name::<RouteKind>)]
+    chaos_endpoints: Option<Vec<RouteKind>>,
+}
+
+/// A name, as it is in JSON (one of a comma-separated list).
+fn parse_name<T: serde::de::DeserializeOwned>(name: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(name.trim().to_owned()))
+        .map_err(|_| format!("'{}' is not one of the names listed in --help", name.trim()))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,6 +114,16 @@ impl Cli {
             content_md5: self.content_md5.then_some(true),
             quoted_links: self.quoted_links.then_some(true),
             page_size: self.page_size,
+            chaos: self.chaos.map(|seed| {
+                let defaults = ChaosConfig::seeded(seed);
+                Some(ChaosConfig {
+                    rate: self.chaos_rate.unwrap_or(defaults.rate),
+                    max_per_action: self.chaos_max_per_action.unwrap_or(defaults.max_per_action),
+                    kinds: self.chaos_kinds.clone().unwrap_or(defaults.kinds.clone()),
+                    endpoints: self.chaos_endpoints.clone().unwrap_or(defaults.endpoints.clone()),
+                    ..defaults
+                })
+            }),
             ..ConfigPatch::default()
         };
         Ok(Options {

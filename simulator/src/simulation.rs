@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::api::{COLLECT_ACTION_TYPE, machine_action_entity};
 use crate::assertion::RegisteredCertificate;
+use crate::chaos::Chaos;
 use crate::clock::SimClock;
 use crate::config::{Config, ConfigPatch, validate_package_size};
 use crate::faults::{FaultRule, FaultRules};
@@ -30,6 +31,8 @@ pub(crate) struct Simulation {
     pub(crate) state: Mutex<State>,
     pub(crate) rate_limiter: Mutex<RateLimiter>,
     pub(crate) faults: Mutex<FaultRules>,
+    /// Chaos mode's generator, when the configuration has `chaos`.
+    pub(crate) chaos: Mutex<Option<Chaos>>,
     pub(crate) log: RequestLog,
 }
 
@@ -40,6 +43,7 @@ impl Simulation {
             download_url,
             clock: SimClock::new(config.clock_scale),
             initial_config: config.clone(),
+            chaos: Mutex::new(config.chaos.clone().map(Chaos::new)),
             config: Mutex::new(config),
             state: Mutex::new(State::new()),
             rate_limiter: Mutex::default(),
@@ -60,12 +64,17 @@ impl Simulation {
         lock(&self.state).forget_activity();
         lock(&self.rate_limiter).clear();
         lock(&self.faults).clear();
+        *lock(&self.chaos) = self.initial_config.chaos.clone().map(Chaos::new);
         self.log.clear();
     }
 
     pub(crate) fn configure(&self, patch: ConfigPatch) -> Result<Config, ControlError> {
         let mut config = lock(&self.config);
+        let chaos_set = patch.chaos.is_some();
         let patched = config.patched(patch)?;
+        if chaos_set {
+            *lock(&self.chaos) = patched.chaos.clone().map(Chaos::new);
+        }
         if patched.clock_scale != config.clock_scale {
             self.clock.set_scale(patched.clock_scale);
         }
