@@ -271,7 +271,7 @@ impl PartFile {
             }
         }
         self.persisted = true; // moved: the part's name is free
-        sync_folder(destination);
+        let _ = sync_folder(destination);
         // Left behind only by a crash right here; the next call for the destination removes it.
         let _ = self.remove_record();
         Ok(())
@@ -447,17 +447,21 @@ mod platform {
     }
 }
 
-/// Makes the rename itself durable (Unix: the folder's entry is flushed too). Best effort: the
-/// file's bytes are already synced, and Windows has no equivalent.
-fn sync_folder(path: &Path) {
+/// Makes the rename of `path` itself durable: on Unix the folder's entries are flushed too, so
+/// that after a power cut the name leads to the synced file. `persist` takes this as best
+/// effort (some network file systems refuse to sync a folder; the file's bytes are already on
+/// the disk by then). Windows has no equivalent: its no-replace rename is `MOVEFILE_WRITE_THROUGH`.
+fn sync_folder(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
-    if let Some(folder) = path.parent() {
-        if let Ok(folder) = File::open(folder) {
-            let _ = folder.sync_all();
-        }
+    {
+        let folder = path.parent().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        File::open(folder)?.sync_all()
     }
     #[cfg(not(unix))]
-    let _ = path;
+    {
+        let _ = path;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -544,6 +548,17 @@ mod tests {
         part.start_over().unwrap().write_all(b"whole").unwrap();
         part.persist(&destination, false).unwrap();
         assert_eq!(std::fs::metadata(&destination).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    /// The rename is made durable: the destination's folder is opened and synced (on Unix; a
+    /// folder that cannot be opened shows that it really is).
+    #[cfg(unix)]
+    #[test]
+    fn the_folder_of_a_persisted_file_is_synced() {
+        let folder = tempfile::tempdir().unwrap();
+        sync_folder(&folder.path().join("p.zip")).unwrap();
+        let gone = folder.path().join("gone");
+        assert_eq!(sync_folder(&gone.join("p.zip")).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
