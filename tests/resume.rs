@@ -150,6 +150,45 @@ fn a_download_killed_midway_is_resumed_by_the_next_call_from_the_bytes_it_left()
 }
 
 #[test]
+fn a_batch_resumes_the_items_a_killed_run_left() {
+    let simulator = simulator();
+    let left = create_action(&simulator, json!({ "package_size": PACKAGE_SIZE }));
+    let fresh = create_action(&simulator, json!({ "package_size": 200_000 }));
+    let folder = tempfile::tempdir().unwrap();
+    let kept = killed_midway(&simulator, &left, folder.path());
+
+    let results = client_for(&simulator).download_many(&[&left, &fresh], folder.path(), BatchCallbacks::default());
+
+    let results = results.unwrap();
+    assert_eq!(
+        (results[0]["code"].as_i64(), results[0]["resumed_from"].as_u64()),
+        (Some(0), Some(kept)),
+        "{results:?}"
+    );
+    assert_eq!((results[1]["code"].as_i64(), results[1]["resumed_from"].as_u64()), (Some(0), Some(0)), "{results:?}");
+    assert_eq!(downloads(&simulator, &left)[1], (Some(format!("bytes={kept}-")), Some(206), PACKAGE_SIZE - kept));
+    let mut expected = vec![format!("{left}.zip"), format!("{fresh}.zip")];
+    expected.sort();
+    assert_eq!(entries(folder.path()), expected);
+}
+
+#[test]
+fn a_whole_part_killed_before_its_rename_is_confirmed_with_its_last_byte() {
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({ "package_size": PACKAGE_SIZE }));
+    let folder = tempfile::tempdir().unwrap();
+    killed_midway(&simulator, &id, folder.path());
+    // Killed while the whole was being synced and checked.
+    std::fs::write(beside(folder.path(), &id, ".part"), simulator.package(&id).unwrap()).unwrap();
+
+    let result = client_for(&simulator).download(&id, folder.path(), None).unwrap();
+
+    assert_intact(&simulator, &id, folder.path(), &result);
+    assert_eq!(result["resumed_from"], PACKAGE_SIZE - 1);
+    assert_eq!(downloads(&simulator, &id)[1..], [(Some(format!("bytes={}-", PACKAGE_SIZE - 1)), Some(206), 1)]);
+}
+
+#[test]
 fn a_part_whose_validator_no_longer_matches_is_downloaded_again_from_the_start() {
     let simulator = simulator();
     let id = create_action(&simulator, json!({ "package_size": PACKAGE_SIZE }));
