@@ -200,7 +200,7 @@ fn main_job(args: &Args, session: &Session) -> Result<(), Failure> {
         eprintln!();
     }
     println!("path:    {}", result["path"].as_str().unwrap_or_default());
-    println!("size:    {} bytes", result["bytes"]);
+    println!("size:    {} bytes{}", result["bytes"], commands::resumed(&result));
     println!("sha256:  {}", result["sha256"].as_str().unwrap_or_default());
     if let Some(device) = result["computer_dns_name"].as_str() {
         println!("device:  {device} ({})", result["machine_id"].as_str().unwrap_or_default());
