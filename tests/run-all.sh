@@ -23,6 +23,12 @@
 #           Defender.Interop, and PowerShell 7.6.9 for win-x64 installing the packed module and
 #           running the Pester tests that can run there (tests/windows); installs mingw-w64 and
 #           Wine (and Debian's Rust for Windows when rustup lacks the target) when missing
+#   soak    tests/soak.rs: 400 packages through the simulator's chaos mode in one process (all
+#           intact; resident memory, heap and descriptors flat), then a batch in a child process
+#           killed (SIGKILL) at 5 random instants, each rerun going on from what the killed one
+#           left: nothing lost, no part left, no byte that was on disk fetched again (about a
+#           minute; DEFENDER_SOAK_PACKAGES, DEFENDER_SOAK_KILLS, DEFENDER_SOAK_BATCH and
+#           DEFENDER_SOAK_SEED for a longer run; Linux: it reads /proc and glibc's heap figures)
 #   fuzz    every cargo-fuzz target (fuzz/: the parsers of what the service sends) for a few
 #           seconds each from its committed corpus (DEFENDER_FUZZ_SECONDS, default 10); needs
 #           the nightly toolchain, installs cargo-fuzz when missing
@@ -41,7 +47,7 @@ target=${CARGO_TARGET_DIR:-$root/target}
 build="$root/target/test-build"
 mkdir -p "$build"
 
-all_suites=(lint rust header c valgrind csharp powershell install windows fuzz)
+all_suites=(lint rust header c valgrind csharp powershell install windows soak fuzz)
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=("${all_suites[@]}")
 
@@ -220,6 +226,18 @@ need_pwsh_and_pester() {
     if [ ! -e "$pester/Pester.psd1" ]; then
         mkdir -p "$pester" && cp -R "$packages/pester/5.7.1/tools/." "$pester/" || return 1
     fi
+}
+
+suite_soak() {
+    case "$os" in Linux) ;; *) echo "skipped: the soak reads /proc and glibc's heap figures (Linux only)"; return 0 ;; esac
+    # Its tests are ignored by the rust suite's plain cargo test: they take a minute or two. Each
+    # runs in a process of its own, so that the memory one measures is its own.
+    local test
+    for test in packages_through_chaos_all_arrive_intact_with_memory_and_descriptors_flat \
+        a_batch_killed_again_and_again_finishes_with_nothing_lost_and_nothing_fetched_twice; do
+        cargo test --locked --test soak -- --ignored --nocapture --exact "$test" 2>&1 |
+            grep -E '^(SOAK|thread|  left|  right)|panicked|FAILED|test result' || return 1
+    done
 }
 
 suite_fuzz() {
