@@ -22,8 +22,9 @@
 //!
 //! What it keeps is bounded by ceilings that no investigation package comes near (a few
 //! thousand entries, a directory of a megabyte or so): [`MAX_ENTRIES`] entries (40 bytes each,
-//! 4 MiB at most), a central directory of [`MAX_DIRECTORY_BYTES`], and [`MAX_INFLATED_BYTES`]
-//! inflated in all. Passing one is `INTEGRITY` naming it (docs/hostile-servers.md, Limits).
+//! 5 MiB at most, as the list grows by doubling), a central directory of
+//! [`MAX_DIRECTORY_BYTES`], and [`MAX_INFLATED_BYTES`] inflated in all. Passing one is
+//! `INTEGRITY` naming it (docs/hostile-servers.md, Limits).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
