@@ -236,7 +236,7 @@ suite_soak() {
     for test in packages_through_chaos_all_arrive_intact_with_memory_and_descriptors_flat \
         a_batch_killed_again_and_again_finishes_with_nothing_lost_and_nothing_fetched_twice; do
         cargo test --locked --test soak -- --ignored --nocapture --exact "$test" 2>&1 |
-            grep -E '^(SOAK|thread|  left|  right)|panicked|FAILED|test result' || return 1
+            grep -E '^(SOAK|thread|assertion|  left|  right)|panicked|FAILED|test result' || return 1
     done
 }
 
