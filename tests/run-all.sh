@@ -24,10 +24,10 @@
 #           running the Pester tests that can run there (tests/windows); installs mingw-w64 and
 #           Wine (and Debian's Rust for Windows when rustup lacks the target) when missing
 #   soak    tests/soak.rs: 400 packages through the simulator's chaos mode in one process (all
-#           intact; resident memory, heap and descriptors flat), then a batch in a child process
-#           killed (SIGKILL) at 5 random instants, each rerun going on from what the killed one
-#           left: nothing lost, no part left, no byte that was on disk fetched again (about a
-#           minute; DEFENDER_SOAK_PACKAGES, DEFENDER_SOAK_KILLS, DEFENDER_SOAK_BATCH and
+#           intact; resident memory, heap and descriptors flat), then a batch of 40 packages in a
+#           child process killed (SIGKILL) at 5 random instants, each rerun going on from what the
+#           killed one left: nothing lost, no part left, no byte that was on disk fetched again
+#           (about a minute; DEFENDER_SOAK_PACKAGES, DEFENDER_SOAK_KILLS, DEFENDER_SOAK_BATCH and
 #           DEFENDER_SOAK_SEED for a longer run; Linux: it reads /proc and glibc's heap figures)
 #   fuzz    every cargo-fuzz target (fuzz/: the parsers of what the service sends) for a few
 #           seconds each from its committed corpus (DEFENDER_FUZZ_SECONDS, default 10); needs
