@@ -102,6 +102,16 @@ fn wait_for_bytes(path: &Path, bytes: u64) {
     }
 }
 
+/// Waits until the download into `path`'s folder has created `path` (its part: the first call
+/// holds the destination's lock and is downloading; its body takes seconds more).
+fn wait_for_file(path: &Path) {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "'{}' never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A child process that downloads `action_id`'s package into `folder` is killed (SIGKILL on
 /// Unix) once its part file holds a block: the first answer stalls after a block and a bit. Returns the
 /// bytes it left in the part.
@@ -276,13 +286,13 @@ fn a_part_for_another_action_is_not_resumed_and_a_failed_call_leaves_nothing() {
 fn a_second_call_in_this_process_waits_for_the_first_then_finds_the_package_there() {
     let simulator = simulator();
     let id = create_action(&simulator, json!({ "package_size": 2_000_000 }));
-    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 500_000 }));
+    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 400_000 }));
     let folder = Arc::new(tempfile::tempdir().unwrap());
     let first = {
         let (client, id, folder) = (client_for(&simulator), id.clone(), Arc::clone(&folder));
         std::thread::spawn(move || client.download(&id, folder.path(), None))
     };
-    wait_for_bytes(&beside(folder.path(), &id, ".part"), 1);
+    wait_for_file(&beside(folder.path(), &id, ".part"));
 
     // Within its own wait_timeout_ms: too short, TIMEOUT; long enough, EXISTS after the first.
     let impatient = client_for(&simulator);
@@ -307,14 +317,14 @@ fn a_second_call_in_this_process_waits_for_the_first_then_finds_the_package_ther
 #[test]
 fn a_second_call_with_overwrite_waits_then_replaces_the_package() {
     let simulator = simulator();
-    let id = create_action(&simulator, json!({ "package_size": 1_500_000 }));
-    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 1_000_000 }));
+    let id = create_action(&simulator, json!({ "package_size": 2_000_000 }));
+    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 400_000 }));
     let folder = Arc::new(tempfile::tempdir().unwrap());
     let first = {
         let (client, id, folder) = (client_for(&simulator), id.clone(), Arc::clone(&folder));
         std::thread::spawn(move || client.download(&id, folder.path(), None))
     };
-    wait_for_bytes(&beside(folder.path(), &id, ".part"), 1);
+    wait_for_file(&beside(folder.path(), &id, ".part"));
     let second = client_for(&simulator);
     second.set("wait_timeout_ms", Some("60000")).unwrap();
     second.set("overwrite", Some("true")).unwrap();
@@ -331,11 +341,11 @@ fn a_second_call_with_overwrite_waits_then_replaces_the_package() {
 #[test]
 fn a_second_process_waits_for_the_first_and_names_it() {
     let simulator = simulator();
-    let id = create_action(&simulator, json!({ "package_size": 1_500_000 }));
-    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 1_000_000 }));
+    let id = create_action(&simulator, json!({ "package_size": 2_000_000 }));
+    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 400_000 }));
     let folder = tempfile::tempdir().unwrap();
     let child = start_child(&simulator, &id, folder.path());
-    wait_for_bytes(&beside(folder.path(), &id, ".part"), 1);
+    wait_for_file(&beside(folder.path(), &id, ".part"));
     let client = client_for(&simulator);
     client.set("wait_timeout_ms", Some("60000")).unwrap();
     capture_log_lines(&client);
