@@ -315,6 +315,38 @@ fn a_second_call_in_this_process_waits_for_the_first_then_finds_the_package_ther
 }
 
 #[test]
+fn a_call_waiting_for_another_is_cancelled_at_once_and_touches_nothing() {
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({ "package_size": 2_000_000 }));
+    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 400_000 }));
+    let folder = Arc::new(tempfile::tempdir().unwrap());
+    let first = {
+        let (client, id, folder) = (client_for(&simulator), id.clone(), Arc::clone(&folder));
+        std::thread::spawn(move || client.download(&id, folder.path(), None))
+    };
+    wait_for_file(&beside(folder.path(), &id, ".part"));
+    let waiting = Arc::new(client_for(&simulator));
+    waiting.set("wait_timeout_ms", Some("60000")).unwrap();
+    let canceller = {
+        let waiting = Arc::clone(&waiting);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            waiting.cancel();
+            Instant::now()
+        })
+    };
+
+    let failure = waiting.download(&id, folder.path(), None).unwrap_err();
+
+    let cancelled = canceller.join().unwrap();
+    assert_eq!(failure.status, DefenderStatus::Cancelled, "{failure}");
+    assert!(cancelled.elapsed() < Duration::from_millis(500), "cancel took {:?}", cancelled.elapsed());
+    let result = first.join().unwrap().unwrap();
+    assert_intact(&simulator, &id, folder.path(), &result);
+    assert_eq!(downloads(&simulator, &id).len(), 1, "the waiting call fetched nothing");
+}
+
+#[test]
 fn a_second_call_with_overwrite_waits_then_replaces_the_package() {
     let simulator = simulator();
     let id = create_action(&simulator, json!({ "package_size": 2_000_000 }));
