@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::destination::beside;
+use super::destination::{beside, owner_only};
 use crate::error::{DefenderStatus, Error, Result};
 
 /// Pauses between tries while another call holds the lock: short at first, so that a call
@@ -141,14 +141,7 @@ impl Drop for DestinationLock {
 }
 
 fn open(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
-    }
-    options.open(path)
+    owner_only(OpenOptions::new().read(true).write(true).create(true).truncate(false)).open(path)
 }
 
 /// Whether `path` still names the file open as `file`.
