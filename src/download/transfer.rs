@@ -556,6 +556,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_record_resumes_with_its_etag_else_its_last_modified_and_never_without_either() {
+        let record = |etag: Option<&str>, last_modified: Option<&str>| PartRecord {
+            etag: etag.map(str::to_owned),
+            last_modified: last_modified.map(str::to_owned),
+            md5: Some("1B2M2Y8AsgTpgAmY7PhCfg==".to_owned()),
+            ..PartRecord::new("a1", 10)
+        };
+        let date = "Sun, 06 Dec 2026 07:40:00 GMT";
+        let both = Package::from_record(&record(Some("\"e\""), Some(date))).unwrap();
+        assert_eq!(both.validator(), Some("\"e\""));
+        assert_eq!(both.md5, Some(<[u8; 16]>::from(<md5::Md5 as sha2::Digest>::digest(b""))));
+        let dated = Package::from_record(&record(None, Some(date))).unwrap();
+        assert_eq!(dated.validator(), Some(date));
+        assert_eq!(dated.record("a1"), Some(record(None, Some(date))), "recorded as it was read");
+        assert!(Package::from_record(&record(None, None)).is_none());
+        let bad_md5 = PartRecord { md5: Some("not base64".to_owned()), ..record(Some("\"e\""), None) };
+        assert!(Package::from_record(&bad_md5).is_none());
+    }
+
     fn broken(progressed: bool) -> Setback {
         Setback::Broken { progressed, retry_after: None }
     }
