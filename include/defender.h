@@ -36,9 +36,9 @@
  * - One writer per destination: a call holds a lock on ".<name>.lock" (flock on Unix, LockFileEx
  *   on Windows) from before the link is asked for until the package is in place, and removes it.
  *   A second call for the same destination, in this process or another, waits for the first
- *   within its own "wait_timeout_ms" (logging whom it waits for: process id, host, since when),
- *   then goes on as if it came after it; when "wait_timeout_ms" is 0 or runs out,
- *   DEFENDER_STATUS_TIMEOUT.
+ *   within its own "wait_timeout_ms" (logging whom it waits for: on Unix its process id, host
+ *   and start time), then goes on as if it came after it; when "wait_timeout_ms" is 0 or runs
+ *   out, DEFENDER_STATUS_TIMEOUT.
  * - Unless the option "overwrite" is "true", an existing file is never replaced: one there before
  *   the call (or when the lock is obtained) gives DEFENDER_STATUS_EXISTS before any download
  *   request is made, and one that appears during the download is kept by a no-replace rename
