@@ -6,6 +6,7 @@ pub(crate) mod batch;
 mod destination;
 pub(crate) mod file_name;
 mod limits;
+mod lock;
 mod sink;
 mod transfer;
 
@@ -17,15 +18,16 @@ use std::time::{Duration, Instant};
 use serde::{Serialize, Serializer};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::error::{Error, Result};
+use crate::error::{DefenderStatus, Error, Result};
 use crate::runtime::{DefenderLogLevel, Phase};
 use crate::service::{Api, machine_actions};
-use destination::PartFile;
+use destination::{Leftover, PartFile};
+use lock::DestinationLock;
 use transfer::Transfer;
 
 /// A package on disk: the JSON `defender_download_package` returns, and the body of a batch
 /// item that was saved (`batch::ItemResult`):
-/// `{"action_id", "machine_id", "computer_dns_name", "path", "bytes", "sha256", "elapsed_ms"}`,
+/// `{"action_id", "machine_id", "computer_dns_name", "path", "bytes", "resumed_from", "sha256", "elapsed_ms"}`,
 /// the device's id and name only when the download looked the action up (it waited for it, or
 /// `file_name_pattern` names the file after the device).
 #[derive(Debug, Serialize)]
@@ -38,6 +40,9 @@ pub(crate) struct Downloaded {
     #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     pub bytes: u64,
+    /// The bytes an earlier, interrupted call for the same destination left and this one kept
+    /// (0 when it downloaded from byte 0).
+    pub resumed_from: u64,
     pub sha256: String,
     #[serde(rename = "elapsed_ms", serialize_with = "millis")]
     pub elapsed: Duration,
@@ -97,14 +102,37 @@ async fn download_item(
         };
         (path, action)
     };
+    let what = format!("downloading the package of machine action {action_id}");
+    // One writer per destination: a second call waits here for the first, then goes on as if it
+    // came after it.
+    let _lock = destination_lock(api, &path, &what).await?;
+    if !overwrite && path.exists() {
+        return Err(destination::exists(&path));
+    }
     // The link is asked for only once a slot is free: it is short-lived, and it goes to work at once.
     let (link, _slot) =
         machine_actions::finished_package_link(api, action_id, deadline, download_slot(api, slots)).await?;
-    let what = format!("downloading the package of machine action {action_id}");
     api.reporter.log(DefenderLogLevel::Info, format!("{what} to '{}'", path.display()));
 
-    let mut part = PartFile::create_beside(&path)?;
-    let transfer = Transfer::new(api, action_id, &what, item, link).run(&mut part);
+    let (mut part, leftover) = PartFile::open_beside(&path, action_id)?;
+    let leftover = match leftover {
+        Leftover::Nothing => None,
+        Leftover::Resumable { record, bytes } => {
+            let line =
+                format!("{what}: '{}' holds {bytes} bytes of it from an earlier call; resuming", part.path().display());
+            api.reporter.log(DefenderLogLevel::Info, line);
+            Some((record, bytes))
+        }
+        Leftover::Discarded { bytes, why } => {
+            let line = format!(
+                "{what}: '{}' holds {bytes} bytes from an earlier call that cannot be resumed ({why}); starting over",
+                part.path().display()
+            );
+            api.reporter.log(DefenderLogLevel::Warn, line);
+            None
+        }
+    };
+    let transfer = Transfer::new(api, action_id, &what, item, link).run(&mut part, leftover);
     let received = limits::within_deadline(&api.session.settings, &what, transfer).await?;
     // Every byte is in: the transfer's last figures, then the checks.
     api.reporter.item_progress(item, received.bytes, received.bytes, true);
@@ -118,6 +146,7 @@ async fn download_item(
         computer_dns_name: device.and_then(|device| device.computer_dns_name.clone()),
         path,
         bytes: received.bytes,
+        resumed_from: received.resumed_from,
         sha256: hex::encode(received.sha256),
         elapsed: started.elapsed(),
     };
@@ -126,6 +155,41 @@ async fn download_item(
         format!("saved {} bytes to '{}' (SHA-256 {})", downloaded.bytes, downloaded.path.display(), downloaded.sha256),
     );
     Ok(downloaded)
+}
+
+/// The lock of `path`, waiting for the call that holds it within `wait_timeout_ms` (and saying
+/// so in the log).
+async fn destination_lock(api: Api<'_>, path: &Path, what: &str) -> Result<DestinationLock> {
+    let deadline = machine_actions::link_deadline(&api.session.settings);
+    let mut waited = None;
+    let lock = DestinationLock::acquire(path, deadline, |waiting| {
+        api.reporter.log(
+            DefenderLogLevel::Info,
+            format!("{what}: '{}' is being downloaded by {}; waiting for it", path.display(), waiting.holder),
+        );
+        waited = Some(Instant::now());
+    })
+    .await
+    .map_err(|err| {
+        let advice = match api.session.settings.wait_timeout {
+            Some(limit) => format!("it did not finish in the time allowed (wait_timeout_ms = {})", limit.as_millis()),
+            None => "set the option wait_timeout_ms to wait for it".to_owned(),
+        };
+        let err = match err.status() {
+            DefenderStatus::Timeout => Error::new(DefenderStatus::Timeout, format!("{}; {advice}", err.message())),
+            _ => err,
+        };
+        err.context(what)
+    })?;
+    if let Some(since) = waited {
+        let line = format!(
+            "{what}: the other call for '{}' is done, after {} ms",
+            path.display(),
+            since.elapsed().as_millis()
+        );
+        api.reporter.log(DefenderLogLevel::Info, line);
+    }
+    Ok(lock)
 }
 
 /// One of a batch's `slots`, waited for when none is free; nothing without `slots`.
