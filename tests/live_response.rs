@@ -338,6 +338,8 @@ struct StoreProxy {
 enum Trouble {
     CutFirstDownloadAfter(usize),
     HoldFirstDownload(Duration),
+    /// Flips a byte of the first download's body, well past its head.
+    CorruptFirstDownload,
 }
 
 impl StoreProxy {
@@ -415,6 +417,11 @@ fn relay(
                 let _ = client.write_all(&buffer[..bytes - sent]);
                 let _ = server.shutdown(Shutdown::Both);
                 break;
+            }
+        }
+        if let Trouble::CorruptFirstDownload = trouble {
+            if download && sent >= 64 * 1024 && !troubled.swap(true, Ordering::SeqCst) {
+                buffer[0] ^= 0xff;
             }
         }
         if client.write_all(&buffer[..read]).is_err() {
@@ -534,4 +541,19 @@ fn a_session_start_is_sent_again_only_after_a_look_shows_none_of_its_own() {
         assert_eq!(statuses_at(&simulator, "run_live_response").len(), 2, "{lost}");
         assert_eq!(requests_to(&simulator, "list_actions").len(), 1, "one look before the repeat: {lost}");
     }
+}
+
+#[test]
+fn a_result_damaged_on_the_way_fails_the_store_s_md5_and_is_fetched_again() {
+    let proxy = StoreProxy::start(Trouble::CorruptFirstDownload);
+    let simulator = simulator_behind(&proxy, json!({ "live_response_file_size": "2MiB" }));
+    let client = waiting_client(&simulator, 60_000);
+    let action = client.run_live_response(MACHINE, &get_file("C:\\x.bin"), None).unwrap();
+    let id = action["id"].as_str().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let result = client.download_live_response_result(id, 0, folder.path(), None).unwrap();
+    assert_eq!(result["sha256"], sha256(&simulator.live_response_result(id, 0).unwrap()));
+    assert_eq!(proxy.downloads().len(), 2, "downloaded again after the MD5 failed");
+    let log = checked_log();
+    assert!(log.iter().any(|line| line.contains("does not match its Content-MD5")), "{log:#?}");
 }
