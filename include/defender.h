@@ -19,7 +19,8 @@
  *   inside a callback, only defender_client_cancel() may be called. The strings and structs a
  *   callback receives are valid only during the callback.
  *
- * Downloads (defender_download_package and each item of defender_download_packages)
+ * Downloads (defender_download_package, each item of defender_download_packages, and a live
+ * response result: defender_download_live_response_result and each item of defender_get_files)
  * - The package is streamed to a temporary file beside the destination (".<name>.<random>.part"),
  *   synced to disk, checked, and only then renamed into place. On any failure or cancellation the
  *   temporary file is removed: nothing partial is ever left under the destination's name. On Unix
@@ -44,12 +45,15 @@
  *   invalid Content-Length, Content-Length together with Transfer-Encoding) is
  *   DEFENDER_STATUS_PROTOCOL at once, never retried.
  * - Expired links: a link the download host refuses (HTTP 403; links expire within minutes) is
- *   replaced by a fresh one from getPackageUri, under the rate limit, and the download goes on;
+ *   replaced by a fresh one from getPackageUri (GetLiveResponseResultDownloadLink for a result:
+ *   Blob storage answers 403 AuthenticationFailed, Azurite AuthorizationFailure), under the rate
+ *   limit, and the download goes on;
  *   after two fresh links refused in a row, DEFENDER_STATUS_FORBIDDEN.
  * - Verification: every byte goes through SHA-256 (returned in the result). When the server sends
  *   the package's MD5 (Content-MD5, or x-ms-blob-content-md5 on a resumed part), the whole file is
- *   checked against it, and a mismatch is downloaded once more from the start. The finished file
- *   must be a readable ZIP (its central directory). A second mismatch, a body longer than its
+ *   checked against it, and a mismatch is downloaded once more from the start. A finished package
+ *   must be a readable ZIP (its central directory); a live response result is any file, and one
+ *   the store holds gzip-compressed (Content-Encoding: gzip) is kept as its bytes came. A second mismatch, a body longer than its
  *   Content-Length or still short after the retries, or a file that is not a ZIP gives
  *   DEFENDER_STATUS_INTEGRITY.
  * - No Authorization header goes to the download host; the link, whose query is a credential,

@@ -557,3 +557,21 @@ fn a_result_damaged_on_the_way_fails_the_store_s_md5_and_is_fetched_again() {
     let log = checked_log();
     assert!(log.iter().any(|line| line.contains("does not match its Content-MD5")), "{log:#?}");
 }
+
+#[test]
+fn a_script_that_runs_past_the_service_s_ten_minutes_ends_the_session_timed_out() {
+    let simulator = simulator_at(200.0, json!({}));
+    // In the service's time, as every wait (divided by clock_scale): 15 minutes.
+    let client = waiting_client(&simulator, 900_000);
+    let folder = tempfile::tempdir().unwrap();
+    let script = folder.path().join("hang-forever.ps1");
+    std::fs::write(&script, "while ($true) { Start-Sleep 1 }\n").unwrap();
+    client.upload_library_file(&script, "Never ends", None, false, false).unwrap();
+    let failure = client.run_live_response(MACHINE, &run_script("hang-forever.ps1", ""), None).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::ActionFailed, "{failure}");
+    assert!(failure.message.contains("ended TimeOut"), "{failure}");
+    assert!(
+        failure.message.contains("command 0 (RunScript) failed: The command timed out after 10 minutes"),
+        "{failure}"
+    );
+}
