@@ -21,13 +21,29 @@
  *
  * Downloads (defender_download_package, each item of defender_download_packages, and a live
  * response result: defender_download_live_response_result and each item of defender_get_files)
- * - The package is streamed to a temporary file beside the destination (".<name>.<random>.part"),
- *   synced to disk, checked, and only then renamed into place. On any failure or cancellation the
- *   temporary file is removed: nothing partial is ever left under the destination's name. On Unix
- *   the file is created 0600 (owner only); on Windows it inherits the folder's ACL.
+ * - The package is streamed to a temporary file beside the destination (".<name>.part"), synced
+ *   to disk, checked, and only then renamed into place; the file, then (on Unix) its folder, are
+ *   synced so that a power cut cannot leave a renamed but empty package. When the call returns,
+ *   whatever its outcome (failure and cancellation included), nothing but the finished package is
+ *   left: nothing partial ever stands under the destination's name. On Unix the file is created
+ *   0600 (owner only); on Windows it inherits the folder's ACL.
+ * - Resume after a crash: only a process that dies mid-download leaves its ".part", with a record
+ *   beside it (".<name>.part.json": the package's length, ETag or Last-Modified, MD5, action id).
+ *   The next call for the same destination and action goes on from those bytes: it hashes them
+ *   again and asks for the rest (Range, with If-Range), on a fresh link. If the download host
+ *   sends the whole package instead (another version, or it ignores ranges), or the record is
+ *   missing, unreadable or for another action, the part is replaced from byte 0. The result's
+ *   "resumed_from" says how many bytes were kept (0: downloaded from byte 0).
+ * - One writer per destination: a call holds a lock on ".<name>.lock" (flock on Unix, LockFileEx
+ *   on Windows) from before the link is asked for until the package is in place, and removes it.
+ *   A second call for the same destination, in this process or another, waits for the first
+ *   within its own "wait_timeout_ms" (logging whom it waits for: on Unix its process id, host
+ *   and start time), then goes on as if it came after it; when "wait_timeout_ms" is 0 or runs
+ *   out, DEFENDER_STATUS_TIMEOUT.
  * - Unless the option "overwrite" is "true", an existing file is never replaced: one there before
- *   the call gives DEFENDER_STATUS_EXISTS before any request is made, and one that appears during
- *   the download is kept by a no-replace rename (DEFENDER_STATUS_EXISTS too).
+ *   the call (or when the lock is obtained) gives DEFENDER_STATUS_EXISTS before any download
+ *   request is made, and one that appears during the download is kept by a no-replace rename
+ *   (DEFENDER_STATUS_EXISTS too).
  * - Retries and resume: a transfer that breaks (connection cut or reset, body shorter than its
  *   Content-Length, no byte for "timeout_ms", fewer than "min_speed_bytes" (64 KiB) in
  *   "min_speed_window_ms" (a minute), HTTP 408, 429, 500, 502, 503 or 504 from the download host)
@@ -502,7 +518,7 @@ void defender_client_free(DefenderClient *client);
  * - `timeout_ms`: milliseconds per request, and for its retries; 0 for no limit (default 60000)
  * - `connect_timeout_ms`: milliseconds to connect; 0 for no limit (default 15000)
  * - `wait_timeout_ms`: above 0: get-URI and download wait this long at most for the collection to
- *   finish (default 0)
+ *   finish, and a download for another call saving to the same file (default 0)
  * - `overwrite`: true: a download may replace an existing file (default false)
  * - `ca_file`: PEM file of extra trust roots (a TLS-inspecting proxy's)
  * - `user_agent`: text appended to the library's User-Agent
@@ -706,19 +722,26 @@ DefenderStatus defender_get_package_uri(const DefenderClient *client,
  *   `overwrite` is `true`. With `wait_timeout_ms` above 0, first waits for the collection to
  *   finish.
  * - `progress` (may be NULL) is called on this thread with `user_data`; see
- *   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0.
+ *   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0;
+ *   a download resumed from what an earlier call left starts from the bytes kept.
  * - `result_json_out` (may be NULL) receives
- *   `{"action_id": "...", "machine_id": "...", "computer_dns_name": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`,
- *   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex;
- *   `machine_id` and `computer_dns_name` (the device) are there only when the call looked the
- *   action up: it waited for it, or `file_name_pattern` names the file after the device.
+ *   `{"action_id": "...", "machine_id": "...", "computer_dns_name": "...", "path": "...", "bytes": N, "resumed_from": N, "sha256": "<hex>", "elapsed_ms": N}`,
+ *   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex (of
+ *   the whole file); `resumed_from` is the number of bytes an earlier call for the same
+ *   destination left (a process killed mid-download) that this one kept and completed, 0 when
+ *   it downloaded from byte 0; `machine_id` and `computer_dns_name` (the device) are there only
+ *   when the call looked the action up: it waited for it, or `file_name_pattern` names the file
+ *   after the device.
  *
  * Blocks until done. Returns:
  * - `DEFENDER_STATUS_OK`;
  * - the statuses of `defender_get_package_uri`, which also say why a transfer failed after its
  *   retries (`DEFENDER_STATUS_NETWORK`, `DEFENDER_STATUS_TIMEOUT`, `DEFENDER_STATUS_HTTP`,
  *   `DEFENDER_STATUS_FORBIDDEN`, `DEFENDER_STATUS_NOT_FOUND`, `DEFENDER_STATUS_PROTOCOL`);
- * - `DEFENDER_STATUS_EXISTS`: the destination exists and `overwrite` is not `true`;
+ * - `DEFENDER_STATUS_EXISTS`: the destination exists and `overwrite` is not `true` (also when
+ *   another call for the same destination saved it while this one waited for it);
+ * - `DEFENDER_STATUS_TIMEOUT` also when another call is downloading to the same destination and
+ *   does not finish within `wait_timeout_ms` (at once when it is 0);
  * - `DEFENDER_STATUS_IO`: the local file system failed (creating, writing or moving the file);
  * - `DEFENDER_STATUS_INTEGRITY`: the package failed its checks;
  * - `DEFENDER_STATUS_CANCELLED`: `progress` returned non-zero or `defender_client_cancel` was
@@ -753,7 +776,7 @@ DefenderStatus defender_download_package(const DefenderClient *client,
  *   see `DefenderBatchProgressCallback` and `DefenderBatchItemCallback`.
  * - `results_json_out` (may be NULL) receives a JSON array with one object per item, in the
  *   order of `action_ids`, to be freed with `defender_string_free`:
- *   `{"status": "OK", "code": 0, "action_id": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`
+ *   `{"status": "OK", "code": 0, "action_id": "...", "path": "...", "bytes": N, "resumed_from": N, "sha256": "<hex>", "elapsed_ms": N}`
  *   for a package saved (`path` absolute; the rest, with `machine_id` and `computer_dns_name`
  *   when known, is `defender_download_package`'s result), and
  *   `{"status": "NOT_READY", "code": 2, "action_id": "...", "message": "...", "elapsed_ms": N}`
@@ -1028,8 +1051,9 @@ DefenderStatus defender_get_live_response_result_uri(const DefenderClient *clien
  * - With `wait_timeout_ms` above 0, first waits for the session to end.
  * - `progress` (may be NULL): see `DefenderProgressCallback`.
  * - `result_json_out` (may be NULL) receives
- *   `{"action_id": "...", "index": N, "path": "...", "bytes": N, "sha256": "<hex>", "command_type": "GetFile", "content_encoding": "gzip" or null, "elapsed_ms": N}`,
- *   to be freed with `defender_string_free`.
+ *   `{"action_id": "...", "index": N, "path": "...", "bytes": N, "resumed_from": N, "sha256": "<hex>", "command_type": "GetFile", "content_encoding": "gzip" or null, "elapsed_ms": N}`,
+ *   to be freed with `defender_string_free`; `resumed_from` as for a package (bytes an earlier,
+ *   interrupted call for the same destination left and that were kept).
  *
  * Blocks until done. Returns the statuses of `defender_get_live_response_result_uri` and of
  * `defender_download_package` (`EXISTS`, `IO`, `INTEGRITY`, `CANCELLED`, ...).
@@ -1062,7 +1086,7 @@ DefenderStatus defender_download_live_response_result(const DefenderClient *clie
  *   `index` being the item's position in `requests_json`; see `DefenderBatchProgressCallback`
  *   and `DefenderBatchItemCallback`.
  * - `results_json_out` (may be NULL) receives a JSON array, one object per item in the order of
- *   the requests: `{"status": "OK", "code": 0, "machine": "...", "remote_path": "...", "action_id": "...", "index": 0, "path": "...", "bytes": N, "sha256": "<hex>", "command_type": "GetFile", "content_encoding": null, "elapsed_ms": N}`
+ *   the requests: `{"status": "OK", "code": 0, "machine": "...", "remote_path": "...", "action_id": "...", "index": 0, "path": "...", "bytes": N, "resumed_from": N, "sha256": "<hex>", "command_type": "GetFile", "content_encoding": null, "elapsed_ms": N}`
  *   for a file saved, and `{"status": "ACTION_FAILED", "code": 13, "machine": "...", "remote_path": "...", "action_id": "..." or null, "message": "...", "elapsed_ms": N}`
  *   for one that was not (the message as `defender_last_error_message` would say it).
  *

@@ -59,7 +59,8 @@ pub(crate) struct Settings {
     /// Per request; `None` means no limit.
     pub timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,
-    /// When set, get-URI and download first wait this long at most for the collection to finish.
+    /// When set, get-URI and download first wait this long at most for the collection to finish,
+    /// and a download for another call saving to the same file.
     pub wait_timeout: Option<Duration>,
     pub overwrite: bool,
     pub ca_file: Option<PathBuf>,
@@ -219,7 +220,7 @@ pub(crate) const OPTIONS: &[OptionKey] = options! {
     "connect_timeout_ms" => connect_timeout, Transport, Some("15000"), parse_optional_millis,
         "milliseconds to connect; 0 for no limit";
     "wait_timeout_ms" => wait_timeout, Behaviour, Some("0"), parse_optional_millis,
-        "above 0: get-URI and download wait this long at most for the collection to finish";
+        "above 0: get-URI and download wait this long at most for the collection to finish, and a download for another call saving to the same file";
     "overwrite" => overwrite, Behaviour, Some("false"), parse_bool,
         "true: a download may replace an existing file";
     "ca_file" => ca_file, Transport, None, |k, v| parse_path(k, v).map(Some),

@@ -337,7 +337,7 @@ fn download(client: &Client, args: &DownloadArgs) -> Result<DefenderStatus, Fail
     };
     let mut on_item = |index: usize, status: DefenderStatus, item: Value| {
         let line = if status == DefenderStatus::Ok {
-            format!("saved {} ({} bytes)", item["path"].as_str().unwrap_or_default(), item["bytes"])
+            format!("saved {} ({} bytes{})", item["path"].as_str().unwrap_or_default(), item["bytes"], resumed(&item))
         } else {
             format!("{}: {} ({})", ids[index], item["message"].as_str().unwrap_or_default(), output::name(status))
         };
@@ -371,6 +371,7 @@ fn download(client: &Client, args: &DownloadArgs) -> Result<DefenderStatus, Fail
                 ("ACTION ID", "action_id"),
                 ("DEVICE", "computer_dns_name"),
                 ("BYTES", "bytes"),
+                ("RESUMED FROM", "resumed_from"),
                 ("SHA256", "sha256"),
                 ("PATH", "path"),
             ];
@@ -378,6 +379,14 @@ fn download(client: &Client, args: &DownloadArgs) -> Result<DefenderStatus, Fail
         }
     }
     Ok(status)
+}
+
+/// ", resumed from byte N" for a download that went on from what an interrupted one left.
+pub fn resumed(result: &Value) -> String {
+    match result["resumed_from"].as_u64() {
+        Some(from) if from > 0 => format!(", resumed from byte {from}"),
+        _ => String::new(),
+    }
 }
 
 /// Shows each item's phase on its bar.

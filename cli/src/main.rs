@@ -89,7 +89,8 @@ pub struct Connection {
     /// started with --clock-scale N.
     #[arg(long, env = "DEFENDER_CLOCK_SCALE", global = true, value_name = "N", hide_short_help = true)]
     clock_scale: Option<String>,
-    /// How long to wait for a collection to finish, in minutes.
+    /// How long to wait for a collection to finish, and for another run saving the same file, in
+    /// minutes.
     #[arg(long, default_value_t = 60, global = true)]
     wait_minutes: u64,
     /// Use a simulator started for the run, even when credentials are in the environment.
@@ -200,7 +201,7 @@ fn main_job(args: &Args, session: &Session) -> Result<(), Failure> {
         eprintln!();
     }
     println!("path:    {}", result["path"].as_str().unwrap_or_default());
-    println!("size:    {} bytes", result["bytes"]);
+    println!("size:    {} bytes{}", result["bytes"], commands::resumed(&result));
     println!("sha256:  {}", result["sha256"].as_str().unwrap_or_default());
     if let Some(device) = result["computer_dns_name"].as_str() {
         println!("device:  {device} ({})", result["machine_id"].as_str().unwrap_or_default());

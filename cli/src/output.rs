@@ -18,7 +18,7 @@ Exit codes (the library's statuses):
   6  RATE_LIMITED    still throttled after the retries
   7  HTTP            another HTTP status (a refused filter, cancelling an action that has ended)
   8  NETWORK         DNS, connection, TLS
-  9  TIMEOUT         a time limit ran out (--wait-minutes)
+  9  TIMEOUT         a time limit ran out (--wait-minutes; also waiting for another run saving the same file)
   10 IO              local file system
   11 INTEGRITY       a download failed its checks
   12 CANCELLED       the call was cancelled

@@ -21,7 +21,12 @@ fn simulator() -> Simulator {
 
 /// The binary, pointed at `simulator` through the environment as a script would point it.
 fn cli(simulator: &Simulator) -> Command {
-    let mut command = Command::cargo_bin("defender-package").unwrap();
+    Command::from_std(cli_process(simulator))
+}
+
+/// `cli`, as a process to start and stop.
+fn cli_process(simulator: &Simulator) -> std::process::Command {
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("defender-package"));
     command
         .env("AZURE_TENANT_ID", DEFAULT_TENANT_ID)
         .env("AZURE_CLIENT_ID", DEFAULT_CLIENT_ID)
@@ -228,4 +233,48 @@ fn without_the_simulator_a_run_without_credentials_says_what_to_pass() {
         }
         assert!(output.stdout.is_empty() && std::fs::read_dir(folder.path()).unwrap().next().is_none());
     }
+}
+
+/// A `defender-package download` killed mid-download (SIGKILL on Unix) leaves its part; the
+/// same command again goes on from it, says so, and leaves only the package.
+#[test]
+fn a_download_killed_midway_is_resumed_by_the_same_command_again() {
+    use defender_simulator::{Fault, FaultRule};
+    const BLOCK: u64 = 1024 * 1024;
+    let simulator = simulator();
+    let action =
+        simulator.create_action(ActionSpec { package_size: Some(3_000_000), ..ActionSpec::default() }).unwrap();
+    let action_id = action["id"].as_str().unwrap();
+    // The first answer stalls after a block and a bit: the kill lands mid-body.
+    let stall = Fault::Stall { after_bytes: BLOCK + 100_000, ms: 60_000 };
+    let rule = serde_json::json!({ "endpoint": "download", "action_id": action_id, "times": 1, "fault": stall });
+    simulator.add_fault(serde_json::from_value::<FaultRule>(rule).unwrap()).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let output = folder.path().to_str().unwrap();
+    let args = ["download", action_id, "-o", output, "--json"];
+    let mut child = cli_process(&simulator)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let part = folder.path().join(format!(".{action_id}.zip.part"));
+    let started = std::time::Instant::now();
+    while std::fs::metadata(&part).map_or(0, |metadata| metadata.len()) < BLOCK {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "the part never reached a block");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = std::fs::metadata(&part).unwrap().len();
+
+    let (code, saved) = run(cli(&simulator), &args);
+
+    assert_eq!(code, 0, "{saved}");
+    assert_eq!(saved[0]["resumed_from"], kept, "{saved}");
+    let path = folder.path().join(format!("{action_id}.zip"));
+    assert_eq!(std::fs::read(&path).unwrap(), simulator.package(action_id).unwrap());
+    let left: Vec<String> =
+        std::fs::read_dir(folder.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    assert_eq!(left, [format!("{action_id}.zip")], "no part, record or lock is left");
 }

@@ -313,6 +313,7 @@ namespace Defender
         [DataMember(Name = "computer_dns_name")] string computerDnsName;
         [DataMember(Name = "path")] string path;
         [DataMember(Name = "bytes")] long bytes;
+        [DataMember(Name = "resumed_from")] long resumedFrom;
         [DataMember(Name = "sha256")] string sha256;
         [DataMember(Name = "elapsed_ms")] long elapsedMilliseconds;
 
@@ -331,6 +332,12 @@ namespace Defender
         public string Path { get { return path; } }
 
         public long Bytes { get { return bytes; } }
+
+        /// <summary>
+        /// The bytes an earlier, interrupted download to the same destination (a process killed
+        /// mid-download) left and this one kept and completed; 0 when it downloaded from byte 0.
+        /// </summary>
+        public long ResumedFrom { get { return resumedFrom; } }
 
         /// <summary>The SHA-256 of the file, as lower-case hex.</summary>
         public string Sha256 { get { return sha256; } }
@@ -466,6 +473,7 @@ namespace Defender
         [DataMember(Name = "message")] string message;
         [DataMember(Name = "path")] string path;
         [DataMember(Name = "bytes")] long bytes;
+        [DataMember(Name = "resumed_from")] long resumedFrom;
         [DataMember(Name = "sha256")] string sha256;
         [DataMember(Name = "elapsed_ms")] long elapsedMilliseconds;
 
@@ -489,6 +497,12 @@ namespace Defender
         public string Path { get { return path; } }
 
         public long Bytes { get { return bytes; } }
+
+        /// <summary>
+        /// The bytes an earlier, interrupted download to the same destination (a process killed
+        /// mid-download) left and this one kept and completed; 0 when it downloaded from byte 0.
+        /// </summary>
+        public long ResumedFrom { get { return resumedFrom; } }
 
         /// <summary>The SHA-256 of the file, as lower-case hex; null for a failed item.</summary>
         public string Sha256 { get { return sha256; } }

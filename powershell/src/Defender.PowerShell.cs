@@ -416,7 +416,7 @@ namespace Defender.PowerShell
                 bars.Finish(0);
                 if (saved != null && passThru)
                     command.WriteObject(ToInvestigationPackage(action.WithDevice(saved.MachineId, saved.ComputerDnsName),
-                        saved.Path, saved.Bytes, saved.Sha256, saved.Elapsed));
+                        saved.Path, saved.Bytes, saved.ResumedFrom, saved.Sha256, saved.Elapsed));
             }
             finally
             {
@@ -454,7 +454,7 @@ namespace Defender.PowerShell
                         if (!item.Succeeded)
                             WriteFailure(new DefenderException(item.Status, item.Message), action);
                         else if (passThru)
-                            command.WriteObject(ToInvestigationPackage(action, item.Path, item.Bytes, item.Sha256, item.Elapsed));
+                            command.WriteObject(ToInvestigationPackage(action, item.Path, item.Bytes, item.ResumedFrom, item.Sha256, item.Elapsed));
                     }, stop.Token);
                 });
             }
@@ -549,7 +549,9 @@ namespace Defender.PowerShell
         }
 
         // What -PassThru returns for a saved package: the action and its device as far as known.
-        static PSObject ToInvestigationPackage(DefenderTarget action, string path, long size, string sha256, TimeSpan elapsed)
+        // ResumedFrom: the bytes an interrupted download to the same path left and this one kept
+        // (0 when it downloaded from byte 0).
+        static PSObject ToInvestigationPackage(DefenderTarget action, string path, long size, long resumedFrom, string sha256, TimeSpan elapsed)
         {
             PSObject package = new PSObject();
             package.TypeNames.Insert(0, PipelineInput.InvestigationPackageType);
@@ -558,6 +560,7 @@ namespace Defender.PowerShell
             package.Properties.Add(new PSNoteProperty("ComputerDnsName", action.ComputerDnsName));
             package.Properties.Add(new PSNoteProperty("Path", path));
             package.Properties.Add(new PSNoteProperty("Size", size));
+            package.Properties.Add(new PSNoteProperty("ResumedFrom", resumedFrom));
             package.Properties.Add(new PSNoteProperty("Sha256", sha256));
             package.Properties.Add(new PSNoteProperty("Elapsed", elapsed));
             return package;

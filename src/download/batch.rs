@@ -161,6 +161,7 @@ mod tests {
             computer_dns_name: None,
             path: PathBuf::from("/cases/a1.zip"),
             bytes: 42,
+            resumed_from: 0,
             sha256: "ab".into(),
             elapsed: Duration::from_micros(1_999),
         }
@@ -170,7 +171,10 @@ mod tests {
     #[test]
     fn a_saved_item_is_the_download_result_after_its_status() {
         let single = to_json(&downloaded());
-        assert_eq!(single, r#"{"action_id":"a1","path":"/cases/a1.zip","bytes":42,"sha256":"ab","elapsed_ms":1}"#);
+        assert_eq!(
+            single,
+            r#"{"action_id":"a1","path":"/cases/a1.zip","bytes":42,"resumed_from":0,"sha256":"ab","elapsed_ms":1}"#
+        );
         let item = to_json(&ItemResult::saved(downloaded()));
         assert_eq!(item, format!(r#"{{"status":"OK","code":0,{}"#, &single[1..]));
     }

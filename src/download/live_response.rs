@@ -10,15 +10,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use super::batch::{check_folder, status_name};
-use super::{Kind, destination, download_slot, lossy_path, millis, to_json};
+use super::{Kind, destination, destination_lock, download_slot, lossy_path, millis, to_json};
 use crate::error::{DefenderStatus, Error, Result};
 use crate::runtime::{self, DefenderLogLevel};
 use crate::service::Api;
 use crate::service::live_response::{self as service, CommandFields, Session};
 use crate::service::machine_actions::{ActionStatus, DEFAULT_WAIT};
 
-/// A result on disk: `{"action_id", "index", "path", "bytes", "sha256", "command_type",
-/// "content_encoding", "elapsed_ms"}`, `content_encoding` `"gzip"` when the bytes are
+/// A result on disk: `{"action_id", "index", "path", "bytes", "resumed_from", "sha256",
+/// "command_type", "content_encoding", "elapsed_ms"}`, `content_encoding` `"gzip"` when the bytes are
 /// gzip-compressed as the store held them, else null.
 #[derive(Debug, Serialize)]
 pub(crate) struct ResultDownloaded {
@@ -27,6 +27,8 @@ pub(crate) struct ResultDownloaded {
     #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     pub bytes: u64,
+    /// Bytes an earlier, interrupted call for the same destination left and that were kept.
+    pub resumed_from: u64,
     pub sha256: String,
     pub command_type: String,
     pub content_encoding: Option<String>,
@@ -91,10 +93,15 @@ async fn save_result(
     let overwrite = api.session.settings.overwrite;
     let into_folder = Path::new(destination).is_dir();
     let path = destination::resolve(destination, &result_file_name(action_id, index, command), overwrite)?;
+    let what = format!("downloading result {index} of live response session {action_id}");
+    // One writer per destination, as for a package.
+    let _lock = destination_lock(api, &path, &what).await?;
+    if !overwrite && path.exists() {
+        return Err(destination::exists(&path));
+    }
     let _slot = download_slot(api, slots).await?;
     // Waits for a result that is not there yet only when the call waits (wait_timeout_ms).
     let link = service::result_link(api, action_id, index, service::deadline(api, None)).await?;
-    let what = format!("downloading result {index} of live response session {action_id}");
     api.reporter.log(DefenderLogLevel::Info, format!("{what} to '{}'", path.display()));
     let kind = Kind::LiveResponseResult { action_id, index };
     let (part, received) = super::transfer(api, &kind, &what, item, link, &path).await?;
@@ -113,6 +120,7 @@ async fn save_result(
         index,
         path,
         bytes: received.bytes,
+        resumed_from: received.resumed_from,
         sha256: hex::encode(received.sha256),
         command_type: command.kind().to_owned(),
         content_encoding: received.content_encoding.map(|encoding| encoding.to_ascii_lowercase()),

@@ -7,6 +7,7 @@ mod destination;
 pub(crate) mod file_name;
 mod limits;
 pub(crate) mod live_response;
+mod lock;
 mod sink;
 mod transfer;
 
@@ -21,12 +22,13 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use crate::error::{Error, Result};
 use crate::runtime::{DefenderLogLevel, Phase};
 use crate::service::{Api, machine_actions};
-use destination::PartFile;
+use destination::{Leftover, PartFile};
+use lock::DestinationLock;
 use transfer::Transfer;
 
 /// A package on disk: the JSON `defender_download_package` returns, and the body of a batch
 /// item that was saved (`batch::ItemResult`):
-/// `{"action_id", "machine_id", "computer_dns_name", "path", "bytes", "sha256", "elapsed_ms"}`,
+/// `{"action_id", "machine_id", "computer_dns_name", "path", "bytes", "resumed_from", "sha256", "elapsed_ms"}`,
 /// the device's id and name only when the download looked the action up (it waited for it, or
 /// `file_name_pattern` names the file after the device).
 #[derive(Debug, Serialize)]
@@ -39,6 +41,9 @@ pub(crate) struct Downloaded {
     #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     pub bytes: u64,
+    /// The bytes an earlier, interrupted call for the same destination left and this one kept
+    /// (0 when it downloaded from byte 0).
+    pub resumed_from: u64,
     pub sha256: String,
     #[serde(rename = "elapsed_ms", serialize_with = "millis")]
     pub elapsed: Duration,
@@ -98,10 +103,16 @@ async fn download_item(
         };
         (path, action)
     };
+    let what = format!("downloading the package of machine action {action_id}");
+    // One writer per destination: a second call waits here for the first, then goes on as if it
+    // came after it.
+    let _lock = destination_lock(api, &path, &what).await?;
+    if !overwrite && path.exists() {
+        return Err(destination::exists(&path));
+    }
     // The link is asked for only once a slot is free: it is short-lived, and it goes to work at once.
     let (link, _slot) =
         machine_actions::finished_package_link(api, action_id, deadline, download_slot(api, slots)).await?;
-    let what = format!("downloading the package of machine action {action_id}");
     api.reporter.log(DefenderLogLevel::Info, format!("{what} to '{}'", path.display()));
 
     let kind = Kind::Package { action_id };
@@ -114,6 +125,7 @@ async fn download_item(
         computer_dns_name: device.and_then(|device| device.computer_dns_name.clone()),
         path,
         bytes: received.bytes,
+        resumed_from: received.resumed_from,
         sha256: hex::encode(received.sha256),
         elapsed: started.elapsed(),
     };
@@ -155,13 +167,23 @@ impl Kind<'_> {
         }
     }
 
+    /// What an interrupted download's record beside its part file names, so that a later call
+    /// resumes only the same thing: the action id, and the command's index for a result.
+    fn record_id(&self) -> String {
+        match *self {
+            Kind::Package { action_id } => action_id.to_owned(),
+            Kind::LiveResponseResult { action_id, index } => format!("{action_id}/{index}"),
+        }
+    }
+
     /// Whether the bytes must be a readable ZIP.
     fn is_zip(&self) -> bool {
         matches!(self, Kind::Package { .. })
     }
 }
 
-/// Streams `link` into a part file beside `path`, checks it as `kind` requires and syncs it:
+/// Streams `link` into the part file beside `path` (going on from what an earlier call left
+/// there, when it was downloading the same thing), checks it as `kind` requires and syncs it:
 /// the part file, ready to be persisted, and what came.
 async fn transfer(
     api: Api<'_>,
@@ -171,14 +193,56 @@ async fn transfer(
     link: url::Url,
     path: &Path,
 ) -> Result<(PartFile, transfer::Received)> {
-    let mut part = PartFile::create_beside(path)?;
-    let transfer = Transfer::new(api, kind, what, item, link).run(&mut part);
+    let (mut part, leftover) = PartFile::open_beside(path, &kind.record_id())?;
+    let leftover = match leftover {
+        Leftover::Nothing => None,
+        Leftover::Resumable { record, bytes } => {
+            let line =
+                format!("{what}: '{}' holds {bytes} bytes of it from an earlier call; resuming", part.path().display());
+            api.reporter.log(DefenderLogLevel::Info, line);
+            Some((record, bytes))
+        }
+        Leftover::Discarded { bytes, why } => {
+            let line = format!(
+                "{what}: '{}' holds {bytes} bytes from an earlier call that cannot be resumed ({why}); starting over",
+                part.path().display()
+            );
+            api.reporter.log(DefenderLogLevel::Warn, line);
+            None
+        }
+    };
+    let transfer = Transfer::new(api, kind, what, item, link).run(&mut part, leftover);
     let received = limits::within_deadline(&api.session.settings, what, transfer).await?;
     // Every byte is in: the transfer's last figures, then the checks.
     api.reporter.item_progress(item, received.bytes, received.bytes, true);
     api.reporter.phase(Phase::Verifying { bytes: received.bytes });
     check_and_sync(&part, kind.is_zip()).await.map_err(|err| err.context(what))?;
     Ok((part, received))
+}
+
+/// The lock of `path`, waiting for the call that holds it within `wait_timeout_ms` (and saying
+/// so in the log).
+async fn destination_lock(api: Api<'_>, path: &Path, what: &str) -> Result<DestinationLock> {
+    let deadline = machine_actions::link_deadline(&api.session.settings);
+    let mut waited = None;
+    let lock = DestinationLock::acquire(path, deadline, |waiting| {
+        api.reporter.log(
+            DefenderLogLevel::Info,
+            format!("{what}: '{}' is being downloaded by {}; waiting for it", path.display(), waiting.holder),
+        );
+        waited = Some(Instant::now());
+    })
+    .await
+    .map_err(|err| err.context(what))?;
+    if let Some(since) = waited {
+        let line = format!(
+            "{what}: the other call for '{}' is done, after {} ms",
+            path.display(),
+            since.elapsed().as_millis()
+        );
+        api.reporter.log(DefenderLogLevel::Info, line);
+    }
+    Ok(lock)
 }
 
 /// One of a batch's `slots`, waited for when none is free; nothing without `slots`.

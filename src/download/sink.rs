@@ -112,6 +112,39 @@ impl Sink {
         })
     }
 
+    /// A sink going on from the first `have` bytes of a part file an earlier download left:
+    /// they are read back from `path` and fed to every stage but the writer (the hashes, and
+    /// whatever else checks the body), exactly as if they had just arrived, so that the digests
+    /// at the end are those of the whole. `file` is positioned at `have`, where the rest is
+    /// written. The one way to start from bytes already on disk: a stage added to the pipeline
+    /// gets them too.
+    pub(super) async fn resuming(file: File, path: PathBuf, have: u64, with_md5: bool) -> Result<Self> {
+        let reading = |err: &std::io::Error| Error::io(format!("reading back '{}'", path.display()), err);
+        let mut sink = Self::new(file, path.clone(), with_md5)?;
+        let mut earlier = std::io::Read::take(File::open(&path).map_err(|err| reading(&err))?, have);
+        while sink.received < have {
+            let mut bytes = sink.pool.take();
+            // Read off the async workers: a slow disk must not hold one.
+            let (read, back) = tokio::task::spawn_blocking(move || {
+                let read = std::io::Read::read_to_end(&mut std::io::Read::take(&mut earlier, BLOCK as u64), &mut bytes);
+                (read.map(|_| bytes), earlier)
+            })
+            .await
+            .map_err(|err| Error::internal(format!("reading back the download failed unexpectedly: {err}")))?;
+            earlier = back;
+            let bytes = read.map_err(|err| reading(&err))?;
+            if bytes.is_empty() {
+                return Err(Error::new(
+                    crate::error::DefenderStatus::Io,
+                    format!("'{}' ended after {} of the {have} bytes kept in it", path.display(), sink.received),
+                ));
+            }
+            sink.received += bytes.len() as u64;
+            sink.check(Arc::new(Block { bytes, pool: Arc::clone(&sink.pool) })).await?;
+        }
+        Ok(sink)
+    }
+
     /// Bytes received so far (written, or on their way).
     pub(super) fn received(&self) -> u64 {
         self.received
@@ -136,13 +169,18 @@ impl Sink {
     async fn send_block(&mut self) -> Result<()> {
         let next = self.pool.take();
         let block = Arc::new(Block { bytes: std::mem::replace(&mut self.filling, next), pool: Arc::clone(&self.pool) });
+        // Hashing starts on its thread while the block is written here.
+        self.check(Arc::clone(&block)).await?;
+        self.writes.push(block).await
+    }
+
+    /// Hands a block to every stage but the writer: whatever hashes or checks the body.
+    async fn check(&mut self, block: Arc<Block>) -> Result<()> {
         // The stages share the block: a clone is a reference count.
         if let Some(md5) = &mut self.md5 {
             md5.push(Arc::clone(&block)).await?;
         }
-        // Hashing starts on its thread while the block is written here.
-        self.sha256.push(Arc::clone(&block)).await?;
-        self.writes.push(block).await
+        self.sha256.push(block).await
     }
 
     /// Waits until every byte is hashed and written, and returns the digests of them all.
@@ -487,6 +525,34 @@ mod tests {
             assert_eq!(digests.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)), "{place:?}");
             assert_eq!(digests.md5, Some(<[u8; 16]>::from(Md5::digest(&bytes))), "{place:?}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sink_resuming_from_bytes_on_disk_hashes_them_and_writes_only_the_rest() {
+        let folder = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..(2 * BLOCK + 5_000)).map(|i| (i * 13 % 251) as u8).collect();
+        for have in [1, BLOCK, BLOCK + 4_321] {
+            let path = folder.path().join(format!("part-{have}"));
+            // What the earlier download left, then a handle where it goes on.
+            std::fs::write(&path, &bytes[..have]).unwrap();
+            let mut file = File::options().write(true).open(&path).unwrap();
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(have as u64)).unwrap();
+            let mut sink = Sink::resuming(file, path.clone(), have as u64, true).await.unwrap();
+            assert_eq!(sink.received(), have as u64);
+            for piece in bytes[have..].chunks(70_001) {
+                sink.push(Bytes::copy_from_slice(piece)).await.unwrap();
+            }
+            let digests = sink.finish().await.unwrap();
+            assert!(std::fs::read(&path).unwrap() == bytes, "{have}: the file differs");
+            assert_eq!(digests.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)), "{have}");
+            assert_eq!(digests.md5, Some(<[u8; 16]>::from(Md5::digest(&bytes))), "{have}");
+        }
+        // Fewer bytes on disk than said: an error, not a wrong digest.
+        let path = folder.path().join("short");
+        std::fs::write(&path, b"abc").unwrap();
+        let file = File::options().append(true).open(&path).unwrap();
+        let error = Sink::resuming(file, path, 10, false).await.err().expect("too short");
+        assert!(error.message().contains("ended after 3 of the 10 bytes"), "{error}");
     }
 
     /// The sink's handles to `path` still open (Linux: the process's descriptors that name it).

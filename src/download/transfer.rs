@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use reqwest::header::{
-    ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, RANGE,
+    ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, LAST_MODIFIED, RANGE,
 };
 use reqwest::{Response, StatusCode};
 use url::Url;
 
 use super::Kind;
-use super::destination::PartFile;
+use super::destination::{PartFile, PartRecord};
 use super::limits::{self, Pace};
 use super::sink::Sink;
 use crate::error::{DefenderStatus, Error, Result};
@@ -46,12 +46,15 @@ pub(super) struct Received {
     pub sha256: [u8; 32],
     /// The body's `Content-Encoding` other than identity (`gzip`): its bytes are kept as they came.
     pub content_encoding: Option<String>,
+    /// The bytes an earlier call left in the part file that were kept (0 when it started over).
+    pub resumed_from: u64,
 }
 
 /// What the download host said about the package in its last whole (200) answer.
 struct Package {
     length: Option<u64>,
     etag: Option<String>,
+    last_modified: Option<String>,
     accepts_ranges: bool,
     md5: Option<[u8; 16]>,
     content_encoding: Option<String>,
@@ -76,6 +79,7 @@ impl Package {
         Ok(Self {
             length,
             etag: header_text(headers, ETAG.as_str()).map(str::to_owned),
+            last_modified: header_text(headers, LAST_MODIFIED.as_str()).map(str::to_owned),
             accepts_ranges: header_text(headers, ACCEPT_RANGES.as_str())
                 .is_some_and(|value| value.eq_ignore_ascii_case("bytes")),
             // Blob storage sends the blob's MD5 as Content-MD5 on a whole answer, and some
@@ -90,10 +94,47 @@ impl Package {
         })
     }
 
+    /// What an earlier call recorded beside its part file; `None` when it cannot be used.
+    fn from_record(record: &PartRecord) -> Option<Self> {
+        let md5 = match &record.md5 {
+            Some(text) => {
+                Some(base64::engine::general_purpose::STANDARD.decode(text).ok().and_then(|md5| md5.try_into().ok())?)
+            }
+            None => None,
+        };
+        let package = Self {
+            length: Some(record.length),
+            etag: record.etag.clone(),
+            last_modified: record.last_modified.clone(),
+            accepts_ranges: true,
+            md5,
+            // Not recorded: the resumed answer says it again (see `check_range`).
+            content_encoding: None,
+        };
+        package.resumable().then_some(package)
+    }
+
+    /// What a later call needs to go on from the part file: `None` for a package that cannot
+    /// be resumed.
+    fn record(&self, action_id: &str) -> Option<PartRecord> {
+        let length = self.length.filter(|_| self.resumable())?;
+        Some(PartRecord {
+            etag: self.etag.clone(),
+            last_modified: self.last_modified.clone(),
+            md5: self.md5.map(|md5| base64::engine::general_purpose::STANDARD.encode(md5)),
+            ..PartRecord::new(action_id, length)
+        })
+    }
+
+    /// The `If-Range` validator: the ETag, else Last-Modified.
+    fn validator(&self) -> Option<&str> {
+        self.etag.as_deref().or(self.last_modified.as_deref())
+    }
+
     /// A broken transfer can go on from where it stopped: the server takes ranges, and the
     /// validator and length make sure the rest belongs to the same package.
     fn resumable(&self) -> bool {
-        self.accepts_ranges && self.etag.is_some() && self.length.is_some()
+        self.accepts_ranges && self.validator().is_some() && self.length.is_some()
     }
 }
 
@@ -220,18 +261,37 @@ pub(super) struct Transfer<'a> {
     package: Option<Package>,
     /// Body bytes the current attempt brought.
     delivered: u64,
+    /// Bytes kept from an earlier call's part file, until the transfer starts over.
+    resumed_from: u64,
     retry: Retry<'a, Budget>,
 }
 
 impl<'a> Transfer<'a> {
     pub(super) fn new(api: Api<'a>, kind: &'a Kind<'a>, what: &'a str, item: usize, link: Url) -> Self {
         let retry = Retry::new(Budget::new(api.session.settings.clock_scale), what, api.reporter);
-        Self { api, kind, what, item, link, package: None, delivered: 0, retry }
+        Self { api, kind, what, item, link, package: None, delivered: 0, resumed_from: 0, retry }
     }
 
-    /// Downloads the whole package into `part`, trying again within the budget.
-    pub(super) async fn run(mut self, part: &mut PartFile) -> Result<Received> {
+    /// Downloads the whole package into `part`, trying again within the budget. With
+    /// `leftover` (the record and length of what an earlier call left in `part`), goes on from
+    /// there when the download host confirms it is the same package, else starts over.
+    pub(super) async fn run(mut self, part: &mut PartFile, leftover: Option<(PartRecord, u64)>) -> Result<Received> {
         let mut sink: Option<Sink> = None;
+        if let Some((record, bytes)) = leftover {
+            match Package::from_record(&record) {
+                Some(package) => {
+                    // A whole part goes on from its last byte: the download host still vouches
+                    // for it (the validator), and the range asked for is never empty.
+                    let kept = bytes.min(record.length.saturating_sub(1));
+                    let file = part.keep_first(kept)?;
+                    let with_md5 = package.md5.is_some();
+                    sink = Some(Sink::resuming(file, part.path().to_owned(), kept, with_md5).await?);
+                    self.package = Some(package);
+                    self.resumed_from = kept;
+                }
+                None => drop(part.start_over()?),
+            }
+        }
         loop {
             self.delivered = 0;
             match self.attempt(part, &mut sink).await {
@@ -247,7 +307,10 @@ impl<'a> Transfer<'a> {
                             self.again(Setback::Checksum, error, "downloading it again from the start")?;
                             self.package = None;
                         }
-                        _ => return Ok(Received { bytes, sha256: digests.sha256, content_encoding }),
+                        _ => {
+                            let resumed_from = self.resumed_from;
+                            return Ok(Received { bytes, sha256: digests.sha256, content_encoding, resumed_from });
+                        }
                     }
                 }
                 Err(Interruption::Fatal(error)) => return Err(error.context(self.what)),
@@ -298,8 +361,8 @@ impl<'a> Transfer<'a> {
             request = request.header("x-ms-version", version);
         }
         if let Some(package) = resume {
-            let etag = package.etag.as_deref().unwrap_or_default();
-            request = request.header(RANGE, format!("bytes={offset}-")).header(IF_RANGE, etag);
+            let validator = package.validator().unwrap_or_default();
+            request = request.header(RANGE, format!("bytes={offset}-")).header(IF_RANGE, validator);
         }
         let resuming = resume.is_some();
         let response = request.send().await.map_err(|err| match crate::http::final_transport_error(&err) {
@@ -321,8 +384,13 @@ impl<'a> Transfer<'a> {
                     let _ = abandoned.finish().await;
                 }
                 let file = part.start_over().map_err(Interruption::Fatal)?;
+                self.resumed_from = 0;
                 if let Some(length) = package.length {
                     limits::check_room(part.path(), length).map_err(Interruption::Fatal)?;
+                }
+                // Before the first byte: a crash from now on leaves a part a later call can resume.
+                if let Some(record) = package.record(&self.kind.record_id()) {
+                    part.write_record(&record).map_err(Interruption::Fatal)?;
                 }
                 *sink =
                     Some(Sink::new(file, part.path().to_owned(), package.md5.is_some()).map_err(Interruption::Fatal)?);
@@ -355,7 +423,19 @@ impl<'a> Transfer<'a> {
             range == Some(ContentRange { first: offset, last: length.saturating_sub(1), total: length });
         let md5 = md5_header(headers, "x-ms-blob-content-md5").map_err(Interruption::Fatal)?;
         let md5_matches = md5.is_none() || package.md5.is_none() || md5 == package.md5;
-        if range_matches && md5_matches {
+        // A validator the answer carries must be the one the package had.
+        let same = |name: &str, known: &Option<String>| {
+            header_text(headers, name).is_none_or(|sent| known.as_deref().is_none_or(|known| known == sent))
+        };
+        let validators_match =
+            same(ETAG.as_str(), &package.etag) && same(LAST_MODIFIED.as_str(), &package.last_modified);
+        if range_matches && md5_matches && validators_match {
+            // A part resumed from an earlier call's record learns its encoding here.
+            if let Some(package) = self.package.as_mut().filter(|package| package.content_encoding.is_none()) {
+                package.content_encoding = header_text(headers, CONTENT_ENCODING.as_str())
+                    .filter(|encoding| !encoding.eq_ignore_ascii_case("identity"))
+                    .map(|encoding| crate::redact::printable(encoding, 32));
+            }
             return Ok(());
         }
         self.package = None;
@@ -503,6 +583,26 @@ mod tests {
         ] {
             assert_eq!(parse_content_range(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_record_resumes_with_its_etag_else_its_last_modified_and_never_without_either() {
+        let record = |etag: Option<&str>, last_modified: Option<&str>| PartRecord {
+            etag: etag.map(str::to_owned),
+            last_modified: last_modified.map(str::to_owned),
+            md5: Some("1B2M2Y8AsgTpgAmY7PhCfg==".to_owned()),
+            ..PartRecord::new("a1", 10)
+        };
+        let date = "Sun, 06 Dec 2026 07:40:00 GMT";
+        let both = Package::from_record(&record(Some("\"e\""), Some(date))).unwrap();
+        assert_eq!(both.validator(), Some("\"e\""));
+        assert_eq!(both.md5, Some(<[u8; 16]>::from(<md5::Md5 as sha2::Digest>::digest(b""))));
+        let dated = Package::from_record(&record(None, Some(date))).unwrap();
+        assert_eq!(dated.validator(), Some(date));
+        assert_eq!(dated.record("a1"), Some(record(None, Some(date))), "recorded as it was read");
+        assert!(Package::from_record(&record(None, None)).is_none());
+        let bad_md5 = PartRecord { md5: Some("not base64".to_owned()), ..record(Some("\"e\""), None) };
+        assert!(Package::from_record(&bad_md5).is_none());
     }
 
     fn broken(progressed: bool) -> Setback {

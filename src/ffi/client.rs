@@ -397,7 +397,7 @@ pub unsafe extern "C" fn defender_client_free(client: *mut DefenderClient) {
 /// - `timeout_ms`: milliseconds per request, and for its retries; 0 for no limit (default 60000)
 /// - `connect_timeout_ms`: milliseconds to connect; 0 for no limit (default 15000)
 /// - `wait_timeout_ms`: above 0: get-URI and download wait this long at most for the collection to
-///   finish (default 0)
+///   finish, and a download for another call saving to the same file (default 0)
 /// - `overwrite`: true: a download may replace an existing file (default false)
 /// - `ca_file`: PEM file of extra trust roots (a TLS-inspecting proxy's)
 /// - `user_agent`: text appended to the library's User-Agent

@@ -130,8 +130,9 @@ pub unsafe extern "C" fn defender_get_live_response_result_uri(
 /// - With `wait_timeout_ms` above 0, first waits for the session to end.
 /// - `progress` (may be NULL): see `DefenderProgressCallback`.
 /// - `result_json_out` (may be NULL) receives
-///   `{"action_id": "...", "index": N, "path": "...", "bytes": N, "sha256": "<hex>", "command_type": "GetFile", "content_encoding": "gzip" or null, "elapsed_ms": N}`,
-///   to be freed with `defender_string_free`.
+///   `{"action_id": "...", "index": N, "path": "...", "bytes": N, "resumed_from": N, "sha256": "<hex>", "command_type": "GetFile", "content_encoding": "gzip" or null, "elapsed_ms": N}`,
+///   to be freed with `defender_string_free`; `resumed_from` as for a package (bytes an earlier,
+///   interrupted call for the same destination left and that were kept).
 ///
 /// Blocks until done. Returns the statuses of `defender_get_live_response_result_uri` and of
 /// `defender_download_package` (`EXISTS`, `IO`, `INTEGRITY`, `CANCELLED`, ...).
@@ -181,7 +182,7 @@ pub unsafe extern "C" fn defender_download_live_response_result(
 ///   `index` being the item's position in `requests_json`; see `DefenderBatchProgressCallback`
 ///   and `DefenderBatchItemCallback`.
 /// - `results_json_out` (may be NULL) receives a JSON array, one object per item in the order of
-///   the requests: `{"status": "OK", "code": 0, "machine": "...", "remote_path": "...", "action_id": "...", "index": 0, "path": "...", "bytes": N, "sha256": "<hex>", "command_type": "GetFile", "content_encoding": null, "elapsed_ms": N}`
+///   the requests: `{"status": "OK", "code": 0, "machine": "...", "remote_path": "...", "action_id": "...", "index": 0, "path": "...", "bytes": N, "resumed_from": N, "sha256": "<hex>", "command_type": "GetFile", "content_encoding": null, "elapsed_ms": N}`
 ///   for a file saved, and `{"status": "ACTION_FAILED", "code": 13, "machine": "...", "remote_path": "...", "action_id": "..." or null, "message": "...", "elapsed_ms": N}`
 ///   for one that was not (the message as `defender_last_error_message` would say it).
 ///

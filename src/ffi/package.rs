@@ -71,19 +71,26 @@ pub unsafe extern "C" fn defender_get_package_uri(
 ///   `overwrite` is `true`. With `wait_timeout_ms` above 0, first waits for the collection to
 ///   finish.
 /// - `progress` (may be NULL) is called on this thread with `user_data`; see
-///   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0.
+///   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0;
+///   a download resumed from what an earlier call left starts from the bytes kept.
 /// - `result_json_out` (may be NULL) receives
-///   `{"action_id": "...", "machine_id": "...", "computer_dns_name": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`,
-///   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex;
-///   `machine_id` and `computer_dns_name` (the device) are there only when the call looked the
-///   action up: it waited for it, or `file_name_pattern` names the file after the device.
+///   `{"action_id": "...", "machine_id": "...", "computer_dns_name": "...", "path": "...", "bytes": N, "resumed_from": N, "sha256": "<hex>", "elapsed_ms": N}`,
+///   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex (of
+///   the whole file); `resumed_from` is the number of bytes an earlier call for the same
+///   destination left (a process killed mid-download) that this one kept and completed, 0 when
+///   it downloaded from byte 0; `machine_id` and `computer_dns_name` (the device) are there only
+///   when the call looked the action up: it waited for it, or `file_name_pattern` names the file
+///   after the device.
 ///
 /// Blocks until done. Returns:
 /// - `DEFENDER_STATUS_OK`;
 /// - the statuses of `defender_get_package_uri`, which also say why a transfer failed after its
 ///   retries (`DEFENDER_STATUS_NETWORK`, `DEFENDER_STATUS_TIMEOUT`, `DEFENDER_STATUS_HTTP`,
 ///   `DEFENDER_STATUS_FORBIDDEN`, `DEFENDER_STATUS_NOT_FOUND`, `DEFENDER_STATUS_PROTOCOL`);
-/// - `DEFENDER_STATUS_EXISTS`: the destination exists and `overwrite` is not `true`;
+/// - `DEFENDER_STATUS_EXISTS`: the destination exists and `overwrite` is not `true` (also when
+///   another call for the same destination saved it while this one waited for it);
+/// - `DEFENDER_STATUS_TIMEOUT` also when another call is downloading to the same destination and
+///   does not finish within `wait_timeout_ms` (at once when it is 0);
 /// - `DEFENDER_STATUS_IO`: the local file system failed (creating, writing or moving the file);
 /// - `DEFENDER_STATUS_INTEGRITY`: the package failed its checks;
 /// - `DEFENDER_STATUS_CANCELLED`: `progress` returned non-zero or `defender_client_cancel` was
@@ -156,7 +163,7 @@ pub type DefenderBatchItemCallback = Option<
 ///   see `DefenderBatchProgressCallback` and `DefenderBatchItemCallback`.
 /// - `results_json_out` (may be NULL) receives a JSON array with one object per item, in the
 ///   order of `action_ids`, to be freed with `defender_string_free`:
-///   `{"status": "OK", "code": 0, "action_id": "...", "path": "...", "bytes": N, "sha256": "<hex>", "elapsed_ms": N}`
+///   `{"status": "OK", "code": 0, "action_id": "...", "path": "...", "bytes": N, "resumed_from": N, "sha256": "<hex>", "elapsed_ms": N}`
 ///   for a package saved (`path` absolute; the rest, with `machine_id` and `computer_dns_name`
 ///   when known, is `defender_download_package`'s result), and
 ///   `{"status": "NOT_READY", "code": 2, "action_id": "...", "message": "...", "elapsed_ms": N}`

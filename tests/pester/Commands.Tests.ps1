@@ -60,6 +60,35 @@ Describe 'Save-DefenderInvestigationPackage' {
         (Get-ChildItem -LiteralPath $folder -Force).Name | Should -Be "$id.zip"
     }
 
+    It 'resumes what a pwsh killed mid-download left, from its bytes, and says so in ResumedFrom' {
+        $id = New-SimulatedAction -Simulator $simulator -Spec @{ package_size = 3000000 }
+        # The first answer stalls after a block (the library writes 1 MiB at a time) and a bit,
+        # so that the kill lands mid-body.
+        Add-SimulatorFault -Simulator $simulator -Rule @{ endpoint = 'download'; action_id = $id; fault = @{ kind = 'stall'; after_bytes = 1MB + 100000; ms = 60000 } }
+        $secret = [Net.NetworkCredential]::new('', $connect.ClientSecret).Password
+        $child = New-ChildPowerShell -Command ("Import-Module '$modulePath'; " +
+            "Connect-DefenderApi -TenantId '$($connect.TenantId)' -ClientId '$($connect.ClientId)' -BaseUri '$($connect.BaseUri)' " +
+            "-ClientSecret (ConvertTo-SecureString '$secret' -AsPlainText -Force) -Option @{ authority_url = '$($simulator.base_url)'; rate_limit = 'off' }; " +
+            "Save-DefenderInvestigationPackage -ActionId '$id' -Path '$folder'")
+        $process = [Diagnostics.Process]::Start($child)
+        $part = Join-Path $folder ".$id.zip.part"
+        try {
+            Wait-Until { (Test-Path -LiteralPath $part) -and (Get-Item -LiteralPath $part -Force).Length -ge 1MB } -Seconds 60
+        } finally {
+            Stop-Process -Id $process.Id -Force
+            $process.WaitForExit()
+        }
+        $kept = (Get-Item -LiteralPath $part -Force).Length
+
+        $package = Save-DefenderInvestigationPackage -ActionId $id -Path $folder -PassThru
+
+        $package.ResumedFrom | Should -Be $kept
+        $package.ResumedFrom | Should -BeGreaterThan 0
+        $package.Sha256 | Should -Be (Get-SimulatedPackageHash -Simulator $simulator -ActionId $id)
+        (Get-ChildItem -LiteralPath $folder -Force).Name | Should -Be "$id.zip" -Because 'no part, record or lock is left'
+        (Get-SimulatorRequest -Simulator $simulator -Endpoint download | Where-Object action_id -EQ $id)[-1].range | Should -Be "bytes=$kept-"
+    }
+
     It 'writes nothing without -PassThru, and resolves a relative -Path against the current location' {
         $id = New-SimulatedAction -Simulator $simulator
         Push-Location $folder

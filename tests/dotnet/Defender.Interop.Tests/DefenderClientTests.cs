@@ -63,6 +63,37 @@ public sealed class DefenderClientTests : IDisposable
     }
 
     [Fact]
+    public void A_download_resumed_from_what_a_killed_one_left_says_so_in_ResumedFrom()
+    {
+        string id = simulator.CreateAction();
+        using DefenderClient client = simulator.Client();
+        byte[] expected = simulator.Package(id);
+        // What a process killed mid-download leaves beside the destination (docs/downloads.md):
+        // the first bytes in ".<name>.part", and the record of the package they belong to.
+        string etag;
+        using (var http = new HttpClient())
+        using (var request = new HttpRequestMessage(HttpMethod.Head, client.GetPackageUri(id)))
+        {
+            etag = http.Send(request).Headers.ETag!.ToString();
+        }
+        const int kept = 300_000;
+        File.WriteAllBytes(Path.Combine(folder, "." + id + ".zip.part"), expected[..kept]);
+        File.WriteAllText(Path.Combine(folder, "." + id + ".zip.part.json"),
+            System.Text.Json.JsonSerializer.Serialize(new { format = 1, action_id = id, length = expected.Length, etag, last_modified = (string)null, md5 = (string)null }));
+
+        DownloadedPackage package = client.DownloadPackage(id, folder, null);
+
+        Assert.Equal(kept, package.ResumedFrom);
+        Assert.Equal(expected, File.ReadAllBytes(package.Path));
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(expected)), package.Sha256);
+        Assert.Equal(new[] { id + ".zip" }, Directory.GetFiles(folder).Select(Path.GetFileName));
+        Assert.Equal("bytes=300000-", (string)simulator.Requests("download").Last()!["range"]);
+        // A download from byte 0 says 0.
+        string other = simulator.CreateAction();
+        Assert.Equal(0, client.DownloadPackages(new[] { other }, folder, null, null)[0].ResumedFrom);
+    }
+
+    [Fact]
     public void A_file_name_pattern_names_each_package_after_its_device_and_the_result_names_the_device()
     {
         const string machine = "5eed00000000000000000000000000000000000b";
