@@ -8,10 +8,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 use common::*;
 use defender::*;
@@ -340,6 +342,8 @@ enum Trouble {
     HoldFirstDownload(Duration),
     /// Flips a byte of the first download's body, well past its head.
     CorruptFirstDownload,
+    /// Sends that many bytes of the first download's answer, then nothing for a long while.
+    StallFirstDownloadAfter(usize),
 }
 
 impl StoreProxy {
@@ -416,6 +420,13 @@ fn relay(
             if download && sent + read >= bytes && !troubled.swap(true, Ordering::SeqCst) {
                 let _ = client.write_all(&buffer[..bytes - sent]);
                 let _ = server.shutdown(Shutdown::Both);
+                break;
+            }
+        }
+        if let Trouble::StallFirstDownloadAfter(bytes) = trouble {
+            if download && sent + read >= bytes && !troubled.swap(true, Ordering::SeqCst) {
+                let _ = client.write_all(&buffer[..bytes - sent]);
+                std::thread::sleep(Duration::from_secs(60));
                 break;
             }
         }
@@ -574,4 +585,65 @@ fn a_script_that_runs_past_the_service_s_ten_minutes_ends_the_session_timed_out(
         failure.message.contains("command 0 (RunScript) failed: The command timed out after 10 minutes"),
         "{failure}"
     );
+}
+
+/// Not a test of its own: the download a child process runs for
+/// `a_result_download_killed_midway_is_resumed_by_the_next_call`, told what to do through the
+/// environment.
+#[test]
+#[ignore = "run by another test in a child process"]
+fn child_result_download() {
+    let Ok(base_url) = std::env::var("LR_CHILD_BASE_URL") else { return };
+    let client = Client::new();
+    for (key, value) in [
+        ("base_url", base_url.as_str()),
+        ("authority_url", base_url.as_str()),
+        ("tenant_id", defender_simulator::DEFAULT_TENANT_ID),
+        ("client_id", defender_simulator::DEFAULT_CLIENT_ID),
+        ("client_secret", defender_simulator::DEFAULT_CLIENT_SECRET),
+        ("rate_limit", "off"),
+    ] {
+        client.set(key, Some(value)).unwrap();
+    }
+    let action_id = std::env::var("LR_CHILD_ACTION").unwrap();
+    let folder = PathBuf::from(std::env::var("LR_CHILD_FOLDER").unwrap());
+    let _ = client.download_live_response_result(&action_id, 0, &folder, None);
+}
+
+#[test]
+fn a_result_download_killed_midway_is_resumed_by_the_next_call_from_the_bytes_it_left() {
+    const BLOCK: usize = 1 << 20;
+    let proxy = StoreProxy::start(Trouble::StallFirstDownloadAfter(2 * BLOCK + 100_000));
+    let simulator = simulator_behind(&proxy, json!({ "live_response_file_size": "6MiB" }));
+    let client = waiting_client(&simulator, 60_000);
+    let action = client.run_live_response(MACHINE, &get_file("C:\\big.bin"), None).unwrap();
+    let id = action["id"].as_str().unwrap().to_owned();
+    let folder = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["child_result_download", "--exact", "--ignored", "--test-threads", "1"])
+        .env("LR_CHILD_BASE_URL", simulator.base_url())
+        .env("LR_CHILD_ACTION", &id)
+        .env("LR_CHILD_FOLDER", folder.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let part = folder.path().join(format!(".{id}-0.bin.part"));
+    let started = Instant::now();
+    while std::fs::metadata(&part).map_or(0, |metadata| metadata.len()) < BLOCK as u64 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the child's part never grew");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(folder.path().join(format!(".{id}-0.bin.part.json")).exists(), "{:?}", entries(folder.path()));
+
+    let result = client.download_live_response_result(&id, 0, folder.path(), None).unwrap();
+    let kept = result["resumed_from"].as_u64().unwrap();
+    assert!(kept >= BLOCK as u64, "resumed from {kept}");
+    assert_eq!(result["sha256"], sha256(&simulator.live_response_result(&id, 0).unwrap()));
+    let downloads = proxy.downloads();
+    assert_eq!(downloads.len(), 2, "{downloads:#?}");
+    assert!(downloads[1].to_ascii_lowercase().contains(&format!("range: bytes={kept}-")), "{}", downloads[1]);
+    assert_eq!(entries(folder.path()), vec![format!("{id}-0.bin")], "nothing else is left");
 }
