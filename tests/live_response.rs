@@ -206,7 +206,7 @@ fn a_full_tenant_is_waited_for_and_said_so() {
         .map(|(_, detail)| detail)
         .collect();
     assert!(!waits.is_empty(), "no WAITING_FOR_SESSION phase");
-    assert!(waits[0].contains("sessions the service allows at once (25) (HTTP 429)"), "{waits:?}");
+    assert!(waits[0].contains("(HTTP 429): the tenant runs the 25 live response sessions"), "{waits:?}");
     assert!(statuses_at(&simulator, "run_live_response").contains(&Some(429)));
     checked_log();
 }

@@ -340,8 +340,11 @@ pub(crate) async fn start(
             continue;
         };
         let reason = match refusal {
-            Refusal::TenantFull => "the tenant runs the live response sessions the service allows at once (25) \
-                                    (HTTP 429); waiting for one to end"
+            // The service says 429 for both: the tenant's sessions, and (from another process
+            // of the same app, which this one's limiter cannot see) its starts a minute.
+            Refusal::TenantFull => "the service refused a new session (HTTP 429): the tenant runs the 25 live \
+                                    response sessions it allows at once, or the app used its 10 starts a minute; \
+                                    waiting to try again"
                 .to_owned(),
             Refusal::DeviceBusy => format!(
                 "machine {machine_id} runs another live response session or action (ActiveRequestAlreadyExists); \
