@@ -300,6 +300,10 @@ fn a_second_call_in_this_process_waits_for_the_first_then_finds_the_package_ther
     let failure = impatient.download(&id, folder.path(), None).unwrap_err();
     assert_eq!(failure.status, DefenderStatus::Timeout, "{failure}");
     assert!(failure.message.contains(&holder(std::process::id())), "{failure}");
+    assert!(failure.message.ends_with("it did not finish in the time allowed (wait_timeout_ms = 200)"), "{failure}");
+    let failure = client_for(&simulator).download(&id, folder.path(), None).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Timeout, "without wait_timeout_ms, at once: {failure}");
+    assert!(failure.message.ends_with("set the option wait_timeout_ms to wait for it"), "{failure}");
     let patient = client_for(&simulator);
     patient.set("wait_timeout_ms", Some("60000")).unwrap();
     capture_log_lines(&patient);

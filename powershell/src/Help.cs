@@ -26,6 +26,15 @@ namespace Defender.PowerShell
             return message.Replace("wait_timeout_ms = " + Milliseconds(timeout), "-Timeout " + timeout.ToString(CultureInfo.InvariantCulture) + " s");
         }
 
+        /// <summary>
+        /// The library's advice for a file another download is saving, as the parameter that
+        /// waits for it (-Wait, up to -Timeout).
+        /// </summary>
+        internal static string RewordWaitForOther(string message)
+        {
+            return message.Replace("set the option wait_timeout_ms to wait for it", "add -Wait to wait for it (up to -Timeout)");
+        }
+
         /// <summary>The library's advice for an existing file, as the parameter that does it.</summary>
         internal static string RewordOverwrite(string message)
         {

@@ -75,18 +75,8 @@ impl DestinationLock {
             }
             let holder = read_holder(&path);
             let Some(deadline) = deadline.filter(|deadline| Instant::now() < *deadline) else {
-                return Err(Error::new(
-                    DefenderStatus::Timeout,
-                    format!(
-                        "'{}' is being downloaded by {holder}{}",
-                        destination.display(),
-                        if deadline.is_some() {
-                            "; it did not finish within wait_timeout_ms"
-                        } else {
-                            "; set the option wait_timeout_ms to wait for it"
-                        }
-                    ),
-                ));
+                let message = format!("'{}' is being downloaded by {holder}", destination.display());
+                return Err(Error::new(DefenderStatus::Timeout, message));
             };
             if !told {
                 waiting(Waiting { holder });
@@ -225,7 +215,7 @@ mod tests {
         let refused =
             DestinationLock::acquire(&destination, soon(300), |waiting| heard.push(waiting.holder)).await.unwrap_err();
         assert!(started.elapsed() >= Duration::from_millis(200), "{:?}", started.elapsed());
-        assert!(refused.message().contains("within wait_timeout_ms"), "{refused}");
+        assert!(refused.message().contains("is being downloaded by another call"), "{refused}");
         assert_eq!(heard.len(), 1);
         #[cfg(unix)]
         assert!(heard[0].starts_with(&format!("another call (process {} on ", std::process::id())), "{heard:?}");

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Serialize, Serializer};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::error::{Error, Result};
+use crate::error::{DefenderStatus, Error, Result};
 use crate::runtime::{DefenderLogLevel, Phase};
 use crate::service::{Api, machine_actions};
 use destination::{Leftover, PartFile};
@@ -233,7 +233,17 @@ async fn destination_lock(api: Api<'_>, path: &Path, what: &str) -> Result<Desti
         waited = Some(Instant::now());
     })
     .await
-    .map_err(|err| err.context(what))?;
+    .map_err(|err| {
+        let advice = match api.session.settings.wait_timeout {
+            Some(limit) => format!("it did not finish in the time allowed (wait_timeout_ms = {})", limit.as_millis()),
+            None => "set the option wait_timeout_ms to wait for it".to_owned(),
+        };
+        let err = match err.status() {
+            DefenderStatus::Timeout => Error::new(DefenderStatus::Timeout, format!("{}; {advice}", err.message())),
+            _ => err,
+        };
+        err.context(what)
+    })?;
     if let Some(since) = waited {
         let line = format!(
             "{what}: the other call for '{}' is done, after {} ms",
