@@ -8,10 +8,13 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, LAST_MODIFIED, RANGE};
+use reqwest::header::{
+    ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, LAST_MODIFIED, RANGE,
+};
 use reqwest::{Response, StatusCode};
 use url::Url;
 
+use super::Kind;
 use super::destination::{PartFile, PartRecord};
 use super::limits::{self, Pace};
 use super::sink::Sink;
@@ -19,7 +22,7 @@ use crate::error::{DefenderStatus, Error, Result};
 use crate::http::describe_transport_error;
 use crate::retry::{self, Backoff, MAX_RETRY_AFTER, Policy, Retry, Verdict};
 use crate::runtime::DefenderLogLevel;
-use crate::service::{Api, machine_actions};
+use crate::service::Api;
 
 /// Broken transfers in a row that brought no new byte before giving up...
 const MAX_RETRIES_WITHOUT_PROGRESS: u32 = 5;
@@ -41,6 +44,8 @@ const MAX_PACKAGE_BYTES: u64 = 1 << 40;
 pub(super) struct Received {
     pub bytes: u64,
     pub sha256: [u8; 32],
+    /// The body's `Content-Encoding` other than identity (`gzip`): its bytes are kept as they came.
+    pub content_encoding: Option<String>,
     /// The bytes an earlier call left in the part file that were kept (0 when it started over).
     pub resumed_from: u64,
 }
@@ -52,6 +57,7 @@ struct Package {
     last_modified: Option<String>,
     accepts_ranges: bool,
     md5: Option<[u8; 16]>,
+    content_encoding: Option<String>,
 }
 
 impl Package {
@@ -76,7 +82,15 @@ impl Package {
             last_modified: header_text(headers, LAST_MODIFIED.as_str()).map(str::to_owned),
             accepts_ranges: header_text(headers, ACCEPT_RANGES.as_str())
                 .is_some_and(|value| value.eq_ignore_ascii_case("bytes")),
-            md5: md5_header(headers, "content-md5")?,
+            // Blob storage sends the blob's MD5 as Content-MD5 on a whole answer, and some
+            // answers carry it only as x-ms-blob-content-md5.
+            md5: match md5_header(headers, "content-md5")? {
+                Some(md5) => Some(md5),
+                None => md5_header(headers, "x-ms-blob-content-md5")?,
+            },
+            content_encoding: header_text(headers, CONTENT_ENCODING.as_str())
+                .filter(|encoding| !encoding.eq_ignore_ascii_case("identity"))
+                .map(|encoding| crate::redact::printable(encoding, 32)),
         })
     }
 
@@ -94,6 +108,8 @@ impl Package {
             last_modified: record.last_modified.clone(),
             accepts_ranges: true,
             md5,
+            // Not recorded: the resumed answer says it again (see `check_range`).
+            content_encoding: None,
         };
         package.resumable().then_some(package)
     }
@@ -236,7 +252,8 @@ impl Policy for Budget {
 
 pub(super) struct Transfer<'a> {
     api: Api<'a>,
-    action_id: &'a str,
+    /// What is downloaded, and where its fresh links come from.
+    kind: &'a Kind<'a>,
     what: &'a str,
     item: usize,
     link: Url,
@@ -250,9 +267,9 @@ pub(super) struct Transfer<'a> {
 }
 
 impl<'a> Transfer<'a> {
-    pub(super) fn new(api: Api<'a>, action_id: &'a str, what: &'a str, item: usize, link: Url) -> Self {
+    pub(super) fn new(api: Api<'a>, kind: &'a Kind<'a>, what: &'a str, item: usize, link: Url) -> Self {
         let retry = Retry::new(Budget::new(api.session.settings.clock_scale), what, api.reporter);
-        Self { api, action_id, what, item, link, package: None, delivered: 0, resumed_from: 0, retry }
+        Self { api, kind, what, item, link, package: None, delivered: 0, resumed_from: 0, retry }
     }
 
     /// Downloads the whole package into `part`, trying again within the budget. With
@@ -283,6 +300,7 @@ impl<'a> Transfer<'a> {
                     let bytes = finished.received();
                     let digests = finished.finish().await?;
                     let expected_md5 = self.package.as_ref().and_then(|package| package.md5);
+                    let content_encoding = self.package.as_ref().and_then(|package| package.content_encoding.clone());
                     match expected_md5 {
                         Some(expected) if digests.md5 != Some(expected) => {
                             let error = Error::integrity("the package does not match its Content-MD5");
@@ -290,7 +308,8 @@ impl<'a> Transfer<'a> {
                             self.package = None;
                         }
                         _ => {
-                            return Ok(Received { bytes, sha256: digests.sha256, resumed_from: self.resumed_from });
+                            let resumed_from = self.resumed_from;
+                            return Ok(Received { bytes, sha256: digests.sha256, content_encoding, resumed_from });
                         }
                     }
                 }
@@ -304,8 +323,7 @@ impl<'a> Transfer<'a> {
                 }
                 Err(Interruption::LinkRefused(error)) => {
                     self.again(Setback::LinkRefused { progressed: self.delivered > 0 }, error, "getting a fresh link")?;
-                    (self.link, ()) =
-                        machine_actions::package_link(self.api, self.action_id, None, async { Ok(()) }).await?;
+                    self.link = self.kind.fresh_link(self.api).await?;
                 }
             }
         }
@@ -337,6 +355,11 @@ impl<'a> Transfer<'a> {
         let resume = self.package.as_ref().filter(|package| package.resumable() && offset > 0);
         // The link carries its own credential (a SAS token): no Authorization header goes with it.
         let mut request = self.api.session.http.get(self.link.clone());
+        if let Some(version) = self.kind.storage_version() {
+            // Blob storage answers in the version asked for: one that sends the blob's MD5 with
+            // ranges (x-ms-blob-content-md5) and keeps its Content-Encoding.
+            request = request.header("x-ms-version", version);
+        }
         if let Some(package) = resume {
             let validator = package.validator().unwrap_or_default();
             request = request.header(RANGE, format!("bytes={offset}-")).header(IF_RANGE, validator);
@@ -366,7 +389,7 @@ impl<'a> Transfer<'a> {
                     limits::check_room(part.path(), length).map_err(Interruption::Fatal)?;
                 }
                 // Before the first byte: a crash from now on leaves a part a later call can resume.
-                if let Some(record) = package.record(self.action_id) {
+                if let Some(record) = package.record(&self.kind.record_id()) {
                     part.write_record(&record).map_err(Interruption::Fatal)?;
                 }
                 *sink =
@@ -407,6 +430,12 @@ impl<'a> Transfer<'a> {
         let validators_match =
             same(ETAG.as_str(), &package.etag) && same(LAST_MODIFIED.as_str(), &package.last_modified);
         if range_matches && md5_matches && validators_match {
+            // A part resumed from an earlier call's record learns its encoding here.
+            if let Some(package) = self.package.as_mut().filter(|package| package.content_encoding.is_none()) {
+                package.content_encoding = header_text(headers, CONTENT_ENCODING.as_str())
+                    .filter(|encoding| !encoding.eq_ignore_ascii_case("identity"))
+                    .map(|encoding| crate::redact::printable(encoding, 32));
+            }
             return Ok(());
         }
         self.package = None;
