@@ -59,6 +59,15 @@ namespace Defender.PowerShell
             return message;
         }
 
+        /// <summary>
+        /// What to do about a failure of the library with <paramref name="status"/> in this
+        /// command, where it differs from the module's advice for the status; null: the module's.
+        /// </summary>
+        internal virtual string RecommendedAction(DefenderStatus status)
+        {
+            return null;
+        }
+
         /// <summary>Opens the command's scope on a clone of <paramref name="client"/>.</summary>
         internal CommandScope Open(DefenderClient client)
         {
@@ -211,7 +220,7 @@ namespace Defender.PowerShell
     /// the action and its device), whose log lines go to the command's Verbose, Warning and Debug
     /// streams and whose phases to its progress bars, and which <see cref="Stop"/> (Ctrl+C) cancels.
     /// </summary>
-    sealed class CommandScope : IDisposable
+    sealed partial class CommandScope : IDisposable
     {
         readonly DefenderClient client;
         readonly DefenderCmdlet command;
@@ -515,7 +524,8 @@ namespace Defender.PowerShell
             // The library names the action; the device is the module's to add.
             if (about != null && about.KnowsDevice && about.IsAction && message.IndexOf(about.ComputerDnsName ?? about.MachineId, StringComparison.OrdinalIgnoreCase) < 0)
                 message = about.Device + ": " + message;
-            command.WriteError(DefenderErrors.ToErrorRecord(new DefenderException(failure.Status, message), target));
+            command.WriteError(DefenderErrors.ToErrorRecord(new DefenderException(failure.Status, message), target,
+                command.RecommendedAction(failure.Status)));
         }
 
         void ReportPhase(PhaseEvent phase)

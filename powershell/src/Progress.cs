@@ -10,7 +10,8 @@ namespace Defender.PowerShell
 {
     /// <summary>
     /// The progress bars of a command's items: one per item, showing its phase (waiting for the
-    /// collection, queued for the rate limit, downloading, verifying, retrying) from its first
+    /// collection or for a live response session, queued for the rate limit, downloading,
+    /// verifying, retrying) from its first
     /// report until it is finished, and, for several, one for the whole ("n of N packages") that
     /// the others are children of.
     /// </summary>
@@ -23,17 +24,20 @@ namespace Defender.PowerShell
         readonly string itemActivity;
         readonly bool[] shown;
         readonly string overallActivity;
+        readonly string noun;
         int finished;
 
         /// <param name="items">What each item is about, as shown (a DefenderTarget's text: the action and its device).</param>
         /// <param name="itemActivity">The activity of an item's bar, {0} being what it is about.</param>
-        internal PackageProgress(PSCmdlet command, IList<string> items, string itemActivity)
+        /// <param name="noun">What the items are, in the overall bar ("Saving 5 investigation packages", "2 of 5 investigation packages").</param>
+        internal PackageProgress(PSCmdlet command, IList<string> items, string itemActivity, string noun = "investigation packages")
         {
             this.command = command;
             this.items = items;
             this.itemActivity = itemActivity;
+            this.noun = noun;
             shown = new bool[items.Count];
-            overallActivity = string.Format(CultureInfo.CurrentCulture, "Saving {0} investigation packages", items.Count);
+            overallActivity = string.Format(CultureInfo.CurrentCulture, "Saving {0} {1}", items.Count, noun);
             if (Several) WriteOverall(ProgressRecordType.Processing);
         }
 
@@ -91,7 +95,7 @@ namespace Defender.PowerShell
 
         void WriteOverall(ProgressRecordType type)
         {
-            string status = string.Format(CultureInfo.CurrentCulture, "{0} of {1} packages", finished, items.Count);
+            string status = string.Format(CultureInfo.CurrentCulture, "{0} of {1} {2}", finished, items.Count, noun);
             ProgressRecord overall = new ProgressRecord(OverallActivityId, overallActivity, status);
             overall.PercentComplete = finished * 100 / items.Count;
             overall.RecordType = type;
@@ -136,6 +140,10 @@ namespace Defender.PowerShell
                     record.StatusDescription = string.Format(CultureInfo.CurrentCulture, "Retrying{0} (retry {1})",
                         phase.Remaining.HasValue ? " in " + Duration(phase.Remaining.Value) : "", phase.Attempt);
                     record.CurrentOperation = phase.Detail;
+                    break;
+                case DefenderPhase.WaitingForSession:
+                    record.StatusDescription = "Waiting for a live response session: " + phase.Detail + " for " + Duration(phase.Elapsed);
+                    if (phase.Remaining.HasValue) record.CurrentOperation = "Trying again in " + Duration(phase.Remaining.Value);
                     break;
                 default:
                     record.StatusDescription = "Working";
