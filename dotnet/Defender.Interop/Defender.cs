@@ -880,8 +880,7 @@ namespace Defender
         [DataMember(Name = "sha256")] string sha256;
         [DataMember(Name = "createdBy")] string createdBy;
         [DataMember(Name = "creationTime")] string creationTime;
-        [DataMember(Name = "lastUpdatedBy")] string lastUpdatedBy;
-        [DataMember(Name = "lastUpdateTime")] string lastUpdateTime;
+        [DataMember(Name = "lastUpdatedTime")] string lastUpdatedTime;
         string json;
 
         public string FileName { get { return fileName; } }
@@ -898,9 +897,7 @@ namespace Defender
 
         public DateTime? CreationTime { get { return MachineAction.ParseTime(creationTime); } }
 
-        public string LastUpdatedBy { get { return lastUpdatedBy; } }
-
-        public DateTime? LastUpdateTime { get { return MachineAction.ParseTime(lastUpdateTime); } }
+        public DateTime? LastUpdatedTime { get { return MachineAction.ParseTime(lastUpdatedTime); } }
 
         /// <summary>The whole library file object, as the service sent it.</summary>
         public string Json { get { return json; } }
