@@ -42,7 +42,9 @@ namespace Defender.PowerShell
                         comment, stop.Token);
                 });
                 if (action == null) return null;
-                DefenderTarget session = device.ForAction(action.Id).WithDevice(action.MachineId, action.ComputerDnsName);
+                // The service's name of the device, rather than the name it was given by.
+                DefenderTarget session = new DefenderTarget(action.Id, action.MachineId ?? device.MachineId,
+                    action.ComputerDnsName ?? device.ComputerDnsName);
                 Directory.CreateDirectory(folder);
                 LiveResponseResult result = Run(session, delegate
                 {
@@ -102,8 +104,8 @@ namespace Defender.PowerShell
                     {
                         bars.Finish(index);
                         DefenderTarget device = requests[index].Key;
-                        DefenderTarget about = (item.ActionId != null ? device.ForAction(item.ActionId) : device)
-                            .WithDevice(item.MachineId, item.ComputerDnsName);
+                        DefenderTarget about = new DefenderTarget(item.ActionId, item.MachineId ?? device.MachineId,
+                            item.ComputerDnsName ?? device.ComputerDnsName);
                         if (!item.Succeeded)
                             WriteFailure(new DefenderException(item.Status, "'" + requests[index].Value + "': " + item.Message), about);
                         else if (passThru)

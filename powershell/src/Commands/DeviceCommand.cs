@@ -4,9 +4,9 @@ using System.Management.Automation;
 namespace Defender.PowerShell.Commands
 {
     /// <summary>
-    /// A cmdlet that works on devices: -MachineId, -ComputerName (looked up by the library), or
-    /// pipeline objects (-InputObject) classified by what they are: devices, strings (an id or a
-    /// computer name), and machine actions or results, which stand for their device.
+    /// A cmdlet that works on devices: -MachineId, -ComputerName (looked up first), or pipeline
+    /// objects (-InputObject) classified by what they are: devices, strings (an id or a computer
+    /// name), and machine actions or results, which stand for their device.
     /// </summary>
     public abstract class DeviceCommand : DefenderApiCmdlet
     {
@@ -30,8 +30,10 @@ namespace Defender.PowerShell.Commands
         public PSObject[] InputObject { get; set; }
 
         /// <summary>
-        /// The devices of this pipeline step: each with its id or its name (which the library looks
-        /// up); an action whose device is not known is looked up. Bad objects write an error and are left out.
+        /// The devices of this pipeline step, each with its id: a name (or an action whose device is
+        /// not known) is looked up first, as Start-DefenderInvestigationPackageCollection does, so
+        /// that results, prompts and errors name the device by its full name and id. Bad objects and
+        /// unknown devices write an error and are left out.
         /// </summary>
         internal IEnumerable<DefenderTarget> Devices()
         {
@@ -42,11 +44,6 @@ namespace Defender.PowerShell.Commands
                     ? new DefenderTarget(null, null, (string)input)
                     : Classify(input, InputKind.Device);
                 if (target == null) continue;
-                if (!target.IsAction)
-                {
-                    yield return target;
-                    continue;
-                }
                 DefenderTarget device = target.MachineId != null ? new DefenderTarget(null, target.MachineId, target.ComputerDnsName) : Scope.DeviceOf(target);
                 if (device != null) yield return device;
             }

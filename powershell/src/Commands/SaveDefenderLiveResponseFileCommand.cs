@@ -31,9 +31,6 @@ namespace Defender.PowerShell.Commands
         public int Timeout { get; set; }
 
         [Parameter]
-        public SwitchParameter Force { get; set; }
-
-        [Parameter]
         public SwitchParameter PassThru { get; set; }
 
         public SaveDefenderLiveResponseFileCommand()
@@ -42,20 +39,15 @@ namespace Defender.PowerShell.Commands
             Timeout = 3600;
         }
 
+        // Each file's name is its session's (<action id>-<index>), so no file is ever replaced.
         internal override IDictionary<string, string> CallOptions
         {
-            get
-            {
-                Dictionary<string, string> options = new Dictionary<string, string>();
-                options["wait_timeout_ms"] = Help.Milliseconds(Timeout);
-                if (Force) options["overwrite"] = "true";
-                return options;
-            }
+            get { return new Dictionary<string, string> { { "wait_timeout_ms", Help.Milliseconds(Timeout) } }; }
         }
 
         internal override string Reword(string message)
         {
-            return Help.RewordTimeout(Help.RewordOverwrite(message), Timeout);
+            return Help.RewordTimeout(message, Timeout);
         }
 
         protected override void BeginProcessing()
@@ -96,12 +88,6 @@ namespace Defender.PowerShell.Commands
         {
             if (approved.Count == 0) return;
             Scope.SaveLiveResponseFiles(approved, folder, PassThru);
-        }
-
-        internal override string RecommendedAction(DefenderStatus status)
-        {
-            if (status == DefenderStatus.Exists) return "Add -Force to replace the file, or give another -Path.";
-            return base.RecommendedAction(status);
         }
     }
 }

@@ -36,7 +36,7 @@ public sealed class LiveResponseSimulator : Simulator
         base.Dispose();
         if (!azurite.HasExited)
         {
-            azurite.Kill(entireProcessTree: true);
+            azurite.Kill();
             azurite.WaitForExit();
         }
         azurite.Dispose();
