@@ -1478,8 +1478,9 @@ namespace Defender
 
         /// <summary>
         /// Puts the file at <paramref name="path"/> in the tenant's live response library, under its
-        /// file name: a script for RunScript or a file for PutFile. A file of that name already there
-        /// throws status Exists unless <paramref name="overrideIfExists"/>.
+        /// file name: a script for RunScript or a file for PutFile. <paramref name="description"/> is
+        /// required; <paramref name="parametersDescription"/> may be null. A file of that name already
+        /// there throws status Exists unless <paramref name="overrideIfExists"/>.
         /// </summary>
         public LibraryFile UploadLibraryFile(string path, string description, string parametersDescription, bool hasParameters,
             bool overrideIfExists, CancellationToken cancellationToken = default(CancellationToken))

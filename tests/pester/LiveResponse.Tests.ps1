@@ -97,7 +97,7 @@ Describe 'Save-DefenderLiveResponseFile' {
 Describe 'Invoke-DefenderLiveResponseScript' {
     BeforeAll {
         $null = Publish-DefenderLibraryFile -Path (New-Script 'triage.ps1') -Description 'Pester: triage' -HasParameters -ParametersDescription '-Quick' -Force
-        $null = Publish-DefenderLibraryFile -Path (New-Script 'fail-triage.ps1') -Force
+        $null = Publish-DefenderLibraryFile -Path (New-Script 'fail-triage.ps1') -Description 'Pester: a script that fails' -Force
     }
 
     It 'returns the transcript as an object: ExitCode, Output, Errors, with the device' {
@@ -173,7 +173,7 @@ Describe 'The live response library' {
         $published.fileName | Should -Be 'pester-collect.ps1'
         $published.sha256 | Should -Be (Get-FileHash -LiteralPath $path -Algorithm SHA256).Hash.ToLowerInvariant()
 
-        $null = Publish-DefenderLibraryFile -Path $path -ErrorVariable failures -ErrorAction SilentlyContinue
+        $null = Publish-DefenderLibraryFile -Path $path -Description 'Pester: collect' -ErrorVariable failures -ErrorAction SilentlyContinue
         $failures[0].FullyQualifiedErrorId | Should -BeLike 'Defender.Exists,*'
         $failures[0].ErrorDetails.RecommendedAction | Should -BeLike '*-Force*'
         (Get-Item -LiteralPath $path | Publish-DefenderLibraryFile -Description 'Pester: again' -Force).description | Should -Be 'Pester: again'
@@ -188,9 +188,9 @@ Describe 'The live response library' {
 
     It 'with -WhatIf publishes and removes nothing' {
         $path = New-Script 'pester-whatif.ps1'
-        Publish-DefenderLibraryFile -Path $path -WhatIf
+        Publish-DefenderLibraryFile -Path $path -Description 'Pester: what if' -WhatIf
         Get-DefenderLibraryFile -FileName 'pester-whatif*' | Should -BeNullOrEmpty
-        $null = Publish-DefenderLibraryFile -Path $path
+        $null = Publish-DefenderLibraryFile -Path $path -Description 'Pester: what if'
         Remove-DefenderLibraryFile -FileName pester-whatif.ps1 -WhatIf
         (Get-DefenderLibraryFile -FileName pester-whatif.ps1).fileName | Should -Be 'pester-whatif.ps1'
     }

@@ -14,7 +14,8 @@ namespace Defender.PowerShell.Commands
         [ValidateNotNullOrEmpty]
         public string[] Path { get; set; }
 
-        [Parameter]
+        /// <summary>What the file is (the service requires one).</summary>
+        [Parameter(Mandatory = true)]
         [ValidateNotNullOrEmpty]
         public string Description { get; set; }
 
