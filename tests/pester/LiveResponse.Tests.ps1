@@ -127,6 +127,11 @@ Describe 'Invoke-DefenderLiveResponseScript' {
         $failures[0].TargetObject.ComputerDnsName | Should -Be 'ws-0005.contoso.test'
     }
 
+    It 'completes -ScriptName from the tenant''s library' {
+        $line = 'Invoke-DefenderLiveResponseScript -ComputerName ws-0000 -ScriptName tri'
+        (TabExpansion2 -inputScript $line -cursorColumn $line.Length).CompletionMatches.CompletionText | Should -Be 'triage.ps1'
+    }
+
     It 'asks first (ConfirmImpact High) and with -WhatIf runs nothing' {
         (Get-Command Invoke-DefenderLiveResponseScript).ImplementingType.GetCustomAttributes([System.Management.Automation.CmdletAttribute], $false)[0].ConfirmImpact |
             Should -Be 'High'

@@ -12,6 +12,7 @@ namespace Defender.PowerShell.Commands
         [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
         [ValidateNotNullOrEmpty]
         [SupportsWildcards]
+        [ArgumentCompleter(typeof(LibraryFileCompleter))]
         public string[] FileName { get; set; }
 
         // The library is listed once per command, however many names the pipeline gives.

@@ -12,6 +12,7 @@ namespace Defender.PowerShell.Commands
         /// <summary>A script in the tenant's live response library (Publish-DefenderLibraryFile).</summary>
         [Parameter(Mandatory = true, Position = 0)]
         [ValidateNotNullOrEmpty]
+        [ArgumentCompleter(typeof(LibraryFileCompleter))]
         public string ScriptName { get; set; }
 
         /// <summary>The script's arguments, as one string (the service's Args).</summary>

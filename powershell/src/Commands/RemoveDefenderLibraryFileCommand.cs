@@ -10,6 +10,7 @@ namespace Defender.PowerShell.Commands
         /// <summary>The library's file names (Get-DefenderLibraryFile pipes them).</summary>
         [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
         [ValidateNotNullOrEmpty]
+        [ArgumentCompleter(typeof(LibraryFileCompleter))]
         public string[] FileName { get; set; }
 
         protected override void ProcessRecord()
