@@ -404,6 +404,9 @@ fn phase_text(event: &DefenderPhaseEvent, detail: &str) -> String {
         DefenderPhase::Downloading => "downloading".to_owned(),
         DefenderPhase::Verifying => "verifying".to_owned(),
         DefenderPhase::Retrying => format!("retrying in {} (retry {})", seconds(event.remaining_ms), event.attempt),
+        DefenderPhase::WaitingForSession => {
+            format!("waiting for a live response session, next try in {}", seconds(event.remaining_ms))
+        }
     }
 }
 

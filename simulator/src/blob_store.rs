@@ -54,8 +54,11 @@ impl BlobStore {
     /// with the emulator's well-known key.
     pub(crate) fn new(endpoint: &str) -> Result<BlobStore, String> {
         let endpoint = endpoint.trim_end_matches('/').to_owned();
-        let url = url_parts(&endpoint)
-            .ok_or_else(|| format!("the blob endpoint '{endpoint}' is not an http(s) URL such as http://127.0.0.1:10000/devstoreaccount1"))?;
+        let url = url_parts(&endpoint).ok_or_else(|| {
+            format!(
+                "the blob endpoint '{endpoint}' is not an http(s) URL such as http://127.0.0.1:10000/devstoreaccount1"
+            )
+        })?;
         let account = match url.path.rsplit('/').find(|segment| !segment.is_empty()) {
             Some(account) => account.to_owned(),
             None => url.host.split('.').next().unwrap_or_default().to_owned(),
@@ -73,14 +76,7 @@ impl BlobStore {
             .timeout(Duration::from_secs(300))
             .build()
             .map_err(|error| format!("cannot set up HTTP for the blob store: {error}"))?;
-        Ok(BlobStore {
-            endpoint_path: url.path,
-            endpoint,
-            account,
-            key,
-            http,
-            container: tokio::sync::OnceCell::new(),
-        })
+        Ok(BlobStore { endpoint_path: url.path, endpoint, account, key, http, container: tokio::sync::OnceCell::new() })
     }
 
     pub(crate) fn endpoint(&self) -> &str {
@@ -141,10 +137,8 @@ impl BlobStore {
         let start = sas_time(now - Duration::from_secs(60));
         let expiry = sas_time(now + ttl);
         let resource = format!("/blob/{}/{CONTAINER}/{name}", self.account);
-        let string_to_sign = [
-            "r", &start, &expiry, &resource, "", "", "", VERSION, "b", "", "", "", "", "", "", "",
-        ]
-        .join("\n");
+        let string_to_sign =
+            ["r", &start, &expiry, &resource, "", "", "", VERSION, "b", "", "", "", "", "", "", ""].join("\n");
         let signature = self.sign(&string_to_sign);
         let query: Vec<String> = [
             ("sv", VERSION),
@@ -237,16 +231,16 @@ impl BlobStore {
         for (name, value) in &headers {
             request = request.header(*name, value);
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|error| format!("the blob store at {} did not answer {method} {path}: {error}", self.endpoint))?;
+        let response =
+            request.body(body).send().await.map_err(|error| {
+                format!("the blob store at {} did not answer {method} {path}: {error}", self.endpoint)
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
-        let code = response.headers().get("x-ms-error-code").and_then(|code| code.to_str().ok()).unwrap_or("").to_owned();
+        let code =
+            response.headers().get("x-ms-error-code").and_then(|code| code.to_str().ok()).unwrap_or("").to_owned();
         Err(format!("the blob store answered {method} {path} with HTTP {status} {code}"))
     }
 

@@ -45,11 +45,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+pub use blob_store::{DEVSTORE_ACCOUNT, DEVSTORE_KEY};
 pub use config::{
     Config, ConfigPatch, DEFAULT_SCOPE, MAX_PAGE_SIZE, RateLimit, RateLimits, RateLimitsPatch, Schedule,
     parse_byte_size,
 };
-pub use blob_store::{DEVSTORE_ACCOUNT, DEVSTORE_KEY};
 pub use faults::{Fault, FaultRule};
 pub use package::MIN_PACKAGE_SIZE;
 pub use request_log::{AssertionClaims, Credential, Port, RequestFilter, RequestRecord};
@@ -183,7 +183,8 @@ impl Simulator {
             None
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let blob_store = options.blob_endpoint.as_deref().map(blob_store::BlobStore::new).transpose().map_err(invalid)?;
+        let blob_store =
+            options.blob_endpoint.as_deref().map(blob_store::BlobStore::new).transpose().map_err(invalid)?;
         let simulation = Arc::new(Simulation::new(
             format!("{scheme}://{}", api_listener.local_addr()?),
             format!("{scheme}://{}", download_listener.local_addr()?),

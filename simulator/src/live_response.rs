@@ -186,9 +186,7 @@ fn plan(
             let name = param("ScriptName").ok_or("RunScript needs the parameter 'ScriptName'")?;
             let args = param("Args").unwrap_or_default();
             if !library.contains_key(&name) {
-                return Ok(CommandOutcome::Failed(vec![format!(
-                    "Script {name} is not in the live response library."
-                )]));
+                return Ok(CommandOutcome::Failed(vec![format!("Script {name} is not in the live response library.")]));
             }
             let lower = name.to_ascii_lowercase();
             if lower.starts_with("hang") {
@@ -218,9 +216,10 @@ fn plan(
 pub(crate) fn commands_json(action: &Action, now: SimTime, clock: &SimClock) -> Value {
     let Some(session) = &action.live_response else { return json!([]) };
     let status = action.status(now);
-    let failing = session.commands.iter().position(|command| {
-        matches!(command.outcome, CommandOutcome::Failed(_) | CommandOutcome::Hangs)
-    });
+    let failing = session
+        .commands
+        .iter()
+        .position(|command| matches!(command.outcome, CommandOutcome::Failed(_) | CommandOutcome::Hangs));
     let (started, ended) = action.command_times(now, clock);
     let commands: Vec<Value> = session
         .commands
@@ -265,12 +264,7 @@ fn command_status(
 
 /// `GET /api/machineactions/{id}/GetLiveResponseResultDownloadLink(index=N)`: writes the result
 /// to the blob store the first time it is asked for, and answers a fresh SAS link to it.
-pub(crate) async fn result_link(
-    sim: &Simulation,
-    action_id: &str,
-    index: Option<usize>,
-    now: SimTime,
-) -> HttpResponse {
+pub(crate) async fn result_link(sim: &Simulation, action_id: &str, index: Option<usize>, now: SimTime) -> HttpResponse {
     let Some(index) = index else {
         return api_error(StatusCode::BAD_REQUEST, "BadRequest", "index must be a whole number: (index=0)");
     };
@@ -296,10 +290,14 @@ pub(crate) async fn result_link(
         return api_error(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            &format!("Machine action {action_id} has {} commands; there is no command {index}.", session.commands.len()),
+            &format!(
+                "Machine action {action_id} has {} commands; there is no command {index}.",
+                session.commands.len()
+            ),
         );
     };
-    let failing = session.commands.iter().position(|c| matches!(c.outcome, CommandOutcome::Failed(_) | CommandOutcome::Hangs));
+    let failing =
+        session.commands.iter().position(|c| matches!(c.outcome, CommandOutcome::Failed(_) | CommandOutcome::Hangs));
     let (command_status, _) = command_status(status, failing, index, &command.outcome);
     let has_result = matches!(command.outcome, CommandOutcome::File { .. } | CommandOutcome::Transcript(_));
     if command_status != "Completed" || !has_result {
@@ -344,7 +342,11 @@ fn result_content(
     match outcome {
         CommandOutcome::File { size, gzip: false } => {
             let blocks = file_blocks(action_id, index, *size);
-            (*size, Box::new(blocks), BlobProperties { content_type: "application/octet-stream", content_encoding: None })
+            (
+                *size,
+                Box::new(blocks),
+                BlobProperties { content_type: "application/octet-stream", content_encoding: None },
+            )
         }
         CommandOutcome::File { size, gzip: true } => {
             let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -354,7 +356,8 @@ fn result_content(
             let bytes = encoder.finish().expect("writing to memory");
             let size = bytes.len() as u64;
             let blocks: Vec<Vec<u8>> = bytes.chunks(BLOCK).map(<[u8]>::to_vec).collect();
-            let properties = BlobProperties { content_type: "application/octet-stream", content_encoding: Some("gzip") };
+            let properties =
+                BlobProperties { content_type: "application/octet-stream", content_encoding: Some("gzip") };
             (size, Box::new(blocks.into_iter()), properties)
         }
         CommandOutcome::Transcript(bytes) => {
@@ -483,7 +486,9 @@ pub(crate) fn upload_library_file(sim: &Simulation, caller: &Caller, exchange: &
         return api_error(
             StatusCode::CONFLICT,
             "Conflict",
-            &format!("A file named {file_name} is already in the live response library; set OverrideIfExists to replace it."),
+            &format!(
+                "A file named {file_name} is already in the live response library; set OverrideIfExists to replace it."
+            ),
         );
     }
     let now = SystemTime::now();
@@ -524,9 +529,7 @@ fn multipart_parts(body: &[u8], boundary: &str) -> Option<Vec<Part>> {
         let head_end = find(body, b"\r\n\r\n", head_start)?;
         let head = std::str::from_utf8(body.get(head_start..head_end)?).ok()?;
         let next = find(body, &[b"\r\n".as_slice(), &delimiter].concat(), head_end + 4)?;
-        let disposition = head
-            .lines()
-            .find(|line| line.to_ascii_lowercase().starts_with("content-disposition:"))?;
+        let disposition = head.lines().find(|line| line.to_ascii_lowercase().starts_with("content-disposition:"))?;
         let attribute = |key: &str| {
             disposition.split(';').find_map(|piece| {
                 let (name, value) = piece.trim().split_once('=')?;

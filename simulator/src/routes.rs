@@ -78,19 +78,36 @@ pub(crate) enum Route {
 }
 
 pub(crate) enum ApiCall {
-    Collect { machine_id: String },
+    Collect {
+        machine_id: String,
+    },
     ListMachines,
-    Machine { machine_id: String },
+    Machine {
+        machine_id: String,
+    },
     ListActions,
-    MachineAction { action_id: String },
-    GetPackageUri { action_id: String },
-    CancelAction { action_id: String },
-    RunLiveResponse { machine_id: String },
+    MachineAction {
+        action_id: String,
+    },
+    GetPackageUri {
+        action_id: String,
+    },
+    CancelAction {
+        action_id: String,
+    },
+    RunLiveResponse {
+        machine_id: String,
+    },
     /// `index` is `None` when the segment's `(index=N)` is not a number.
-    LiveResponseResultLink { action_id: String, index: Option<usize> },
+    LiveResponseResultLink {
+        action_id: String,
+        index: Option<usize>,
+    },
     ListLibraryFiles,
     UploadLibraryFile,
-    DeleteLibraryFile { file_name: String },
+    DeleteLibraryFile {
+        file_name: String,
+    },
 }
 
 impl Route {

@@ -251,9 +251,7 @@ impl Action {
         let changed = match self.status(now) {
             ActionStatus::Pending => self.added_at,
             ActionStatus::InProgress => self.in_progress_at().unwrap_or(self.added_at),
-            ActionStatus::Finished(_) => {
-                self.finished_at().unwrap_or(self.added_at + QUEUED_SESSION_LIFETIME)
-            }
+            ActionStatus::Finished(_) => self.finished_at().unwrap_or(self.added_at + QUEUED_SESSION_LIFETIME),
         };
         self.wall_time(changed, clock)
     }

@@ -6,6 +6,7 @@ pub(crate) mod batch;
 mod destination;
 pub(crate) mod file_name;
 mod limits;
+pub(crate) mod live_response;
 mod sink;
 mod transfer;
 
@@ -103,13 +104,8 @@ async fn download_item(
     let what = format!("downloading the package of machine action {action_id}");
     api.reporter.log(DefenderLogLevel::Info, format!("{what} to '{}'", path.display()));
 
-    let mut part = PartFile::create_beside(&path)?;
-    let transfer = Transfer::new(api, action_id, &what, item, link).run(&mut part);
-    let received = limits::within_deadline(&api.session.settings, &what, transfer).await?;
-    // Every byte is in: the transfer's last figures, then the checks.
-    api.reporter.item_progress(item, received.bytes, received.bytes, true);
-    api.reporter.phase(Phase::Verifying { bytes: received.bytes });
-    check_and_sync(&part).await.map_err(|err| err.context(&what))?;
+    let kind = Kind::Package { action_id };
+    let (part, received) = transfer(api, &kind, &what, item, link, &path).await?;
     tokio::task::block_in_place(|| part.persist(&path, overwrite))?;
     let device = action.as_ref().map(machine_actions::MachineAction::fields);
     let downloaded = Downloaded {
@@ -128,6 +124,63 @@ async fn download_item(
     Ok(downloaded)
 }
 
+/// What is downloaded: where its fresh links come from, and what its bytes must be.
+pub(crate) enum Kind<'a> {
+    /// An investigation package: a ZIP, behind getPackageUri's links.
+    Package { action_id: &'a str },
+    /// The result of command `index` of a live response session: any file, in Azure Blob
+    /// storage behind GetLiveResponseResultDownloadLink's SAS links. A gzip-compressed one is
+    /// kept as its bytes came.
+    LiveResponseResult { action_id: &'a str, index: u32 },
+}
+
+impl Kind<'_> {
+    /// A fresh link, when the download host refused the last one (it expired).
+    pub(crate) async fn fresh_link(&self, api: Api<'_>) -> Result<url::Url> {
+        match *self {
+            Kind::Package { action_id } => {
+                machine_actions::package_link(api, action_id, None, async { Ok(()) }).await.map(|(link, ())| link)
+            }
+            Kind::LiveResponseResult { action_id, index } => {
+                crate::service::live_response::result_link(api, action_id, index, None).await
+            }
+        }
+    }
+
+    /// The `x-ms-version` a download from Azure Blob storage asks for.
+    fn storage_version(&self) -> Option<&'static str> {
+        match self {
+            Kind::Package { .. } => None,
+            Kind::LiveResponseResult { .. } => Some("2023-11-03"),
+        }
+    }
+
+    /// Whether the bytes must be a readable ZIP.
+    fn is_zip(&self) -> bool {
+        matches!(self, Kind::Package { .. })
+    }
+}
+
+/// Streams `link` into a part file beside `path`, checks it as `kind` requires and syncs it:
+/// the part file, ready to be persisted, and what came.
+async fn transfer(
+    api: Api<'_>,
+    kind: &Kind<'_>,
+    what: &str,
+    item: usize,
+    link: url::Url,
+    path: &Path,
+) -> Result<(PartFile, transfer::Received)> {
+    let mut part = PartFile::create_beside(path)?;
+    let transfer = Transfer::new(api, kind, what, item, link).run(&mut part);
+    let received = limits::within_deadline(&api.session.settings, what, transfer).await?;
+    // Every byte is in: the transfer's last figures, then the checks.
+    api.reporter.item_progress(item, received.bytes, received.bytes, true);
+    api.reporter.phase(Phase::Verifying { bytes: received.bytes });
+    check_and_sync(&part, kind.is_zip()).await.map_err(|err| err.context(what))?;
+    Ok((part, received))
+}
+
 /// One of a batch's `slots`, waited for when none is free; nothing without `slots`.
 async fn download_slot<'s>(api: Api<'_>, slots: Option<&'s Semaphore>) -> Result<Option<SemaphorePermit<'s>>> {
     let Some(slots) = slots else { return Ok(None) };
@@ -140,14 +193,15 @@ async fn download_slot<'s>(api: Api<'_>, slots: Option<&'s Semaphore>) -> Result
     }
 }
 
-/// Flushes the finished part file to disk and checks that it is a readable ZIP, on a blocking
-/// thread (this takes seconds for a large package, and other downloads of a batch go on meanwhile).
-async fn check_and_sync(part: &PartFile) -> Result<()> {
+/// Flushes the finished part file to disk and, with `zip`, checks that it is a readable ZIP, on
+/// a blocking thread (this takes seconds for a large package, and other downloads of a batch go
+/// on meanwhile).
+async fn check_and_sync(part: &PartFile, zip: bool) -> Result<()> {
     let file = part.duplicate()?;
     let path = part.path().to_owned();
     tokio::task::spawn_blocking(move || {
         file.sync_all().map_err(|err| Error::io(format!("flushing '{}' to disk", path.display()), &err))?;
-        check_zip(&path)
+        if zip { check_zip(&path) } else { Ok(()) }
     })
     .await
     .map_err(|err| Error::internal(format!("checking the download failed unexpectedly: {err}")))?

@@ -8,10 +8,13 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, RANGE};
+use reqwest::header::{
+    ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, RANGE,
+};
 use reqwest::{Response, StatusCode};
 use url::Url;
 
+use super::Kind;
 use super::destination::PartFile;
 use super::limits::{self, Pace};
 use super::sink::Sink;
@@ -19,7 +22,7 @@ use crate::error::{DefenderStatus, Error, Result};
 use crate::http::describe_transport_error;
 use crate::retry::{self, Backoff, MAX_RETRY_AFTER, Policy, Retry, Verdict};
 use crate::runtime::DefenderLogLevel;
-use crate::service::{Api, machine_actions};
+use crate::service::Api;
 
 /// Broken transfers in a row that brought no new byte before giving up...
 const MAX_RETRIES_WITHOUT_PROGRESS: u32 = 5;
@@ -41,6 +44,8 @@ const MAX_PACKAGE_BYTES: u64 = 1 << 40;
 pub(super) struct Received {
     pub bytes: u64,
     pub sha256: [u8; 32],
+    /// The body's `Content-Encoding` other than identity (`gzip`): its bytes are kept as they came.
+    pub content_encoding: Option<String>,
 }
 
 /// What the download host said about the package in its last whole (200) answer.
@@ -49,6 +54,7 @@ struct Package {
     etag: Option<String>,
     accepts_ranges: bool,
     md5: Option<[u8; 16]>,
+    content_encoding: Option<String>,
 }
 
 impl Package {
@@ -73,6 +79,9 @@ impl Package {
             accepts_ranges: header_text(headers, ACCEPT_RANGES.as_str())
                 .is_some_and(|value| value.eq_ignore_ascii_case("bytes")),
             md5: md5_header(headers, "content-md5")?,
+            content_encoding: header_text(headers, CONTENT_ENCODING.as_str())
+                .filter(|encoding| !encoding.eq_ignore_ascii_case("identity"))
+                .map(|encoding| crate::redact::printable(encoding, 32)),
         })
     }
 
@@ -197,7 +206,8 @@ impl Policy for Budget {
 
 pub(super) struct Transfer<'a> {
     api: Api<'a>,
-    action_id: &'a str,
+    /// What is downloaded, and where its fresh links come from.
+    kind: &'a Kind<'a>,
     what: &'a str,
     item: usize,
     link: Url,
@@ -209,9 +219,9 @@ pub(super) struct Transfer<'a> {
 }
 
 impl<'a> Transfer<'a> {
-    pub(super) fn new(api: Api<'a>, action_id: &'a str, what: &'a str, item: usize, link: Url) -> Self {
+    pub(super) fn new(api: Api<'a>, kind: &'a Kind<'a>, what: &'a str, item: usize, link: Url) -> Self {
         let retry = Retry::new(Budget::new(api.session.settings.clock_scale), what, api.reporter);
-        Self { api, action_id, what, item, link, package: None, delivered: 0, retry }
+        Self { api, kind, what, item, link, package: None, delivered: 0, retry }
     }
 
     /// Downloads the whole package into `part`, trying again within the budget.
@@ -225,13 +235,14 @@ impl<'a> Transfer<'a> {
                     let bytes = finished.received();
                     let digests = finished.finish().await?;
                     let expected_md5 = self.package.as_ref().and_then(|package| package.md5);
+                    let content_encoding = self.package.as_ref().and_then(|package| package.content_encoding.clone());
                     match expected_md5 {
                         Some(expected) if digests.md5 != Some(expected) => {
                             let error = Error::integrity("the package does not match its Content-MD5");
                             self.again(Setback::Checksum, error, "downloading it again from the start")?;
                             self.package = None;
                         }
-                        _ => return Ok(Received { bytes, sha256: digests.sha256 }),
+                        _ => return Ok(Received { bytes, sha256: digests.sha256, content_encoding }),
                     }
                 }
                 Err(Interruption::Fatal(error)) => return Err(error.context(self.what)),
@@ -244,8 +255,7 @@ impl<'a> Transfer<'a> {
                 }
                 Err(Interruption::LinkRefused(error)) => {
                     self.again(Setback::LinkRefused { progressed: self.delivered > 0 }, error, "getting a fresh link")?;
-                    (self.link, ()) =
-                        machine_actions::package_link(self.api, self.action_id, None, async { Ok(()) }).await?;
+                    self.link = self.kind.fresh_link(self.api).await?;
                 }
             }
         }
@@ -277,6 +287,11 @@ impl<'a> Transfer<'a> {
         let resume = self.package.as_ref().filter(|package| package.resumable() && offset > 0);
         // The link carries its own credential (a SAS token): no Authorization header goes with it.
         let mut request = self.api.session.http.get(self.link.clone());
+        if let Some(version) = self.kind.storage_version() {
+            // Blob storage answers in the version asked for: one that sends the blob's MD5 with
+            // ranges (x-ms-blob-content-md5) and keeps its Content-Encoding.
+            request = request.header("x-ms-version", version);
+        }
         if let Some(package) = resume {
             let etag = package.etag.as_deref().unwrap_or_default();
             request = request.header(RANGE, format!("bytes={offset}-")).header(IF_RANGE, etag);

@@ -1,0 +1,72 @@
+//! Azurite, the Azure Storage emulator, where the simulator keeps live response results: the
+//! real Blob REST API, its SAS checks, ranges and MD5 headers.
+//!
+//! `tests/run-all.sh` installs it (npm package `azurite`, the version it pins) outside the work
+//! tree, starts one for the suites and names it in `DEFENDER_AZURITE_BLOB_ENDPOINT`. A plain
+//! `cargo test` starts one itself from that install (once per test binary; it stops when the
+//! binary exits), and fails saying how to get it when it is not installed: a missing store
+//! never lets a test pass.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+/// Where run-all.sh installs Azurite: `<cache>/defender-package/tools/azurite`.
+fn installed_azurite_blob() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_default();
+    cache.join("defender-package/tools/azurite/node_modules/.bin/azurite-blob")
+}
+
+/// The blob endpoint of the emulator's account (`http://127.0.0.1:PORT/devstoreaccount1`).
+pub fn blob_endpoint() -> String {
+    if let Ok(endpoint) = std::env::var("DEFENDER_AZURITE_BLOB_ENDPOINT") {
+        return endpoint;
+    }
+    static STARTED: OnceLock<String> = OnceLock::new();
+    STARTED.get_or_init(start).clone()
+}
+
+/// Keeps the wrapper's standard input open while the test binary lives: when the binary exits,
+/// it closes, and the wrapper stops Azurite.
+static KEEP_ALIVE: Mutex<Option<Child>> = Mutex::new(None);
+
+fn start() -> String {
+    let azurite = std::env::var_os("DEFENDER_AZURITE").map(PathBuf::from).unwrap_or_else(installed_azurite_blob);
+    assert!(
+        azurite.exists(),
+        "Azurite (the Azure Storage emulator the live response tests need) is not installed at {}: run \
+         `tests/run-all.sh rust`, which installs and starts it, or install it with \
+         `npm install --prefix ~/.cache/defender-package/tools/azurite azurite@3.37.0`, or set \
+         DEFENDER_AZURITE_BLOB_ENDPOINT to a running one's http://127.0.0.1:PORT/devstoreaccount1",
+        azurite.display()
+    );
+    assert!(cfg!(unix), "set DEFENDER_AZURITE_BLOB_ENDPOINT (tests/run-all.sh starts Azurite and sets it)");
+    // In memory, on a free loopback port; the shell stops it when its standard input closes.
+    let script = r#""$0" --blobHost 127.0.0.1 --blobPort 0 --inMemoryPersistence --extentMemoryLimit 2048 \
+        --disableTelemetry --silent --skipApiVersionCheck & child=$!; cat >/dev/null; kill $child"#;
+    let mut child = Command::new("sh")
+        .args(["-c", script])
+        .arg(&azurite)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the shell starts Azurite");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let endpoint = loop {
+        let line = lines.next().expect("Azurite prints where it listens").expect("Azurite's output is text");
+        if let Some(at) = line.find("listens on ") {
+            break format!("{}/devstoreaccount1", line[at + "listens on ".len()..].trim());
+        }
+    };
+    // Read what else it prints, so that it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    child.stdin.as_mut().unwrap().flush().unwrap();
+    *KEEP_ALIVE.lock().unwrap() = Some(child);
+    endpoint
+}
