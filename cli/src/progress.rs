@@ -18,12 +18,17 @@ pub struct BatchProgress {
 impl BatchProgress {
     /// Bars for `labels.len()` packages (each labelled, e.g. by its action id).
     pub fn new(labels: Vec<String>) -> BatchProgress {
+        BatchProgress::of("packages", labels)
+    }
+
+    /// Bars for `labels.len()` items of a kind (`"packages"`, `"files"`), each labelled.
+    pub fn of(noun: &str, labels: Vec<String>) -> BatchProgress {
         let target =
             if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
         let multi = MultiProgress::with_draw_target(target);
         let batch = multi.add(ProgressBar::new(labels.len() as u64));
         batch.set_style(
-            ProgressStyle::with_template("{spinner} {pos} of {len} packages [{elapsed_precise}] {wide_msg}")
+            ProgressStyle::with_template(&format!("{{spinner}} {{pos}} of {{len}} {noun} [{{elapsed_precise}}] {{wide_msg}}"))
                 .expect("a valid template"),
         );
         batch.enable_steady_tick(std::time::Duration::from_millis(200));

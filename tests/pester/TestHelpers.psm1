@@ -61,10 +61,15 @@ function Stop-TestSimulator {
 }
 
 function Start-TestAzurite {
-    # Starts Azurite's blob service (the Azure Storage emulator; tests/run-all.sh installs the npm
-    # package) on a free loopback port with in-memory persistence, and returns the process with
-    # its account's URL (BlobAccount: http://127.0.0.1:port/devstoreaccount1): stop it with
-    # Stop-TestAzurite. Its azurite-blob is $env:DEFENDER_AZURITE's, else the tools cache's.
+    # Azurite (the Azure Storage emulator) for live response results: the one tests/run-all.sh
+    # started ($env:DEFENDER_AZURITE_BLOB_ENDPOINT), else its blob service started here on a free
+    # loopback port with in-memory persistence (the npm package run-all.sh installs: the
+    # azurite-blob of $env:DEFENDER_AZURITE, else the tools cache's). Returns its account's URL
+    # (BlobAccount: http://127.0.0.1:port/devstoreaccount1) and the process it started, if any:
+    # stop it with Stop-TestAzurite.
+    if ($env:DEFENDER_AZURITE_BLOB_ENDPOINT) {
+        return [pscustomobject]@{ Process = $null; BlobAccount = $env:DEFENDER_AZURITE_BLOB_ENDPOINT }
+    }
     $cache = if ($env:XDG_CACHE_HOME) { $env:XDG_CACHE_HOME } else { Join-Path ([Environment]::GetFolderPath('UserProfile')) '.cache' }
     $executable = if ($env:DEFENDER_AZURITE) { $env:DEFENDER_AZURITE } else { Join-Path $cache 'defender-package/tools/azurite/node_modules/.bin/azurite-blob' }
     if (-not (Test-Path -LiteralPath $executable)) {
@@ -88,6 +93,7 @@ function Start-TestAzurite {
 
 function Stop-TestAzurite {
     param([Parameter(Mandatory)] $Azurite)
+    if (-not $Azurite.Process) { return }
     if (-not $Azurite.Process.HasExited) {
         $Azurite.Process.Kill()
         $Azurite.Process.WaitForExit()

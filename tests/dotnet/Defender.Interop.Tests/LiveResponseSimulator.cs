@@ -7,14 +7,15 @@ using Xunit;
 namespace Defender.Interop.Tests;
 
 /// <summary>
-/// Azurite (the Azure Storage emulator) on a loopback port with in-memory persistence, and a
-/// simulator that keeps its live response results there (--blob-endpoint) and hands out the
-/// emulator's SAS links, with three sample devices. Azurite is the npm package tests/run-all.sh
-/// installs: the azurite-blob of $DEFENDER_AZURITE, else of the tools cache.
+/// A simulator that keeps its live response results in Azurite (the Azure Storage emulator;
+/// --blob-endpoint) and hands out the emulator's SAS links, with three sample devices. Azurite is
+/// the one tests/run-all.sh started ($DEFENDER_AZURITE_BLOB_ENDPOINT), else one started here on a
+/// loopback port with in-memory persistence from the npm package run-all.sh installs (the
+/// azurite-blob of $DEFENDER_AZURITE, else of the tools cache), as tests/common/azurite.rs does.
 /// </summary>
 public sealed class LiveResponseSimulator : Simulator
 {
-    readonly Process azurite;
+    readonly Process azurite; // null: run-all.sh's
 
     public LiveResponseSimulator()
         : this(StartAzurite())
@@ -34,6 +35,7 @@ public sealed class LiveResponseSimulator : Simulator
     public override void Dispose()
     {
         base.Dispose();
+        if (azurite == null) return;
         if (!azurite.HasExited)
         {
             azurite.Kill();
@@ -45,6 +47,8 @@ public sealed class LiveResponseSimulator : Simulator
     /// <summary>Azurite's blob service on a free port, and its account's URL.</summary>
     static (Process, string) StartAzurite()
     {
+        if (Environment.GetEnvironmentVariable("DEFENDER_AZURITE_BLOB_ENDPOINT") is { Length: > 0 } running)
+            return (null, running);
         string executable = Environment.GetEnvironmentVariable("DEFENDER_AZURITE") is { Length: > 0 } given
             ? given
             : Path.Combine(Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } cache
