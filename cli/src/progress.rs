@@ -28,8 +28,10 @@ impl BatchProgress {
         let multi = MultiProgress::with_draw_target(target);
         let batch = multi.add(ProgressBar::new(labels.len() as u64));
         batch.set_style(
-            ProgressStyle::with_template(&format!("{{spinner}} {{pos}} of {{len}} {noun} [{{elapsed_precise}}] {{wide_msg}}"))
-                .expect("a valid template"),
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} {{pos}} of {{len}} {noun} [{{elapsed_precise}}] {{wide_msg}}"
+            ))
+            .expect("a valid template"),
         );
         batch.enable_steady_tick(std::time::Duration::from_millis(200));
         BatchProgress { multi, batch, items: vec![None; labels.len()], labels }
