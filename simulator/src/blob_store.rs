@@ -98,13 +98,15 @@ impl BlobStore {
         if size <= BLOCK as u64 {
             let body: Vec<u8> = blocks.by_ref().flatten().collect();
             let md5 = BASE64.encode(Md5::digest(&body));
+            // The blob's properties, not the request's: a request Content-Encoding would say the
+            // body on the wire is compressed, and the store would not keep it as the blob's.
             let mut headers = vec![
-                ("Content-Type", properties.content_type.to_owned()),
                 ("Content-MD5", md5),
                 ("x-ms-blob-type", "BlockBlob".to_owned()),
+                ("x-ms-blob-content-type", properties.content_type.to_owned()),
             ];
             if let Some(encoding) = properties.content_encoding {
-                headers.push(("Content-Encoding", encoding.to_owned()));
+                headers.push(("x-ms-blob-content-encoding", encoding.to_owned()));
             }
             return self.send(reqwest::Method::PUT, &path, &[], headers, body).await;
         }

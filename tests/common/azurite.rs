@@ -7,7 +7,6 @@
 //! binary exits), and fails saying how to get it when it is not installed: a missing store
 //! never lets a test pass.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -45,28 +44,30 @@ fn start() -> String {
         azurite.display()
     );
     assert!(cfg!(unix), "set DEFENDER_AZURITE_BLOB_ENDPOINT (tests/run-all.sh starts Azurite and sets it)");
-    // In memory, on a free loopback port; the shell stops it when its standard input closes.
+    // In memory, on a free loopback port, its output in a file (a pipe would break when this
+    // binary exits first); the shell stops it when its standard input closes.
+    let log = std::env::temp_dir().join(format!("defender-azurite-{}.log", std::process::id()));
     let script = r#""$0" --blobHost 127.0.0.1 --blobPort 0 --inMemoryPersistence --extentMemoryLimit 2048 \
-        --disableTelemetry --silent --skipApiVersionCheck & child=$!; cat >/dev/null; kill $child"#;
-    let mut child = Command::new("sh")
+        --disableTelemetry --silent --skipApiVersionCheck >"$1" 2>&1 & child=$!
+        cat >/dev/null; kill $child; wait $child; rm -f "$1""#;
+    let child = Command::new("sh")
         .args(["-c", script])
         .arg(&azurite)
+        .arg(&log)
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::null())
         .spawn()
         .expect("the shell starts Azurite");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
+    let started = std::time::Instant::now();
     let endpoint = loop {
-        let line = lines.next().expect("Azurite prints where it listens").expect("Azurite's output is text");
-        if let Some(at) = line.find("listens on ") {
-            break format!("{}/devstoreaccount1", line[at + "listens on ".len()..].trim());
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = text.find("listens on ") {
+            let url = text[at + "listens on ".len()..].lines().next().unwrap_or_default().trim();
+            break format!("{url}/devstoreaccount1");
         }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "Azurite did not start: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    // Read what else it prints, so that it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    child.stdin.as_mut().unwrap().flush().unwrap();
     *KEEP_ALIVE.lock().unwrap() = Some(child);
     endpoint
 }
