@@ -95,7 +95,7 @@ namespace Defender.PowerShell
                 native.Add(new FileRequest(DeviceKey(request.Key), request.Value));
                 shown.Add("'" + request.Value + "' from " + request.Key);
             }
-            bars = new PackageProgress(command, shown, "Fetching {0}", "files");
+            bars = new PackageProgress(command, shown, "Fetching {0}", "Fetching {0} files with live response", "files");
             try
             {
                 Run(folder, delegate

@@ -29,15 +29,17 @@ namespace Defender.PowerShell
 
         /// <param name="items">What each item is about, as shown (a DefenderTarget's text: the action and its device).</param>
         /// <param name="itemActivity">The activity of an item's bar, {0} being what it is about.</param>
-        /// <param name="noun">What the items are, in the overall bar ("Saving 5 investigation packages", "2 of 5 investigation packages").</param>
-        internal PackageProgress(PSCmdlet command, IList<string> items, string itemActivity, string noun = "investigation packages")
+        /// <param name="overallActivity">The overall bar's activity, {0} being the number of items.</param>
+        /// <param name="noun">What the items are, in the overall bar's status ("2 of 5 packages").</param>
+        internal PackageProgress(PSCmdlet command, IList<string> items, string itemActivity,
+            string overallActivity = "Saving {0} investigation packages", string noun = "packages")
         {
             this.command = command;
             this.items = items;
             this.itemActivity = itemActivity;
             this.noun = noun;
             shown = new bool[items.Count];
-            overallActivity = string.Format(CultureInfo.CurrentCulture, "Saving {0} {1}", items.Count, noun);
+            this.overallActivity = string.Format(CultureInfo.CurrentCulture, overallActivity, items.Count);
             if (Several) WriteOverall(ProgressRecordType.Processing);
         }
 

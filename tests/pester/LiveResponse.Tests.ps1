@@ -84,6 +84,35 @@ Describe 'Save-DefenderLiveResponseFile' {
         @(Get-ChildItem -LiteralPath $folder).Count | Should -Be 1
     }
 
+    It 'shows a bar per file under one for the batch, and says when a device is busy with another session' {
+        $null = Invoke-SimulatorControl -Simulator $simulator -Path config -Body @{ live_response_schedule = @{ pending_secs = 60; in_progress_secs = 600 } }
+        try {
+            $busy = Invoke-DefenderLiveResponse -ComputerName srv-0007 -Command @{ Type = 'GetFile'; Path = 'C:\first.log' } -Confirm:$false
+        } finally {
+            $null = Invoke-SimulatorControl -Simulator $simulator -Path config -Body @{ live_response_schedule = @{ pending_secs = 2; in_progress_secs = 10 } }
+        }
+        $shell = [powershell]::Create()
+        try {
+            $null = $shell.AddScript('param($module, $connect, $folder) Import-Module $module; Connect-DefenderApi @connect -InformationAction Ignore
+                ''srv-0007'', ''ws-0008'' | Save-DefenderLiveResponseFile -RemotePath C:\p.log -Path $folder -PassThru').
+            AddArgument((Get-DefenderModulePath)).AddArgument($connect).AddArgument((New-TestFolder))
+            $files = @($shell.Invoke())
+            $records = @($shell.Streams.Progress)
+        } finally {
+            $shell.Dispose()
+        }
+
+        $files.Count | Should -Be 2
+        $files.ActionId | Should -Not -Contain $busy.id
+        $overall = @($records | Where-Object ActivityId -eq 1)
+        $overall[0].Activity | Should -Be 'Fetching 2 files with live response'
+        $overall[0].StatusDescription | Should -Be '0 of 2 files'
+        ($overall | Where-Object RecordType -eq 'Processing')[-1].StatusDescription | Should -Be '2 of 2 files'
+        $waits = @($records | Where-Object StatusDescription -like 'Waiting for a live response session*')
+        $waits.Count | Should -BeGreaterThan 0 -Because 'the busy device''s bar says that it waits for its session'
+        $waits[0].Activity | Should -Be "Fetching 'C:\p.log' from device srv-0007.contoso.test ($('5eed' + '0' * 35 + '7'))"
+    }
+
     It 'with -WhatIf starts nothing and creates no folder' {
         $before = Get-SessionCount
         $folder = Join-Path (New-TestFolder) 'not-made'
