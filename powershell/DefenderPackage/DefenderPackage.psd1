@@ -27,6 +27,7 @@
         'Wait-DefenderMachineAction'
         'Invoke-DefenderLiveResponse'
         'Save-DefenderLiveResponseFile'
+        'Save-DefenderLiveResponseResult'
         'Invoke-DefenderLiveResponseScript'
         'Get-DefenderLibraryFile'
         'Publish-DefenderLibraryFile'

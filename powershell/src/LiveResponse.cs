@@ -109,7 +109,8 @@ namespace Defender.PowerShell
                         if (!item.Succeeded)
                             WriteFailure(new DefenderException(item.Status, "'" + requests[index].Value + "': " + item.Message), about);
                         else if (passThru)
-                            command.WriteObject(ToLiveResponseFile(about, requests[index].Value, item));
+                            command.WriteObject(ToLiveResponseFile(about, item.RemotePath ?? requests[index].Value, 0, "GetFile", item.Path,
+                                item.Bytes, item.Sha256, item.ContentEncoding, item.Elapsed));
                     }, stop.Token);
                 });
             }
@@ -118,6 +119,22 @@ namespace Defender.PowerShell
                 bars.Close();
                 bars = null;
             }
+        }
+
+        /// <summary>
+        /// Downloads command <paramref name="index"/>'s result of live response session
+        /// <paramref name="session"/> into <paramref name="folder"/> with a progress bar: a
+        /// DefenderPackage.LiveResponseFile, or null when it failed (an error about the session was written).
+        /// </summary>
+        internal PSObject SaveLiveResponseResult(DefenderTarget session, int index, string folder, string remotePath)
+        {
+            string activity = "Saving the result of command " + index.ToString(CultureInfo.InvariantCulture) + " of {0}";
+            LiveResponseResult saved = WithBar(activity, session, delegate
+            {
+                return client.DownloadLiveResponseResult(session.ActionId, index, folder, null, stop.Token);
+            });
+            return saved == null ? null
+                : ToLiveResponseFile(session, remotePath, index, saved.CommandType, saved.Path, saved.Bytes, saved.Sha256, saved.ContentEncoding, saved.Elapsed);
         }
 
         /// <summary>The files of the tenant's live response library; null when the call failed.</summary>
@@ -157,19 +174,24 @@ namespace Defender.PowerShell
             return device.MachineId ?? device.ComputerDnsName;
         }
 
-        static PSObject ToLiveResponseFile(DefenderTarget about, string remotePath, FileRetrievalResult item)
+        // A saved result: the session and its device, the command (its index, type, the path on the
+        // device of a GetFile), and the file.
+        static PSObject ToLiveResponseFile(DefenderTarget about, string remotePath, int index, string commandType, string path, long size,
+            string sha256, string contentEncoding, TimeSpan elapsed)
         {
             PSObject file = new PSObject();
             file.TypeNames.Insert(0, PipelineInput.LiveResponseFileType);
             file.Properties.Add(new PSNoteProperty("ComputerDnsName", about.ComputerDnsName));
             file.Properties.Add(new PSNoteProperty("MachineId", about.MachineId));
             file.Properties.Add(new PSNoteProperty("ActionId", about.ActionId));
-            file.Properties.Add(new PSNoteProperty("RemotePath", item.RemotePath ?? remotePath));
-            file.Properties.Add(new PSNoteProperty("Path", item.Path));
-            file.Properties.Add(new PSNoteProperty("Size", item.Bytes));
-            file.Properties.Add(new PSNoteProperty("Sha256", item.Sha256));
-            file.Properties.Add(new PSNoteProperty("ContentEncoding", item.ContentEncoding));
-            file.Properties.Add(new PSNoteProperty("Elapsed", item.Elapsed));
+            file.Properties.Add(new PSNoteProperty("Index", index));
+            file.Properties.Add(new PSNoteProperty("CommandType", commandType));
+            file.Properties.Add(new PSNoteProperty("RemotePath", remotePath));
+            file.Properties.Add(new PSNoteProperty("Path", path));
+            file.Properties.Add(new PSNoteProperty("Size", size));
+            file.Properties.Add(new PSNoteProperty("Sha256", sha256));
+            file.Properties.Add(new PSNoteProperty("ContentEncoding", contentEncoding));
+            file.Properties.Add(new PSNoteProperty("Elapsed", elapsed));
             return file;
         }
 

@@ -190,6 +190,27 @@ Describe 'Invoke-DefenderLiveResponse' {
         $session.status | Should -BeIn 'Pending', 'InProgress'
     }
 
+    It 'saves the results of a session''s commands, each by its index, from the pipeline' {
+        $folder = New-TestFolder
+        $saved = @(Invoke-DefenderLiveResponse -ComputerName ws-0005 -Wait -Confirm:$false -Command @(
+                @{ Type = 'RunScript'; ScriptName = 'triage.ps1'; Args = '-Quick' }
+                @{ Type = 'GetFile'; Path = 'C:\Windows\Temp\d.dll' }) |
+            Save-DefenderLiveResponseResult -Path $folder -PassThru)
+
+        $saved.Index | Should -Be @(0, 1)
+        $saved.CommandType | Should -Be @('RunScript', 'GetFile')
+        $saved[0].Path | Should -Be (Join-Path $folder "$($saved[0].ActionId)-0.json")
+        (Get-Content -Raw -LiteralPath $saved[0].Path | ConvertFrom-Json).exit_code | Should -Be 0
+        $saved[1].RemotePath | Should -Be 'C:\Windows\Temp\d.dll'
+        $saved[1].Sha256 | Should -Be (Get-StoredHash $saved[1].ActionId 1)
+        $saved.ComputerDnsName | Sort-Object -Unique | Should -Be 'ws-0005.contoso.test'
+
+        $again = Save-DefenderLiveResponseResult -ActionId $saved[1].ActionId -Index 1 -Path (New-TestFolder) -PassThru
+        $again.Sha256 | Should -Be $saved[1].Sha256
+        Get-DefenderMachine ws-0005 | Save-DefenderLiveResponseResult -Path $folder -ErrorVariable refused -ErrorAction SilentlyContinue
+        $refused[0].FullyQualifiedErrorId | Should -BeLike 'Defender.InvalidArgument,*'
+    }
+
     It 'refuses a command without a type before starting anything' {
         $before = Get-SessionCount
         { Invoke-DefenderLiveResponse -ComputerName ws-0006 -Command @{ Path = 'C:\a.log' } -Confirm:$false -ErrorAction Stop } |

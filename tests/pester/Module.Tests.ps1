@@ -61,7 +61,7 @@ Describe 'The manifest' {
         $commands.Name | Sort-Object | Should -Be @(
             'Connect-DefenderApi', 'Disconnect-DefenderApi', 'Get-DefenderConnection', 'Get-DefenderLibraryFile', 'Get-DefenderMachine',
             'Get-DefenderMachineAction', 'Get-DefenderPackageUri', 'Invoke-DefenderLiveResponse', 'Invoke-DefenderLiveResponseScript',
-            'Publish-DefenderLibraryFile', 'Remove-DefenderLibraryFile', 'Save-DefenderInvestigationPackage', 'Save-DefenderLiveResponseFile',
+            'Publish-DefenderLibraryFile', 'Remove-DefenderLibraryFile', 'Save-DefenderInvestigationPackage', 'Save-DefenderLiveResponseFile', 'Save-DefenderLiveResponseResult',
             'Start-DefenderInvestigationPackageCollection', 'Stop-DefenderMachineAction', 'Wait-DefenderMachineAction')
         $approved = (Get-Verb).Verb
         foreach ($command in $commands) {
