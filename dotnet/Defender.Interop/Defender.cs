@@ -9,6 +9,10 @@
 // that: .NET's NativeLibrary is reached by reflection where it exists. It must not depend on
 // System.Management.Automation.
 //
+// What it covers: investigation packages (collect, wait, download, several at once), devices and
+// machine actions, and Live Response (sessions of commands on a device, their results, files off
+// many devices at once, the tenant's library of scripts and files).
+//
 // Threading: one DefenderClient may be used from many threads at once. Its callbacks (download
 // progress, log lines, finished items) run on the thread that made the call, only while that
 // call runs.
