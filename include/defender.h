@@ -216,9 +216,10 @@ enum DefenderPhase
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
     /**
-     * The collection is not finished yet (the call waits because `wait_timeout_ms` is set):
-     * `detail` is its status as last seen (`Pending`, `InProgress`), `elapsed_ms` how long the
-     * item has waited so far, `remaining_ms` when the library looks again.
+     * The collection (or the live response session) is not finished yet (the call waits
+     * because `wait_timeout_ms` is set): `detail` is its status as last seen (`Pending`,
+     * `InProgress`; a session for an offline device stays `Pending` until it is back),
+     * `elapsed_ms` how long the item has waited so far, `remaining_ms` when the library looks again.
      */
     DEFENDER_PHASE_WAITING_FOR_COLLECTION = 1,
     /**

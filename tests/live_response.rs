@@ -224,8 +224,11 @@ fn a_device_busy_with_another_session_is_waited_for() {
     let action = client.run_live_response(MACHINE, &get_file("C:\\b.txt"), None).unwrap();
     assert_eq!(action["status"], "Succeeded");
     assert_ne!(action["requestorComment"], "someone else's", "its own session, not the one it waited for");
-    let waits: Vec<String> =
-        take_phases().into_iter().filter(|(phase, _)| *phase == DefenderPhase::WaitingForSession).map(|(_, d)| d).collect();
+    let waits: Vec<String> = take_phases()
+        .into_iter()
+        .filter(|(phase, _)| *phase == DefenderPhase::WaitingForSession)
+        .map(|(_, d)| d)
+        .collect();
     assert!(waits.iter().any(|detail| detail.contains("ActiveRequestAlreadyExists")), "{waits:?}");
 }
 
@@ -316,7 +319,10 @@ fn files_come_off_several_devices_in_one_batch_each_told_as_it_ends() {
         let bytes = std::fs::read(result["path"].as_str().unwrap()).unwrap();
         assert!(bytes == simulator.live_response_result(id, 0).unwrap());
     }
-    assert!(results[0]["path"].as_str().unwrap().ends_with(".exe") && results[2]["path"].as_str().unwrap().ends_with(".dll"));
+    assert!(
+        results[0]["path"].as_str().unwrap().ends_with(".exe")
+            && results[2]["path"].as_str().unwrap().ends_with(".dll")
+    );
     assert_eq!(entries(folder.path()).len(), 2, "{:?}", entries(folder.path()));
     checked_log();
 }
@@ -374,8 +380,7 @@ fn relay(
     let (is_download, held) = (Arc::clone(&first_is_download), Arc::clone(&troubled));
     let upward = std::thread::spawn(move || {
         let mut buffer = vec![0u8; 64 * 1024];
-        loop {
-            let Ok(read) = client_reader.read(&mut buffer) else { break };
+        while let Ok(read) = client_reader.read(&mut buffer) {
             if read == 0 {
                 break;
             }
@@ -400,8 +405,7 @@ fn relay(
     });
     let mut buffer = vec![0u8; 64 * 1024];
     let mut sent = 0usize;
-    loop {
-        let Ok(read) = server.read(&mut buffer) else { break };
+    while let Ok(read) = server.read(&mut buffer) {
         if read == 0 {
             break;
         }

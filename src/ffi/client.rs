@@ -57,9 +57,10 @@ pub type DefenderLogCallback =
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DefenderPhase {
-    /// The collection is not finished yet (the call waits because `wait_timeout_ms` is set):
-    /// `detail` is its status as last seen (`Pending`, `InProgress`), `elapsed_ms` how long the
-    /// item has waited so far, `remaining_ms` when the library looks again.
+    /// The collection (or the live response session) is not finished yet (the call waits
+    /// because `wait_timeout_ms` is set): `detail` is its status as last seen (`Pending`,
+    /// `InProgress`; a session for an offline device stays `Pending` until it is back),
+    /// `elapsed_ms` how long the item has waited so far, `remaining_ms` when the library looks again.
     WaitingForCollection = 1,
     /// Queued behind the API's rate limit (getPackageUri: 2 a minute, 120 an hour per app):
     /// `queue_position` is the call's place (1: next to go), `remaining_ms` about how long until

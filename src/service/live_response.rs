@@ -340,10 +340,9 @@ pub(crate) async fn start(
             continue;
         };
         let reason = match refusal {
-            Refusal::TenantFull => format!(
-                "the tenant runs the live response sessions the service allows at once (25) (HTTP 429); \
-                 waiting for one to end"
-            ),
+            Refusal::TenantFull => "the tenant runs the live response sessions the service allows at once (25) \
+                                    (HTTP 429); waiting for one to end"
+                .to_owned(),
             Refusal::DeviceBusy => format!(
                 "machine {machine_id} runs another live response session or action (ActiveRequestAlreadyExists); \
                  waiting for it to end"
