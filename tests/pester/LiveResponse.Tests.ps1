@@ -84,6 +84,20 @@ Describe 'Save-DefenderLiveResponseFile' {
         @(Get-ChildItem -LiteralPath $folder).Count | Should -Be 1
     }
 
+    It 'keeps a file the store holds gzip-compressed as it came, with .gz added, and says so' {
+        $null = Invoke-SimulatorControl -Simulator $simulator -Path config -Body @{ gzip_results = $true }
+        try {
+            $file = Save-DefenderLiveResponseFile -ComputerName ws-0004 -RemotePath 'C:\Windows\Temp\big.log' -Path (New-TestFolder) -PassThru
+        } finally {
+            $null = Invoke-SimulatorControl -Simulator $simulator -Path config -Body @{ gzip_results = $false }
+        }
+        $file.ContentEncoding | Should -Be 'gzip'
+        $file.Path | Should -BeLike '*-0.log.gz'
+        $file.Sha256 | Should -Be (Get-StoredHash $file.ActionId)
+        $bytes = [IO.File]::ReadAllBytes($file.Path)
+        $bytes[0..1] | Should -Be @(0x1f, 0x8b)
+    }
+
     It 'shows a bar per file under one for the batch, and says when a device is busy with another session' {
         $null = Invoke-SimulatorControl -Simulator $simulator -Path config -Body @{ live_response_schedule = @{ pending_secs = 60; in_progress_secs = 600 } }
         try {
@@ -262,6 +276,17 @@ Describe 'Views' {
         foreach ($line in $narrow) { $line.Length | Should -BeLessOrEqual 80 }
         foreach ($line in $wide) { $line.Length | Should -BeLessOrEqual 120 }
         ($file | Format-List | Out-String) | Should -Match "Sha256\s+: $($file.Sha256)"
+    }
+
+    It 'shows a library file''s name, parameters and description at 80 columns, and when and by whom at 120' {
+        $file = Get-DefenderLibraryFile -FileName triage.ps1
+        $narrow = @(($file | Out-String -Width 80) -split "`r?`n" | ForEach-Object TrimEnd | Where-Object { $_ })
+        $narrow[0] | Should -Match '^FileName\s+Parameters\s+Description$'
+        $narrow[2] | Should -Match '^triage\.ps1\s+True\s+Pester: triage$'
+        $wide = @(($file | Out-String -Width 120) -split "`r?`n" | ForEach-Object TrimEnd | Where-Object { $_ })
+        $wide[0] | Should -Match '^FileName\s+Parameters\s+Description\s+Updated \(UTC\)\s+CreatedBy$'
+        foreach ($line in $narrow) { $line.Length | Should -BeLessOrEqual 80 }
+        foreach ($line in $wide) { $line.Length | Should -BeLessOrEqual 120 }
     }
 
     It 'shows a script''s device, name and exit code at 80 columns' {
