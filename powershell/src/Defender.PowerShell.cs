@@ -483,15 +483,17 @@ namespace Defender.PowerShell
         const string SavingActivity = "Saving the investigation package of {0}";
 
         // A call about one target, whose phases (a wait, a queue, a retry) show in a bar of its
-        // own (activity: {0} is the target); a failure is an error about it.
-        T WithBar<T>(string activity, DefenderTarget target, Func<T> call) where T : class
+        // own (activity: {0} is the target; awaited: what a wait is for, the collection by
+        // default); a failure is an error about it.
+        T WithBar<T>(string activity, DefenderTarget target, Func<T> call, string awaited = null) where T : class
         {
-            return WithBar(activity, target.ToString(), call, target);
+            return WithBar(activity, target.ToString(), call, target, awaited);
         }
 
-        T WithBar<T>(string activity, string shown, Func<T> call, object errorTarget = null) where T : class
+        T WithBar<T>(string activity, string shown, Func<T> call, object errorTarget = null, string awaited = null) where T : class
         {
             bars = new PackageProgress(command, new[] { shown }, activity);
+            if (awaited != null) bars.Awaited = awaited;
             try
             {
                 return Run(errorTarget ?? shown, call);

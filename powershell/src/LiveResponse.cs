@@ -22,7 +22,7 @@ namespace Defender.PowerShell
         internal PSObject RunLiveResponse(DefenderTarget device, IList<LiveResponseCommand> commands, string comment)
         {
             return ToMachineAction(WithBar("Running live response commands on {0}", device,
-                delegate { return client.RunLiveResponse(DeviceKey(device), commands, comment, stop.Token); }));
+                delegate { return client.RunLiveResponse(DeviceKey(device), commands, comment, stop.Token); }, Session));
         }
 
         /// <summary>
@@ -32,7 +32,7 @@ namespace Defender.PowerShell
         /// </summary>
         internal PSObject RunScript(DefenderTarget device, string scriptName, string arguments, string comment)
         {
-            bars = new PackageProgress(command, new[] { device.ToString() }, "Running " + scriptName + " on {0}");
+            bars = new PackageProgress(command, new[] { device.ToString() }, "Running " + scriptName + " on {0}") { Awaited = Session };
             string folder = Path.Combine(Path.GetTempPath(), "defender-script-" + Guid.NewGuid().ToString("N"));
             try
             {
@@ -95,7 +95,7 @@ namespace Defender.PowerShell
                 native.Add(new FileRequest(DeviceKey(request.Key), request.Value));
                 shown.Add("'" + request.Value + "' from " + request.Key);
             }
-            bars = new PackageProgress(command, shown, "Fetching {0}", "Fetching {0} files with live response", "files");
+            bars = new PackageProgress(command, shown, "Fetching {0}", "Fetching {0} files with live response", "files") { Awaited = Session };
             try
             {
                 Run(folder, delegate
@@ -132,7 +132,7 @@ namespace Defender.PowerShell
             LiveResponseResult saved = WithBar(activity, session, delegate
             {
                 return client.DownloadLiveResponseResult(session.ActionId, index, folder, null, stop.Token);
-            });
+            }, Session);
             return saved == null ? null
                 : ToLiveResponseFile(session, remotePath, index, saved.CommandType, saved.Path, saved.Bytes, saved.Sha256, saved.ContentEncoding, saved.Elapsed);
         }
@@ -167,6 +167,9 @@ namespace Defender.PowerShell
         }
 
         const string LibraryName = "the live response library";
+
+        // What a live response call's wait is for, in its bar.
+        const string Session = "the live response session";
 
         // What the library takes for a device: its id where known, else its computer name.
         static string DeviceKey(DefenderTarget device)

@@ -49,6 +49,9 @@ namespace Defender.PowerShell
             get { return items.Count > 1; }
         }
 
+        /// <summary>What the items' waits are for, in their bars: "the collection" (default), "the live response session".</summary>
+        internal string Awaited { get; set; } = "the collection";
+
         /// <summary>What item <paramref name="phase"/>.Index is doing now.</summary>
         internal void Report(PhaseEvent phase)
         {
@@ -56,7 +59,7 @@ namespace Defender.PowerShell
             if (index < 0 || index >= items.Count) return;
             // A new record each time: a host may keep the records it was given.
             ProgressRecord progress = ItemRecord(index, "Working");
-            Describe(phase, progress);
+            Describe(phase, progress, Awaited);
             command.WriteProgress(progress);
             shown[index] = true;
         }
@@ -105,12 +108,12 @@ namespace Defender.PowerShell
         }
 
         /// <summary>The bar's status (what the item is doing) and current operation (the detail).</summary>
-        static void Describe(PhaseEvent phase, ProgressRecord record)
+        static void Describe(PhaseEvent phase, ProgressRecord record, string awaited)
         {
             switch (phase.Phase)
             {
                 case DefenderPhase.WaitingForCollection:
-                    record.StatusDescription = "Waiting for the collection to finish: " + phase.Detail + " for " + Duration(phase.Elapsed);
+                    record.StatusDescription = "Waiting for " + awaited + " to finish: " + phase.Detail + " for " + Duration(phase.Elapsed);
                     if (phase.Remaining.HasValue) record.CurrentOperation = "Looking again in " + Duration(phase.Remaining.Value);
                     break;
                 case DefenderPhase.QueuedForRateLimit:

@@ -127,6 +127,32 @@ Describe 'Save-DefenderLiveResponseFile' {
         $waits[0].Activity | Should -Be "Fetching 'C:\p.log' from device srv-0007.contoso.test ($('5eed' + '0' * 35 + '7'))"
     }
 
+    It 'waits for a device that is offline to come back, its bar saying the session is pending' {
+        $id = '5eed' + '0' * 35 + '6'
+        $null = Invoke-SimulatorControl -Simulator $simulator -Path "machines/$id/online" -Body @{ online = $false }
+        $shell = [powershell]::Create()
+        try {
+            $null = $shell.AddScript('param($module, $connect, $folder) Import-Module $module; Connect-DefenderApi @connect -InformationAction Ignore
+                Save-DefenderLiveResponseFile -ComputerName ws-0006 -RemotePath C:\back.log -Path $folder -PassThru').
+            AddArgument((Get-DefenderModulePath)).AddArgument($connect).AddArgument((New-TestFolder))
+            $running = $shell.BeginInvoke()
+            $deadline = [DateTime]::UtcNow.AddSeconds(30)
+            while (-not @($shell.Streams.Progress | Where-Object StatusDescription -like 'Waiting for the live response session to finish: Pending*').Count -and
+                -not $running.IsCompleted -and [DateTime]::UtcNow -lt $deadline) {
+                Start-Sleep -Milliseconds 20
+            }
+            $running.IsCompleted | Should -BeFalse -Because 'the session waits while the device is offline'
+            $null = Invoke-SimulatorControl -Simulator $simulator -Path "machines/$id/online" -Body @{ online = $true }
+            $files = @($shell.EndInvoke($running))
+        } finally {
+            $null = Invoke-SimulatorControl -Simulator $simulator -Path "machines/$id/online" -Body @{ online = $true }
+            $shell.Dispose()
+        }
+        $files.Count | Should -Be 1
+        $files[0].ComputerDnsName | Should -Be 'ws-0006.contoso.test'
+        $files[0].Sha256 | Should -Be (Get-StoredHash $files[0].ActionId)
+    }
+
     It 'with -WhatIf starts nothing and creates no folder' {
         $before = Get-SessionCount
         $folder = Join-Path (New-TestFolder) 'not-made'
