@@ -419,15 +419,17 @@ pub(crate) unsafe extern "C" fn on_phase(user_data: *mut c_void, event: *const D
     let bars = unsafe { &*user_data.cast::<RefCell<BatchProgress>>() };
     let event = unsafe { &*event };
     let detail = unsafe { CStr::from_ptr(event.detail) }.to_string_lossy();
-    bars.borrow_mut().phase(event.index, &phase_text(event, &detail));
+    let awaited = bars.borrow().awaited;
+    bars.borrow_mut().phase(event.index, &phase_text(event, &detail, awaited));
     0
 }
 
-/// What an item is doing, for its bar: "collection InProgress", "queued (2 ahead)", ...
-fn phase_text(event: &DefenderPhaseEvent, detail: &str) -> String {
+/// What an item is doing, for its bar: "collection InProgress" (`awaited`: what a wait is for),
+/// "queued (2 ahead)", ...
+fn phase_text(event: &DefenderPhaseEvent, detail: &str, awaited: &str) -> String {
     let seconds = |ms: u64| format!("{:.0} s", ms as f64 / 1000.0);
     match event.phase {
-        DefenderPhase::WaitingForCollection => format!("collection {detail}"),
+        DefenderPhase::WaitingForCollection => format!("{awaited} {detail}"),
         DefenderPhase::QueuedForRateLimit if event.remaining_ms > 0 => {
             format!("rate limit: #{} in queue, ~{}", event.queue_position, seconds(event.remaining_ms))
         }

@@ -129,7 +129,7 @@ pub fn get_files(client: &Client, args: &GetFileArgs) -> Result<DefenderStatus, 
     let requests_json =
         Value::Array(requests.iter().map(|(machine, path)| json!({"machine": machine, "path": path})).collect());
     let labels = requests.iter().map(|(machine, path)| format!("{machine} {path}")).collect();
-    let bars = RefCell::new(BatchProgress::of("files", labels));
+    let bars = RefCell::new(BatchProgress::of("files", "session", labels));
     let mut on_progress = |index: usize, done: u64, total: u64| {
         bars.borrow_mut().bytes(index, done, total);
         false
