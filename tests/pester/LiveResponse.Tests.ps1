@@ -251,6 +251,22 @@ Describe 'Invoke-DefenderLiveResponse' {
         $refused[0].FullyQualifiedErrorId | Should -BeLike 'Defender.InvalidArgument,*'
     }
 
+    It 'words the library''s limits as the parameters that set them: -Wait, -Timeout' {
+        $null = Invoke-SimulatorControl -Simulator $simulator -Path config -Body @{ live_response_schedule = @{ pending_secs = 600; in_progress_secs = 6000 } }
+        try {
+            $busy = Invoke-DefenderLiveResponse -ComputerName srv-0003 -Command @{ Type = 'GetFile'; Path = 'C:\a.log' } -Confirm:$false
+            Invoke-DefenderLiveResponse -ComputerName srv-0003 -Command @{ Type = 'GetFile'; Path = 'C:\b.log' } -Confirm:$false -ErrorVariable refused -ErrorAction SilentlyContinue
+            Invoke-DefenderLiveResponse -ComputerName srv-0003 -Command @{ Type = 'GetFile'; Path = 'C:\b.log' } -Confirm:$false -Wait -Timeout 1 -ErrorVariable late -ErrorAction SilentlyContinue
+        } finally {
+            $null = Invoke-SimulatorControl -Simulator $simulator -Path config -Body @{ live_response_schedule = @{ pending_secs = 2; in_progress_secs = 10 } }
+            $null = Stop-DefenderMachineAction -ActionId $busy.id -Confirm:$false -ErrorAction SilentlyContinue
+        }
+        $refused[0].Exception.Message | Should -BeLike '*add -Wait to wait for a session*'
+        $late[0].FullyQualifiedErrorId | Should -BeLike 'Defender.Timeout,*'
+        $late[0].Exception.Message | Should -BeLike '*(-Timeout 1 s)*'
+        $late[0].Exception.Message | Should -Not -BeLike '*wait_timeout_ms*'
+    }
+
     It 'refuses a command without a type before starting anything' {
         $before = Get-SessionCount
         { Invoke-DefenderLiveResponse -ComputerName ws-0006 -Command @{ Path = 'C:\a.log' } -Confirm:$false -ErrorAction Stop } |

@@ -42,7 +42,7 @@ namespace Defender.PowerShell.Commands
 
         internal override string Reword(string message)
         {
-            return Wait ? Help.RewordTimeout(message, Timeout) : message;
+            return Wait ? Help.RewordTimeout(message, Timeout) : Help.RewordWaitForSession(message);
         }
 
         protected override void BeginProcessing()
