@@ -338,6 +338,8 @@ struct StoreProxy {
 enum Trouble {
     CutFirstDownloadAfter(usize),
     HoldFirstDownload(Duration),
+    /// Flips a byte of the first download's body, well past its head.
+    CorruptFirstDownload,
 }
 
 impl StoreProxy {
@@ -415,6 +417,11 @@ fn relay(
                 let _ = client.write_all(&buffer[..bytes - sent]);
                 let _ = server.shutdown(Shutdown::Both);
                 break;
+            }
+        }
+        if let Trouble::CorruptFirstDownload = trouble {
+            if download && sent >= 64 * 1024 && !troubled.swap(true, Ordering::SeqCst) {
+                buffer[0] ^= 0xff;
             }
         }
         if client.write_all(&buffer[..read]).is_err() {
@@ -499,4 +506,54 @@ fn the_sas_signature_is_never_in_a_message_or_a_log_line() {
     for text in checked_log().into_iter().chain([failure.message.clone()]) {
         assert!(!text.contains(&signature), "the SAS signature leaked into: {text}");
     }
+}
+
+#[test]
+fn a_session_start_whose_answer_was_lost_is_looked_up_not_sent_again() {
+    let simulator = simulator();
+    // The service started the session, then the answer was lost to a 503.
+    let running = create_action(
+        &simulator,
+        json!({ "machine_id": OTHER_MACHINE, "type": "LiveResponse", "comment": "case 4711: x.exe",
+                "schedule": { "pending_secs": 3600, "in_progress_secs": 0 } }),
+    );
+    add_fault(
+        &simulator,
+        json!({ "endpoint": "run_live_response", "times": 1, "fault": { "kind": "status", "status": 503 } }),
+    );
+    let client = client_for(&simulator);
+    capture_log_lines(&client);
+    let action = client.run_live_response(OTHER_MACHINE, &get_file("C:\\x.exe"), Some("case 4711: x.exe")).unwrap();
+    assert_eq!(action["id"], running.as_str());
+    assert_eq!(requests_to(&simulator, "run_live_response").len(), 1, "the POST was repeated");
+    let log = checked_log();
+    assert!(log.iter().any(|line| line.contains("looking whether the session started anyway")), "{log:#?}");
+}
+
+#[test]
+fn a_session_start_is_sent_again_only_after_a_look_shows_none_of_its_own() {
+    for lost in [json!({ "kind": "status", "status": 503 }), json!({ "kind": "drop" })] {
+        let simulator = simulator();
+        // The answer lost before the service acted: nothing runs, so the request goes again.
+        add_fault(&simulator, json!({ "endpoint": "run_live_response", "times": 1, "fault": lost.clone() }));
+        let action = client_for(&simulator).run_live_response(MACHINE, &get_file("C:\\x.exe"), None).unwrap();
+        assert_eq!(action["status"], "Pending", "{lost}");
+        assert_eq!(statuses_at(&simulator, "run_live_response").len(), 2, "{lost}");
+        assert_eq!(requests_to(&simulator, "list_actions").len(), 1, "one look before the repeat: {lost}");
+    }
+}
+
+#[test]
+fn a_result_damaged_on_the_way_fails_the_store_s_md5_and_is_fetched_again() {
+    let proxy = StoreProxy::start(Trouble::CorruptFirstDownload);
+    let simulator = simulator_behind(&proxy, json!({ "live_response_file_size": "2MiB" }));
+    let client = waiting_client(&simulator, 60_000);
+    let action = client.run_live_response(MACHINE, &get_file("C:\\x.bin"), None).unwrap();
+    let id = action["id"].as_str().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let result = client.download_live_response_result(id, 0, folder.path(), None).unwrap();
+    assert_eq!(result["sha256"], sha256(&simulator.live_response_result(id, 0).unwrap()));
+    assert_eq!(proxy.downloads().len(), 2, "downloaded again after the MD5 failed");
+    let log = checked_log();
+    assert!(log.iter().any(|line| line.contains("does not match its Content-MD5")), "{log:#?}");
 }

@@ -78,7 +78,12 @@ impl Package {
             etag: header_text(headers, ETAG.as_str()).map(str::to_owned),
             accepts_ranges: header_text(headers, ACCEPT_RANGES.as_str())
                 .is_some_and(|value| value.eq_ignore_ascii_case("bytes")),
-            md5: md5_header(headers, "content-md5")?,
+            // Blob storage sends the blob's MD5 as Content-MD5 on a whole answer, and some
+            // answers carry it only as x-ms-blob-content-md5.
+            md5: match md5_header(headers, "content-md5")? {
+                Some(md5) => Some(md5),
+                None => md5_header(headers, "x-ms-blob-content-md5")?,
+            },
             content_encoding: header_text(headers, CONTENT_ENCODING.as_str())
                 .filter(|encoding| !encoding.eq_ignore_ascii_case("identity"))
                 .map(|encoding| crate::redact::printable(encoding, 32)),
