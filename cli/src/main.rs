@@ -2,7 +2,8 @@
 //!
 //! Without a subcommand it runs the main job: collect (or take a collection), wait, download.
 //! The subcommands do one step each for many devices or actions, for scripts and cron jobs:
-//! `machines`, `actions`, `collect`, `wait`, `link`, `download`, `cancel`; `--json` prints what
+//! `machines`, `actions`, `collect`, `wait`, `link`, `download`, `cancel`, and for Live Response
+//! `getfile`, `runscript`, `library`; `--json` prints what
 //! a script parses, and the exit code is the status of the first failure (see `--help`).
 //!
 //! With credentials in the environment (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and
@@ -13,6 +14,7 @@
 
 mod commands;
 mod embedded;
+mod live_response;
 mod output;
 mod progress;
 
