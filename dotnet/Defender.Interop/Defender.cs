@@ -689,6 +689,7 @@ namespace Defender
         [DataMember(Name = "index")] int index;
         [DataMember(Name = "path")] string path;
         [DataMember(Name = "bytes")] long bytes;
+        [DataMember(Name = "resumed_from")] long resumedFrom;
         [DataMember(Name = "sha256")] string sha256;
         [DataMember(Name = "command_type")] string commandType;
         [DataMember(Name = "content_encoding")] string contentEncoding;
@@ -703,6 +704,12 @@ namespace Defender
         public string Path { get { return path; } }
 
         public long Bytes { get { return bytes; } }
+
+        /// <summary>
+        /// The bytes an earlier, interrupted download to the same destination (a process killed
+        /// mid-download) left and this one kept and completed; 0 when it downloaded from byte 0.
+        /// </summary>
+        public long ResumedFrom { get { return resumedFrom; } }
 
         /// <summary>The SHA-256 of the file as saved (of its gzip bytes when <see cref="ContentEncoding"/> is gzip), lower-case hex.</summary>
         public string Sha256 { get { return sha256; } }
@@ -838,6 +845,7 @@ namespace Defender
         [DataMember(Name = "message")] string message;
         [DataMember(Name = "path")] string path;
         [DataMember(Name = "bytes")] long bytes;
+        [DataMember(Name = "resumed_from")] long resumedFrom;
         [DataMember(Name = "sha256")] string sha256;
         [DataMember(Name = "content_encoding")] string contentEncoding;
         [DataMember(Name = "elapsed_ms")] long elapsedMilliseconds;
@@ -869,6 +877,12 @@ namespace Defender
         public string Path { get { return path; } }
 
         public long Bytes { get { return bytes; } }
+
+        /// <summary>
+        /// The bytes an earlier, interrupted download to the same destination (a process killed
+        /// mid-download) left and this one kept and completed; 0 when it downloaded from byte 0.
+        /// </summary>
+        public long ResumedFrom { get { return resumedFrom; } }
 
         /// <summary>The SHA-256 of the saved file, lower-case hex; null for a failed item.</summary>
         public string Sha256 { get { return sha256; } }

@@ -110,7 +110,7 @@ namespace Defender.PowerShell
                             WriteFailure(new DefenderException(item.Status, "'" + requests[index].Value + "': " + item.Message), about);
                         else if (passThru)
                             command.WriteObject(ToLiveResponseFile(about, item.RemotePath ?? requests[index].Value, 0, "GetFile", item.Path,
-                                item.Bytes, item.Sha256, item.ContentEncoding, item.Elapsed));
+                                item.Bytes, item.ResumedFrom, item.Sha256, item.ContentEncoding, item.Elapsed));
                     }, stop.Token);
                 });
             }
@@ -134,7 +134,7 @@ namespace Defender.PowerShell
                 return client.DownloadLiveResponseResult(session.ActionId, index, folder, null, stop.Token);
             }, Session);
             return saved == null ? null
-                : ToLiveResponseFile(session, remotePath, index, saved.CommandType, saved.Path, saved.Bytes, saved.Sha256, saved.ContentEncoding, saved.Elapsed);
+                : ToLiveResponseFile(session, remotePath, index, saved.CommandType, saved.Path, saved.Bytes, saved.ResumedFrom, saved.Sha256, saved.ContentEncoding, saved.Elapsed);
         }
 
         /// <summary>The files of the tenant's live response library; null when the call failed.</summary>
@@ -178,9 +178,10 @@ namespace Defender.PowerShell
         }
 
         // A saved result: the session and its device, the command (its index, type, the path on the
-        // device of a GetFile), and the file.
+        // device of a GetFile), and the file (ResumedFrom: the bytes an interrupted download to the
+        // same path left and this one kept, as for packages).
         static PSObject ToLiveResponseFile(DefenderTarget about, string remotePath, int index, string commandType, string path, long size,
-            string sha256, string contentEncoding, TimeSpan elapsed)
+            long resumedFrom, string sha256, string contentEncoding, TimeSpan elapsed)
         {
             PSObject file = new PSObject();
             file.TypeNames.Insert(0, PipelineInput.LiveResponseFileType);
@@ -192,6 +193,7 @@ namespace Defender.PowerShell
             file.Properties.Add(new PSNoteProperty("RemotePath", remotePath));
             file.Properties.Add(new PSNoteProperty("Path", path));
             file.Properties.Add(new PSNoteProperty("Size", size));
+            file.Properties.Add(new PSNoteProperty("ResumedFrom", resumedFrom));
             file.Properties.Add(new PSNoteProperty("Sha256", sha256));
             file.Properties.Add(new PSNoteProperty("ContentEncoding", contentEncoding));
             file.Properties.Add(new PSNoteProperty("Elapsed", elapsed));

@@ -47,6 +47,7 @@ Describe 'Save-DefenderLiveResponseFile' {
         $file.RemotePath | Should -Be 'C:\Windows\Temp\x.exe'
         $file.Path | Should -Be (Join-Path $folder "$($file.ActionId)-0.exe")
         $file.Sha256 | Should -Be (Get-StoredHash $file.ActionId)
+        $file.ResumedFrom | Should -Be 0
         (Get-FileHash -LiteralPath $file.Path -Algorithm SHA256).Hash.ToLowerInvariant() | Should -Be $file.Sha256
         $file.Size | Should -Be (Get-Item -LiteralPath $file.Path).Length
         (Get-DefenderMachineAction -ActionId $file.ActionId).type | Should -Be 'LiveResponse'

@@ -96,6 +96,7 @@ public sealed class LiveResponseTests : IDisposable
         Assert.Equal(stored.Length, saved.Bytes);
         Assert.Equal(Sha256(stored), saved.Sha256);
         Assert.Equal(Sha256(File.ReadAllBytes(saved.Path)), saved.Sha256);
+        Assert.Equal(0, saved.ResumedFrom);
         Assert.Equal("GetFile", saved.CommandType);
         Assert.Null(saved.ContentEncoding);
         Assert.Equal(session.Id, saved.ActionId);
