@@ -19,7 +19,8 @@
  *   inside a callback, only defender_client_cancel() may be called. The strings and structs a
  *   callback receives are valid only during the callback.
  *
- * Downloads (defender_download_package and each item of defender_download_packages)
+ * Downloads (defender_download_package, each item of defender_download_packages, and a live
+ * response result: defender_download_live_response_result and each item of defender_get_files)
  * - The package is streamed to a temporary file beside the destination (".<name>.part"), synced
  *   to disk, checked, and only then renamed into place; the file, then (on Unix) its folder, are
  *   synced so that a power cut cannot leave a renamed but empty package. When the call returns,
@@ -36,9 +37,9 @@
  * - One writer per destination: a call holds a lock on ".<name>.lock" (flock on Unix, LockFileEx
  *   on Windows) from before the link is asked for until the package is in place, and removes it.
  *   A second call for the same destination, in this process or another, waits for the first
- *   within its own "wait_timeout_ms" (logging whom it waits for: process id, host, since when),
- *   then goes on as if it came after it; when "wait_timeout_ms" is 0 or runs out,
- *   DEFENDER_STATUS_TIMEOUT.
+ *   within its own "wait_timeout_ms" (logging whom it waits for: on Unix its process id, host
+ *   and start time), then goes on as if it came after it; when "wait_timeout_ms" is 0 or runs
+ *   out, DEFENDER_STATUS_TIMEOUT.
  * - Unless the option "overwrite" is "true", an existing file is never replaced: one there before
  *   the call (or when the lock is obtained) gives DEFENDER_STATUS_EXISTS before any download
  *   request is made, and one that appears during the download is kept by a no-replace rename
@@ -60,7 +61,9 @@
  *   invalid Content-Length, Content-Length together with Transfer-Encoding) is
  *   DEFENDER_STATUS_PROTOCOL at once, never retried.
  * - Expired links: a link the download host refuses (HTTP 403; links expire within minutes) is
- *   replaced by a fresh one from getPackageUri, under the rate limit, and the download goes on;
+ *   replaced by a fresh one from getPackageUri (GetLiveResponseResultDownloadLink for a result:
+ *   Blob storage answers 403 AuthenticationFailed, Azurite AuthorizationFailure), under the rate
+ *   limit, and the download goes on;
  *   after two fresh links refused in a row, DEFENDER_STATUS_FORBIDDEN.
  * - Verification: every byte goes through SHA-256 (returned in the result). While it streams, the
  *   package is checked as a ZIP archive against what its producer wrote: each entry's data
@@ -77,7 +80,9 @@
  *   over 64 MiB (a directory bomb) is DEFENDER_STATUS_INTEGRITY too.
  * - Encoding: no Accept-Encoding is sent, so a package answered with a Content-Encoding other than
  *   identity (a proxy that gzips it) is DEFENDER_STATUS_PROTOCOL at once, never saved as the
- *   package.
+ *   package. A live response result is any file, neither checked as a ZIP nor refused for its
+ *   encoding: one the store holds gzip-compressed (Content-Encoding: gzip) is kept as its bytes
+ *   came, and its result says so.
  * - No Authorization header goes to the download host; the link, whose query is a credential,
  *   never appears in a message or log line. Each retry and fresh link is a log line at level
  *   WARN. Memory stays flat whatever the package's size.
@@ -242,9 +247,10 @@ enum DefenderPhase
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
     /**
-     * The collection is not finished yet (the call waits because `wait_timeout_ms` is set):
-     * `detail` is its status as last seen (`Pending`, `InProgress`), `elapsed_ms` how long the
-     * item has waited so far, `remaining_ms` when the library looks again.
+     * The collection (or the live response session) is not finished yet (the call waits
+     * because `wait_timeout_ms` is set): `detail` is its status as last seen (`Pending`,
+     * `InProgress`; a session for an offline device stays `Pending` until it is back),
+     * `elapsed_ms` how long the item has waited so far, `remaining_ms` when the library looks again.
      */
     DEFENDER_PHASE_WAITING_FOR_COLLECTION = 1,
     /**
@@ -273,6 +279,14 @@ enum DefenderPhase
      * secret), `attempt` counts the retries so far, `remaining_ms` is the pause before the next.
      */
     DEFENDER_PHASE_RETRYING = 6,
+    /**
+     * A live response session could not start yet and the call waits to try again (within
+     * `wait_timeout_ms`): the tenant runs the 25 sessions the service allows at once (HTTP 429),
+     * or the device runs a session already (HTTP 400 `ActiveRequestAlreadyExists`). `detail`
+     * says which, `elapsed_ms` how long the item has waited so far, `remaining_ms` the pause
+     * before the next try.
+     */
+    DEFENDER_PHASE_WAITING_FOR_SESSION = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -719,7 +733,8 @@ DefenderStatus defender_get_package_uri(const DefenderClient *client,
  *   `overwrite` is `true`. With `wait_timeout_ms` above 0, first waits for the collection to
  *   finish.
  * - `progress` (may be NULL) is called on this thread with `user_data`; see
- *   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0.
+ *   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0;
+ *   a download resumed from what an earlier call left starts from the bytes kept.
  * - `result_json_out` (may be NULL) receives
  *   `{"action_id": "...", "machine_id": "...", "computer_dns_name": "...", "path": "...", "bytes": N, "resumed_from": N, "sha256": "<hex>", "elapsed_ms": N}`,
  *   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex (of
@@ -969,6 +984,194 @@ DefenderStatus defender_list_machines(const DefenderClient *client,
                                       const char *odata_filter,
                                       uint32_t max_items,
                                       char **machines_json_out);
+
+/**
+ * Starts a live response session on a device (`POST /api/machines/{id}/runliveresponse` with
+ * `{"Commands": commands_json, "Comment": comment}`) and returns its machine action into
+ * `*action_json_out` (free it with `defender_string_free`).
+ *
+ * - `machine_id_or_name`: a device id or computer name, as `defender_get_machine` resolves it.
+ * - `commands_json`: the service's array of commands, checked before any request (a JSON array
+ *   of 1 to 100 objects with a string `"type"`), for example
+ *   `[{"type":"GetFile","params":[{"key":"Path","value":"C:\\Windows\\Temp\\a.log"}]},
+ *   {"type":"RunScript","params":[{"key":"ScriptName","value":"triage.ps1"},{"key":"Args","value":"-Quick"}]}]`.
+ * - `comment`: recorded with the session (NULL: a default one, unique to this call).
+ *
+ * A start refused because the tenant runs the 25 sessions the service allows at once (HTTP
+ * 429), or because the device runs one (HTTP 400 `ActiveRequestAlreadyExists`), waits and
+ * tries again while the option `wait_timeout_ms` allows, reporting the phase
+ * `DEFENDER_PHASE_WAITING_FOR_SESSION`; without `wait_timeout_ms` it fails at once
+ * (`DEFENDER_STATUS_RATE_LIMITED`, `DEFENDER_STATUS_HTTP`).
+ *
+ * With `wait_timeout_ms` above 0 the call then waits, as for a collection, until the session
+ * ends (a session for an offline device stays Pending until the device is back): one that ends
+ * Failed, TimeOut or Cancelled is `DEFENDER_STATUS_ACTION_FAILED`, the message naming each
+ * failed command with its errors. Without it, the session is returned as started (Pending).
+ *
+ * The request is never repeated blindly: when its answer is lost (a 5xx, a timeout, a
+ * connection lost after sending), the device's running session with this comment, if any, is
+ * taken as the one started, and the request is sent again only when the device runs none.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND` (no such device),
+ * `DEFENDER_STATUS_ACTION_FAILED`, `DEFENDER_STATUS_TIMEOUT`, or the request statuses
+ * (`UNAUTHORIZED`, `FORBIDDEN`: the app lacks `Machine.LiveResponse`, `RATE_LIMITED`, `HTTP`,
+ * `NETWORK`, `PROTOCOL`, `CANCELLED`, `INVALID_ARGUMENT`).
+ *
+ * # Safety
+ * `client` is NULL or live; `machine_id_or_name`, `commands_json` and `comment` are NULL or
+ * NUL-terminated; `action_json_out` is NULL or writable.
+ */
+DefenderStatus defender_run_live_response(const DefenderClient *client,
+                                          const char *machine_id_or_name,
+                                          const char *commands_json,
+                                          const char *comment,
+                                          char **action_json_out);
+
+/**
+ * Gets a fresh link to the result of command `index` of live response session `action_id`
+ * (`GET /api/machineactions/{id}/GetLiveResponseResultDownloadLink(index=N)`) into `*uri_out`
+ * (free it with `defender_string_free`): an Azure Blob storage URL whose SAS query is a
+ * credential valid about 30 minutes. Do not log it; a fresh one may be asked for at any time.
+ *
+ * The link is validated as the package's is (https, no user information; http only to
+ * loopback). Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_READY` (the
+ * session is still Pending or InProgress), `DEFENDER_STATUS_ACTION_FAILED` (the command or
+ * session failed: the message has the errors), `DEFENDER_STATUS_NOT_FOUND` (no such session or
+ * command, or a command without a result, such as PutFile), or the request statuses.
+ *
+ * # Safety
+ * `client` is NULL or live; `action_id` is NULL or NUL-terminated; `uri_out` is NULL or writable.
+ */
+DefenderStatus defender_get_live_response_result_uri(const DefenderClient *client,
+                                                     const char *action_id,
+                                                     uint32_t index,
+                                                     char **uri_out);
+
+/**
+ * Downloads the result of command `index` of live response session `action_id` to
+ * `destination`, with everything `defender_download_package` promises ("Downloads" at the top
+ * of this header: temporary file, resume with Range, a fresh link when the store refuses an
+ * expired one, MD5 from `Content-MD5` / `x-ms-blob-content-md5`, no-replace rename, 0600),
+ * except the ZIP check: a result is any file.
+ *
+ * - `destination` is a file path, or an existing folder where the file is named
+ *   `<action_id>-<index>` plus the extension of the result's type: the GetFile path's
+ *   extension, `.json` for a RunScript transcript. A result the store holds gzip-compressed
+ *   (`Content-Encoding: gzip`) is saved as its bytes came, compressed, and in a folder gets
+ *   `.gz` added. `overwrite` applies as for packages.
+ * - With `wait_timeout_ms` above 0, first waits for the session to end.
+ * - `progress` (may be NULL): see `DefenderProgressCallback`.
+ * - `result_json_out` (may be NULL) receives
+ *   `{"action_id": "...", "index": N, "path": "...", "bytes": N, "resumed_from": N, "sha256": "<hex>", "command_type": "GetFile", "content_encoding": "gzip" or null, "elapsed_ms": N}`,
+ *   to be freed with `defender_string_free`; `resumed_from` as for a package (bytes an earlier,
+ *   interrupted call for the same destination left and that were kept).
+ *
+ * Blocks until done. Returns the statuses of `defender_get_live_response_result_uri` and of
+ * `defender_download_package` (`EXISTS`, `IO`, `INTEGRITY`, `CANCELLED`, ...).
+ *
+ * # Safety
+ * `client` is NULL or live; `action_id` and `destination` are NULL or NUL-terminated;
+ * `progress` is NULL or callable with `user_data`; `result_json_out` is NULL or writable.
+ */
+DefenderStatus defender_download_live_response_result(const DefenderClient *client,
+                                                      const char *action_id,
+                                                      uint32_t index,
+                                                      const char *destination,
+                                                      DefenderProgressCallback progress,
+                                                      void *user_data,
+                                                      char **result_json_out);
+
+/**
+ * Brings files back from devices into `destination_folder`, each in a live response session of
+ * its own: starts a GetFile of the path on the device, waits for it, and downloads the file
+ * (result 0) as `defender_download_live_response_result` does into a folder.
+ *
+ * - `requests_json`: `[{"machine": "<device id or computer name>", "path": "C:\\Windows\\Temp\\x.exe"}, ...]`,
+ *   checked before any request.
+ * - The sessions start together, as the service allows (10 starts a minute through the
+ *   client's rate limiter; a start refused because the tenant runs 25 sessions or the device
+ *   runs one waits: `DEFENDER_PHASE_WAITING_FOR_SESSION`); each item waits for its session
+ *   within the option `wait_timeout_ms` (default: one hour); up to `max_concurrent_downloads`
+ *   items download at once. One item's failure does not stop the others.
+ * - `progress` and `item_done` (each may be NULL) are called on this thread with `user_data`,
+ *   `index` being the item's position in `requests_json`; see `DefenderBatchProgressCallback`
+ *   and `DefenderBatchItemCallback`.
+ * - `results_json_out` (may be NULL) receives a JSON array, one object per item in the order of
+ *   the requests: `{"status": "OK", "code": 0, "machine": "...", "remote_path": "...", "action_id": "...", "index": 0, "path": "...", "bytes": N, "resumed_from": N, "sha256": "<hex>", "command_type": "GetFile", "content_encoding": null, "elapsed_ms": N}`
+ *   for a file saved, and `{"status": "ACTION_FAILED", "code": 13, "machine": "...", "remote_path": "...", "action_id": "..." or null, "message": "...", "elapsed_ms": N}`
+ *   for one that was not (the message as `defender_last_error_message` would say it).
+ *
+ * Blocks until every item is done. Returns `DEFENDER_STATUS_OK` when the batch ran, whatever
+ * its items' outcomes; `DEFENDER_STATUS_INVALID_ARGUMENT` for malformed requests or a folder
+ * that is not one; `DEFENDER_STATUS_IO` when the folder does not exist;
+ * `DEFENDER_STATUS_CANCELLED` (results not written; files already saved stay).
+ *
+ * # Safety
+ * `client` is NULL or live; `requests_json` and `destination_folder` are NULL or
+ * NUL-terminated; `progress` and `item_done` are NULL or callable with `user_data`;
+ * `results_json_out` is NULL or writable.
+ */
+DefenderStatus defender_get_files(const DefenderClient *client,
+                                  const char *requests_json,
+                                  const char *destination_folder,
+                                  DefenderBatchProgressCallback progress,
+                                  DefenderBatchItemCallback item_done,
+                                  void *user_data,
+                                  char **results_json_out);
+
+/**
+ * Puts the file at `path` into the tenant's live response library (`POST /api/libraryfiles`,
+ * multipart/form-data: the file, `Description`, `ParametersDescription`, `HasParameters`,
+ * `OverrideIfExists`), under its file name, and returns the library file as the service
+ * describes it into `*library_file_json_out` (may be NULL; free it with `defender_string_free`).
+ *
+ * `description` is required; `parameters_description` may be NULL; `has_parameters` and
+ * `override_if_exists`: non-zero is true. The library takes files of up to 250 MB. The app
+ * needs the permission `Library.Manage`.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK`; `DEFENDER_STATUS_EXISTS` when a file of that
+ * name is in the library and `override_if_exists` is 0; `DEFENDER_STATUS_IO` when the file
+ * cannot be read; `DEFENDER_STATUS_INVALID_ARGUMENT`; or the request statuses. The request is
+ * not repeated after an answer that may have been lost.
+ *
+ * # Safety
+ * `client` is NULL or live; `path`, `description` and `parameters_description` are NULL or
+ * NUL-terminated; `library_file_json_out` is NULL or writable.
+ */
+DefenderStatus defender_upload_library_file(const DefenderClient *client,
+                                            const char *path,
+                                            const char *description,
+                                            const char *parameters_description,
+                                            int32_t has_parameters,
+                                            int32_t override_if_exists,
+                                            char **library_file_json_out);
+
+/**
+ * Lists the tenant's live response library (`GET /api/libraryfiles`) into
+ * `*library_files_json_out`: one JSON array of the library's files, each exactly as the service
+ * describes it (`fileName`, `sha256`, `description`, `creationTime`, `lastUpdatedTime`,
+ * `createdBy`, `hasParameters`, `parametersDescription`, ...). Free it with
+ * `defender_string_free`.
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK` or the request statuses.
+ *
+ * # Safety
+ * `client` is NULL or live; `library_files_json_out` is NULL or writable.
+ */
+DefenderStatus defender_list_library_files(const DefenderClient *client,
+                                           char **library_files_json_out);
+
+/**
+ * Removes the file `file_name` from the tenant's live response library
+ * (`DELETE /api/libraryfiles/{fileName}`).
+ *
+ * Blocks until done. Returns `DEFENDER_STATUS_OK`, `DEFENDER_STATUS_NOT_FOUND` (no such file),
+ * or the request statuses.
+ *
+ * # Safety
+ * `client` is NULL or live; `file_name` is NULL or NUL-terminated.
+ */
+DefenderStatus defender_delete_library_file(const DefenderClient *client, const char *file_name);
 
 #ifdef __cplusplus
 }  // extern "C"

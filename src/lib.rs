@@ -27,6 +27,7 @@ mod service;
 pub use error::DefenderStatus;
 pub use ffi::action::*;
 pub use ffi::client::*;
+pub use ffi::live_response::*;
 pub use ffi::machine::*;
 pub use ffi::package::*;
 pub use ffi::{defender_last_error_message, defender_status_name, defender_string_free, defender_version};

@@ -71,6 +71,9 @@ pub(crate) enum Phase {
     /// Something failed and is tried again in `wait`: `attempt` counts the retries so far, and
     /// `reason` says what failed (scrubbed of secrets).
     Retrying { attempt: u32, wait: Duration, reason: String },
+    /// A live response session could not start yet (the tenant runs 25, or the device runs
+    /// one): `reason` says which, the item has waited `waited` so far and tries again in `next_try_in`.
+    WaitingForSession { reason: String, waited: Duration, next_try_in: Duration },
 }
 
 tokio::task_local! {
@@ -183,6 +186,9 @@ impl Reporter {
             Phase::Retrying { attempt, wait, reason } => Phase::Retrying { attempt, wait, reason: self.scrub(&reason) },
             Phase::WaitingForCollection { status, waited, next_look_in } => {
                 Phase::WaitingForCollection { status: self.scrub(&status), waited, next_look_in }
+            }
+            Phase::WaitingForSession { reason, waited, next_try_in } => {
+                Phase::WaitingForSession { reason: self.scrub(&reason), waited, next_try_in }
             }
             phase => phase,
         };

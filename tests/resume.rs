@@ -102,6 +102,16 @@ fn wait_for_bytes(path: &Path, bytes: u64) {
     }
 }
 
+/// Waits until the download into `path`'s folder has created `path` (its part: the first call
+/// holds the destination's lock and is downloading; its body takes seconds more).
+fn wait_for_file(path: &Path) {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "'{}' never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A child process that downloads `action_id`'s package into `folder` is killed (SIGKILL on
 /// Unix) once its part file holds a block: the first answer stalls after a block and a bit. Returns the
 /// bytes it left in the part.
@@ -276,20 +286,24 @@ fn a_part_for_another_action_is_not_resumed_and_a_failed_call_leaves_nothing() {
 fn a_second_call_in_this_process_waits_for_the_first_then_finds_the_package_there() {
     let simulator = simulator();
     let id = create_action(&simulator, json!({ "package_size": 2_000_000 }));
-    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 500_000 }));
+    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 400_000 }));
     let folder = Arc::new(tempfile::tempdir().unwrap());
     let first = {
         let (client, id, folder) = (client_for(&simulator), id.clone(), Arc::clone(&folder));
         std::thread::spawn(move || client.download(&id, folder.path(), None))
     };
-    wait_for_bytes(&beside(folder.path(), &id, ".part"), 1);
+    wait_for_file(&beside(folder.path(), &id, ".part"));
 
     // Within its own wait_timeout_ms: too short, TIMEOUT; long enough, EXISTS after the first.
     let impatient = client_for(&simulator);
     impatient.set("wait_timeout_ms", Some("200")).unwrap();
     let failure = impatient.download(&id, folder.path(), None).unwrap_err();
     assert_eq!(failure.status, DefenderStatus::Timeout, "{failure}");
-    assert!(failure.message.contains(&format!("process {}", std::process::id())), "{failure}");
+    assert!(failure.message.contains(&holder(std::process::id())), "{failure}");
+    assert!(failure.message.ends_with("it did not finish in the time allowed (wait_timeout_ms = 200)"), "{failure}");
+    let failure = client_for(&simulator).download(&id, folder.path(), None).unwrap_err();
+    assert_eq!(failure.status, DefenderStatus::Timeout, "without wait_timeout_ms, at once: {failure}");
+    assert!(failure.message.ends_with("set the option wait_timeout_ms to wait for it"), "{failure}");
     let patient = client_for(&simulator);
     patient.set("wait_timeout_ms", Some("60000")).unwrap();
     capture_log_lines(&patient);
@@ -300,21 +314,53 @@ fn a_second_call_in_this_process_waits_for_the_first_then_finds_the_package_ther
     assert_intact(&simulator, &id, folder.path(), &result);
     assert_eq!(downloads(&simulator, &id).len(), 1, "downloaded once");
     let log = take_log_lines();
-    let waited = format!("is being downloaded by another call (process {} on ", std::process::id());
+    let waited = format!("is being downloaded by {}", holder(std::process::id()));
     assert!(log.iter().any(|(_, line)| line.contains(&waited)), "{log:?}");
 }
 
 #[test]
-fn a_second_call_with_overwrite_waits_then_replaces_the_package() {
+fn a_call_waiting_for_another_is_cancelled_at_once_and_touches_nothing() {
     let simulator = simulator();
-    let id = create_action(&simulator, json!({ "package_size": 1_500_000 }));
-    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 1_000_000 }));
+    let id = create_action(&simulator, json!({ "package_size": 2_000_000 }));
+    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 400_000 }));
     let folder = Arc::new(tempfile::tempdir().unwrap());
     let first = {
         let (client, id, folder) = (client_for(&simulator), id.clone(), Arc::clone(&folder));
         std::thread::spawn(move || client.download(&id, folder.path(), None))
     };
-    wait_for_bytes(&beside(folder.path(), &id, ".part"), 1);
+    wait_for_file(&beside(folder.path(), &id, ".part"));
+    let waiting = Arc::new(client_for(&simulator));
+    waiting.set("wait_timeout_ms", Some("60000")).unwrap();
+    let canceller = {
+        let waiting = Arc::clone(&waiting);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            waiting.cancel();
+            Instant::now()
+        })
+    };
+
+    let failure = waiting.download(&id, folder.path(), None).unwrap_err();
+
+    let cancelled = canceller.join().unwrap();
+    assert_eq!(failure.status, DefenderStatus::Cancelled, "{failure}");
+    assert!(cancelled.elapsed() < Duration::from_millis(500), "cancel took {:?}", cancelled.elapsed());
+    let result = first.join().unwrap().unwrap();
+    assert_intact(&simulator, &id, folder.path(), &result);
+    assert_eq!(downloads(&simulator, &id).len(), 1, "the waiting call fetched nothing");
+}
+
+#[test]
+fn a_second_call_with_overwrite_waits_then_replaces_the_package() {
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({ "package_size": 2_000_000 }));
+    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 400_000 }));
+    let folder = Arc::new(tempfile::tempdir().unwrap());
+    let first = {
+        let (client, id, folder) = (client_for(&simulator), id.clone(), Arc::clone(&folder));
+        std::thread::spawn(move || client.download(&id, folder.path(), None))
+    };
+    wait_for_file(&beside(folder.path(), &id, ".part"));
     let second = client_for(&simulator);
     second.set("wait_timeout_ms", Some("60000")).unwrap();
     second.set("overwrite", Some("true")).unwrap();
@@ -331,17 +377,18 @@ fn a_second_call_with_overwrite_waits_then_replaces_the_package() {
 #[test]
 fn a_second_process_waits_for_the_first_and_names_it() {
     let simulator = simulator();
-    let id = create_action(&simulator, json!({ "package_size": 1_500_000 }));
-    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 1_000_000 }));
+    let id = create_action(&simulator, json!({ "package_size": 2_000_000 }));
+    fault(&simulator, &id, 1, json!({ "kind": "slow_body", "bytes_per_sec": 400_000 }));
     let folder = tempfile::tempdir().unwrap();
     let child = start_child(&simulator, &id, folder.path());
-    wait_for_bytes(&beside(folder.path(), &id, ".part"), 1);
+    wait_for_file(&beside(folder.path(), &id, ".part"));
     let client = client_for(&simulator);
     client.set("wait_timeout_ms", Some("60000")).unwrap();
     capture_log_lines(&client);
 
     let failure = client.download(&id, folder.path(), None).unwrap_err();
 
+    let child_pid = child.id();
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let result: Value = stdout
@@ -352,16 +399,12 @@ fn a_second_process_waits_for_the_first_and_names_it() {
     assert_eq!(failure.status, DefenderStatus::Exists, "{failure}");
     assert_intact(&simulator, &id, folder.path(), &result);
     let log = take_log_lines();
-    let waited = format!("is being downloaded by another call (process {} on ", child_pid(&log));
+    let waited = format!("is being downloaded by {}", holder(child_pid));
     assert!(log.iter().any(|(_, line)| line.contains(&waited)), "{log:?}");
-    assert_ne!(child_pid(&log), std::process::id().to_string());
 }
 
-/// The process id a waiting call named in its log.
-fn child_pid(log: &[(DefenderLogLevel, String)]) -> String {
-    log.iter()
-        .find_map(|(_, line)| line.split("(process ").nth(1))
-        .and_then(|rest| rest.split(' ').next())
-        .expect("a line names the holder")
-        .to_owned()
+/// How a waiting call names the holder of a destination's lock, process `pid` on this host.
+/// On Windows a locked file cannot be read by others: the holder is "another call" there.
+fn holder(pid: u32) -> String {
+    if cfg!(windows) { "another call".to_owned() } else { format!("another call (process {pid} on ") }
 }

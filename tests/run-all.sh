@@ -33,6 +33,11 @@
 #           seconds each from its committed corpus (DEFENDER_FUZZ_SECONDS, default 10); needs
 #           the nightly toolchain, installs cargo-fuzz when missing
 #
+# The suites that run live response against the simulator (rust, c, valgrind, csharp, powershell,
+# windows) need Azurite, the Azure Storage emulator: installed with npm when missing (npm itself
+# must be there: the script says so when it is not), started on a free loopback port in memory,
+# stopped at the end (ensure_azurite).
+#
 # On macOS and Windows (CI, .github/workflows/ci.yml) the suites that need Linux-only tools say
 # so and pass without running: valgrind (Linux only), windows (Wine, on Linux only), c (gcc's
 # sanitizers) and fuzz (cargo-fuzz) not on Windows.
@@ -67,6 +72,7 @@ suite_lint() {
 }
 
 suite_rust() {
+    ensure_azurite || return 1
     # The build without the simulator first: the workspace build then leaves the default
     # target/debug/defender-package in place.
     cargo test -p defender-cli --no-default-features --locked &&
@@ -91,6 +97,7 @@ c_tests=(tests/c/defender_test.c tests/c/harness.c tests/c/simulator.c)
 
 suite_c() {
     case "$os" in MINGW* | MSYS* | CYGWIN*) echo "skipped: built with gcc's AddressSanitizer, which MinGW lacks (the windows suite runs these tests built for Windows, under Wine on Linux)"; return 0 ;; esac
+    ensure_azurite || return 1
     cargo build --workspace --locked || return 1
     gcc -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined -fno-omit-frame-pointer \
         -Iinclude "${c_tests[@]}" tests/c/platform_posix.c \
@@ -103,6 +110,7 @@ suite_c() {
 suite_valgrind() {
     [ "$os" = Linux ] || { echo "skipped: valgrind runs on Linux only"; return 0; }
     need valgrind valgrind || return 1
+    ensure_azurite || return 1
     cargo build --workspace --locked || return 1
     gcc -std=c11 -g -O1 -Wall -Wextra -Werror -Iinclude "${c_tests[@]}" tests/c/platform_posix.c \
         -L"$target/debug" -Wl,-rpath,"$target/debug" -ldefender -lpthread -o "$build/defender_test_plain" || return 1
@@ -116,7 +124,7 @@ tools=${XDG_CACHE_HOME:-$HOME/.cache}/defender-package/tools
 packages=${NUGET_PACKAGES:-$HOME/.nuget/packages}
 
 suite_csharp() {
-    need_dotnet || return 1
+    need_dotnet && ensure_azurite || return 1
     cargo build --workspace --locked || return 1
     # What the NuGet package ships, and the module's one assembly that compiles the binding in:
     # both netstandard2.0 (Windows PowerShell 5.1 on .NET Framework 4.7.2+, PowerShell 7, .NET 8+).
@@ -126,7 +134,7 @@ suite_csharp() {
 }
 
 suite_powershell() {
-    need_pwsh_and_pester || return 1
+    need_pwsh_and_pester && ensure_azurite || return 1
     cargo build --workspace --locked || return 1
     powershell/build.sh --no-cargo >/dev/null || return 1
     PSModulePath="$tools/Modules" NO_COLOR=1 "$pwsh" -NoProfile -NonInteractive -File tests/pester/Invoke-Tests.ps1
@@ -273,6 +281,51 @@ need_cargo_fuzz() {
     command -v cargo-fuzz >/dev/null 2>&1 && return 0
     echo "cargo-fuzz is missing; installing it into $tools/cargo-fuzz"
     cargo install cargo-fuzz --locked --root "$tools/cargo-fuzz" >/dev/null 2>&1 || cargo install cargo-fuzz --root "$tools/cargo-fuzz"
+}
+
+# Azurite, the Azure Storage emulator (npm package azurite, this version) where the simulator
+# keeps live response results: installed with npm into $tools/azurite when missing, started once
+# per run on a free loopback port with in-memory persistence, and stopped when the run ends. The
+# tests find it through DEFENDER_AZURITE_BLOB_ENDPOINT (the simulator's --blob-endpoint).
+azurite_version=3.37.0
+azurite_pid=""
+
+ensure_azurite() {
+    [ -n "${DEFENDER_AZURITE_BLOB_ENDPOINT:-}" ] && return 0
+    local home="$tools/azurite" installed=""
+    local bin="$home/node_modules/.bin/azurite-blob"
+    [ -f "$home/node_modules/azurite/package.json" ] &&
+        installed=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$home/node_modules/azurite/package.json" | head -n 1)
+    if [ ! -e "$bin" ] || [ "$installed" != "$azurite_version" ]; then
+        if ! command -v npm >/dev/null 2>&1; then
+            echo "npm is missing: the live response tests need Azurite $azurite_version (the Azure Storage emulator, npm package azurite), which this script installs with npm. Install Node.js 18+ and npm (Debian: apt-get install nodejs npm) and run again." >&2
+            return 1
+        fi
+        echo "installing Azurite $azurite_version (npm package azurite) into $home"
+        npm install --prefix "$home" --no-audit --no-fund --loglevel=error "azurite@$azurite_version" >/dev/null ||
+            { echo "could not install Azurite with npm" >&2; return 1; }
+    fi
+    local log="$build/azurite.log" url="" waited=0
+    "$bin" --blobHost 127.0.0.1 --blobPort 0 --inMemoryPersistence --extentMemoryLimit 2048 \
+        --disableTelemetry --silent --skipApiVersionCheck >"$log" 2>&1 &
+    azurite_pid=$!
+    trap stop_azurite EXIT
+    while [ -z "$url" ] && [ $waited -lt 600 ]; do
+        kill -0 "$azurite_pid" 2>/dev/null || break
+        url=$(sed -n 's/.*listens on \(http:[^ ]*\).*/\1/p' "$log" | head -n 1)
+        [ -n "$url" ] || { sleep 0.1; waited=$((waited + 1)); }
+    done
+    [ -n "$url" ] || { echo "Azurite did not start:" >&2; cat "$log" >&2; stop_azurite; return 1; }
+    export DEFENDER_AZURITE_BLOB_ENDPOINT="$url/devstoreaccount1"
+    echo "Azurite $azurite_version listens on $url (in memory)"
+}
+
+stop_azurite() {
+    [ -n "$azurite_pid" ] || return 0
+    kill "$azurite_pid" 2>/dev/null
+    wait "$azurite_pid" 2>/dev/null
+    azurite_pid=""
+    unset DEFENDER_AZURITE_BLOB_ENDPOINT
 }
 
 need_dotnet() {

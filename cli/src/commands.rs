@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use crate::live_response::{self, GetFileArgs, LibraryArgs, RunScriptArgs};
 use crate::output::{self, first_failure, item_json, table};
 use crate::progress::BatchProgress;
 use crate::{Session, usage};
@@ -41,13 +42,25 @@ pub enum Command {
     Download(DownloadArgs),
     /// Cancel machine actions that have not finished.
     Cancel(CancelArgs),
+    /// Fetch files from devices with live response (GetFile): a session per file, waited for
+    /// (also while the device runs another session or the tenant runs 25), its file saved and
+    /// checked; several at once.
+    #[command(name = "getfile")]
+    GetFile(GetFileArgs),
+    /// Run a script of the live response library on devices, wait, and print its output (its
+    /// errors on standard error); --json gives each transcript (script_name, exit_code,
+    /// script_output, script_errors).
+    #[command(name = "runscript")]
+    RunScript(RunScriptArgs),
+    /// The tenant's live response library of scripts and files: list, upload, delete.
+    Library(LibraryArgs),
 }
 
 #[derive(Args)]
 pub struct Output {
     /// Print JSON for scripts (see --help for its shape).
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -180,6 +193,9 @@ impl Command {
             Command::Wait(args) | Command::Link(args) => args.output.json,
             Command::Download(args) => args.ids.output.json,
             Command::Cancel(args) => args.ids.output.json,
+            Command::GetFile(args) => args.json(),
+            Command::RunScript(args) => args.json(),
+            Command::Library(args) => args.json(),
         }
     }
 
@@ -204,6 +220,9 @@ impl Command {
             Command::Cancel(args) => per_item(&expand(&args.ids.ids)?, args.ids.output.json, "action", |id| {
                 client.cancel_action(id, Some(&args.comment))
             }),
+            Command::GetFile(args) => live_response::get_files(client, args),
+            Command::RunScript(args) => live_response::run_script(client, args),
+            Command::Library(args) => live_response::library(client, args),
         }
     }
 }
@@ -296,6 +315,25 @@ fn per_item(
     key: &str,
     call: impl Fn(&str) -> Result<Value, Failure>,
 ) -> Result<DefenderStatus, Failure> {
+    per_item_shown(ids, json, key, call, |id, result| match result {
+        Value::String(text) => text.clone(),
+        action => format!(
+            "{id}  {}  {}  {}",
+            action["id"].as_str().unwrap_or_default(),
+            action["status"].as_str().unwrap_or_default(),
+            action["computerDnsName"].as_str().unwrap_or_default()
+        ),
+    })
+}
+
+/// `per_item` with each success's line as `show` makes it from the id and the result.
+pub(crate) fn per_item_shown(
+    ids: &[String],
+    json: bool,
+    key: &str,
+    call: impl Fn(&str) -> Result<Value, Failure>,
+    show: impl Fn(&str, &Value) -> String,
+) -> Result<DefenderStatus, Failure> {
     let mut items = Vec::new();
     let mut statuses = Vec::new();
     for id in ids {
@@ -303,13 +341,7 @@ fn per_item(
         statuses.push(result.as_ref().map_or_else(|failure| failure.status, |_| DefenderStatus::Ok));
         match &result {
             Err(failure) => eprintln!("{id}: {} ({})", failure.message, output::name(failure.status)),
-            Ok(Value::String(text)) if !json => println!("{text}"),
-            Ok(action) if !json => println!(
-                "{id}  {}  {}  {}",
-                action["id"].as_str().unwrap_or_default(),
-                action["status"].as_str().unwrap_or_default(),
-                action["computerDnsName"].as_str().unwrap_or_default()
-            ),
+            Ok(value) if !json => println!("{}", show(id, value)),
             Ok(_) => {}
         }
         items.push(item_json(id, key, &result));
@@ -390,21 +422,23 @@ pub fn resumed(result: &Value) -> String {
 }
 
 /// Shows each item's phase on its bar.
-unsafe extern "C" fn on_phase(user_data: *mut c_void, event: *const DefenderPhaseEvent) -> i32 {
+pub(crate) unsafe extern "C" fn on_phase(user_data: *mut c_void, event: *const DefenderPhaseEvent) -> i32 {
     // SAFETY: registered below with a pointer to the batch's bars, only for the batch call,
     // which runs callbacks on this thread one at a time.
     let bars = unsafe { &*user_data.cast::<RefCell<BatchProgress>>() };
     let event = unsafe { &*event };
     let detail = unsafe { CStr::from_ptr(event.detail) }.to_string_lossy();
-    bars.borrow_mut().phase(event.index, &phase_text(event, &detail));
+    let awaited = bars.borrow().awaited;
+    bars.borrow_mut().phase(event.index, &phase_text(event, &detail, awaited));
     0
 }
 
-/// What an item is doing, for its bar: "collection InProgress", "queued (2 ahead)", ...
-fn phase_text(event: &DefenderPhaseEvent, detail: &str) -> String {
+/// What an item is doing, for its bar: "collection InProgress" (`awaited`: what a wait is for),
+/// "queued (2 ahead)", ...
+fn phase_text(event: &DefenderPhaseEvent, detail: &str, awaited: &str) -> String {
     let seconds = |ms: u64| format!("{:.0} s", ms as f64 / 1000.0);
     match event.phase {
-        DefenderPhase::WaitingForCollection => format!("collection {detail}"),
+        DefenderPhase::WaitingForCollection => format!("{awaited} {detail}"),
         DefenderPhase::QueuedForRateLimit if event.remaining_ms > 0 => {
             format!("rate limit: #{} in queue, ~{}", event.queue_position, seconds(event.remaining_ms))
         }
@@ -413,13 +447,16 @@ fn phase_text(event: &DefenderPhaseEvent, detail: &str) -> String {
         DefenderPhase::Downloading => "downloading".to_owned(),
         DefenderPhase::Verifying => "verifying".to_owned(),
         DefenderPhase::Retrying => format!("retrying in {} (retry {})", seconds(event.remaining_ms), event.attempt),
+        DefenderPhase::WaitingForSession => {
+            format!("waiting for a live response session, next try in {}", seconds(event.remaining_ms))
+        }
     }
 }
 
 /// The ids as given, with `-` replaced by those on standard input: whitespace-separated, or a
 /// JSON array of strings or of objects as the subcommands print them (a result's `action.id`,
 /// else `action_id`, else `id`; results that failed are left out).
-fn expand(given: &[String]) -> Result<Vec<String>, Failure> {
+pub(crate) fn expand(given: &[String]) -> Result<Vec<String>, Failure> {
     let mut ids = Vec::new();
     for id in given {
         if id != "-" {

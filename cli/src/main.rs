@@ -2,7 +2,8 @@
 //!
 //! Without a subcommand it runs the main job: collect (or take a collection), wait, download.
 //! The subcommands do one step each for many devices or actions, for scripts and cron jobs:
-//! `machines`, `actions`, `collect`, `wait`, `link`, `download`, `cancel`; `--json` prints what
+//! `machines`, `actions`, `collect`, `wait`, `link`, `download`, `cancel`, and for Live Response
+//! `getfile`, `runscript`, `library`; `--json` prints what
 //! a script parses, and the exit code is the status of the first failure (see `--help`).
 //!
 //! With credentials in the environment (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and
@@ -13,6 +14,7 @@
 
 mod commands;
 mod embedded;
+mod live_response;
 mod output;
 mod progress;
 
@@ -89,7 +91,8 @@ pub struct Connection {
     /// started with --clock-scale N.
     #[arg(long, env = "DEFENDER_CLOCK_SCALE", global = true, value_name = "N", hide_short_help = true)]
     clock_scale: Option<String>,
-    /// How long to wait for a collection to finish, in minutes.
+    /// How long to wait for a collection to finish, and for another run saving the same file, in
+    /// minutes.
     #[arg(long, default_value_t = 60, global = true)]
     wait_minutes: u64,
     /// Use a simulator started for the run, even when credentials are in the environment.

@@ -18,11 +18,11 @@ Exit codes (the library's statuses):
   6  RATE_LIMITED    still throttled after the retries
   7  HTTP            another HTTP status (a refused filter, cancelling an action that has ended)
   8  NETWORK         DNS, connection, TLS
-  9  TIMEOUT         a time limit ran out (--wait-minutes)
+  9  TIMEOUT         a time limit ran out (--wait-minutes; also waiting for another run saving the same file)
   10 IO              local file system
   11 INTEGRITY       a download failed its checks
   12 CANCELLED       the call was cancelled
-  13 ACTION_FAILED   the collection ended Failed, TimeOut or Cancelled
+  13 ACTION_FAILED   the collection or live response session ended Failed, TimeOut or Cancelled
   14 PROTOCOL        the service answered something unexpected
   15 EXISTS          the file exists (use --overwrite)
   16 UNKNOWN_OPTION  an option the library does not have
@@ -30,7 +30,8 @@ Exit codes (the library's statuses):
 When several items fail, the exit code is the status of the first one that failed.
 
 --json prints one JSON document on standard output: lists print the service's objects as they
-came; collect, wait, link, download and cancel print one result per item, in the order given:
+came; collect, wait, link, download, cancel, getfile, runscript, library upload and library
+delete print one result per item, in the order given:
 {\"id\": \"...\", \"status\": \"OK\", \"code\": 0, ...} (with \"message\" when it failed). A failure
 before any item prints {\"status\": \"...\", \"code\": N, \"message\": \"...\"}. Messages also go to
 standard error; they never hold a secret.

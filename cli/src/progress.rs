@@ -13,21 +13,31 @@ pub struct BatchProgress {
     /// One per item, created when its first bytes arrive.
     items: Vec<Option<ProgressBar>>,
     labels: Vec<String>,
+    /// What an item's wait is for, in its bar: "collection" (packages), "session" (live response).
+    pub awaited: &'static str,
 }
 
 impl BatchProgress {
     /// Bars for `labels.len()` packages (each labelled, e.g. by its action id).
     pub fn new(labels: Vec<String>) -> BatchProgress {
+        BatchProgress::of("packages", "collection", labels)
+    }
+
+    /// Bars for `labels.len()` items of a kind (`"packages"`, `"files"`), each labelled, whose
+    /// waits are for `awaited` (`"collection"`, `"session"`).
+    pub fn of(noun: &str, awaited: &'static str, labels: Vec<String>) -> BatchProgress {
         let target =
             if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
         let multi = MultiProgress::with_draw_target(target);
         let batch = multi.add(ProgressBar::new(labels.len() as u64));
         batch.set_style(
-            ProgressStyle::with_template("{spinner} {pos} of {len} packages [{elapsed_precise}] {wide_msg}")
-                .expect("a valid template"),
+            ProgressStyle::with_template(&format!(
+                "{{spinner}} {{pos}} of {{len}} {noun} [{{elapsed_precise}}] {{wide_msg}}"
+            ))
+            .expect("a valid template"),
         );
         batch.enable_steady_tick(std::time::Duration::from_millis(200));
-        BatchProgress { multi, batch, items: vec![None; labels.len()], labels }
+        BatchProgress { multi, batch, items: vec![None; labels.len()], labels, awaited }
     }
 
     /// Bytes of item `index` so far (`total` 0 while unknown).

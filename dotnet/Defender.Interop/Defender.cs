@@ -9,6 +9,10 @@
 // that: .NET's NativeLibrary is reached by reflection where it exists. It must not depend on
 // System.Management.Automation.
 //
+// What it covers: investigation packages (collect, wait, download, several at once), devices and
+// machine actions, and Live Response (sessions of commands on a device, their results, files off
+// many devices at once, the tenant's library of scripts and files).
+//
 // Threading: one DefenderClient may be used from many threads at once. Its callbacks (download
 // progress, log lines, finished items) run on the thread that made the call, only while that
 // call runs.
@@ -83,6 +87,11 @@ namespace Defender
         Verifying = 5,
         /// <summary>A request or transfer failed and is tried again after Remaining: Detail says what failed, Attempt counts the retries.</summary>
         Retrying = 6,
+        /// <summary>
+        /// A live response session could not start yet (25 sessions run in the tenant, or the device
+        /// runs one): Detail says which, Remaining the pause before the next try.
+        /// </summary>
+        WaitingForSession = 7,
     }
 
     /// <summary>
@@ -107,7 +116,7 @@ namespace Defender
 
         public DefenderPhase Phase { get; private set; }
 
-        /// <summary>The item: its position in the ids of DownloadPackages; 0 for other calls.</summary>
+        /// <summary>The item: its position in the ids of DownloadPackages or the requests of GetFiles; 0 for other calls.</summary>
         public int Index { get; private set; }
 
         /// <summary>How long the item has been in this phase.</summary>
@@ -128,7 +137,7 @@ namespace Defender
         /// <summary>The retries so far.</summary>
         public int Attempt { get; private set; }
 
-        /// <summary>The collection's status (WaitingForCollection) or what failed (Retrying); never a secret.</summary>
+        /// <summary>The collection's status (WaitingForCollection), what failed (Retrying) or why no session starts yet (WaitingForSession); never a secret.</summary>
         public string Detail { get; private set; }
     }
 
@@ -366,6 +375,7 @@ namespace Defender
         [DataMember(Name = "requestorComment")] string requestorComment;
         [DataMember(Name = "creationDateTimeUtc")] string creationDateTimeUtc;
         [DataMember(Name = "lastUpdateDateTimeUtc")] string lastUpdateDateTimeUtc;
+        [DataMember(Name = "commands")] LiveResponseCommandState[] commands;
         string json;
 
         public string Id { get { return id; } }
@@ -387,6 +397,9 @@ namespace Defender
         public DateTime? CreationDateTimeUtc { get { return ParseTime(creationDateTimeUtc); } }
 
         public DateTime? LastUpdateDateTimeUtc { get { return ParseTime(lastUpdateDateTimeUtc); } }
+
+        /// <summary>A live response session's commands, each with its status and errors (never null; empty for other actions).</summary>
+        public IList<LiveResponseCommandState> Commands { get { return commands ?? new LiveResponseCommandState[0]; } }
 
         /// <summary>The whole MachineAction object, as the service sent it.</summary>
         public string Json { get { return json; } }
@@ -562,6 +575,370 @@ namespace Defender
         internal static ConnectionInfo FromJson(string json)
         {
             return Json.Parse<ConnectionInfo>(json);
+        }
+    }
+
+    /// <summary>
+    /// One command of a live response session, as <see cref="DefenderClient.RunLiveResponse(string, IList{LiveResponseCommand}, string, CancellationToken)"/>
+    /// sends it: its type (GetFile, RunScript, PutFile, ...) and its parameters, in the service's form
+    /// <c>{"type": "GetFile", "params": [{"key": "Path", "value": "C:\\Windows\\Temp\\x.exe"}]}</c>.
+    /// </summary>
+    [DataContract]
+    public sealed class LiveResponseCommand
+    {
+        [DataMember(Name = "type", Order = 1)] string type;
+        [DataMember(Name = "params", Order = 2)] List<LiveResponseParameter> parameters = new List<LiveResponseParameter>();
+
+        /// <summary>A command of <paramref name="type"/>; add its parameters with <see cref="Add"/>.</summary>
+        public LiveResponseCommand(string type)
+        {
+            if (string.IsNullOrEmpty(type)) throw new ArgumentException("A live response command needs a type (GetFile, RunScript, PutFile, ...).", "type");
+            this.type = type;
+        }
+
+        /// <summary>GetFile: the file at <paramref name="path"/> on the device.</summary>
+        public static LiveResponseCommand GetFile(string path)
+        {
+            return new LiveResponseCommand("GetFile").Add("Path", path);
+        }
+
+        /// <summary>RunScript: a script of the tenant's library, with its arguments (null: none).</summary>
+        public static LiveResponseCommand RunScript(string scriptName, string arguments)
+        {
+            LiveResponseCommand command = new LiveResponseCommand("RunScript").Add("ScriptName", scriptName);
+            return arguments == null ? command : command.Add("Args", arguments);
+        }
+
+        /// <summary>PutFile: a file of the tenant's library, put on the device.</summary>
+        public static LiveResponseCommand PutFile(string fileName)
+        {
+            return new LiveResponseCommand("PutFile").Add("FileName", fileName);
+        }
+
+        public string Type { get { return type; } }
+
+        /// <summary>The parameters, in order: (key, value).</summary>
+        public IList<KeyValuePair<string, string>> Parameters
+        {
+            get
+            {
+                // Null when the service's copy of a command has no params.
+                if (parameters == null) return new KeyValuePair<string, string>[0];
+                return parameters.ConvertAll(p => new KeyValuePair<string, string>(p.Key, p.Value)).AsReadOnly();
+            }
+        }
+
+        /// <summary>Adds a parameter; returns this command.</summary>
+        public LiveResponseCommand Add(string key, string value)
+        {
+            if (string.IsNullOrEmpty(key)) throw new ArgumentException("A parameter of a live response command needs a key.", "key");
+            if (value == null) throw new ArgumentNullException("value", "Parameter " + key + " of " + type + " has no value.");
+            if (parameters == null) parameters = new List<LiveResponseParameter>();
+            parameters.Add(new LiveResponseParameter { Key = key, Value = value });
+            return this;
+        }
+
+        /// <summary>Commands as the JSON array the service (and defender_run_live_response) takes.</summary>
+        public static string ToJson(IList<LiveResponseCommand> commands)
+        {
+            if (commands == null) throw new ArgumentNullException("commands");
+            LiveResponseCommand[] array = new LiveResponseCommand[commands.Count];
+            commands.CopyTo(array, 0);
+            return Encoding.UTF8.GetString(Defender.Json.Write(array));
+        }
+    }
+
+    /// <summary>A parameter of a live response command: {"key": ..., "value": ...}.</summary>
+    [DataContract]
+    public sealed class LiveResponseParameter
+    {
+        [DataMember(Name = "key", Order = 1)] public string Key { get; set; }
+        [DataMember(Name = "value", Order = 2)] public string Value { get; set; }
+    }
+
+    /// <summary>A command of a live response action as the service reports it: its place, status and errors.</summary>
+    [DataContract]
+    public sealed class LiveResponseCommandState
+    {
+        [DataMember(Name = "index")] int index;
+        [DataMember(Name = "commandStatus")] string commandStatus;
+        [DataMember(Name = "errors")] string[] errors;
+        [DataMember(Name = "command")] LiveResponseCommand command;
+
+        /// <summary>Its position in the session's commands: the index its result is asked for by.</summary>
+        public int Index { get { return index; } }
+
+        /// <summary>Created, InProgress, Completed, Failed, Canceled, ...</summary>
+        public string CommandStatus { get { return commandStatus; } }
+
+        /// <summary>What went wrong (never null).</summary>
+        public IList<string> Errors { get { return errors ?? new string[0]; } }
+
+        /// <summary>The command's type (GetFile, RunScript, ...), or null when the service left it out.</summary>
+        public string Type { get { return command == null ? null : command.Type; } }
+
+        /// <summary>The command as sent, or null when the service left it out.</summary>
+        public LiveResponseCommand Command { get { return command; } }
+    }
+
+    /// <summary>A live response result saved to disk (<see cref="DefenderClient.DownloadLiveResponseResult"/>).</summary>
+    [DataContract]
+    public sealed class LiveResponseResult
+    {
+        [DataMember(Name = "action_id")] string actionId;
+        [DataMember(Name = "index")] int index;
+        [DataMember(Name = "path")] string path;
+        [DataMember(Name = "bytes")] long bytes;
+        [DataMember(Name = "resumed_from")] long resumedFrom;
+        [DataMember(Name = "sha256")] string sha256;
+        [DataMember(Name = "command_type")] string commandType;
+        [DataMember(Name = "content_encoding")] string contentEncoding;
+        [DataMember(Name = "elapsed_ms")] long elapsedMilliseconds;
+
+        public string ActionId { get { return actionId; } }
+
+        /// <summary>The command's index in the session.</summary>
+        public int Index { get { return index; } }
+
+        /// <summary>The file's absolute path.</summary>
+        public string Path { get { return path; } }
+
+        public long Bytes { get { return bytes; } }
+
+        /// <summary>
+        /// The bytes an earlier, interrupted download to the same destination (a process killed
+        /// mid-download) left and this one kept and completed; 0 when it downloaded from byte 0.
+        /// </summary>
+        public long ResumedFrom { get { return resumedFrom; } }
+
+        /// <summary>The SHA-256 of the file as saved (of its gzip bytes when <see cref="ContentEncoding"/> is gzip), lower-case hex.</summary>
+        public string Sha256 { get { return sha256; } }
+
+        /// <summary>The command's type: GetFile, RunScript, ...</summary>
+        public string CommandType { get { return commandType; } }
+
+        /// <summary>"gzip" when the store sent the result compressed (the file keeps those bytes and ends in .gz); otherwise null.</summary>
+        public string ContentEncoding { get { return contentEncoding; } }
+
+        public TimeSpan Elapsed { get { return TimeSpan.FromMilliseconds(elapsedMilliseconds); } }
+
+        /// <summary>The transcript of a RunScript result (see <see cref="ScriptTranscript.Load"/>).</summary>
+        public ScriptTranscript ReadTranscript()
+        {
+            return ScriptTranscript.Load(path);
+        }
+
+        internal static LiveResponseResult FromJson(string json)
+        {
+            return Json.Parse<LiveResponseResult>(json);
+        }
+    }
+
+    /// <summary>
+    /// What a RunScript command left: the JSON transcript its result holds
+    /// (<c>script_name</c>, <c>exit_code</c>, <c>script_output</c>, <c>script_errors</c>).
+    /// </summary>
+    [DataContract]
+    public sealed class ScriptTranscript
+    {
+        [DataMember(Name = "script_name")] string scriptName;
+        [DataMember(Name = "exit_code")] int? exitCode;
+        [DataMember(Name = "script_output")] string output;
+        [DataMember(Name = "script_errors")] string errors;
+
+        public string ScriptName { get { return scriptName; } }
+
+        /// <summary>The script's exit code; null when the transcript has none.</summary>
+        public int? ExitCode { get { return exitCode; } }
+
+        /// <summary>What the script wrote to its output (never null).</summary>
+        public string Output { get { return output ?? ""; } }
+
+        /// <summary>What the script wrote to its error stream (never null).</summary>
+        public string Errors { get { return errors ?? ""; } }
+
+        /// <summary>
+        /// The transcript in a downloaded RunScript result (gzip-compressed or not). A file that is
+        /// not such a transcript throws a DefenderException with status Protocol.
+        /// </summary>
+        public static ScriptTranscript Load(string path)
+        {
+            if (path == null) throw new ArgumentNullException("path");
+            byte[] bytes;
+            try
+            {
+                bytes = File.ReadAllBytes(path);
+                // gzip's magic number: the store sent the transcript compressed and it was kept so.
+                if (bytes.Length > 2 && bytes[0] == 0x1f && bytes[1] == 0x8b)
+                {
+                    using (MemoryStream plain = new MemoryStream())
+                    using (System.IO.Compression.GZipStream gzip = new System.IO.Compression.GZipStream(
+                        new MemoryStream(bytes), System.IO.Compression.CompressionMode.Decompress))
+                    {
+                        gzip.CopyTo(plain);
+                        bytes = plain.ToArray();
+                    }
+                }
+            }
+            catch (InvalidDataException e)
+            {
+                throw new DefenderException(DefenderStatus.Protocol, "The script transcript '" + path + "' is not valid gzip: " + e.Message);
+            }
+            catch (IOException e)
+            {
+                throw new DefenderException(DefenderStatus.Io, "The script transcript '" + path + "' cannot be read: " + e.Message);
+            }
+            catch (UnauthorizedAccessException e)
+            {
+                throw new DefenderException(DefenderStatus.Io, "The script transcript '" + path + "' cannot be read: " + e.Message);
+            }
+            return Parse(Encoding.UTF8.GetString(bytes));
+        }
+
+        /// <summary>A transcript from its JSON text.</summary>
+        public static ScriptTranscript Parse(string json)
+        {
+            if (json == null) throw new ArgumentNullException("json");
+            try
+            {
+                using (MemoryStream stream = new MemoryStream(Encoding.UTF8.GetBytes(json.TrimStart('\uFEFF'))))
+                    return (ScriptTranscript)new DataContractJsonSerializer(typeof(ScriptTranscript)).ReadObject(stream);
+            }
+            catch (SerializationException e)
+            {
+                throw new DefenderException(DefenderStatus.Protocol, "The RunScript result is not a script transcript (JSON with script_name, exit_code, script_output, script_errors): " + e.Message);
+            }
+        }
+    }
+
+    /// <summary>A file to fetch from a device with <see cref="DefenderClient.GetFiles"/>.</summary>
+    public sealed class FileRequest
+    {
+        /// <param name="machine">The device: its id or computer name.</param>
+        /// <param name="path">The file's path on the device, e.g. C:\Windows\Temp\x.exe.</param>
+        public FileRequest(string machine, string path)
+        {
+            if (string.IsNullOrEmpty(machine)) throw new ArgumentException("A file request needs a device id or computer name.", "machine");
+            if (string.IsNullOrEmpty(path)) throw new ArgumentException("A file request needs the file's path on the device.", "path");
+            Machine = machine;
+            Path = path;
+        }
+
+        public string Machine { get; private set; }
+
+        public string Path { get; private set; }
+    }
+
+    /// <summary>
+    /// The outcome of one item of <see cref="DefenderClient.GetFiles"/>: the file saved (Path,
+    /// Bytes, Sha256), or why not (Status and Message).
+    /// </summary>
+    [DataContract]
+    public sealed class FileRetrievalResult
+    {
+        [DataMember(Name = "machine")] string machine;
+        [DataMember(Name = "machine_id")] string machineId;
+        [DataMember(Name = "computer_dns_name")] string computerDnsName;
+        [DataMember(Name = "remote_path")] string remotePath;
+        [DataMember(Name = "action_id")] string actionId;
+        [DataMember(Name = "code")] int code;
+        [DataMember(Name = "message")] string message;
+        [DataMember(Name = "path")] string path;
+        [DataMember(Name = "bytes")] long bytes;
+        [DataMember(Name = "resumed_from")] long resumedFrom;
+        [DataMember(Name = "sha256")] string sha256;
+        [DataMember(Name = "content_encoding")] string contentEncoding;
+        [DataMember(Name = "elapsed_ms")] long elapsedMilliseconds;
+
+        /// <summary>The device as the request named it (id or computer name).</summary>
+        public string Machine { get { return machine; } }
+
+        /// <summary>The device's id, when the library found it; otherwise null.</summary>
+        public string MachineId { get { return machineId; } }
+
+        /// <summary>The device's name, when the library found it; otherwise null.</summary>
+        public string ComputerDnsName { get { return computerDnsName; } }
+
+        /// <summary>The file's path on the device.</summary>
+        public string RemotePath { get { return remotePath; } }
+
+        /// <summary>The live response session's machine action id; null when none was started.</summary>
+        public string ActionId { get { return actionId; } }
+
+        /// <summary>Ok when the file was saved; otherwise why not (NotFound, ActionFailed, Exists, ...).</summary>
+        public DefenderStatus Status { get { return (DefenderStatus)code; } }
+
+        public bool Succeeded { get { return Status == DefenderStatus.Ok; } }
+
+        /// <summary>The library's message for a failed item (never a secret); null for a saved one.</summary>
+        public string Message { get { return message; } }
+
+        /// <summary>The saved file's absolute path; null for a failed item.</summary>
+        public string Path { get { return path; } }
+
+        public long Bytes { get { return bytes; } }
+
+        /// <summary>
+        /// The bytes an earlier, interrupted download to the same destination (a process killed
+        /// mid-download) left and this one kept and completed; 0 when it downloaded from byte 0.
+        /// </summary>
+        public long ResumedFrom { get { return resumedFrom; } }
+
+        /// <summary>The SHA-256 of the saved file, lower-case hex; null for a failed item.</summary>
+        public string Sha256 { get { return sha256; } }
+
+        /// <summary>"gzip" when the file was sent (and kept) compressed; otherwise null.</summary>
+        public string ContentEncoding { get { return contentEncoding; } }
+
+        public TimeSpan Elapsed { get { return TimeSpan.FromMilliseconds(elapsedMilliseconds); } }
+
+        internal static FileRetrievalResult FromJson(string json)
+        {
+            return Json.Parse<FileRetrievalResult>(json);
+        }
+    }
+
+    /// <summary>
+    /// A file of the tenant's live response library (scripts for RunScript, files for PutFile): the
+    /// fields most callers want, and the whole object as JSON in <see cref="Json"/>.
+    /// </summary>
+    [DataContract]
+    public sealed class LibraryFile
+    {
+        [DataMember(Name = "fileName")] string fileName;
+        [DataMember(Name = "description")] string description;
+        [DataMember(Name = "parametersDescription")] string parametersDescription;
+        [DataMember(Name = "hasParameters")] bool? hasParameters;
+        [DataMember(Name = "sha256")] string sha256;
+        [DataMember(Name = "createdBy")] string createdBy;
+        [DataMember(Name = "creationTime")] string creationTime;
+        [DataMember(Name = "lastUpdatedTime")] string lastUpdatedTime;
+        string json;
+
+        public string FileName { get { return fileName; } }
+
+        public string Description { get { return description; } }
+
+        public string ParametersDescription { get { return parametersDescription; } }
+
+        public bool HasParameters { get { return hasParameters ?? false; } }
+
+        public string Sha256 { get { return sha256; } }
+
+        public string CreatedBy { get { return createdBy; } }
+
+        public DateTime? CreationTime { get { return MachineAction.ParseTime(creationTime); } }
+
+        public DateTime? LastUpdatedTime { get { return MachineAction.ParseTime(lastUpdatedTime); } }
+
+        /// <summary>The whole library file object, as the service sent it.</summary>
+        public string Json { get { return json; } }
+
+        internal static LibraryFile FromJson(string text)
+        {
+            LibraryFile file = Defender.Json.Parse<LibraryFile>(text);
+            file.json = text;
+            return file;
         }
     }
 
@@ -794,28 +1171,32 @@ namespace Defender
         {
             byte[] id = Utf8.ToNative(actionId);
             byte[] path = Utf8.ToNative(destination);
-            NativeMethods.ProgressCallback onProgress = null;
-            if (progress != null)
-            {
-                onProgress = delegate(IntPtr userData, ulong done, ulong total)
-                {
-                    try
-                    {
-                        progress((long)done, (long)total);
-                    }
-                    catch (Exception e)
-                    {
-                        if (callbackFailure == null) callbackFailure = e;
-                    }
-                    return callbackFailure != null || callCancellation.IsCancellationRequested ? 1 : 0;
-                };
-            }
+            NativeMethods.ProgressCallback onProgress = ProgressCallbackOf(progress);
             string json = Call(cancellationToken, delegate(out IntPtr result)
             {
                 return NativeMethods.defender_download_package(handle, id, path, onProgress, IntPtr.Zero, out result);
             });
             GC.KeepAlive(onProgress);
             return DownloadedPackage.FromJson(json);
+        }
+
+        // The native progress callback of a single download: the handler on this thread, a
+        // non-zero answer when it threw or the call is cancelled.
+        static NativeMethods.ProgressCallback ProgressCallbackOf(Action<long, long> progress)
+        {
+            if (progress == null) return null;
+            return delegate(IntPtr userData, ulong done, ulong total)
+            {
+                try
+                {
+                    progress((long)done, (long)total);
+                }
+                catch (Exception e)
+                {
+                    if (callbackFailure == null) callbackFailure = e;
+                }
+                return callbackFailure != null || callCancellation.IsCancellationRequested ? 1 : 0;
+            };
         }
 
         /// <summary>
@@ -847,6 +1228,30 @@ namespace Defender
             if (actionIds == null) throw new ArgumentNullException("actionIds");
             byte[] path = Utf8.ToNative(folder);
             IntPtr[] ids = new IntPtr[actionIds.Count];
+            try
+            {
+                for (int i = 0; i < ids.Length; i++) ids[i] = Utf8.ToUnmanaged(actionIds[i]);
+                return RunBatch(progress, itemDone, PackageDownloadResult.FromJson,
+                    delegate(NativeMethods.BatchProgressCallback onProgress, NativeMethods.BatchItemCallback onItemDone, out IntPtr result)
+                    {
+                        return NativeMethods.defender_download_packages(handle, ids, new UIntPtr((uint)ids.Length), path,
+                            onProgress, onItemDone, IntPtr.Zero, out result);
+                    }, cancellationToken);
+            }
+            finally
+            {
+                foreach (IntPtr id in ids) Marshal.FreeHGlobal(id);
+            }
+        }
+
+        delegate DefenderStatus BatchCall(NativeMethods.BatchProgressCallback progress, NativeMethods.BatchItemCallback itemDone,
+            out IntPtr result);
+
+        // A batch call (DownloadPackages, GetFiles) on a helper thread, its handlers relayed to this
+        // one (see HandlerRelay); returns its items' results.
+        IList<T> RunBatch<T>(Action<int, long, long> progress, Action<int, T> itemDone, Func<string, T> parseItem, BatchCall call,
+            CancellationToken cancellationToken)
+        {
             HandlerRelay relay = new HandlerRelay(logHandler, CancelQuietly);
             // Both run on the helper thread, inside the native call: they only copy what the
             // library said and post the handler, which the relay runs on this thread.
@@ -869,7 +1274,7 @@ namespace Defender
                 {
                     int item = Utf8.Index(index);
                     string json = Utf8.FromNative(itemJson);
-                    if (itemDone != null) relay.Post(delegate { itemDone(item, PackageDownloadResult.FromJson(json)); });
+                    if (itemDone != null) relay.Post(delegate { itemDone(item, parseItem(json)); });
                 }
                 catch (Exception e)
                 {
@@ -878,22 +1283,19 @@ namespace Defender
             };
             try
             {
-                for (int i = 0; i < ids.Length; i++) ids[i] = Utf8.ToUnmanaged(actionIds[i]);
                 string json = relay.Run(delegate
                 {
                     return Call(cancellationToken, delegate(out IntPtr result)
                     {
-                        return NativeMethods.defender_download_packages(handle, ids, new UIntPtr((uint)ids.Length), path,
-                            onProgress, onItemDone, IntPtr.Zero, out result);
+                        return call(onProgress, onItemDone, out result);
                     });
                 });
-                return Json.Parse<PackageDownloadResult[]>(json);
+                return Json.SplitArray(json).ConvertAll(item => parseItem(item));
             }
             finally
             {
                 GC.KeepAlive(onProgress);
                 GC.KeepAlive(onItemDone);
-                foreach (IntPtr id in ids) Marshal.FreeHGlobal(id);
             }
         }
 
@@ -998,6 +1400,158 @@ namespace Defender
             {
                 return NativeMethods.defender_cancel_machine_action(handle, id, text, out result);
             }));
+        }
+
+        /// <summary>
+        /// Starts a live response session on a device (its id or computer name) with
+        /// <paramref name="commands"/> (GetFile, RunScript, PutFile, ...; see <see cref="LiveResponseCommand"/>);
+        /// a null comment gives the library's default. A session refused because 25 run in the
+        /// tenant or the device runs one is tried again (phase WaitingForSession) within the option
+        /// wait_timeout_ms; with wait_timeout_ms above 0 the call also waits until the session ends,
+        /// and one that ends Failed, TimeOut or Cancelled throws status ActionFailed with each failed
+        /// command's errors. Returns the machine action with its <see cref="MachineAction.Commands"/>.
+        /// </summary>
+        public MachineAction RunLiveResponse(string machineIdOrName, IList<LiveResponseCommand> commands, string comment,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            return RunLiveResponse(machineIdOrName, LiveResponseCommand.ToJson(commands), comment, cancellationToken);
+        }
+
+        /// <summary>
+        /// <see cref="RunLiveResponse(string, IList{LiveResponseCommand}, string, CancellationToken)"/> with
+        /// the commands as the service's JSON array, e.g.
+        /// <c>[{"type":"GetFile","params":[{"key":"Path","value":"C:\\x.log"}]}]</c> (checked by the library before any request).
+        /// </summary>
+        public MachineAction RunLiveResponse(string machineIdOrName, string commandsJson, string comment,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] machine = Utf8.ToNative(machineIdOrName);
+            byte[] commands = Utf8.ToNative(commandsJson);
+            byte[] text = Utf8.ToNative(comment);
+            return MachineAction.FromJson(Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_run_live_response(handle, machine, commands, text, out result);
+            }));
+        }
+
+        /// <summary>
+        /// A fresh, short-lived link (Azure Blob storage, a SAS valid 30 minutes) to the result of
+        /// command <paramref name="index"/> of a live response action; status NotReady while the
+        /// command runs. Use it at once: it is a credential.
+        /// </summary>
+        public string GetLiveResponseResultUri(string actionId, int index, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] id = Utf8.ToNative(actionId);
+            uint at = CheckIndex(index);
+            return Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_get_live_response_result_uri(handle, id, at, out result);
+            });
+        }
+
+        /// <summary>
+        /// Downloads the result of command <paramref name="index"/> of a live response action to
+        /// <paramref name="destination"/> (a file, or an existing folder, where it is named
+        /// &lt;action id&gt;-&lt;index&gt; with the extension of the remote file, .json for a script
+        /// transcript, and .gz added when the store sends it compressed), as atomically and checked as
+        /// a package: on failure or cancellation no file is left.
+        /// </summary>
+        /// <param name="progress">Called with (bytes done, bytes total; 0 while unknown) on this thread; may be null.</param>
+        public LiveResponseResult DownloadLiveResponseResult(string actionId, int index, string destination, Action<long, long> progress,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] id = Utf8.ToNative(actionId);
+            uint at = CheckIndex(index);
+            byte[] path = Utf8.ToNative(destination);
+            NativeMethods.ProgressCallback onProgress = ProgressCallbackOf(progress);
+            string json = Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_download_live_response_result(handle, id, at, path, onProgress, IntPtr.Zero, out result);
+            });
+            GC.KeepAlive(onProgress);
+            return LiveResponseResult.FromJson(json);
+        }
+
+        /// <summary>
+        /// Fetches files from devices into <paramref name="folder"/> (which must exist): for each
+        /// request, a GetFile session on its device, a wait for it (within the option
+        /// wait_timeout_ms), and its result downloaded, several at once. One item's failure does not
+        /// stop the others: it is in that item's result. Handlers and cancellation as for
+        /// <see cref="DownloadPackages"/>.
+        /// </summary>
+        /// <param name="progress">Called with (index, bytes done, bytes total; 0 while unknown) as an item's bytes arrive; may be null.</param>
+        /// <param name="itemDone">Called with (index, result) as soon as an item is finished, in the order they finish; may be null.</param>
+        /// <returns>One result per request, in the order of <paramref name="requests"/>.</returns>
+        public IList<FileRetrievalResult> GetFiles(IList<FileRequest> requests, string folder, Action<int, long, long> progress,
+            Action<int, FileRetrievalResult> itemDone, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            if (requests == null) throw new ArgumentNullException("requests");
+            FileRequestJson[] items = new FileRequestJson[requests.Count];
+            for (int i = 0; i < items.Length; i++)
+            {
+                if (requests[i] == null) throw new ArgumentException("Request " + i + " is null.", "requests");
+                items[i] = new FileRequestJson { Machine = requests[i].Machine, Path = requests[i].Path };
+            }
+            byte[] json = Utf8.ToNative(Encoding.UTF8.GetString(Json.Write(items)));
+            byte[] path = Utf8.ToNative(folder);
+            return RunBatch(progress, itemDone, FileRetrievalResult.FromJson,
+                delegate(NativeMethods.BatchProgressCallback onProgress, NativeMethods.BatchItemCallback onItemDone, out IntPtr result)
+                {
+                    return NativeMethods.defender_get_files(handle, json, path, onProgress, onItemDone, IntPtr.Zero, out result);
+                }, cancellationToken);
+        }
+
+        [DataContract]
+        sealed class FileRequestJson
+        {
+            [DataMember(Name = "machine", Order = 1)] public string Machine;
+            [DataMember(Name = "path", Order = 2)] public string Path;
+        }
+
+        /// <summary>
+        /// Puts the file at <paramref name="path"/> in the tenant's live response library, under its
+        /// file name: a script for RunScript or a file for PutFile. <paramref name="description"/> is
+        /// required; <paramref name="parametersDescription"/> may be null. A file of that name already
+        /// there throws status Exists unless <paramref name="overrideIfExists"/>.
+        /// </summary>
+        public LibraryFile UploadLibraryFile(string path, string description, string parametersDescription, bool hasParameters,
+            bool overrideIfExists, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] file = Utf8.ToNative(path);
+            byte[] text = Utf8.ToNative(description);
+            byte[] parameters = Utf8.ToNative(parametersDescription);
+            return LibraryFile.FromJson(Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_upload_library_file(handle, file, text, parameters, hasParameters ? 1 : 0,
+                    overrideIfExists ? 1 : 0, out result);
+            }));
+        }
+
+        /// <summary>The files of the tenant's live response library.</summary>
+        public IList<LibraryFile> GetLibraryFiles(CancellationToken cancellationToken = default(CancellationToken))
+        {
+            string text = Call(cancellationToken, delegate(out IntPtr result)
+            {
+                return NativeMethods.defender_list_library_files(handle, out result);
+            });
+            return Json.SplitArray(text).ConvertAll(LibraryFile.FromJson);
+        }
+
+        /// <summary>Removes a file from the tenant's live response library (status NotFound when it is not there).</summary>
+        public void RemoveLibraryFile(string fileName, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            byte[] name = Utf8.ToNative(fileName);
+            Call(cancellationToken, delegate(out IntPtr result)
+            {
+                result = IntPtr.Zero;
+                return NativeMethods.defender_delete_library_file(handle, name);
+            });
+        }
+
+        static uint CheckIndex(int index)
+        {
+            if (index < 0) throw new ArgumentOutOfRangeException("index", index, "A command's index is 0 or more.");
+            return (uint)index;
         }
 
         /// <summary>
@@ -1687,6 +2241,33 @@ namespace Defender
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
         internal static extern DefenderStatus defender_cancel_machine_action(ClientHandle client, byte[] actionId,
             byte[] comment, out IntPtr actionJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_run_live_response(ClientHandle client, byte[] machineIdOrName,
+            byte[] commandsJson, byte[] comment, out IntPtr actionJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_get_live_response_result_uri(ClientHandle client, byte[] actionId,
+            uint index, out IntPtr uri);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_download_live_response_result(ClientHandle client, byte[] actionId,
+            uint index, byte[] destination, ProgressCallback progress, IntPtr userData, out IntPtr resultJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_get_files(ClientHandle client, byte[] requestsJson,
+            byte[] destinationFolder, BatchProgressCallback progress, BatchItemCallback itemDone, IntPtr userData,
+            out IntPtr resultsJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_upload_library_file(ClientHandle client, byte[] path, byte[] description,
+            byte[] parametersDescription, int hasParameters, int overrideIfExists, out IntPtr libraryFileJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_list_library_files(ClientHandle client, out IntPtr libraryFilesJson);
+
+        [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]
+        internal static extern DefenderStatus defender_delete_library_file(ClientHandle client, byte[] fileName);
 
         // A static string: never freed.
         [DllImport(DefenderLibrary.Name, CallingConvention = Cdecl)]

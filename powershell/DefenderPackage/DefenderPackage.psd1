@@ -7,7 +7,7 @@
     Author               = 'defender-package maintainers'
     CompanyName          = 'defender-package'
     Copyright            = '(c) defender-package maintainers. MIT License.'
-    Description          = 'Collect and download Microsoft Defender for Endpoint investigation packages through the defender native library: sign-in, collection, waiting, rate limits and atomic, verified downloads.'
+    Description          = 'Collect and download Microsoft Defender for Endpoint investigation packages, and files and script output off devices with Live Response, through the defender native library: sign-in, collection, waiting, rate limits and atomic, verified downloads.'
     PowerShellVersion    = '5.1'
     # Windows PowerShell 5.1 needs .NET Framework 4.7.2 or later (netstandard2.0).
     DotNetFrameworkVersion = '4.7.2'
@@ -25,12 +25,19 @@
         'Start-DefenderInvestigationPackageCollection'
         'Stop-DefenderMachineAction'
         'Wait-DefenderMachineAction'
+        'Invoke-DefenderLiveResponse'
+        'Save-DefenderLiveResponseFile'
+        'Save-DefenderLiveResponseResult'
+        'Invoke-DefenderLiveResponseScript'
+        'Get-DefenderLibraryFile'
+        'Publish-DefenderLibraryFile'
+        'Remove-DefenderLibraryFile'
     )
     VariablesToExport    = @()
     AliasesToExport      = @()
     PrivateData          = @{
         PSData = @{
-            Tags       = @('Defender', 'MDE', 'DefenderForEndpoint', 'Security', 'Forensics', 'IncidentResponse', 'InvestigationPackage')
+            Tags       = @('Defender', 'MDE', 'DefenderForEndpoint', 'Security', 'Forensics', 'IncidentResponse', 'InvestigationPackage', 'LiveResponse')
             LicenseUri = 'https://opensource.org/licenses/MIT'
             # The project (a placeholder until it is published, as in Cargo.toml); each command's
             # HelpUri is its section of docs/powershell.md there.

@@ -78,7 +78,8 @@ namespace Defender.PowerShell
             }
         }
 
-        static DefenderConnection ConnectionOf(IDictionary fakeBoundParameters)
+        /// <summary>The connection the command being completed would use: its -Connection given as a variable, else the runspace's.</summary>
+        internal static DefenderConnection ConnectionOf(IDictionary fakeBoundParameters)
         {
             object given = fakeBoundParameters == null ? null : fakeBoundParameters["Connection"];
             DefenderConnection connection = (given is PSObject ? ((PSObject)given).BaseObject : given) as DefenderConnection;
@@ -123,6 +124,56 @@ namespace Defender.PowerShell
                 .Distinct(StringComparer.OrdinalIgnoreCase)
                 .OrderBy(delegate(string value) { return value; }, StringComparer.OrdinalIgnoreCase)
                 .ToArray();
+        }
+    }
+
+    /// <summary>
+    /// Completes a live response library file's name (-ScriptName, -FileName) from the library of
+    /// the tenant the command would use, listed at most once a minute per connection.
+    /// </summary>
+    public sealed class LibraryFileCompleter : IArgumentCompleter
+    {
+        static readonly TimeSpan KeptFor = TimeSpan.FromMinutes(1);
+        static readonly TimeSpan ListFor = TimeSpan.FromSeconds(20);
+        static readonly ConditionalWeakTable<DefenderConnection, Listed> cache = new ConditionalWeakTable<DefenderConnection, Listed>();
+
+        sealed class Listed
+        {
+            internal DateTime ListedAt;
+            internal string[] Names = new string[0];
+        }
+
+        public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete,
+            CommandAst commandAst, IDictionary fakeBoundParameters)
+        {
+            DefenderConnection connection = TenantValueCompleter.ConnectionOf(fakeBoundParameters);
+            if (connection == null || !connection.IsConnected) return new CompletionResult[0];
+            Listed kept;
+            if (!cache.TryGetValue(connection, out kept) || DateTime.UtcNow - kept.ListedAt >= KeptFor)
+            {
+                try
+                {
+                    using (DefenderClient client = connection.Client.Clone())
+                    using (CancellationTokenSource limit = new CancellationTokenSource(ListFor))
+                    {
+                        kept = new Listed
+                        {
+                            ListedAt = DateTime.UtcNow,
+                            Names = client.GetLibraryFiles(limit.Token).Select(delegate(LibraryFile file) { return file.FileName; })
+                                .Where(delegate(string name) { return !string.IsNullOrEmpty(name); })
+                                .OrderBy(delegate(string name) { return name; }, StringComparer.OrdinalIgnoreCase).ToArray(),
+                        };
+                    }
+                    cache.Remove(connection);
+                    cache.Add(connection, kept);
+                }
+                catch (Exception e) when (e is DefenderException || e is OperationCanceledException)
+                {
+                    // Completion offers nothing rather than failing.
+                    return new CompletionResult[0];
+                }
+            }
+            return Completion.Matching(kept.Names, wordToComplete, "live response library file");
         }
     }
 }

@@ -59,6 +59,15 @@ namespace Defender.PowerShell
             return message;
         }
 
+        /// <summary>
+        /// What to do about a failure of the library with <paramref name="status"/> in this
+        /// command, where it differs from the module's advice for the status; null: the module's.
+        /// </summary>
+        internal virtual string RecommendedAction(DefenderStatus status)
+        {
+            return null;
+        }
+
         /// <summary>Opens the command's scope on a clone of <paramref name="client"/>.</summary>
         internal CommandScope Open(DefenderClient client)
         {
@@ -211,7 +220,7 @@ namespace Defender.PowerShell
     /// the action and its device), whose log lines go to the command's Verbose, Warning and Debug
     /// streams and whose phases to its progress bars, and which <see cref="Stop"/> (Ctrl+C) cancels.
     /// </summary>
-    sealed class CommandScope : IDisposable
+    sealed partial class CommandScope : IDisposable
     {
         readonly DefenderClient client;
         readonly DefenderCmdlet command;
@@ -474,15 +483,17 @@ namespace Defender.PowerShell
         const string SavingActivity = "Saving the investigation package of {0}";
 
         // A call about one target, whose phases (a wait, a queue, a retry) show in a bar of its
-        // own (activity: {0} is the target); a failure is an error about it.
-        T WithBar<T>(string activity, DefenderTarget target, Func<T> call) where T : class
+        // own (activity: {0} is the target; awaited: what a wait is for, the collection by
+        // default); a failure is an error about it.
+        T WithBar<T>(string activity, DefenderTarget target, Func<T> call, string awaited = null) where T : class
         {
-            return WithBar(activity, target.ToString(), call, target);
+            return WithBar(activity, target.ToString(), call, target, awaited);
         }
 
-        T WithBar<T>(string activity, string shown, Func<T> call, object errorTarget = null) where T : class
+        T WithBar<T>(string activity, string shown, Func<T> call, object errorTarget = null, string awaited = null) where T : class
         {
             bars = new PackageProgress(command, new[] { shown }, activity);
+            if (awaited != null) bars.Awaited = awaited;
             try
             {
                 return Run(errorTarget ?? shown, call);
@@ -515,7 +526,8 @@ namespace Defender.PowerShell
             // The library names the action; the device is the module's to add.
             if (about != null && about.KnowsDevice && about.IsAction && message.IndexOf(about.ComputerDnsName ?? about.MachineId, StringComparison.OrdinalIgnoreCase) < 0)
                 message = about.Device + ": " + message;
-            command.WriteError(DefenderErrors.ToErrorRecord(new DefenderException(failure.Status, message), target));
+            command.WriteError(DefenderErrors.ToErrorRecord(new DefenderException(failure.Status, message), target,
+                command.RecommendedAction(failure.Status)));
         }
 
         void ReportPhase(PhaseEvent phase)

@@ -21,8 +21,18 @@ namespace Defender.PowerShell
         /// </summary>
         public static ErrorRecord ToErrorRecord(DefenderException exception, object target)
         {
+            return ToErrorRecord(exception, target, null);
+        }
+
+        /// <summary>
+        /// <see cref="ToErrorRecord(DefenderException, object)"/> with the command's own
+        /// <paramref name="recommendedAction"/> (null: the module's for the status).
+        /// </summary>
+        internal static ErrorRecord ToErrorRecord(DefenderException exception, object target, string recommendedAction)
+        {
             if (exception == null) throw new ArgumentNullException("exception");
-            return Record(exception, ErrorIdOf(exception), CategoryOf(exception.Status), target, RecommendedActionFor(exception.Status));
+            return Record(exception, ErrorIdOf(exception), CategoryOf(exception.Status), target,
+                recommendedAction ?? RecommendedActionFor(exception.Status));
         }
 
         /// <summary>

@@ -23,7 +23,24 @@ namespace Defender.PowerShell
         /// <summary>The library's "wait_timeout_ms = N" as the -Timeout the command was given.</summary>
         internal static string RewordTimeout(string message, int timeout)
         {
-            return message.Replace("wait_timeout_ms = " + Milliseconds(timeout), "-Timeout " + timeout.ToString(CultureInfo.InvariantCulture) + " s");
+            string parameter = "-Timeout " + timeout.ToString(CultureInfo.InvariantCulture) + " s";
+            return message.Replace("wait_timeout_ms = " + Milliseconds(timeout), parameter)
+                .Replace("time limit (wait_timeout_ms)", "time limit (" + parameter + ")");
+        }
+
+        /// <summary>The library's advice to wait for a live response session, as the parameter that does it.</summary>
+        internal static string RewordWaitForSession(string message)
+        {
+            return message.Replace("set the option wait_timeout_ms to wait for a session", "add -Wait to wait for a session");
+        }
+
+        /// <summary>
+        /// The library's advice for a file another download is saving, as the parameter that
+        /// waits for it (-Wait, up to -Timeout).
+        /// </summary>
+        internal static string RewordWaitForOther(string message)
+        {
+            return message.Replace("set the option wait_timeout_ms to wait for it", "add -Wait to wait for it (up to -Timeout)");
         }
 
         /// <summary>The library's advice for an existing file, as the parameter that does it.</summary>

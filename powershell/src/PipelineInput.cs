@@ -7,7 +7,8 @@
 //
 // - the module's own objects by their type name (also as Deserialized.* from a job or a remote
 //   session): DefenderPackage.Machine is a device; DefenderPackage.MachineAction,
-//   DefenderPackage.InvestigationPackage and DefenderPackage.PackageUri are machine actions; a
+//   DefenderPackage.InvestigationPackage, DefenderPackage.PackageUri and the live response results
+//   (DefenderPackage.LiveResponseFile, DefenderPackage.LiveResponseScriptResult) are machine actions; a
 //   DefenderTarget (an error record's TargetObject) is what it names;
 // - other objects (Import-Csv, ConvertFrom-Json) by their distinct properties: ActionId is an
 //   action; type, status and machineId an action; machineTags, osPlatform, healthStatus or
@@ -123,6 +124,9 @@ namespace Defender.PowerShell
         internal const string MachineActionType = "DefenderPackage.MachineAction";
         internal const string InvestigationPackageType = "DefenderPackage.InvestigationPackage";
         internal const string PackageUriType = "DefenderPackage.PackageUri";
+        internal const string LiveResponseFileType = "DefenderPackage.LiveResponseFile";
+        internal const string LiveResponseScriptResultType = "DefenderPackage.LiveResponseScriptResult";
+        internal const string LibraryFileType = "DefenderPackage.LibraryFile";
 
         /// <summary>
         /// What <paramref name="input"/> is (see the top of this file); null, with
@@ -191,6 +195,8 @@ namespace Defender.PowerShell
                             DefenderTarget.Text(item, "computerDnsName"));
                     case InvestigationPackageType:
                     case PackageUriType:
+                    case LiveResponseFileType:
+                    case LiveResponseScriptResultType:
                         return new DefenderTarget(DefenderTarget.Text(item, "ActionId"), DefenderTarget.Text(item, "MachineId"),
                             DefenderTarget.Text(item, "ComputerDnsName"));
                 }

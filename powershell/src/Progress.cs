@@ -10,7 +10,8 @@ namespace Defender.PowerShell
 {
     /// <summary>
     /// The progress bars of a command's items: one per item, showing its phase (waiting for the
-    /// collection, queued for the rate limit, downloading, verifying, retrying) from its first
+    /// collection or for a live response session, queued for the rate limit, downloading,
+    /// verifying, retrying) from its first
     /// report until it is finished, and, for several, one for the whole ("n of N packages") that
     /// the others are children of.
     /// </summary>
@@ -23,17 +24,22 @@ namespace Defender.PowerShell
         readonly string itemActivity;
         readonly bool[] shown;
         readonly string overallActivity;
+        readonly string noun;
         int finished;
 
         /// <param name="items">What each item is about, as shown (a DefenderTarget's text: the action and its device).</param>
         /// <param name="itemActivity">The activity of an item's bar, {0} being what it is about.</param>
-        internal PackageProgress(PSCmdlet command, IList<string> items, string itemActivity)
+        /// <param name="overallActivity">The overall bar's activity, {0} being the number of items.</param>
+        /// <param name="noun">What the items are, in the overall bar's status ("2 of 5 packages").</param>
+        internal PackageProgress(PSCmdlet command, IList<string> items, string itemActivity,
+            string overallActivity = "Saving {0} investigation packages", string noun = "packages")
         {
             this.command = command;
             this.items = items;
             this.itemActivity = itemActivity;
+            this.noun = noun;
             shown = new bool[items.Count];
-            overallActivity = string.Format(CultureInfo.CurrentCulture, "Saving {0} investigation packages", items.Count);
+            this.overallActivity = string.Format(CultureInfo.CurrentCulture, overallActivity, items.Count);
             if (Several) WriteOverall(ProgressRecordType.Processing);
         }
 
@@ -43,6 +49,9 @@ namespace Defender.PowerShell
             get { return items.Count > 1; }
         }
 
+        /// <summary>What the items' waits are for, in their bars: "the collection" (default), "the live response session".</summary>
+        internal string Awaited { get; set; } = "the collection";
+
         /// <summary>What item <paramref name="phase"/>.Index is doing now.</summary>
         internal void Report(PhaseEvent phase)
         {
@@ -50,7 +59,7 @@ namespace Defender.PowerShell
             if (index < 0 || index >= items.Count) return;
             // A new record each time: a host may keep the records it was given.
             ProgressRecord progress = ItemRecord(index, "Working");
-            Describe(phase, progress);
+            Describe(phase, progress, Awaited);
             command.WriteProgress(progress);
             shown[index] = true;
         }
@@ -91,7 +100,7 @@ namespace Defender.PowerShell
 
         void WriteOverall(ProgressRecordType type)
         {
-            string status = string.Format(CultureInfo.CurrentCulture, "{0} of {1} packages", finished, items.Count);
+            string status = string.Format(CultureInfo.CurrentCulture, "{0} of {1} {2}", finished, items.Count, noun);
             ProgressRecord overall = new ProgressRecord(OverallActivityId, overallActivity, status);
             overall.PercentComplete = finished * 100 / items.Count;
             overall.RecordType = type;
@@ -99,12 +108,12 @@ namespace Defender.PowerShell
         }
 
         /// <summary>The bar's status (what the item is doing) and current operation (the detail).</summary>
-        static void Describe(PhaseEvent phase, ProgressRecord record)
+        static void Describe(PhaseEvent phase, ProgressRecord record, string awaited)
         {
             switch (phase.Phase)
             {
                 case DefenderPhase.WaitingForCollection:
-                    record.StatusDescription = "Waiting for the collection to finish: " + phase.Detail + " for " + Duration(phase.Elapsed);
+                    record.StatusDescription = "Waiting for " + awaited + " to finish: " + phase.Detail + " for " + Duration(phase.Elapsed);
                     if (phase.Remaining.HasValue) record.CurrentOperation = "Looking again in " + Duration(phase.Remaining.Value);
                     break;
                 case DefenderPhase.QueuedForRateLimit:
@@ -136,6 +145,10 @@ namespace Defender.PowerShell
                     record.StatusDescription = string.Format(CultureInfo.CurrentCulture, "Retrying{0} (retry {1})",
                         phase.Remaining.HasValue ? " in " + Duration(phase.Remaining.Value) : "", phase.Attempt);
                     record.CurrentOperation = phase.Detail;
+                    break;
+                case DefenderPhase.WaitingForSession:
+                    record.StatusDescription = "Waiting for a live response session: " + phase.Detail + " for " + Duration(phase.Elapsed);
+                    if (phase.Remaining.HasValue) record.CurrentOperation = "Trying again in " + Duration(phase.Remaining.Value);
                     break;
                 default:
                     record.StatusDescription = "Working";

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::{SimClock, SimTime};
 use crate::config::MAX_PAGE_SIZE;
 use crate::exchange::Exchange;
+use crate::live_response;
 use crate::lock;
 use crate::rate_limit::LimitClass;
 use crate::responses::{HttpResponse, api_error, iso_timestamp, json, retry_after, with_body};
@@ -24,7 +25,7 @@ const METADATA: &str = "https://api.security.microsoft.com/api/$metadata";
 /// The file name real download links carry.
 const PACKAGE_FILE_NAME: &str = "WDATP_Investigation_Package.zip";
 
-pub(crate) fn answer(
+pub(crate) async fn answer(
     sim: &Simulation,
     call: ApiCall,
     caller: Result<Caller, TokenProblem>,
@@ -53,6 +54,11 @@ pub(crate) fn answer(
     if config.rate_limit {
         let class = match call {
             ApiCall::GetPackageUri { .. } => LimitClass::GetPackageUri,
+            ApiCall::RunLiveResponse { .. } => LimitClass::RunLiveResponse,
+            ApiCall::LiveResponseResultLink { .. } => LimitClass::LiveResponseLink,
+            ApiCall::ListLibraryFiles | ApiCall::UploadLibraryFile | ApiCall::DeleteLibraryFile { .. } => {
+                LimitClass::Library
+            }
             _ => LimitClass::Other,
         };
         let admitted = lock(&sim.rate_limiter).admit(&caller, class, &config.rate_limits, sim.clock.now());
@@ -82,6 +88,13 @@ pub(crate) fn answer(
             }
         }
         ApiCall::GetPackageUri { action_id } => get_package_uri(sim, &caller, &action_id, now),
+        ApiCall::RunLiveResponse { machine_id } => live_response::run(sim, &caller, &machine_id, exchange, now),
+        ApiCall::LiveResponseResultLink { action_id, index } => {
+            live_response::result_link(sim, &action_id, index, now).await
+        }
+        ApiCall::ListLibraryFiles => live_response::list_library(sim),
+        ApiCall::UploadLibraryFile => live_response::upload_library_file(sim, &caller, exchange),
+        ApiCall::DeleteLibraryFile { file_name } => live_response::delete_library_file(sim, &file_name),
     }
 }
 
@@ -124,6 +137,8 @@ fn collect(sim: &Simulation, caller: &Caller, machine_id: &str, exchange: &mut E
         quoted_link: None,
         content_md5: None,
         visible_after: Duration::ZERO,
+        queued: false,
+        live_response: None,
     };
     match state.add_action(new, now) {
         Ok(action) => {
@@ -400,7 +415,7 @@ fn machine_action(action: &Action, now: SimTime, clock: &SimClock) -> Map<String
         "externalId": null,
         "requestSource": "PublicApi",
         "relatedFileInfo": null,
-        "commands": [],
+        "commands": live_response::commands_json(action, now, clock),
         "troubleshootInfo": null,
     });
     match fields {

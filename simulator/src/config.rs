@@ -38,9 +38,49 @@ pub struct Config {
     /// The root that `@odata.nextLink`s point at; empty: the simulator's own `base_url`. Lets a
     /// test check that clients follow links only to the API host.
     pub next_link_base: String,
+    /// How long a live response session stays Pending and InProgress once its device is online.
+    #[serde(default = "default_live_response_schedule")]
+    pub live_response_schedule: Schedule,
+    /// Size of the file a GetFile command brings back, in bytes.
+    #[serde(default = "default_live_response_file_size")]
+    pub live_response_file_size: u64,
+    /// Whether GetFile results are stored gzip-compressed (`Content-Encoding: gzip`), as the
+    /// service may store them.
+    #[serde(default)]
+    pub gzip_results: bool,
+    /// Lifetime of a live response result's SAS link, in real seconds (the service's: 30 minutes).
+    #[serde(default = "default_result_link_ttl_secs")]
+    pub result_link_ttl_secs: u64,
+    /// Live response sessions running at once in a tenant; one more is refused with 429.
+    #[serde(default = "default_max_live_response_sessions")]
+    pub max_live_response_sessions: usize,
     /// Chaos mode: a fault for some requests, drawn from a seeded generator; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chaos: Option<ChaosConfig>,
+}
+
+fn default_live_response_schedule() -> Schedule {
+    Schedule { pending_secs: 2, in_progress_secs: 10 }
+}
+
+fn default_live_response_file_size() -> u64 {
+    64 << 10
+}
+
+fn default_result_link_ttl_secs() -> u64 {
+    30 * 60
+}
+
+fn default_max_live_response_sessions() -> usize {
+    25
+}
+
+fn default_run_live_response_limit() -> RateLimit {
+    RateLimit { per_minute: 10, per_hour: 600 }
+}
+
+fn default_other_limit() -> RateLimit {
+    RateLimit { per_minute: 100, per_hour: 1500 }
 }
 
 impl Default for Config {
@@ -54,13 +94,21 @@ impl Default for Config {
             rate_limit: true,
             rate_limits: RateLimits {
                 get_package_uri: RateLimit { per_minute: 2, per_hour: 120 },
-                other: RateLimit { per_minute: 100, per_hour: 1500 },
+                other: default_other_limit(),
+                run_live_response: default_run_live_response_limit(),
+                live_response_link: default_other_limit(),
+                library: default_other_limit(),
             },
             content_md5: false,
             quoted_links: false,
             accepted_scopes: vec![DEFAULT_SCOPE.to_owned()],
             page_size: MAX_PAGE_SIZE,
             next_link_base: String::new(),
+            live_response_schedule: default_live_response_schedule(),
+            live_response_file_size: default_live_response_file_size(),
+            gzip_results: false,
+            result_link_ttl_secs: default_result_link_ttl_secs(),
+            max_live_response_sessions: default_max_live_response_sessions(),
             chaos: None,
         }
     }
@@ -92,6 +140,15 @@ pub struct RateLimits {
     pub get_package_uri: RateLimit,
     /// Every other API call.
     pub other: RateLimit,
+    /// `POST /api/machines/{id}/runliveresponse` (10 a minute).
+    #[serde(default = "default_run_live_response_limit")]
+    pub run_live_response: RateLimit,
+    /// `GET /api/machineactions/{id}/GetLiveResponseResultDownloadLink(index=N)`.
+    #[serde(default = "default_other_limit")]
+    pub live_response_link: RateLimit,
+    /// `/api/libraryfiles`: upload, list, delete.
+    #[serde(default = "default_other_limit")]
+    pub library: RateLimit,
 }
 
 /// A partial update of [`Config`]: `POST /_sim/config`. Absent fields keep their value.
@@ -123,6 +180,17 @@ pub struct ConfigPatch {
     pub page_size: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_link_base: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_response_schedule: Option<Schedule>,
+    /// A number of bytes, or a string such as `"300MiB"`.
+    #[serde(default, deserialize_with = "optional_byte_size", skip_serializing_if = "Option::is_none")]
+    pub live_response_file_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip_results: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_link_ttl_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_live_response_sessions: Option<usize>,
     /// `{...}` turns chaos mode on (or changes it, starting its generator again), `null` off.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub chaos: Option<Option<ChaosConfig>>,
@@ -141,6 +209,12 @@ pub struct RateLimitsPatch {
     pub get_package_uri: Option<RateLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub other: Option<RateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_live_response: Option<RateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_response_link: Option<RateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<RateLimit>,
 }
 
 impl Config {
@@ -160,6 +234,11 @@ impl Config {
             accepted_scopes,
             page_size,
             next_link_base,
+            live_response_schedule,
+            live_response_file_size,
+            gzip_results,
+            result_link_ttl_secs,
+            max_live_response_sessions,
             chaos,
         } = patch;
         set(&mut config.clock_scale, clock_scale);
@@ -171,12 +250,20 @@ impl Config {
         if let Some(limits) = rate_limits {
             set(&mut config.rate_limits.get_package_uri, limits.get_package_uri);
             set(&mut config.rate_limits.other, limits.other);
+            set(&mut config.rate_limits.run_live_response, limits.run_live_response);
+            set(&mut config.rate_limits.live_response_link, limits.live_response_link);
+            set(&mut config.rate_limits.library, limits.library);
         }
         set(&mut config.content_md5, content_md5);
         set(&mut config.quoted_links, quoted_links);
         set(&mut config.accepted_scopes, accepted_scopes);
         set(&mut config.page_size, page_size);
         set(&mut config.next_link_base, next_link_base);
+        set(&mut config.live_response_schedule, live_response_schedule);
+        set(&mut config.live_response_file_size, live_response_file_size);
+        set(&mut config.gzip_results, gzip_results);
+        set(&mut config.result_link_ttl_secs, result_link_ttl_secs);
+        set(&mut config.max_live_response_sessions, max_live_response_sessions);
         set(&mut config.chaos, chaos);
         config.validate()?;
         Ok(config)
@@ -202,13 +289,25 @@ impl Config {
                 self.page_size
             )));
         }
-        for (class, limit) in [("get_package_uri", self.rate_limits.get_package_uri), ("other", self.rate_limits.other)]
-        {
+        let limits = &self.rate_limits;
+        for (class, limit) in [
+            ("get_package_uri", limits.get_package_uri),
+            ("other", limits.other),
+            ("run_live_response", limits.run_live_response),
+            ("live_response_link", limits.live_response_link),
+            ("library", limits.library),
+        ] {
             if limit.per_minute == 0 || limit.per_hour == 0 {
                 return Err(ControlError::invalid(format!(
                     "rate_limits.{class}: per_minute and per_hour must be at least 1 (turn rate_limit off instead)"
                 )));
             }
+        }
+        if self.result_link_ttl_secs == 0 {
+            return Err(ControlError::invalid("result_link_ttl_secs must be at least 1"));
+        }
+        if self.max_live_response_sessions == 0 {
+            return Err(ControlError::invalid("max_live_response_sessions must be at least 1"));
         }
         Ok(())
     }

@@ -32,6 +32,27 @@ pub(crate) fn handle(sim: &Simulation, method: &Method, path: &str, query: Optio
         ("POST", "/_sim/actions") => {
             parse(body).and_then(|spec| sim.create_action(spec)).map(|action| json(StatusCode::CREATED, &action))
         }
+        ("POST", path) if path.starts_with("/_sim/machines/") && path.ends_with("/online") => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Online {
+                online: bool,
+            }
+            let machine_id = &path["/_sim/machines/".len()..path.len() - "/online".len()];
+            parse::<Online>(body).map(|online| {
+                sim.set_machine_online(machine_id, online.online);
+                no_content()
+            })
+        }
+        ("GET", path) if path.starts_with("/_sim/live_response/") => {
+            let rest = &path["/_sim/live_response/".len()..];
+            match rest.split_once('/').map(|(action_id, index)| (action_id, index.parse::<usize>())) {
+                Some((action_id, Ok(index))) => sim
+                    .live_response_result(action_id, index)
+                    .map(|bytes| with_body(StatusCode::OK, "application/octet-stream", bytes)),
+                _ => Err(ControlError::invalid("use /_sim/live_response/{action_id}/{index}")),
+            }
+        }
         ("GET", path) if path.starts_with("/_sim/actions/") && path.ends_with("/package") => {
             let action_id = &path["/_sim/actions/".len()..path.len() - "/package".len()];
             sim.package(action_id).map(|bytes| with_body(StatusCode::OK, "application/zip", bytes))

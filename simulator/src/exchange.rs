@@ -73,14 +73,16 @@ pub(crate) async fn handle(
     let arrived_at = sim.clock.now();
     let (parts, body) = request.into_parts();
     let control = port == Port::Api && parts.uri.path().starts_with("/_sim/");
-    let limit = if control { MAX_CONTROL_BODY } else { MAX_REQUEST_BODY };
+    // The live response library takes files (scripts, tools) of up to 250 MB.
+    let upload = port == Port::Api && parts.uri.path().eq_ignore_ascii_case("/api/libraryfiles");
+    let limit = if control || upload { MAX_CONTROL_BODY } else { MAX_REQUEST_BODY };
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             return Ok(ErrorStyle::Api.error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
-                "The request body could not be read, or is larger than the simulator accepts (1 MiB; 256 MiB for /_sim/).",
+                "The request body could not be read, or is larger than the simulator accepts (1 MiB; 256 MiB for /_sim/ and /api/libraryfiles).",
             ));
         }
     };
@@ -182,7 +184,7 @@ async fn answer(sim: &Simulation, port: Port, exchange: &mut Exchange) -> Result
     Ok(match target {
         Target::Token(request) => auth::issue_token(sim, &request, exchange),
         Target::ManagedIdentity(request) => auth::issue_identity_token(sim, &request, exchange),
-        Target::Api(call, caller) => api::answer(sim, call, caller, exchange),
+        Target::Api(call, caller) => api::answer(sim, call, caller, exchange).await,
         Target::Download(link) => download::serve(sim, link, fault.as_ref(), exchange).await,
     })
 }
@@ -200,7 +202,8 @@ fn identify(sim: &Simulation, route: Route, exchange: &mut Exchange) -> Target {
             }
             if let ApiCall::MachineAction { action_id }
             | ApiCall::GetPackageUri { action_id }
-            | ApiCall::CancelAction { action_id } = &call
+            | ApiCall::CancelAction { action_id }
+            | ApiCall::LiveResponseResultLink { action_id, .. } = &call
             {
                 exchange.record.action_id = Some(action_id.clone());
             }

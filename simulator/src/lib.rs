@@ -18,12 +18,14 @@
 mod api;
 mod assertion;
 mod auth;
+mod blob_store;
 mod clock;
 mod config;
 mod control;
 mod download;
 mod exchange;
 mod faults;
+mod live_response;
 mod odata;
 mod chaos;
 mod package;
@@ -44,6 +46,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+pub use blob_store::{DEVSTORE_ACCOUNT, DEVSTORE_KEY};
 pub use chaos::{ChaosConfig, ChaosKind};
 pub use config::{
     Config, ConfigPatch, DEFAULT_SCOPE, MAX_PAGE_SIZE, RateLimit, RateLimits, RateLimitsPatch, Schedule,
@@ -87,6 +90,10 @@ pub struct Options {
     pub tls: bool,
     /// Where `tls` writes its CA certificate; default: a temporary file removed on drop.
     pub ca_out: Option<PathBuf>,
+    /// The Azure Blob storage account where live response results are kept, such as Azurite's
+    /// `http://127.0.0.1:10000/devstoreaccount1` (signed with the emulator's well-known key).
+    /// Without it, asking for a result's link answers 500.
+    pub blob_endpoint: Option<String>,
 }
 
 impl Default for Options {
@@ -99,6 +106,7 @@ impl Default for Options {
             seed_machines: 0,
             tls: false,
             ca_out: None,
+            blob_endpoint: None,
         }
     }
 }
@@ -114,6 +122,9 @@ pub struct ReadyInfo {
     pub identity_endpoint: String,
     pub identity_header: String,
     pub seeded_action_ids: Vec<String>,
+    /// Where live response results are kept (`--blob-endpoint`), if anywhere.
+    #[serde(default)]
+    pub blob_endpoint: Option<String>,
 }
 
 /// A control call that was refused.
@@ -174,10 +185,13 @@ impl Simulator {
             None
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let blob_store =
+            options.blob_endpoint.as_deref().map(blob_store::BlobStore::new).transpose().map_err(invalid)?;
         let simulation = Arc::new(Simulation::new(
             format!("{scheme}://{}", api_listener.local_addr()?),
             format!("{scheme}://{}", download_listener.local_addr()?),
             options.config,
+            blob_store,
         ));
         for machine in seeded_machines(options.seed_machines) {
             simulation.configure_machine(machine).map_err(|error| invalid(error.to_string()))?;
@@ -244,6 +258,7 @@ impl Simulator {
             identity_endpoint: self.identity_endpoint(),
             identity_header: DEFAULT_IDENTITY_HEADER.to_owned(),
             seeded_action_ids: self.seeded_action_ids.clone(),
+            blob_endpoint: self.simulation.blob_store.as_ref().map(|store| store.endpoint().to_owned()),
         }
     }
 
@@ -287,6 +302,18 @@ impl Simulator {
     /// serves it (up to 256 MiB), for comparing a downloaded file with it.
     pub fn package(&self, action_id: &str) -> Result<Vec<u8>, ControlError> {
         self.simulation.package(action_id)
+    }
+
+    /// `POST /_sim/machines/{id}/online` with `{"online": false}` or `{"online": true}`: takes a
+    /// device offline (live response sessions for it queue) or brings it back (they start now).
+    pub fn set_machine_online(&self, machine_id: &str, online: bool) {
+        self.simulation.set_machine_online(machine_id, online);
+    }
+
+    /// `GET /_sim/live_response/{action_id}/{index}`: command `index`'s result, exactly as the
+    /// blob store holds it (gzip-compressed when `gzip_results` was on when the session started).
+    pub fn live_response_result(&self, action_id: &str, index: usize) -> Result<Vec<u8>, ControlError> {
+        self.simulation.live_response_result(action_id, index)
     }
 
     /// `POST /_sim/faults`: answers the rule's id.

@@ -62,6 +62,19 @@ struct Cli {
     /// Where --tls writes its CA certificate (PEM) [default: a temporary file]
     #[arg(long, value_name = "PATH", requires = "tls")]
     ca_out: Option<PathBuf>,
+    /// Azure Blob storage account for live response results, e.g. Azurite's
+    /// http://127.0.0.1:10000/devstoreaccount1 (the emulator's well-known key signs)
+    #[arg(long, value_name = "URL")]
+    blob_endpoint: Option<String>,
+    /// Size of the file a live response GetFile brings back [default: 64KiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_byte_size)]
+    live_response_file_size: Option<u64>,
+    /// Store GetFile results gzip-compressed (Content-Encoding: gzip)
+    #[arg(long)]
+    gzip_results: bool,
+    /// Live response result links (SAS) expire after N real seconds [default: 1800]
+    #[arg(long, value_name = "N")]
+    result_link_ttl_secs: Option<u64>,
     /// Chaos mode: a fault for some requests, drawn from a generator seeded with SEED
     #[arg(long, value_name = "SEED")]
     chaos: Option<u64>,
@@ -114,6 +127,9 @@ impl Cli {
             content_md5: self.content_md5.then_some(true),
             quoted_links: self.quoted_links.then_some(true),
             page_size: self.page_size,
+            live_response_file_size: self.live_response_file_size,
+            gzip_results: self.gzip_results.then_some(true),
+            result_link_ttl_secs: self.result_link_ttl_secs,
             chaos: self.chaos.map(|seed| {
                 let defaults = ChaosConfig::seeded(seed);
                 Some(ChaosConfig {
@@ -134,6 +150,7 @@ impl Cli {
             seed_machines: self.seed_machines,
             tls: self.tls,
             ca_out: self.ca_out,
+            blob_endpoint: self.blob_endpoint,
         })
     }
 }

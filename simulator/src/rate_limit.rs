@@ -16,6 +16,9 @@ const HOUR: Duration = Duration::from_secs(3600);
 pub(crate) enum LimitClass {
     GetPackageUri,
     Other,
+    RunLiveResponse,
+    LiveResponseLink,
+    Library,
 }
 
 impl LimitClass {
@@ -23,6 +26,9 @@ impl LimitClass {
         match self {
             LimitClass::GetPackageUri => limits.get_package_uri,
             LimitClass::Other => limits.other,
+            LimitClass::RunLiveResponse => limits.run_live_response,
+            LimitClass::LiveResponseLink => limits.live_response_link,
+            LimitClass::Library => limits.library,
         }
     }
 }

@@ -34,6 +34,16 @@ pub enum RouteKind {
     CancelAction,
     /// `GET`/`HEAD /safedownload/{name}.zip` on the download host
     Download,
+    /// `POST /api/machines/{id}/runliveresponse`
+    RunLiveResponse,
+    /// `GET /api/machineactions/{id}/GetLiveResponseResultDownloadLink(index=N)`
+    LiveResponseResultLink,
+    /// `GET /api/libraryfiles`
+    ListLibraryFiles,
+    /// `POST /api/libraryfiles` (multipart/form-data)
+    UploadLibraryFile,
+    /// `DELETE /api/libraryfiles/{fileName}`
+    DeleteLibraryFile,
 }
 
 impl RouteKind {
@@ -48,7 +58,12 @@ impl RouteKind {
             | RouteKind::ListActions
             | RouteKind::MachineAction
             | RouteKind::GetPackageUri
-            | RouteKind::CancelAction => ErrorStyle::Api,
+            | RouteKind::CancelAction
+            | RouteKind::RunLiveResponse
+            | RouteKind::LiveResponseResultLink
+            | RouteKind::ListLibraryFiles
+            | RouteKind::UploadLibraryFile
+            | RouteKind::DeleteLibraryFile => ErrorStyle::Api,
             RouteKind::Download => ErrorStyle::Storage,
         }
     }
@@ -63,13 +78,36 @@ pub(crate) enum Route {
 }
 
 pub(crate) enum ApiCall {
-    Collect { machine_id: String },
+    Collect {
+        machine_id: String,
+    },
     ListMachines,
-    Machine { machine_id: String },
+    Machine {
+        machine_id: String,
+    },
     ListActions,
-    MachineAction { action_id: String },
-    GetPackageUri { action_id: String },
-    CancelAction { action_id: String },
+    MachineAction {
+        action_id: String,
+    },
+    GetPackageUri {
+        action_id: String,
+    },
+    CancelAction {
+        action_id: String,
+    },
+    RunLiveResponse {
+        machine_id: String,
+    },
+    /// `index` is `None` when the segment's `(index=N)` is not a number.
+    LiveResponseResultLink {
+        action_id: String,
+        index: Option<usize>,
+    },
+    ListLibraryFiles,
+    UploadLibraryFile,
+    DeleteLibraryFile {
+        file_name: String,
+    },
 }
 
 impl Route {
@@ -85,6 +123,11 @@ impl Route {
             Route::Api(ApiCall::CancelAction { .. }) => RouteKind::CancelAction,
             Route::Api(ApiCall::MachineAction { .. }) => RouteKind::MachineAction,
             Route::Api(ApiCall::GetPackageUri { .. }) => RouteKind::GetPackageUri,
+            Route::Api(ApiCall::RunLiveResponse { .. }) => RouteKind::RunLiveResponse,
+            Route::Api(ApiCall::LiveResponseResultLink { .. }) => RouteKind::LiveResponseResultLink,
+            Route::Api(ApiCall::ListLibraryFiles) => RouteKind::ListLibraryFiles,
+            Route::Api(ApiCall::UploadLibraryFile) => RouteKind::UploadLibraryFile,
+            Route::Api(ApiCall::DeleteLibraryFile { .. }) => RouteKind::DeleteLibraryFile,
             Route::Download => RouteKind::Download,
         }
     }
@@ -126,6 +169,27 @@ pub(crate) fn route(port: Port, method: &Method, path: &str) -> Result<Route, No
             let machine_id = (*machine_id).to_owned();
             (Route::Api(ApiCall::Collect { machine_id }), &[Method::POST])
         }
+        (Port::Api, [api, machines, machine_id, run])
+            if is(api, "api") && is(machines, "machines") && is(run, "runliveresponse") =>
+        {
+            let machine_id = (*machine_id).to_owned();
+            (Route::Api(ApiCall::RunLiveResponse { machine_id }), &[Method::POST])
+        }
+        (Port::Api, [api, library]) if is(api, "api") && is(library, "libraryfiles") => {
+            let call = if *method == Method::POST { ApiCall::UploadLibraryFile } else { ApiCall::ListLibraryFiles };
+            (Route::Api(call), &[Method::GET, Method::POST])
+        }
+        (Port::Api, [api, library, file_name]) if is(api, "api") && is(library, "libraryfiles") => {
+            let file_name = (*file_name).to_owned();
+            (Route::Api(ApiCall::DeleteLibraryFile { file_name }), &[Method::DELETE])
+        }
+        (Port::Api, [api, actions, action_id, link])
+            if is(api, "api") && is(actions, "machineactions") && result_link_index(link).is_some() =>
+        {
+            let action_id = (*action_id).to_owned();
+            let index = result_link_index(link).flatten();
+            (Route::Api(ApiCall::LiveResponseResultLink { action_id, index }), &[Method::GET])
+        }
         (Port::Api, [api, machines]) if is(api, "api") && is(machines, "machines") => {
             (Route::Api(ApiCall::ListMachines), &[Method::GET])
         }
@@ -158,4 +222,15 @@ pub(crate) fn route(port: Port, method: &Method, path: &str) -> Result<Route, No
         _ => return Err(NoRoute::NotFound),
     };
     if allowed.contains(method) { Ok(route) } else { Err(NoRoute::MethodNotAllowed) }
+}
+
+/// `GetLiveResponseResultDownloadLink(index=N)`: `Some(Some(N))`, `Some(None)` when N is not a
+/// number, `None` for another segment.
+fn result_link_index(segment: &str) -> Option<Option<usize>> {
+    const NAME: &str = "GetLiveResponseResultDownloadLink(index=";
+    let head = segment.get(..NAME.len())?;
+    if !head.eq_ignore_ascii_case(NAME) || !segment.ends_with(')') {
+        return None;
+    }
+    Some(segment[NAME.len()..segment.len() - 1].trim().parse().ok())
 }

@@ -34,10 +34,17 @@ pub(crate) struct Simulation {
     /// Chaos mode's generator, when the configuration has `chaos`.
     pub(crate) chaos: Mutex<Option<Chaos>>,
     pub(crate) log: RequestLog,
+    /// Where live response results are kept.
+    pub(crate) blob_store: Option<crate::blob_store::BlobStore>,
 }
 
 impl Simulation {
-    pub(crate) fn new(base_url: String, download_url: String, config: Config) -> Simulation {
+    pub(crate) fn new(
+        base_url: String,
+        download_url: String,
+        config: Config,
+        blob_store: Option<crate::blob_store::BlobStore>,
+    ) -> Simulation {
         Simulation {
             base_url,
             download_url,
@@ -49,6 +56,7 @@ impl Simulation {
             rate_limiter: Mutex::default(),
             faults: Mutex::default(),
             log: RequestLog::default(),
+            blob_store,
         }
     }
 
@@ -119,7 +127,8 @@ impl Simulation {
                 ControlError::invalid(format!("last_seen '{last_seen}' is not an RFC 3339 date-time: {error}"))
             })?;
         }
-        lock(&self.state).register_machine(machine);
+        let now = self.clock.now();
+        lock(&self.state).register_machine(machine, now);
         Ok(())
     }
 
@@ -153,6 +162,8 @@ impl Simulation {
             quoted_link: spec.quoted_link,
             content_md5: spec.content_md5,
             visible_after: Duration::from_secs(spec.visible_after_secs.unwrap_or(0)),
+            queued: false,
+            live_response: None,
         };
         let now = self.clock.now();
         let action = state.add_action(new, now)?;

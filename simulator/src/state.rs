@@ -72,6 +72,10 @@ pub struct MachineRegistration {
     /// Default: the configured `package_size`.
     #[serde(default, deserialize_with = "optional_byte_size", skip_serializing_if = "Option::is_none")]
     pub package_size: Option<u64>,
+    /// The device is offline: live response sessions started on it stay Pending (queued, for up
+    /// to three days) until it comes back (`POST /_sim/machines/{id}/online`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offline: bool,
 }
 
 /// `POST /_sim/actions`: a machine action created directly. Every field is optional; the
@@ -188,7 +192,15 @@ pub(crate) struct Action {
     visible_at: SimTime,
     /// MD5 of the package, computed on the first download that needs it.
     pub(crate) package_md5: Arc<OnceLock<[u8; 16]>>,
+    /// When its schedule started: when it was added, or, for a live response session queued for
+    /// an offline device, when the device came back (`None` while it is queued).
+    started_at: Option<SimTime>,
+    /// The commands of a live response session.
+    pub(crate) live_response: Option<Arc<crate::live_response::Session>>,
 }
+
+/// How long a session for an offline device stays queued before it ends TimeOut.
+pub(crate) const QUEUED_SESSION_LIFETIME: Duration = Duration::from_secs(3 * 24 * 3600);
 
 pub(crate) struct Cancellation {
     pub(crate) requestor: String,
@@ -199,12 +211,13 @@ pub(crate) struct Cancellation {
 /// A moment in an action's life, counted from when it was added; the action's `age` is added
 /// when it is shown (`Action::wall_time`), so a backdated action's times lie in the past.
 impl Action {
-    fn in_progress_at(&self) -> SimTime {
-        self.added_at + Duration::from_secs(self.schedule.pending_secs)
+    /// `None` while the action is queued for an offline device.
+    fn in_progress_at(&self) -> Option<SimTime> {
+        Some(self.started_at? + Duration::from_secs(self.schedule.pending_secs))
     }
 
-    fn finished_at(&self) -> SimTime {
-        self.in_progress_at() + Duration::from_secs(self.schedule.in_progress_secs)
+    fn finished_at(&self) -> Option<SimTime> {
+        Some(self.in_progress_at()? + Duration::from_secs(self.schedule.in_progress_secs))
     }
 
     /// `now` on the action's own timeline, where it was created at `added_at`.
@@ -219,9 +232,17 @@ impl Action {
             }
         }
         let now = self.local(now);
-        if now < self.in_progress_at() {
+        let (Some(in_progress_at), Some(finished_at)) = (self.in_progress_at(), self.finished_at()) else {
+            // Queued for an offline device.
+            return if now - self.added_at >= QUEUED_SESSION_LIFETIME {
+                ActionStatus::Finished(Outcome::TimeOut)
+            } else {
+                ActionStatus::Pending
+            };
+        };
+        if now < in_progress_at {
             ActionStatus::Pending
-        } else if now < self.finished_at() {
+        } else if now < finished_at {
             ActionStatus::InProgress
         } else {
             ActionStatus::Finished(self.outcome)
@@ -235,8 +256,8 @@ impl Action {
         }
         let changed = match self.status(now) {
             ActionStatus::Pending => self.added_at,
-            ActionStatus::InProgress => self.in_progress_at(),
-            ActionStatus::Finished(_) => self.finished_at(),
+            ActionStatus::InProgress => self.in_progress_at().unwrap_or(self.added_at),
+            ActionStatus::Finished(_) => self.finished_at().unwrap_or(self.added_at + QUEUED_SESSION_LIFETIME),
         };
         self.wall_time(changed, clock)
     }
@@ -262,7 +283,19 @@ impl Action {
         }
     }
 
-    fn is_running(&self, now: SimTime) -> bool {
+    /// The action's status changes at these simulated times (the real service's command start
+    /// and end times): when it went InProgress, and when it ended, as far as known at `now`.
+    pub(crate) fn command_times(&self, now: SimTime, clock: &SimClock) -> (Option<SystemTime>, Option<SystemTime>) {
+        let status = self.status(now);
+        let started = self.in_progress_at().filter(|_| status != ActionStatus::Pending);
+        let ended = match status {
+            ActionStatus::Finished(_) => Some(self.last_update(now, clock)),
+            _ => None,
+        };
+        (started.map(|at| self.wall_time(at, clock)), ended)
+    }
+
+    pub(crate) fn is_running(&self, now: SimTime) -> bool {
         !matches!(self.status(now), ActionStatus::Finished(_))
     }
 }
@@ -283,6 +316,9 @@ pub(crate) struct NewAction {
     pub(crate) content_md5: Option<bool>,
     pub(crate) visible_after: Duration,
     pub(crate) age: Duration,
+    /// Queued until its device comes back online.
+    pub(crate) queued: bool,
+    pub(crate) live_response: Option<Arc<crate::live_response::Session>>,
 }
 
 /// How collections on a machine behave, from its registration or the defaults.
@@ -348,6 +384,10 @@ pub(crate) struct State {
     next_action_sequence: u64,
     tokens: HashMap<String, IssuedToken>,
     links: HashMap<String, Link>,
+    /// Devices that are offline (live response sessions queue for them).
+    offline: HashSet<String>,
+    /// The live response library, by file name.
+    pub(crate) library: BTreeMap<String, crate::live_response::LibraryFile>,
 }
 
 impl State {
@@ -361,6 +401,8 @@ impl State {
             next_action_sequence: 0,
             tokens: HashMap::new(),
             links: HashMap::new(),
+            offline: HashSet::new(),
+            library: BTreeMap::new(),
         };
         state.apps.insert(
             Caller { tenant_id: DEFAULT_TENANT_ID.to_owned(), client_id: DEFAULT_CLIENT_ID.to_owned() },
@@ -374,6 +416,7 @@ impl State {
         self.actions.clear();
         self.tokens.clear();
         self.links.clear();
+        self.library.clear();
     }
 
     pub(crate) fn tenant_exists(&self, tenant_id: &str) -> bool {
@@ -396,8 +439,33 @@ impl State {
         self.user_assigned_identities.insert(client_id);
     }
 
-    pub(crate) fn register_machine(&mut self, machine: MachineRegistration) {
+    pub(crate) fn register_machine(&mut self, machine: MachineRegistration, now: SimTime) {
+        self.set_online(&machine.id, !machine.offline, now);
         self.machines.insert(machine.id.clone(), machine);
+    }
+
+    /// Takes device `id` offline, or brings it back: the sessions queued for it start now.
+    pub(crate) fn set_online(&mut self, id: &str, online: bool, now: SimTime) {
+        if !online {
+            self.offline.insert(id.to_owned());
+            return;
+        }
+        if self.offline.remove(id) {
+            for action in self.actions.values_mut().filter(|action| action.machine_id == id) {
+                if action.started_at.is_none() && action.status(now) == ActionStatus::Pending {
+                    action.started_at = Some(now);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn is_online(&self, id: &str) -> bool {
+        !self.offline.contains(id)
+    }
+
+    /// Live response sessions that have not ended, in every tenant.
+    pub(crate) fn running_sessions(&self, now: SimTime) -> usize {
+        self.actions.values().filter(|action| action.live_response.is_some() && action.is_running(now)).count()
     }
 
     /// A registered machine, or a default one for any id that looks like a real machine id
@@ -455,6 +523,8 @@ impl State {
             content_md5: new.content_md5,
             visible_at: now + new.visible_after,
             package_md5: Arc::default(),
+            started_at: (!new.queued).then_some(now),
+            live_response: new.live_response,
             id: new.id.clone(),
         };
         Ok(self.actions.entry(new.id).or_insert(action))

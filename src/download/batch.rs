@@ -95,12 +95,15 @@ impl ItemResult {
     }
 }
 
-fn status_name<S: Serializer>(status: &DefenderStatus, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+pub(super) fn status_name<S: Serializer>(
+    status: &DefenderStatus,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
     serializer.serialize_str(status.name())
 }
 
 /// The folder must exist: every item would fail the same way otherwise.
-fn check_folder(folder: &str) -> Result<()> {
+pub(super) fn check_folder(folder: &str) -> Result<()> {
     let path = Path::new(folder);
     if folder.is_empty() {
         Err(Error::invalid_argument("the destination folder is empty"))

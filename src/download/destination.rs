@@ -130,13 +130,7 @@ impl PartFile {
         // A record being written when its process died.
         let _ = std::fs::remove_file(temporary_record(&record));
         let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            // Never through a link someone put in the folder; new files readable by the owner only.
-            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
-        }
+        owner_only(options.read(true).write(true).create(true).truncate(false));
         let opening = |err: &io::Error| Error::io(format!("opening the temporary file '{}'", path.display()), err);
         let file = open_retrying(&options, &path).map_err(|err| opening(&err))?;
         let metadata = file.metadata().map_err(|err| opening(&err))?;
@@ -172,11 +166,18 @@ impl PartFile {
 
     /// The record beside the part, or why it cannot be used.
     fn read_record(&self) -> std::result::Result<PartRecord, String> {
-        let text = match std::fs::read(&self.record) {
-            Ok(text) => text,
+        // A record is a few hundred bytes: what is longer (or endless, through a link someone
+        // put in the folder) is not one.
+        const MAX_RECORD: u64 = 64 * 1024;
+        let mut text = Vec::new();
+        let read = owner_only(OpenOptions::new().read(true))
+            .open(&self.record)
+            .and_then(|file| io::Read::read_to_end(&mut io::Read::take(file, MAX_RECORD), &mut text));
+        match read {
+            Ok(_) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Err("it has no record".to_owned()),
             Err(err) => return Err(format!("its record cannot be read ({err})")),
-        };
+        }
         let record: PartRecord =
             serde_json::from_slice(&text).map_err(|err| format!("its record does not parse ({err})"))?;
         if record.format != RECORD_FORMAT {
@@ -190,14 +191,7 @@ impl PartFile {
     pub(super) fn write_record(&self, record: &PartRecord) -> Result<()> {
         let temporary = temporary_record(&self.record);
         let text = serde_json::to_vec(record).expect("a record holds only strings and numbers");
-        let mut options = OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
-        }
-        options
+        owner_only(OpenOptions::new().write(true).create(true).truncate(true))
             .open(&temporary)
             .and_then(|mut file| file.write_all(&text).and_then(|()| file.sync_data()))
             .and_then(|()| std::fs::rename(&temporary, &self.record))
@@ -276,6 +270,17 @@ impl PartFile {
         let _ = self.remove_record();
         Ok(())
     }
+}
+
+/// `options`, for the files kept beside a destination: on Unix never opened through a link
+/// someone put in the folder, and created readable by their owner only.
+pub(super) fn owner_only(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    options
 }
 
 /// Opens `path`. On Windows the part a call just removed keeps its name until the last handle
@@ -669,5 +674,13 @@ mod leftovers {
         let error = PartFile::open_beside(&destination, "a1").err().expect("refused");
         assert_eq!(error.status(), DefenderStatus::Io, "{error}");
         assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not yours");
+
+        // A record that is a link (to something endless) is not read.
+        std::fs::remove_file(beside(&destination, ".part")).unwrap();
+        std::fs::write(beside(&destination, ".part"), b"0123").unwrap();
+        std::os::unix::fs::symlink("/dev/zero", beside(&destination, ".part.json")).unwrap();
+        let (_, leftover) = PartFile::open_beside(&destination, "a1").unwrap();
+        let Leftover::Discarded { why, .. } = &leftover else { panic!("{leftover:?}") };
+        assert!(why.contains("its record cannot be read"), "{why}");
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod batch;
 mod destination;
 pub(crate) mod file_name;
 mod limits;
+pub(crate) mod live_response;
 mod lock;
 mod sink;
 mod transfer;
@@ -19,12 +20,12 @@ use std::time::{Duration, Instant};
 use serde::{Serialize, Serializer};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::error::{Error, Result};
+use crate::error::{DefenderStatus, Error, Result};
 use crate::runtime::{DefenderLogLevel, Phase};
 use crate::service::{Api, machine_actions};
 use destination::{Leftover, PartFile};
 use lock::DestinationLock;
-use transfer::{Kind, Transfer};
+use transfer::Transfer;
 
 /// A package on disk: the JSON `defender_download_package` returns, and the body of a batch
 /// item that was saved (`batch::ItemResult`):
@@ -115,30 +116,8 @@ async fn download_item(
         machine_actions::finished_package_link(api, action_id, deadline, download_slot(api, slots)).await?;
     api.reporter.log(DefenderLogLevel::Info, format!("{what} to '{}'", path.display()));
 
-    let (mut part, leftover) = PartFile::open_beside(&path, action_id)?;
-    let leftover = match leftover {
-        Leftover::Nothing => None,
-        Leftover::Resumable { record, bytes } => {
-            let line =
-                format!("{what}: '{}' holds {bytes} bytes of it from an earlier call; resuming", part.path().display());
-            api.reporter.log(DefenderLogLevel::Info, line);
-            Some((record, bytes))
-        }
-        Leftover::Discarded { bytes, why } => {
-            let line = format!(
-                "{what}: '{}' holds {bytes} bytes from an earlier call that cannot be resumed ({why}); starting over",
-                part.path().display()
-            );
-            api.reporter.log(DefenderLogLevel::Warn, line);
-            None
-        }
-    };
-    let transfer = Transfer::new(api, action_id, &what, item, link, Kind::Package).run(&mut part, leftover);
-    let received = limits::within_deadline(&api.session.settings, &what, transfer).await?;
-    // Every byte is in: the transfer's last figures, then the checks.
-    api.reporter.item_progress(item, received.bytes, received.bytes, true);
-    api.reporter.phase(Phase::Verifying { bytes: received.bytes });
-    sync(&part).await.map_err(|err| err.context(&what))?;
+    let kind = Kind::Package { action_id };
+    let (part, received) = transfer(api, &kind, &what, item, link, &path).await?;
     tokio::task::block_in_place(|| part.persist(&path, overwrite))?;
     let device = action.as_ref().map(machine_actions::MachineAction::fields);
     let downloaded = Downloaded {
@@ -158,6 +137,90 @@ async fn download_item(
     Ok(downloaded)
 }
 
+/// What is downloaded: where its fresh links come from, and what its bytes must be.
+pub(crate) enum Kind<'a> {
+    /// An investigation package: a ZIP, behind getPackageUri's links.
+    Package { action_id: &'a str },
+    /// The result of command `index` of a live response session: any file, in Azure Blob
+    /// storage behind GetLiveResponseResultDownloadLink's SAS links. A gzip-compressed one is
+    /// kept as its bytes came.
+    LiveResponseResult { action_id: &'a str, index: u32 },
+}
+
+impl Kind<'_> {
+    /// A fresh link, when the download host refused the last one (it expired).
+    pub(crate) async fn fresh_link(&self, api: Api<'_>) -> Result<url::Url> {
+        match *self {
+            Kind::Package { action_id } => {
+                machine_actions::package_link(api, action_id, None, async { Ok(()) }).await.map(|(link, ())| link)
+            }
+            Kind::LiveResponseResult { action_id, index } => {
+                crate::service::live_response::result_link(api, action_id, index, None).await
+            }
+        }
+    }
+
+    /// The `x-ms-version` a download from Azure Blob storage asks for.
+    fn storage_version(&self) -> Option<&'static str> {
+        match self {
+            Kind::Package { .. } => None,
+            Kind::LiveResponseResult { .. } => Some("2023-11-03"),
+        }
+    }
+
+    /// What an interrupted download's record beside its part file names, so that a later call
+    /// resumes only the same thing: the action id, and the command's index for a result.
+    fn record_id(&self) -> String {
+        match *self {
+            Kind::Package { action_id } => action_id.to_owned(),
+            Kind::LiveResponseResult { action_id, index } => format!("{action_id}/{index}"),
+        }
+    }
+
+    /// Whether the bytes must be a readable ZIP.
+    fn is_zip(&self) -> bool {
+        matches!(self, Kind::Package { .. })
+    }
+}
+
+/// Streams `link` into the part file beside `path` (going on from what an earlier call left
+/// there, when it was downloading the same thing), checks it as `kind` requires and syncs it:
+/// the part file, ready to be persisted, and what came.
+async fn transfer(
+    api: Api<'_>,
+    kind: &Kind<'_>,
+    what: &str,
+    item: usize,
+    link: url::Url,
+    path: &Path,
+) -> Result<(PartFile, transfer::Received)> {
+    let (mut part, leftover) = PartFile::open_beside(path, &kind.record_id())?;
+    let leftover = match leftover {
+        Leftover::Nothing => None,
+        Leftover::Resumable { record, bytes } => {
+            let line =
+                format!("{what}: '{}' holds {bytes} bytes of it from an earlier call; resuming", part.path().display());
+            api.reporter.log(DefenderLogLevel::Info, line);
+            Some((record, bytes))
+        }
+        Leftover::Discarded { bytes, why } => {
+            let line = format!(
+                "{what}: '{}' holds {bytes} bytes from an earlier call that cannot be resumed ({why}); starting over",
+                part.path().display()
+            );
+            api.reporter.log(DefenderLogLevel::Warn, line);
+            None
+        }
+    };
+    let transfer = Transfer::new(api, kind, what, item, link).run(&mut part, leftover);
+    let received = limits::within_deadline(&api.session.settings, what, transfer).await?;
+    // Every byte is in: the transfer's last figures, then the checks.
+    api.reporter.item_progress(item, received.bytes, received.bytes, true);
+    api.reporter.phase(Phase::Verifying { bytes: received.bytes });
+    sync(&part).await.map_err(|err| err.context(what))?;
+    Ok((part, received))
+}
+
 /// The lock of `path`, waiting for the call that holds it within `wait_timeout_ms` (and saying
 /// so in the log).
 async fn destination_lock(api: Api<'_>, path: &Path, what: &str) -> Result<DestinationLock> {
@@ -171,7 +234,17 @@ async fn destination_lock(api: Api<'_>, path: &Path, what: &str) -> Result<Desti
         waited = Some(Instant::now());
     })
     .await
-    .map_err(|err| err.context(what))?;
+    .map_err(|err| {
+        let advice = match api.session.settings.wait_timeout {
+            Some(limit) => format!("it did not finish in the time allowed (wait_timeout_ms = {})", limit.as_millis()),
+            None => "set the option wait_timeout_ms to wait for it".to_owned(),
+        };
+        let err = match err.status() {
+            DefenderStatus::Timeout => Error::new(DefenderStatus::Timeout, format!("{}; {advice}", err.message())),
+            _ => err,
+        };
+        err.context(what)
+    })?;
     if let Some(since) = waited {
         let line = format!(
             "{what}: the other call for '{}' is done, after {} ms",

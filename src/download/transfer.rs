@@ -15,6 +15,7 @@ use reqwest::header::{
 use reqwest::{Response, StatusCode};
 use url::Url;
 
+use super::Kind;
 use super::destination::{PartFile, PartRecord};
 use super::limits::{self, Pace};
 use super::sink::Sink;
@@ -23,7 +24,7 @@ use crate::error::{DefenderStatus, Error, Result};
 use crate::http::describe_transport_error;
 use crate::retry::{self, Backoff, MAX_RETRY_AFTER, Policy, Retry, Verdict};
 use crate::runtime::DefenderLogLevel;
-use crate::service::{Api, machine_actions};
+use crate::service::Api;
 
 /// Broken transfers in a row that brought no new byte before giving up...
 const MAX_RETRIES_WITHOUT_PROGRESS: u32 = 5;
@@ -45,45 +46,30 @@ const MAX_PACKAGE_BYTES: u64 = 1 << 40;
 pub(super) struct Received {
     pub bytes: u64,
     pub sha256: [u8; 32],
+    /// The body's `Content-Encoding` other than identity (`gzip`): its bytes are kept as they came.
+    pub content_encoding: Option<String>,
     /// The bytes an earlier call left in the part file that were kept (0 when it started over).
     pub resumed_from: u64,
 }
 
-/// What a download is, which decides how its body is checked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// An investigation package: a ZIP archive, every entry's CRC-32 and the archive's structure
-    /// checked as it streams, and sent as it is. No `Accept-Encoding` is sent, so a
-    /// `Content-Encoding` other than `identity` is `PROTOCOL` at once: a proxy that re-encodes it
-    /// would have it saved as something else than the package.
-    Package,
-    /// A file kept as the host serves it (a Live Response result, which Azure Storage may keep
-    /// gzip-encoded): neither checked as a ZIP nor refused for its `Content-Encoding`.
-    #[allow(dead_code, reason = "for the Live Response results' downloads")]
-    AsServed,
-}
-
-impl Kind {
-    fn checks_zip(self) -> bool {
-        self == Kind::Package
+/// A response's `Content-Encoding`, when `kind` refuses it: a package is sent as it is. No
+/// `Accept-Encoding` is sent, so a `Content-Encoding` other than `identity` is `PROTOCOL` at
+/// once: a proxy that re-encodes the package would have it saved as something else. A live
+/// response result is kept as the store serves it (gzip, perhaps), and says so.
+fn check_encoding(kind: &Kind<'_>, headers: &HeaderMap) -> Result<()> {
+    if !matches!(kind, Kind::Package { .. }) {
+        return Ok(());
     }
-
-    /// A response's `Content-Encoding`, when this kind refuses it.
-    fn check_encoding(self, headers: &HeaderMap) -> Result<()> {
-        if self != Kind::Package {
-            return Ok(());
-        }
-        let Some(value) = headers.get(CONTENT_ENCODING) else { return Ok(()) };
-        let encoding = value.to_str().unwrap_or("?").trim();
-        if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
-            return Ok(());
-        }
-        Err(Error::protocol(format!(
-            "the download host sent the package with Content-Encoding: {} although none was asked for (no \
-             Accept-Encoding is sent); a proxy that re-encodes downloads must leave them as they are",
-            crate::redact::printable(encoding, 40)
-        )))
+    let Some(value) = headers.get(CONTENT_ENCODING) else { return Ok(()) };
+    let encoding = value.to_str().unwrap_or("?").trim();
+    if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
+        return Ok(());
     }
+    Err(Error::protocol(format!(
+        "the download host sent the package with Content-Encoding: {} although none was asked for (no \
+         Accept-Encoding is sent); a proxy that re-encodes downloads must leave them as they are",
+        crate::redact::printable(encoding, 40)
+    )))
 }
 
 /// What the download host said about the package in its last whole (200) answer.
@@ -93,6 +79,7 @@ struct Package {
     last_modified: Option<String>,
     accepts_ranges: bool,
     md5: Option<[u8; 16]>,
+    content_encoding: Option<String>,
 }
 
 impl Package {
@@ -117,7 +104,15 @@ impl Package {
             last_modified: header_text(headers, LAST_MODIFIED.as_str()).map(str::to_owned),
             accepts_ranges: header_text(headers, ACCEPT_RANGES.as_str())
                 .is_some_and(|value| value.eq_ignore_ascii_case("bytes")),
-            md5: md5_header(headers, "content-md5")?,
+            // Blob storage sends the blob's MD5 as Content-MD5 on a whole answer, and some
+            // answers carry it only as x-ms-blob-content-md5.
+            md5: match md5_header(headers, "content-md5")? {
+                Some(md5) => Some(md5),
+                None => md5_header(headers, "x-ms-blob-content-md5")?,
+            },
+            content_encoding: header_text(headers, CONTENT_ENCODING.as_str())
+                .filter(|encoding| !encoding.eq_ignore_ascii_case("identity"))
+                .map(|encoding| crate::redact::printable(encoding, 32)),
         })
     }
 
@@ -135,6 +130,8 @@ impl Package {
             last_modified: record.last_modified.clone(),
             accepts_ranges: true,
             md5,
+            // Not recorded: the resumed answer says it again (see `check_range`).
+            content_encoding: None,
         };
         package.resumable().then_some(package)
     }
@@ -279,11 +276,11 @@ impl Policy for Budget {
 
 pub(super) struct Transfer<'a> {
     api: Api<'a>,
-    action_id: &'a str,
+    /// What is downloaded, and where its fresh links come from.
+    kind: &'a Kind<'a>,
     what: &'a str,
     item: usize,
     link: Url,
-    kind: Kind,
     /// `None` until the first whole answer, and again when the next request must not resume.
     package: Option<Package>,
     /// Body bytes the current attempt brought.
@@ -294,9 +291,9 @@ pub(super) struct Transfer<'a> {
 }
 
 impl<'a> Transfer<'a> {
-    pub(super) fn new(api: Api<'a>, action_id: &'a str, what: &'a str, item: usize, link: Url, kind: Kind) -> Self {
+    pub(super) fn new(api: Api<'a>, kind: &'a Kind<'a>, what: &'a str, item: usize, link: Url) -> Self {
         let retry = Retry::new(Budget::new(api.session.settings.clock_scale), what, api.reporter);
-        Self { api, action_id, what, item, link, kind, package: None, delivered: 0, resumed_from: 0, retry }
+        Self { api, kind, what, item, link, package: None, delivered: 0, resumed_from: 0, retry }
     }
 
     /// Downloads the whole package into `part`, trying again within the budget. With
@@ -312,7 +309,7 @@ impl<'a> Transfer<'a> {
                     let kept = bytes.min(record.length.saturating_sub(1));
                     let file = part.keep_first(kept)?;
                     let with_md5 = package.md5.is_some();
-                    match Sink::resuming(file, part.path().to_owned(), kept, with_md5, self.kind.checks_zip()).await {
+                    match Sink::resuming(file, part.path().to_owned(), kept, with_md5, self.kind.is_zip()).await {
                         Ok(resumed) => {
                             sink = Some(resumed);
                             self.package = Some(package);
@@ -352,6 +349,7 @@ impl<'a> Transfer<'a> {
                         }
                         None => None,
                     };
+                    let content_encoding = self.package.as_ref().and_then(|package| package.content_encoding.clone());
                     match expected_md5 {
                         Some(expected) if digests.md5 != Some(expected) => {
                             let error = Error::integrity("the package does not match its Content-MD5");
@@ -360,7 +358,8 @@ impl<'a> Transfer<'a> {
                         }
                         _ => {
                             self.log_unchecked(zip.as_ref());
-                            return Ok(Received { bytes, sha256: digests.sha256, resumed_from: self.resumed_from });
+                            let resumed_from = self.resumed_from;
+                            return Ok(Received { bytes, sha256: digests.sha256, content_encoding, resumed_from });
                         }
                     }
                 }
@@ -378,8 +377,7 @@ impl<'a> Transfer<'a> {
                 }
                 Err(Interruption::LinkRefused(error)) => {
                     self.again(Setback::LinkRefused { progressed: self.delivered > 0 }, error, "getting a fresh link")?;
-                    (self.link, ()) =
-                        machine_actions::package_link(self.api, self.action_id, None, async { Ok(()) }).await?;
+                    self.link = self.kind.fresh_link(self.api).await?;
                 }
             }
         }
@@ -428,6 +426,11 @@ impl<'a> Transfer<'a> {
         let resume = self.package.as_ref().filter(|package| package.resumable() && offset > 0);
         // The link carries its own credential (a SAS token): no Authorization header goes with it.
         let mut request = self.api.session.http.get(self.link.clone());
+        if let Some(version) = self.kind.storage_version() {
+            // Blob storage answers in the version asked for: one that sends the blob's MD5 with
+            // ranges (x-ms-blob-content-md5) and keeps its Content-Encoding.
+            request = request.header("x-ms-version", version);
+        }
         if let Some(package) = resume {
             let validator = package.validator().unwrap_or_default();
             request = request.header(RANGE, format!("bytes={offset}-")).header(IF_RANGE, validator);
@@ -445,7 +448,7 @@ impl<'a> Transfer<'a> {
                         format!("{}: the download host sent the whole package again; starting over", self.what),
                     );
                 }
-                self.kind.check_encoding(response.headers()).map_err(Interruption::Fatal)?;
+                check_encoding(self.kind, response.headers()).map_err(Interruption::Fatal)?;
                 let package = Package::from_headers(response.headers()).map_err(Interruption::Fatal)?;
                 if let Some(abandoned) = sink.take() {
                     // Its writer shares the file's position: it must be done before the file is
@@ -458,10 +461,10 @@ impl<'a> Transfer<'a> {
                     limits::check_room(part.path(), length).map_err(Interruption::Fatal)?;
                 }
                 // Before the first byte: a crash from now on leaves a part a later call can resume.
-                if let Some(record) = package.record(self.action_id) {
+                if let Some(record) = package.record(&self.kind.record_id()) {
                     part.write_record(&record).map_err(Interruption::Fatal)?;
                 }
-                let check_zip = self.kind.checks_zip();
+                let check_zip = self.kind.is_zip();
                 *sink = Some(
                     Sink::new(file, part.path().to_owned(), package.md5.is_some(), check_zip)
                         .map_err(Interruption::Fatal)?,
@@ -470,7 +473,7 @@ impl<'a> Transfer<'a> {
             }
             StatusCode::PARTIAL_CONTENT if resuming => {
                 crate::http::check_framing(response.headers()).map_err(Interruption::Fatal)?;
-                self.kind.check_encoding(response.headers()).map_err(Interruption::Fatal)?;
+                check_encoding(self.kind, response.headers()).map_err(Interruption::Fatal)?;
                 self.check_range(response.headers(), offset)?;
             }
             StatusCode::FORBIDDEN => return Err(Interruption::LinkRefused(refused(&response))),
@@ -503,6 +506,12 @@ impl<'a> Transfer<'a> {
         let validators_match =
             same(ETAG.as_str(), &package.etag) && same(LAST_MODIFIED.as_str(), &package.last_modified);
         if range_matches && md5_matches && validators_match {
+            // A part resumed from an earlier call's record learns its encoding here.
+            if let Some(package) = self.package.as_mut().filter(|package| package.content_encoding.is_none()) {
+                package.content_encoding = header_text(headers, CONTENT_ENCODING.as_str())
+                    .filter(|encoding| !encoding.eq_ignore_ascii_case("identity"))
+                    .map(|encoding| crate::redact::printable(encoding, 32));
+            }
             return Ok(());
         }
         self.package = None;
@@ -652,6 +661,26 @@ mod tests {
         ] {
             assert_eq!(parse_content_range(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_record_resumes_with_its_etag_else_its_last_modified_and_never_without_either() {
+        let record = |etag: Option<&str>, last_modified: Option<&str>| PartRecord {
+            etag: etag.map(str::to_owned),
+            last_modified: last_modified.map(str::to_owned),
+            md5: Some("1B2M2Y8AsgTpgAmY7PhCfg==".to_owned()),
+            ..PartRecord::new("a1", 10)
+        };
+        let date = "Sun, 06 Dec 2026 07:40:00 GMT";
+        let both = Package::from_record(&record(Some("\"e\""), Some(date))).unwrap();
+        assert_eq!(both.validator(), Some("\"e\""));
+        assert_eq!(both.md5, Some(<[u8; 16]>::from(<md5::Md5 as sha2::Digest>::digest(b""))));
+        let dated = Package::from_record(&record(None, Some(date))).unwrap();
+        assert_eq!(dated.validator(), Some(date));
+        assert_eq!(dated.record("a1"), Some(record(None, Some(date))), "recorded as it was read");
+        assert!(Package::from_record(&record(None, None)).is_none());
+        let bad_md5 = PartRecord { md5: Some("not base64".to_owned()), ..record(Some("\"e\""), None) };
+        assert!(Package::from_record(&bad_md5).is_none());
     }
 
     fn broken(progressed: bool) -> Setback {

@@ -57,9 +57,10 @@ pub type DefenderLogCallback =
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DefenderPhase {
-    /// The collection is not finished yet (the call waits because `wait_timeout_ms` is set):
-    /// `detail` is its status as last seen (`Pending`, `InProgress`), `elapsed_ms` how long the
-    /// item has waited so far, `remaining_ms` when the library looks again.
+    /// The collection (or the live response session) is not finished yet (the call waits
+    /// because `wait_timeout_ms` is set): `detail` is its status as last seen (`Pending`,
+    /// `InProgress`; a session for an offline device stays `Pending` until it is back),
+    /// `elapsed_ms` how long the item has waited so far, `remaining_ms` when the library looks again.
     WaitingForCollection = 1,
     /// Queued behind the API's rate limit (getPackageUri: 2 a minute, 120 an hour per app):
     /// `queue_position` is the call's place (1: next to go), `remaining_ms` about how long until
@@ -77,6 +78,12 @@ pub enum DefenderPhase {
     /// A request or transfer failed and is tried again: `detail` says what failed (never a
     /// secret), `attempt` counts the retries so far, `remaining_ms` is the pause before the next.
     Retrying = 6,
+    /// A live response session could not start yet and the call waits to try again (within
+    /// `wait_timeout_ms`): the tenant runs the 25 sessions the service allows at once (HTTP 429),
+    /// or the device runs a session already (HTTP 400 `ActiveRequestAlreadyExists`). `detail`
+    /// says which, `elapsed_ms` how long the item has waited so far, `remaining_ms` the pause
+    /// before the next try.
+    WaitingForSession = 7,
 }
 
 /// One report of what an item of a call is doing. Fields that do not apply to a phase are 0
@@ -245,6 +252,12 @@ fn phase_event(index: usize, phase: &Phase) -> (DefenderPhaseEvent, CString) {
             event.phase = DefenderPhase::Retrying;
             event.attempt = *attempt;
             event.remaining_ms = millis(wait);
+            detail.clone_from(reason);
+        }
+        Phase::WaitingForSession { reason, waited, next_try_in } => {
+            event.phase = DefenderPhase::WaitingForSession;
+            event.elapsed_ms = millis(waited);
+            event.remaining_ms = millis(next_try_in);
             detail.clone_from(reason);
         }
     }

@@ -2,11 +2,13 @@
 //! message for the calling thread) and takes its arguments through the checked conversions
 //! below; the code behind them is ordinary safe Rust returning `Result`.
 
-// In the order the header presents them: the client, the package, the machine actions, the devices.
+// In the order the header presents them: the client, the package, the machine actions, the
+// devices, live response.
 pub(crate) mod client;
 pub(crate) mod package;
 pub(crate) mod action;
 pub(crate) mod machine;
+pub(crate) mod live_response;
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};

@@ -71,7 +71,8 @@ pub unsafe extern "C" fn defender_get_package_uri(
 ///   `overwrite` is `true`. With `wait_timeout_ms` above 0, first waits for the collection to
 ///   finish.
 /// - `progress` (may be NULL) is called on this thread with `user_data`; see
-///   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0.
+///   `DefenderProgressCallback`. After a restart from the start, `bytes_done` starts again from 0;
+///   a download resumed from what an earlier call left starts from the bytes kept.
 /// - `result_json_out` (may be NULL) receives
 ///   `{"action_id": "...", "machine_id": "...", "computer_dns_name": "...", "path": "...", "bytes": N, "resumed_from": N, "sha256": "<hex>", "elapsed_ms": N}`,
 ///   to be freed with `defender_string_free`. `path` is absolute; `sha256` is lowercase hex (of

@@ -228,7 +228,7 @@ const NEW_ACTION_GRACE: Duration = Duration::from_secs(30);
 /// while any other id the API does not know is `NOT_FOUND` at once (a mistyped id must not be
 /// polled until the wait's time limit). Process-wide, like the rate limiters: the clone that
 /// waits is rarely the client that collected.
-struct NewActions;
+pub(crate) struct NewActions;
 
 static NEW_ACTIONS: LazyLock<Mutex<HashMap<String, std::time::Instant>>> = LazyLock::new(Default::default);
 
@@ -237,7 +237,7 @@ impl NewActions {
     /// that a long-running process keeps only a few.
     const KEPT: Duration = Duration::from_secs(60 * 60);
 
-    fn remember(action: &MachineAction) {
+    pub(crate) fn remember(action: &MachineAction) {
         let Some(id) = action.fields().id.as_deref() else { return };
         let mut created = NEW_ACTIONS.lock().unwrap_or_else(|e| e.into_inner());
         created.retain(|_, at| at.elapsed() < Self::KEPT);
@@ -268,6 +268,20 @@ pub(crate) async fn wait(api: Api<'_>, action_id: &str) -> Result<MachineAction>
 /// `wait`, giving up at `deadline`. The last poll is made at the deadline, not a poll interval
 /// before it.
 pub(crate) async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<MachineAction> {
+    let action = wait_for_end(api, action_id, deadline).await?;
+    match &action.status {
+        ActionStatus::Ended(status) => Err(Error::new(
+            DefenderStatus::ActionFailed,
+            format!("machine action {action_id} ended {status}: no package will come"),
+        )),
+        _ => Ok(action),
+    }
+}
+
+/// `wait_until`, returning the action however it ended (Succeeded, Failed, TimeOut or
+/// Cancelled): for a caller that reads more of a failed action than its status (the errors of
+/// a live response session's commands).
+pub(crate) async fn wait_for_end(api: Api<'_>, action_id: &str, deadline: Instant) -> Result<MachineAction> {
     let settings = &api.session.settings;
     let started = Instant::now();
     let grace_until = NewActions::grace_until(action_id, settings);
@@ -275,13 +289,7 @@ pub(crate) async fn wait_until(api: Api<'_>, action_id: &str, deadline: Instant)
     loop {
         let status = match look_up(api, action_id, Some(deadline)).await {
             Ok(action) => match &action.status {
-                ActionStatus::Succeeded => return Ok(action),
-                ActionStatus::Ended(status) => {
-                    return Err(Error::new(
-                        DefenderStatus::ActionFailed,
-                        format!("machine action {action_id} ended {status}: no package will come"),
-                    ));
-                }
+                ActionStatus::Succeeded | ActionStatus::Ended(_) => return Ok(action),
                 ActionStatus::Pending | ActionStatus::InProgress | ActionStatus::Unknown(_) => {
                     action.fields().status.clone().unwrap_or_else(|| "unknown".to_owned())
                 }

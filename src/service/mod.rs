@@ -3,6 +3,7 @@
 
 pub(crate) mod entity;
 pub(crate) mod lists;
+pub(crate) mod live_response;
 pub(crate) mod machine_actions;
 pub(crate) mod machines;
 pub(crate) mod rate_limit;
@@ -41,6 +42,11 @@ pub(crate) enum Operation {
     Machine,
     ListMachines,
     CancelMachineAction,
+    RunLiveResponse,
+    LiveResponseResultLink,
+    ListLibraryFiles,
+    UploadLibraryFile,
+    DeleteLibraryFile,
 }
 
 impl Operation {
@@ -51,18 +57,24 @@ impl Operation {
             Self::MachineAction | Self::ListMachineActions | Self::Machine | Self::ListMachines => "Machine.Read.All",
             // The service asks for the permission of the action's own type.
             Self::CancelMachineAction => "Machine.CollectForensics (or that of the action's type)",
+            Self::RunLiveResponse | Self::LiveResponseResultLink => "Machine.LiveResponse",
+            Self::ListLibraryFiles | Self::UploadLibraryFile | Self::DeleteLibraryFile => "Library.Manage",
         }
     }
 
     /// The largest answer this call takes: a page for lists, one entity for the rest.
     fn answer_cap(self) -> usize {
         match self {
-            Self::ListMachineActions | Self::ListMachines => MAX_PAGE_ANSWER,
+            Self::ListMachineActions | Self::ListMachines | Self::ListLibraryFiles => MAX_PAGE_ANSWER,
             Self::GetPackageUri
             | Self::MachineAction
             | Self::CollectInvestigationPackage
             | Self::Machine
-            | Self::CancelMachineAction => MAX_ENTITY_ANSWER,
+            | Self::CancelMachineAction
+            | Self::RunLiveResponse
+            | Self::LiveResponseResultLink
+            | Self::UploadLibraryFile
+            | Self::DeleteLibraryFile => MAX_ENTITY_ANSWER,
         }
     }
 }
@@ -246,6 +258,9 @@ impl Api<'_> {
                 return answer;
             }
             let throttled = matches!(failure, Failure::Status { status: StatusCode::TOO_MANY_REQUESTS, .. });
+            if throttled && request.returns_throttling {
+                return answer;
+            }
             let problem = match &answer {
                 Ok(response) if throttled => format!("HTTP {}, throttled by the service", response.status),
                 Ok(response) => format!("HTTP {}", response.status),
@@ -301,8 +316,12 @@ impl Api<'_> {
     ) -> Result<(Failure, Result<ApiResponse>)> {
         let Request { method, endpoint, url, body, what, .. } = request;
         let mut http = self.session.http.request(method.clone(), url.clone()).bearer_auth(token.expose());
-        if let Some(body) = body {
-            http = http.json(body);
+        match body {
+            Body::None => {}
+            Body::Json(body) => http = http.json(body),
+            Body::Bytes { content_type, bytes } => {
+                http = http.header(reqwest::header::CONTENT_TYPE, content_type.as_str()).body(bytes.clone());
+            }
         }
         if let Some(timeout) = self.session.settings.timeout {
             http = http.timeout(timeout);
@@ -352,20 +371,43 @@ pub(crate) struct Request<'a> {
     method: Method,
     endpoint: Operation,
     url: url::Url,
-    body: Option<&'a serde_json::Value>,
+    body: Body<'a>,
+    /// A 429 is returned to the caller at once, not retried here: the caller waits its own way
+    /// (a live response session start, refused while 25 sessions run).
+    returns_throttling: bool,
     /// What is being done, for messages: "looking up machine action X".
     what: &'a str,
     /// Waits for the rate limits and for retries never reach past it.
     deadline: Option<Instant>,
 }
 
+/// What a request carries.
+pub(crate) enum Body<'a> {
+    None,
+    Json(&'a serde_json::Value),
+    /// Bytes of this type (a multipart form); a clone shares them, so a resend copies nothing.
+    Bytes {
+        content_type: String,
+        bytes: bytes::Bytes,
+    },
+}
+
 impl<'a> Request<'a> {
     pub(crate) fn get(endpoint: Operation, url: url::Url, what: &'a str) -> Self {
-        Self { method: Method::GET, endpoint, url, body: None, what, deadline: None }
+        Self::new(Method::GET, endpoint, url, Body::None, what)
     }
 
     pub(crate) fn post(endpoint: Operation, url: url::Url, body: &'a serde_json::Value, what: &'a str) -> Self {
-        Self { method: Method::POST, endpoint, url, body: Some(body), what, deadline: None }
+        Self::new(Method::POST, endpoint, url, Body::Json(body), what)
+    }
+
+    pub(crate) fn new(method: Method, endpoint: Operation, url: url::Url, body: Body<'a>, what: &'a str) -> Self {
+        Self { method, endpoint, url, body, returns_throttling: false, what, deadline: None }
+    }
+
+    /// A 429 comes back to the caller at once (see `returns_throttling`).
+    pub(crate) fn returning_throttling(self) -> Self {
+        Self { returns_throttling: true, ..self }
     }
 
     /// Waits for this request (rate limits, retries) end by `deadline`: the call's wait limit.

@@ -1,7 +1,9 @@
 //! Keeping within the API's rate limits, so that the service never has to throttle the library.
 //!
 //! The service allows each app, in each tenant, 2 getPackageUri calls a minute and 120 an hour,
-//! and 100 other calls a minute and 1500 an hour, counted in sliding windows. One [`Limiter`] per
+//! 10 live response session starts (runliveresponse) a minute, 100 live response result links a
+//! minute and 1500 an hour, as many library calls, and 100 other calls a minute and 1500 an hour,
+//! each class counted on its own in sliding windows. One [`Limiter`] per
 //! (API host, tenant, app) is shared by every client in the process. Each class of call has a
 //! first-come, first-served queue whose head is sent as soon as both windows have room for it:
 //! no fixed sleeps, no polling. The windows run `clock_scale` times faster, like the service's
@@ -44,6 +46,12 @@ struct Limits {
 const GET_PACKAGE_URI_LIMITS: Limits = Limits { per_minute: 2, per_hour: 120 };
 /// The documented limits of every other API call.
 const OTHER_LIMITS: Limits = Limits { per_minute: 100, per_hour: 1500 };
+/// The documented limit of `POST /api/machines/{id}/runliveresponse`: 10 a minute (the hour's
+/// is the minute's, sixty times).
+const RUN_LIVE_RESPONSE_LIMITS: Limits = Limits { per_minute: 10, per_hour: 600 };
+/// The documented limits of a live response result's link, and of the library's calls.
+const LIVE_RESPONSE_LINK_LIMITS: Limits = Limits { per_minute: 100, per_hour: 1500 };
+const LIBRARY_LIMITS: Limits = Limits { per_minute: 100, per_hour: 1500 };
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(60 * 60);
@@ -53,6 +61,9 @@ const HOUR: Duration = Duration::from_secs(60 * 60);
 enum Class {
     GetPackageUri,
     Other,
+    RunLiveResponse,
+    LiveResponseLink,
+    Library,
 }
 
 impl Class {
@@ -65,6 +76,9 @@ impl Class {
             | Operation::Machine
             | Operation::ListMachines
             | Operation::CancelMachineAction => Self::Other,
+            Operation::RunLiveResponse => Self::RunLiveResponse,
+            Operation::LiveResponseResultLink => Self::LiveResponseLink,
+            Operation::ListLibraryFiles | Operation::UploadLibraryFile | Operation::DeleteLibraryFile => Self::Library,
         }
     }
 
@@ -72,6 +86,9 @@ impl Class {
         match self {
             Self::GetPackageUri => GET_PACKAGE_URI_LIMITS,
             Self::Other => OTHER_LIMITS,
+            Self::RunLiveResponse => RUN_LIVE_RESPONSE_LIMITS,
+            Self::LiveResponseLink => LIVE_RESPONSE_LINK_LIMITS,
+            Self::Library => LIBRARY_LIMITS,
         }
     }
 
@@ -87,7 +104,10 @@ impl fmt::Display for Class {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let calls = match self {
             Self::GetPackageUri => "getPackageUri",
-            Self::Other => "API calls other than getPackageUri",
+            Self::Other => "API calls other than getPackageUri and live response",
+            Self::RunLiveResponse => "runliveresponse",
+            Self::LiveResponseLink => "GetLiveResponseResultDownloadLink",
+            Self::Library => "the live response library's calls",
         };
         let Limits { per_minute, per_hour } = self.limits();
         write!(f, "the rate limit of {calls} ({per_minute} a minute, {per_hour} an hour per app)")
@@ -193,6 +213,9 @@ impl Queue {
 pub(crate) struct Limiter {
     get_package_uri: Queue,
     other: Queue,
+    run_live_response: Queue,
+    live_response_link: Queue,
+    library: Queue,
 }
 
 /// A request's place in the window, from when it is sent. Dropping it counts the request as
@@ -257,13 +280,22 @@ pub(crate) struct Waiter<'a> {
 
 impl Limiter {
     fn new() -> Self {
-        Self { get_package_uri: Queue::new(Class::GetPackageUri), other: Queue::new(Class::Other) }
+        Self {
+            get_package_uri: Queue::new(Class::GetPackageUri),
+            other: Queue::new(Class::Other),
+            run_live_response: Queue::new(Class::RunLiveResponse),
+            live_response_link: Queue::new(Class::LiveResponseLink),
+            library: Queue::new(Class::Library),
+        }
     }
 
     fn queue(&self, class: Class) -> &Queue {
         match class {
             Class::GetPackageUri => &self.get_package_uri,
             Class::Other => &self.other,
+            Class::RunLiveResponse => &self.run_live_response,
+            Class::LiveResponseLink => &self.live_response_link,
+            Class::Library => &self.library,
         }
     }
 

@@ -670,6 +670,145 @@ static void test_action_lists_and_cancel(void) {
     free(running);
 }
 
+
+/* The live response tests need the simulator to keep results in Azurite (tests/run-all.sh starts
+   it and names it in DEFENDER_AZURITE_BLOB_ENDPOINT). Without it they fail, except for the
+   Windows build under Wine, where they say so and skip. */
+static int live_response_store(void) {
+    if (getenv("DEFENDER_AZURITE_BLOB_ENDPOINT")) {
+        /* Sessions end at once: these tests are about the calls, not the waits. */
+        control("POST", "/_sim/config",
+                "{\"live_response_schedule\": {\"pending_secs\": 0, \"in_progress_secs\": 0}, "
+                "\"live_response_file_size\": 70000}");
+        return 1;
+    }
+#ifdef _WIN32
+    printf("skipped %s: DEFENDER_AZURITE_BLOB_ENDPOINT is not set (no Azurite)\n", current_test);
+#else
+    CHECK(0, "DEFENDER_AZURITE_BLOB_ENDPOINT is not set: run tests/run-all.sh c, which starts Azurite");
+#endif
+    return 0;
+}
+
+/* Not the machine of the other tests' collections (one still runs): a device takes one action at a time. */
+static const char *const MACHINE = "c0ffee0000000000000000000000000000000001";
+
+static void test_live_response_get_file(void) {
+    current_test = "live response GetFile";
+    if (!live_response_store()) return;
+    DefenderClient *client = new_client();
+    defender_client_set(client, "wait_timeout_ms", "20000");
+    const char *commands = "[{\"type\":\"GetFile\",\"params\":[{\"key\":\"Path\",\"value\":\"C:\\\\Temp\\\\a.log\"}]}]";
+    char *action = NULL;
+    EXPECT_STATUS(defender_run_live_response(client, MACHINE, commands, NULL, &action), DEFENDER_STATUS_OK);
+    char *id = action ? json_string(action, "id") : NULL;
+    CHECK(id && action && strstr(action, "\"commandStatus\":\"Completed\""), "session: %s", action ? action : "NULL");
+
+    char *uri = NULL;
+    EXPECT_STATUS(defender_get_live_response_result_uri(client, id ? id : "x", 0, &uri), DEFENDER_STATUS_OK);
+    CHECK(uri && strstr(uri, "sig="), "not a SAS link");
+    defender_string_free(uri);
+
+    char *folder = new_folder(), *result = NULL;
+    EXPECT_STATUS(defender_download_live_response_result(client, id ? id : "x", 0, folder, NULL, NULL, &result),
+                  DEFENDER_STATUS_OK);
+    char path[4200], control_path[256];
+    snprintf(path, sizeof path, "%s" PATH_SEPARATOR "%s-0.log", folder, id ? id : "x");
+    snprintf(control_path, sizeof control_path, "/_sim/live_response/%s/0", id ? id : "x");
+    size_t len = 0, expected_len = 0;
+    char *data = read_file(path, &len), *expected = NULL;
+    int status = sim_request_bytes(&sim, "GET", control_path, NULL, &expected, &expected_len);
+    CHECK(status == 200 && data && expected && len == 70000 && len == expected_len && memcmp(data, expected, len) == 0,
+          "%s (%zu bytes) differs from the result (HTTP %d, %zu bytes)", path, len, status, expected_len);
+    CHECK(result && strstr(result, "\"content_encoding\":null") && strstr(result, "\"command_type\":\"GetFile\""),
+          "result %s", result ? result : "NULL");
+    CHECK(entries(folder) == 1, "%d entries", entries(folder));
+    /* Again: the file exists. */
+    EXPECT_STATUS(defender_download_live_response_result(client, id ? id : "x", 0, folder, NULL, NULL, NULL),
+                  DEFENDER_STATUS_EXISTS);
+    free(data);
+    free(expected);
+    defender_string_free(result);
+    remove_folder(folder);
+    free(id);
+    defender_string_free(action);
+    defender_client_free(client);
+}
+
+static void test_live_response_failures(void) {
+    current_test = "live response failures";
+    DefenderClient *client = new_client();
+    char *out = (char *)"untouched";
+    EXPECT_STATUS(defender_run_live_response(client, MACHINE, NULL, NULL, &out), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_run_live_response(client, MACHINE, "[]", NULL, &out), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_run_live_response(client, MACHINE, "[{\"type\":1}]", NULL, &out),
+                  DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_get_live_response_result_uri(client, "a", 0, NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_get_files(client, "{}", ".", NULL, NULL, NULL, NULL), DEFENDER_STATUS_INVALID_ARGUMENT);
+    EXPECT_STATUS(defender_delete_library_file(NULL, "x"), DEFENDER_STATUS_INVALID_ARGUMENT);
+    CHECK(strcmp(out, "untouched") == 0, "out-parameter written on failure");
+    if (!live_response_store()) {
+        defender_client_free(client);
+        return;
+    }
+    defender_client_set(client, "wait_timeout_ms", "20000");
+    const char *missing = "[{\"type\":\"GetFile\",\"params\":[{\"key\":\"Path\",\"value\":\"C:\\\\missing.txt\"}]}]";
+    EXPECT_STATUS(defender_run_live_response(client, MACHINE, missing, "c test", &out), DEFENDER_STATUS_ACTION_FAILED);
+    char *message = last_error();
+    CHECK(strstr(message, "missing.txt was not found"), "the command's error is not in: %s", message);
+    free(message);
+    defender_client_free(client);
+}
+
+static void test_live_response_library(void) {
+    current_test = "live response library";
+    if (!live_response_store()) return;
+    DefenderClient *client = new_client();
+    char *folder = new_folder(), path[4200];
+    snprintf(path, sizeof path, "%s" PATH_SEPARATOR "triage.ps1", folder);
+    CHECK(file_write(path, "Get-Process\n") == 0, "writing %s", path);
+    char *file = NULL, *list = NULL;
+    EXPECT_STATUS(defender_upload_library_file(client, path, "Triage", NULL, 0, 0, &file), DEFENDER_STATUS_OK);
+    CHECK(file && strstr(file, "\"fileName\":\"triage.ps1\""), "library file %s", file ? file : "NULL");
+    EXPECT_STATUS(defender_upload_library_file(client, path, "Triage", NULL, 0, 0, NULL), DEFENDER_STATUS_EXISTS);
+    EXPECT_STATUS(defender_upload_library_file(client, path, "Triage", "none", 1, 1, NULL), DEFENDER_STATUS_OK);
+    EXPECT_STATUS(defender_list_library_files(client, &list), DEFENDER_STATUS_OK);
+    CHECK(list && count_occurrences(list, "\"fileName\"") == 1, "list %s", list ? list : "NULL");
+    EXPECT_STATUS(defender_delete_library_file(client, "triage.ps1"), DEFENDER_STATUS_OK);
+    EXPECT_STATUS(defender_delete_library_file(client, "triage.ps1"), DEFENDER_STATUS_NOT_FOUND);
+    defender_string_free(file);
+    defender_string_free(list);
+    remove_folder(folder);
+    defender_client_free(client);
+}
+
+static int items_done;
+
+static void count_item(void *user_data, size_t index, DefenderStatus status, const char *item_json) {
+    (void)user_data;
+    (void)index;
+    CHECK(status == DEFENDER_STATUS_OK, "item %zu: %s", index, item_json);
+    items_done++;
+}
+
+static void test_live_response_get_files(void) {
+    current_test = "live response get_files";
+    if (!live_response_store()) return;
+    DefenderClient *client = new_client();
+    defender_client_set(client, "wait_timeout_ms", "20000");
+    char *folder = new_folder(), *results = NULL;
+    const char *requests = "[{\"machine\":\"c0ffee0000000000000000000000000000000002\",\"path\":\"C:\\\\a.exe\"},"
+                           "{\"machine\":\"3e5bc9d7e413ddd7902c2932e418702b84d0cc07\",\"path\":\"C:\\\\b.dll\"}]";
+    items_done = 0;
+    EXPECT_STATUS(defender_get_files(client, requests, folder, NULL, count_item, NULL, &results), DEFENDER_STATUS_OK);
+    CHECK(items_done == 2, "%d items told", items_done);
+    CHECK(results && count_occurrences(results, "\"status\":\"OK\"") == 2, "results %s", results ? results : "NULL");
+    CHECK(entries(folder) == 2, "%d entries", entries(folder));
+    defender_string_free(results);
+    remove_folder(folder);
+    defender_client_free(client);
+}
+
 static const TestCase tests[] = {
     TEST(test_download_succeeds),
     TEST(test_quoted_link_is_unwrapped),
@@ -690,9 +829,14 @@ static const TestCase tests[] = {
     TEST(test_clone),
     TEST(test_phases),
     TEST(test_assertion_callback),
+    TEST(test_live_response_get_file),
+    TEST(test_live_response_failures),
+    TEST(test_live_response_library),
+    TEST(test_live_response_get_files),
 };
 
 int main(int argc, char **argv) {
-    const char *args[] = {"--rate-limit", "off", NULL};
+    const char *store = getenv("DEFENDER_AZURITE_BLOB_ENDPOINT");
+    const char *args[] = {"--rate-limit", "off", store ? "--blob-endpoint" : NULL, store, NULL};
     return run_tests(argc, argv, args, tests, sizeof tests / sizeof tests[0]);
 }

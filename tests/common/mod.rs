@@ -3,6 +3,8 @@
 //! the command line's binding, in `bindings/rust`).
 #![allow(dead_code, unused_imports)] // each test file uses a different part of this
 
+pub mod azurite;
+
 use std::path::Path;
 
 use defender_simulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, Options, Simulator};
@@ -30,6 +32,16 @@ pub fn client_for(simulator: &Simulator) -> Client {
 /// in this process on its own threads.
 pub fn simulator_with(config: Value) -> Simulator {
     let simulator = Simulator::start(Options::default()).expect("the simulator starts");
+    simulator
+        .configure(serde_json::from_value(config).expect("a valid config patch"))
+        .expect("the simulator takes the config");
+    simulator
+}
+
+/// A simulator that keeps live response results in Azurite (see `azurite`), with `config`.
+pub fn simulator_with_store(config: Value) -> Simulator {
+    let options = Options { blob_endpoint: Some(azurite::blob_endpoint()), ..Options::default() };
+    let simulator = Simulator::start(options).expect("the simulator starts");
     simulator
         .configure(serde_json::from_value(config).expect("a valid config patch"))
         .expect("the simulator takes the config");

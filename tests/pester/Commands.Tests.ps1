@@ -89,6 +89,32 @@ Describe 'Save-DefenderInvestigationPackage' {
         (Get-SimulatorRequest -Simulator $simulator -Endpoint download | Where-Object action_id -EQ $id)[-1].range | Should -Be "bytes=$kept-"
     }
 
+    It 'waits with -Wait for another PowerShell saving the same file, then finds it there (Defender.Exists)' {
+        $id = New-SimulatedAction -Simulator $simulator -Spec @{ package_size = 2000000 }
+        Add-SimulatorFault -Simulator $simulator -Rule @{ endpoint = 'download'; action_id = $id; fault = @{ kind = 'slow_body'; bytes_per_sec = 400000 } }
+        $secret = [Net.NetworkCredential]::new('', $connect.ClientSecret).Password
+        $child = New-ChildPowerShell -Command ("Import-Module '$modulePath'; " +
+            "Connect-DefenderApi -TenantId '$($connect.TenantId)' -ClientId '$($connect.ClientId)' -BaseUri '$($connect.BaseUri)' " +
+            "-ClientSecret (ConvertTo-SecureString '$secret' -AsPlainText -Force) -Option @{ authority_url = '$($simulator.base_url)'; rate_limit = 'off' }; " +
+            "Save-DefenderInvestigationPackage -ActionId '$id' -Path '$folder'")
+        $process = [Diagnostics.Process]::Start($child)
+        try {
+            Wait-Until { Test-Path -LiteralPath (Join-Path $folder ".$id.zip.part") } -Seconds 60
+
+            Save-DefenderInvestigationPackage -ActionId $id -Path $folder -ErrorVariable busy -ErrorAction SilentlyContinue
+            # -Timeout is in the service's time: the simulator's clock runs $simulator.ClockScale times faster.
+            Save-DefenderInvestigationPackage -ActionId $id -Path $folder -Wait -Timeout 36000 -ErrorVariable waited -ErrorAction SilentlyContinue
+        } finally {
+            $process.WaitForExit(60000) | Should -BeTrue
+        }
+
+        $busy[0].FullyQualifiedErrorId | Should -Be 'Defender.Timeout,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
+        $busy[0].Exception.Message | Should -BeLike '*is being downloaded by another call*; add -Wait to wait for it (up to -Timeout)'
+        $waited[0].FullyQualifiedErrorId | Should -Be 'Defender.Exists,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
+        (Get-FileHash -LiteralPath (Join-Path $folder "$id.zip") -Algorithm SHA256).Hash | Should -Be (Get-SimulatedPackageHash -Simulator $simulator -ActionId $id).ToUpperInvariant()
+        (Get-ChildItem -LiteralPath $folder -Force).Name | Should -Be "$id.zip"
+    }
+
     It 'writes nothing without -PassThru, and resolves a relative -Path against the current location' {
         $id = New-SimulatedAction -Simulator $simulator
         Push-Location $folder

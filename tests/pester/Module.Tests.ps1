@@ -59,9 +59,10 @@ Describe 'The manifest' {
         $commands = Get-Command -Module DefenderPackage
         $commands.CommandType | Sort-Object -Unique | Should -Be 'Cmdlet'
         $commands.Name | Sort-Object | Should -Be @(
-            'Connect-DefenderApi', 'Disconnect-DefenderApi', 'Get-DefenderConnection', 'Get-DefenderMachine', 'Get-DefenderMachineAction', 'Get-DefenderPackageUri',
-            'Save-DefenderInvestigationPackage', 'Start-DefenderInvestigationPackageCollection', 'Stop-DefenderMachineAction',
-            'Wait-DefenderMachineAction')
+            'Connect-DefenderApi', 'Disconnect-DefenderApi', 'Get-DefenderConnection', 'Get-DefenderLibraryFile', 'Get-DefenderMachine',
+            'Get-DefenderMachineAction', 'Get-DefenderPackageUri', 'Invoke-DefenderLiveResponse', 'Invoke-DefenderLiveResponseScript',
+            'Publish-DefenderLibraryFile', 'Remove-DefenderLibraryFile', 'Save-DefenderInvestigationPackage', 'Save-DefenderLiveResponseFile', 'Save-DefenderLiveResponseResult',
+            'Start-DefenderInvestigationPackageCollection', 'Stop-DefenderMachineAction', 'Wait-DefenderMachineAction')
         $approved = (Get-Verb).Verb
         foreach ($command in $commands) {
             $command.Verb | Should -BeIn $approved -Because "$($command.Name) uses an approved verb"

@@ -25,7 +25,9 @@ function Start-TestSimulator {
         [double] $ClockScale = 60,
         [string] $PackageSize = '1MiB',
         # Sample devices (--seed-machines): see simulator/README.md.
-        [int] $SeedMachines = 0
+        [int] $SeedMachines = 0,
+        # An Azure Blob storage account for live response results (Start-TestAzurite's BlobAccount).
+        [string] $BlobEndpoint
     )
     $executable = Join-Path $script:TargetDirectory 'debug/defender-simulator'
     # Not $IsWindows nor ArgumentList: Windows PowerShell 5.1 (CI) has neither.
@@ -33,6 +35,7 @@ function Start-TestSimulator {
     if ($env:DEFENDER_TEST_SIMULATOR) { $executable = $env:DEFENDER_TEST_SIMULATOR }
     $start = [Diagnostics.ProcessStartInfo]::new($executable)
     $start.Arguments = "--rate-limit off --clock-scale $ClockScale --package-size $PackageSize --seed-machines $SeedMachines"
+    if ($BlobEndpoint) { $start.Arguments += " --blob-endpoint $BlobEndpoint" }
     $start.RedirectStandardOutput = $true
     $start.UseShellExecute = $false
     $start.Environment['RUST_LOG'] = 'warn'
@@ -55,6 +58,47 @@ function Stop-TestSimulator {
         $Simulator.Process.WaitForExit()
     }
     $Simulator.Process.Dispose()
+}
+
+function Start-TestAzurite {
+    # Azurite (the Azure Storage emulator) for live response results: the one tests/run-all.sh
+    # started ($env:DEFENDER_AZURITE_BLOB_ENDPOINT), else its blob service started here on a free
+    # loopback port with in-memory persistence (the npm package run-all.sh installs: the
+    # azurite-blob of $env:DEFENDER_AZURITE, else the tools cache's). Returns its account's URL
+    # (BlobAccount: http://127.0.0.1:port/devstoreaccount1) and the process it started, if any:
+    # stop it with Stop-TestAzurite.
+    if ($env:DEFENDER_AZURITE_BLOB_ENDPOINT) {
+        return [pscustomobject]@{ Process = $null; BlobAccount = $env:DEFENDER_AZURITE_BLOB_ENDPOINT }
+    }
+    $cache = if ($env:XDG_CACHE_HOME) { $env:XDG_CACHE_HOME } else { Join-Path ([Environment]::GetFolderPath('UserProfile')) '.cache' }
+    $executable = if ($env:DEFENDER_AZURITE) { $env:DEFENDER_AZURITE } else { Join-Path $cache 'defender-package/tools/azurite/node_modules/.bin/azurite-blob' }
+    if (-not (Test-Path -LiteralPath $executable)) {
+        throw "Azurite is not at $($executable): tests/run-all.sh installs it (npm), or set DEFENDER_AZURITE to its azurite-blob"
+    }
+    $start = [Diagnostics.ProcessStartInfo]::new($executable)
+    $start.Arguments = '--blobHost 127.0.0.1 --blobPort 0 --inMemoryPersistence --skipApiVersionCheck --loose'
+    $start.WorkingDirectory = [IO.Path]::GetTempPath()
+    $start.RedirectStandardOutput = $true
+    $start.UseShellExecute = $false
+    $process = [Diagnostics.Process]::Start($start)
+    while ($null -ne ($line = $process.StandardOutput.ReadLine())) {
+        if ($line -match 'listens on (http://\S+)') {
+            # Its further output is not read: drained, so that it never blocks on a full pipe.
+            $null = $process.StandardOutput.BaseStream.CopyToAsync([IO.Stream]::Null)
+            return [pscustomobject]@{ Process = $process; BlobAccount = $Matches[1].TrimEnd('/') + '/devstoreaccount1' }
+        }
+    }
+    throw 'Azurite exited without saying where it listens'
+}
+
+function Stop-TestAzurite {
+    param([Parameter(Mandatory)] $Azurite)
+    if (-not $Azurite.Process) { return }
+    if (-not $Azurite.Process.HasExited) {
+        $Azurite.Process.Kill()
+        $Azurite.Process.WaitForExit()
+    }
+    $Azurite.Process.Dispose()
 }
 
 function New-ChildPowerShell {

@@ -301,7 +301,50 @@ impl Client {
         &self,
         action_ids: &[&str],
         folder: &Path,
+        callbacks: BatchCallbacks<'_>,
+    ) -> Result<Vec<Value>, Failure> {
+        let ids: Vec<CString> = action_ids.iter().map(|id| c(id)).collect();
+        let id_pointers: Vec<*const c_char> = ids.iter().map(|id| id.as_ptr()).collect();
+        let folder = c(folder.to_str().unwrap());
+        self.batch(callbacks, |progress, item_done, user_data, results| unsafe {
+            defender_download_packages(
+                self.0,
+                id_pointers.as_ptr(),
+                id_pointers.len(),
+                folder.as_ptr(),
+                progress,
+                item_done,
+                user_data,
+                results,
+            )
+        })
+    }
+
+    /// Brings back the files of `requests_json` (`[{"machine": ..., "path": ...}]`) into
+    /// `folder`, each in a live response session; returns one result per item, in order.
+    pub fn get_files(
+        &self,
+        requests_json: &str,
+        folder: &Path,
+        callbacks: BatchCallbacks<'_>,
+    ) -> Result<Vec<Value>, Failure> {
+        let requests = c(requests_json);
+        let folder = c(folder.to_str().unwrap());
+        self.batch(callbacks, |progress, item_done, user_data, results| unsafe {
+            defender_get_files(self.0, requests.as_ptr(), folder.as_ptr(), progress, item_done, user_data, results)
+        })
+    }
+
+    /// A batch call with `callbacks` behind the C callbacks, answering its results' array.
+    fn batch(
+        &self,
         mut callbacks: BatchCallbacks<'_>,
+        call: impl FnOnce(
+            DefenderBatchProgressCallback,
+            DefenderBatchItemCallback,
+            *mut c_void,
+            *mut *mut c_char,
+        ) -> DefenderStatus,
     ) -> Result<Vec<Value>, Failure> {
         unsafe extern "C" fn on_progress(user_data: *mut c_void, index: usize, done: u64, total: u64) -> i32 {
             let callbacks = unsafe { &mut *user_data.cast::<BatchCallbacks<'_>>() };
@@ -319,25 +362,128 @@ impl Client {
             let json = unsafe { CStr::from_ptr(json) }.to_str().expect("item results are UTF-8");
             item_done(index, status, serde_json::from_str(json).expect("item results are JSON"));
         }
-        let ids: Vec<CString> = action_ids.iter().map(|id| c(id)).collect();
-        let id_pointers: Vec<*const c_char> = ids.iter().map(|id| id.as_ptr()).collect();
-        let folder = c(folder.to_str().unwrap());
         let progress = callbacks.progress.is_some().then_some(on_progress as _);
         let item_done = callbacks.item_done.is_some().then_some(on_item as _);
         let user_data: *mut BatchCallbacks<'_> = &mut callbacks;
         let mut results = ptr::null_mut();
+        check(call(progress, item_done, user_data.cast(), &mut results))?;
+        Ok(serde_json::from_str(&unsafe { take_string(results) }).unwrap())
+    }
+}
+
+/// Live Response: sessions, their results, the library.
+impl Client {
+    /// Starts a live response session of `commands_json` on a device (and, with
+    /// `wait_timeout_ms`, waits for it to end); answers its machine action.
+    pub fn run_live_response(
+        &self,
+        machine_id_or_name: &str,
+        commands_json: &str,
+        comment: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let (machine, commands, comment) = (c(machine_id_or_name), c(commands_json), comment.map(c));
+        let mut json = ptr::null_mut();
         check(unsafe {
-            defender_download_packages(
+            defender_run_live_response(
                 self.0,
-                id_pointers.as_ptr(),
-                id_pointers.len(),
-                folder.as_ptr(),
-                progress,
-                item_done,
-                user_data.cast(),
-                &mut results,
+                machine.as_ptr(),
+                commands.as_ptr(),
+                comment.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                &mut json,
             )
         })?;
-        Ok(serde_json::from_str(&unsafe { take_string(results) }).unwrap())
+        Ok(serde_json::from_str(&unsafe { take_string(json) }).unwrap())
+    }
+
+    /// A fresh link to command `index`'s result of session `action_id`.
+    pub fn live_response_result_uri(&self, action_id: &str, index: u32) -> Result<String, Failure> {
+        let id = c(action_id);
+        let mut uri = ptr::null_mut();
+        check(unsafe { defender_get_live_response_result_uri(self.0, id.as_ptr(), index, &mut uri) })?;
+        Ok(unsafe { take_string(uri) })
+    }
+
+    /// Downloads command `index`'s result of session `action_id` to `destination`; `progress`
+    /// gets (done, total) and returns true to cancel.
+    pub fn download_live_response_result(
+        &self,
+        action_id: &str,
+        index: u32,
+        destination: &Path,
+        progress: Option<&mut dyn FnMut(u64, u64) -> bool>,
+    ) -> Result<Value, Failure> {
+        unsafe extern "C" fn trampoline(user_data: *mut c_void, done: u64, total: u64) -> i32 {
+            let progress = unsafe { &mut *user_data.cast::<&mut dyn FnMut(u64, u64) -> bool>() };
+            i32::from(progress(done, total))
+        }
+        let id = c(action_id);
+        let destination = c(destination.to_str().unwrap());
+        let mut result = ptr::null_mut();
+        let status = match progress {
+            Some(mut progress) => unsafe {
+                let user_data: *mut &mut dyn FnMut(u64, u64) -> bool = &mut progress;
+                defender_download_live_response_result(
+                    self.0,
+                    id.as_ptr(),
+                    index,
+                    destination.as_ptr(),
+                    Some(trampoline),
+                    user_data.cast(),
+                    &mut result,
+                )
+            },
+            None => unsafe {
+                defender_download_live_response_result(
+                    self.0,
+                    id.as_ptr(),
+                    index,
+                    destination.as_ptr(),
+                    None,
+                    ptr::null_mut(),
+                    &mut result,
+                )
+            },
+        };
+        check(status)?;
+        Ok(serde_json::from_str(&unsafe { take_string(result) }).unwrap())
+    }
+
+    /// Puts the file at `path` in the live response library; answers the library file.
+    pub fn upload_library_file(
+        &self,
+        path: &Path,
+        description: &str,
+        parameters_description: Option<&str>,
+        has_parameters: bool,
+        override_if_exists: bool,
+    ) -> Result<Value, Failure> {
+        let (path, description) = (c(path.to_str().unwrap()), c(description));
+        let parameters = parameters_description.map(c);
+        let mut json = ptr::null_mut();
+        check(unsafe {
+            defender_upload_library_file(
+                self.0,
+                path.as_ptr(),
+                description.as_ptr(),
+                parameters.as_ref().map_or(ptr::null(), |c| c.as_ptr()),
+                i32::from(has_parameters),
+                i32::from(override_if_exists),
+                &mut json,
+            )
+        })?;
+        Ok(serde_json::from_str(&unsafe { take_string(json) }).unwrap())
+    }
+
+    /// The live response library's files, as the service describes them.
+    pub fn library_files(&self) -> Result<Vec<Value>, Failure> {
+        let mut json = ptr::null_mut();
+        check(unsafe { defender_list_library_files(self.0, &mut json) })?;
+        Ok(serde_json::from_str(&unsafe { take_string(json) }).unwrap())
+    }
+
+    /// Removes `file_name` from the live response library.
+    pub fn delete_library_file(&self, file_name: &str) -> Result<(), Failure> {
+        let name = c(file_name);
+        check(unsafe { defender_delete_library_file(self.0, name.as_ptr()) })
     }
 }

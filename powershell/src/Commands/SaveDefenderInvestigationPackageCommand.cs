@@ -73,7 +73,7 @@ namespace Defender.PowerShell.Commands
 
         internal override string Reword(string message)
         {
-            message = Help.RewordOverwrite(Help.RewordFileNamePattern(message));
+            message = Help.RewordWaitForOther(Help.RewordOverwrite(Help.RewordFileNamePattern(message)));
             return Wait ? Help.RewordTimeout(message, Timeout) : message;
         }
 

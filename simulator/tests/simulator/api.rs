@@ -226,7 +226,7 @@ fn rate_limits_can_be_configured_and_switched_off() {
     let simulator = start(ConfigPatch {
         rate_limits: Some(RateLimitsPatch {
             other: Some(RateLimit { per_minute: 1, per_hour: 10 }),
-            get_package_uri: None,
+            ..RateLimitsPatch::default()
         }),
         ..ConfigPatch::default()
     });

@@ -203,7 +203,7 @@ fn the_new_calls_count_against_the_other_calls_limit() {
     let simulator = start(ConfigPatch {
         rate_limits: Some(RateLimitsPatch {
             other: Some(RateLimit { per_minute: 2, per_hour: 10 }),
-            get_package_uri: None,
+            ..RateLimitsPatch::default()
         }),
         ..ConfigPatch::default()
     });

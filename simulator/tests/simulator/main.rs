@@ -9,4 +9,5 @@ mod common;
 mod control;
 mod download;
 mod fleet;
+mod live_response;
 mod sign_in;

@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
 using System.Net.Http;
@@ -14,7 +15,7 @@ namespace Defender.Interop.Tests;
 /// A defender-simulator process on loopback (target/debug, built by cargo before the tests), with
 /// the native library loaded from the same build output. Shared by every test; stopped at the end.
 /// </summary>
-public sealed class Simulator : IDisposable
+public class Simulator : IDisposable
 {
     public const double ClockScale = 60;
     public const int PackageSize = 1024 * 1024;
@@ -24,6 +25,12 @@ public sealed class Simulator : IDisposable
     readonly HttpClient http = new();
 
     public Simulator()
+        : this(Array.Empty<string>())
+    {
+    }
+
+    /// <param name="arguments">More of the simulator's arguments, after those every test uses.</param>
+    protected Simulator(IEnumerable<string> arguments)
     {
         string target = Environment.GetEnvironmentVariable("CARGO_TARGET_DIR") is { Length: > 0 } dir
             ? Path.GetFullPath(dir)
@@ -37,6 +44,7 @@ public sealed class Simulator : IDisposable
             UseShellExecute = false,
             ArgumentList = { "--rate-limit", "off", "--clock-scale", ClockScale.ToString(), "--package-size", PackageSize.ToString() },
         };
+        foreach (string argument in arguments) start.ArgumentList.Add(argument);
         start.Environment["RUST_LOG"] = "warn";
         process = Process.Start(start)!;
         string ready = process.StandardOutput.ReadLine()
@@ -89,7 +97,7 @@ public sealed class Simulator : IDisposable
 
     public JsonArray Requests(string endpoint) => Control(HttpMethod.Get, $"requests?endpoint={endpoint}")!.AsArray();
 
-    public void Dispose()
+    public virtual void Dispose()
     {
         if (!process.HasExited)
         {
@@ -98,6 +106,7 @@ public sealed class Simulator : IDisposable
         }
         process.Dispose();
         http.Dispose();
+        GC.SuppressFinalize(this);
     }
 
     public static string RepositoryRoot()
