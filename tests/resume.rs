@@ -260,6 +260,47 @@ fn a_part_with_a_garbage_record_is_removed_and_the_package_downloaded_from_byte_
 }
 
 #[test]
+fn a_call_that_finds_the_file_saved_removes_what_a_killed_one_left_beside_it() {
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({ "package_size": PACKAGE_SIZE }));
+    let folder = tempfile::tempdir().unwrap();
+    killed_midway(&simulator, &id, folder.path());
+    // Killed after its rename, before it removed its lock file; or saved since by another call.
+    std::fs::write(folder.path().join(format!("{id}.zip")), b"saved").unwrap();
+    std::fs::write(beside(folder.path(), &id, ".lock"), b"{\"pid\":1}").unwrap();
+
+    let failure = client_for(&simulator).download(&id, folder.path(), None).unwrap_err();
+
+    assert_eq!(failure.status, DefenderStatus::Exists, "{failure}");
+    assert_eq!(entries(folder.path()), vec![format!("{id}.zip")], "no part, record or lock is left");
+}
+
+#[test]
+fn leftovers_beside_a_saved_file_stay_while_another_call_holds_its_lock() {
+    let simulator = simulator();
+    let id = create_action(&simulator, json!({ "package_size": PACKAGE_SIZE }));
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join(format!("{id}.zip")), b"saved").unwrap();
+    std::fs::write(beside(folder.path(), &id, ".part"), b"in progress").unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(beside(folder.path(), &id, ".lock"))
+        .unwrap();
+    fs4::FileExt::try_lock(&lock).unwrap();
+
+    let failure = client_for(&simulator).download(&id, folder.path(), None).unwrap_err();
+
+    assert_eq!(failure.status, DefenderStatus::Exists, "{failure}");
+    assert_eq!(
+        std::fs::read(beside(folder.path(), &id, ".part")).unwrap(),
+        b"in progress",
+        "the holder's part is its own"
+    );
+}
+
+#[test]
 fn a_part_for_another_action_is_not_resumed_and_a_failed_call_leaves_nothing() {
     let simulator = simulator();
     let first = create_action(&simulator, json!({ "package_size": PACKAGE_SIZE }));

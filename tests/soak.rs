@@ -53,16 +53,14 @@ fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// Checks that `folder` holds exactly the packages of `ids`, each the simulator's bytes, besides
-/// lock files (`.<name>.lock`, which hold nothing); answers how many of those there are.
-fn assert_all_intact(simulator: &Simulator, ids: &[String], folder: &Path) -> usize {
+/// Checks that `folder` holds exactly the packages of `ids`, each the simulator's bytes: no part,
+/// record or lock file left.
+fn assert_all_intact(simulator: &Simulator, ids: &[String], folder: &Path) {
     let mut expected: Vec<String> = ids.iter().map(|id| format!("{id}.zip")).collect();
     expected.sort();
     let mut left = entries(folder);
     left.sort();
-    let locks = left.iter().filter(|name| name.starts_with('.') && name.ends_with(".zip.lock")).count();
-    let extra: Vec<&String> =
-        left.iter().filter(|name| !expected.contains(name) && !name.ends_with(".zip.lock")).collect();
+    let extra: Vec<&String> = left.iter().filter(|name| !expected.contains(name)).collect();
     let missing: Vec<&String> = expected.iter().filter(|name| !left.contains(name)).collect();
     assert!(extra.is_empty() && missing.is_empty(), "left behind: {extra:?}; missing: {missing:?}");
     for id in ids {
@@ -75,7 +73,6 @@ fn assert_all_intact(simulator: &Simulator, ids: &[String], folder: &Path) -> us
             package.len()
         );
     }
-    locks
 }
 
 fn empty(folder: &Path) {
@@ -131,7 +128,7 @@ fn packages_through_chaos_all_arrive_intact_with_memory_and_descriptors_flat() {
         for (id, result) in ids.iter().zip(&results) {
             assert_eq!(result["status"], "OK", "{id}: {result}");
         }
-        assert_eq!(assert_all_intact(&simulator, &ids, folder.path()), 0, "lock files left");
+        assert_all_intact(&simulator, &ids, folder.path());
         for request in simulator.requests() {
             if let Some(fault) = request.fault {
                 let kind = serde_json::to_value(fault).unwrap()["kind"].as_str().unwrap().to_owned();
@@ -297,13 +294,13 @@ fn a_batch_killed_again_and_again_finishes_with_nothing_lost_and_nothing_fetched
         }
     }
     // A run killed after a rename and before it removed its lock file leaves that file beside the
-    // package, and the next run, which finds the package there, leaves it too: counted, for now.
-    let locks = assert_all_intact(&simulator, &ids, folder.path());
+    // package; the next run, which finds the package there (EXISTS), removes it.
+    assert_all_intact(&simulator, &ids, folder.path());
     println!(
         "SOAK kills: {count} packages of {SIZE} bytes, {kills} kills ({finished_early} runs ended before their kill), \
          {resumed} requests resumed a killed run's part, {served} bytes served for {} of packages, bytes fetched \
-         twice: {fetched_twice} (and {confirmations} whole parts confirmed with their last byte); {locks} lock files \
-         left beside packages a killed run had saved",
+         twice: {fetched_twice} (and {confirmations} whole parts confirmed with their last byte); nothing left \
+         beside the packages",
         count * SIZE
     );
     assert_eq!(fetched_twice, 0, "bytes that were on disk when a run was killed were fetched again");

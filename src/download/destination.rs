@@ -35,9 +35,28 @@ pub(super) fn resolve(destination: &str, file_name: &str, overwrite: bool) -> Re
         return Err(Error::new(DefenderStatus::Exists, format!("'{}' is a directory", path.display())));
     }
     if !overwrite && path.exists() {
+        remove_stale_leftovers(&path);
         return Err(exists(&path));
     }
     Ok(path)
+}
+
+/// Removes what a killed call left beside `destination`, which is there now (saved by a later
+/// call, or renamed just before the kill): its part, the part's record and the lock file. A part
+/// of a file already saved is never resumed, and a call that stops at `EXISTS` is the last to
+/// look at this destination, so it cleans up, when no other call holds the destination's lock
+/// (that one cleans up after itself). Best effort: `EXISTS` is the answer whatever happens here.
+fn remove_stale_leftovers(destination: &Path) {
+    let leftovers = [".part", ".part.json", ".part.json.new", ".lock"].map(|suffix| beside(destination, suffix));
+    if !leftovers.iter().any(|path| path.symlink_metadata().is_ok()) {
+        return;
+    }
+    if let Ok(Some(_lock)) = super::lock::DestinationLock::try_take(destination) {
+        for path in &leftovers[..3] {
+            let _ = std::fs::remove_file(path);
+        }
+        // Dropping the lock removes the lock file.
+    }
 }
 
 pub(super) fn exists(path: &Path) -> Error {

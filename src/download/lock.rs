@@ -87,6 +87,11 @@ impl DestinationLock {
         }
     }
 
+    /// The lock of `destination` when it is free, `None` while another call holds it.
+    pub(super) fn try_take(destination: &Path) -> Result<Option<Self>> {
+        Self::try_acquire(&beside(destination, ".lock"))
+    }
+
     /// The lock when it is free, `None` while another call holds it.
     fn try_acquire(path: &Path) -> Result<Option<Self>> {
         let locking = |err: &io::Error| Error::io(format!("locking '{}'", path.display()), err);
