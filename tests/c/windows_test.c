@@ -1,9 +1,10 @@
 /*
  * The C API where Windows differs from POSIX, against the simulator (defender-simulator.exe):
  * drive letters and backslashes, paths past MAX_PATH, non-ASCII names (UTF-8 in, UTF-16 on
- * disk), the no-replace rename (MoveFileExW), cancellation from another thread, the system proxy
- * read from the registry with loopback bypassed, and TLS with the CA in the Windows certificate
- * store or in ca_file.
+ * disk), the no-replace rename (MoveFileExW), cancellation from another thread, one writer per
+ * destination (LockFileEx), a download resumed after its process was ended with TerminateProcess,
+ * the system proxy read from the registry with loopback bypassed, and TLS with the CA in the
+ * Windows certificate store or in ca_file.
  *
  *   windows_test.exe <path to defender-simulator.exe> [test...]
  *
@@ -249,6 +250,127 @@ static void test_cancel_from_another_thread(void) {
     free(id);
     remove_folder(folder);
     defender_client_free(client);
+}
+
+typedef struct {
+    DefenderClient *client;
+    const char *id;
+    const char *folder;
+    HANDLE started;
+    DefenderStatus status;
+} Downloader;
+
+static DWORD WINAPI download_in_thread(void *argument) {
+    Downloader *downloader = argument;
+    char *result = NULL;
+    Canceller signal = {.client = downloader->client, .started = downloader->started};
+    downloader->status = defender_download_package(downloader->client, downloader->id, downloader->folder,
+                                                   signal_started, &signal, &result);
+    defender_string_free(result);
+    return 0;
+}
+
+/* One writer per destination, through LockFileEx: while a download runs, a second call for the
+   same file is TIMEOUT at once without wait_timeout_ms, and with it waits for the first, then
+   finds the package there (EXISTS); nothing is left beside it. */
+static void test_one_writer_per_destination(void) {
+    char *folder = new_folder();
+    char *id = create_action("{\"package_size\": 3000000}");
+    char rule[256];
+    snprintf(rule, sizeof rule,
+             "{\"endpoint\":\"download\",\"action_id\":\"%s\",\"times\":1,\"fault\":{\"kind\":\"slow_body\",\"bytes_per_sec\":1000000}}",
+             id);
+    add_fault(rule);
+    Downloader first = {.client = new_client(), .id = id, .folder = folder,
+                        .started = CreateEventW(NULL, TRUE, FALSE, NULL)};
+    HANDLE thread = CreateThread(NULL, 0, download_in_thread, &first, 0, NULL);
+    CHECK(WaitForSingleObject(first.started, 30000) == WAIT_OBJECT_0, "the first download did not start");
+
+    DefenderClient *second = new_client();
+    EXPECT_STATUS(defender_download_package(second, id, folder, NULL, NULL, NULL), DEFENDER_STATUS_TIMEOUT);
+    char *message = last_error();
+    CHECK(message && strstr(message, "is being downloaded by"), "TIMEOUT says who holds it: %s", message);
+    free(message);
+    EXPECT_STATUS(defender_client_set(second, "wait_timeout_ms", "60000"), DEFENDER_STATUS_OK);
+    EXPECT_STATUS(defender_download_package(second, id, folder, NULL, NULL, NULL), DEFENDER_STATUS_EXISTS);
+
+    WaitForSingleObject(thread, INFINITE);
+    CloseHandle(thread);
+    CloseHandle(first.started);
+    CHECK(first.status == DEFENDER_STATUS_OK, "the first download: %s", status_name(first.status));
+    CHECK(entries(folder) == 1, "%d entries: only the package is left", entries(folder));
+    defender_client_free(second);
+    defender_client_free(first.client);
+    free(id);
+    remove_folder(folder);
+}
+
+/* This program's own path, for the child process of test_resume_after_terminate_process. */
+static char this_program[MAX_PATH];
+
+/* The child of test_resume_after_terminate_process: downloads `id` into `folder` from the
+   simulator at `base_url`, slowly, until it is ended. */
+static int child_download(const char *base_url, const char *id, const char *folder) {
+    DefenderClient *client = NULL;
+    if (defender_client_new(&client) != DEFENDER_STATUS_OK) return 2;
+    const char *options[][2] = {
+        {"base_url", base_url},           {"authority_url", base_url},
+        {"tenant_id", SIM_TENANT_ID},     {"client_id", SIM_CLIENT_ID},
+        {"client_secret", SIM_CLIENT_SECRET}, {"rate_limit", "off"},
+    };
+    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++)
+        if (defender_client_set(client, options[i][0], options[i][1]) != DEFENDER_STATUS_OK) return 2;
+    DefenderStatus status = defender_download_package(client, id, folder, NULL, NULL, NULL);
+    defender_client_free(client);
+    return (int)status;
+}
+
+/* A download whose process is ended with TerminateProcess mid-body leaves its part file and
+   record (.<name>.part, .<name>.part.json) and its lock file; the next call resumes from the
+   bytes it left (resumed_from above 0), the package is whole, and nothing is left beside it. */
+static void test_resume_after_terminate_process(void) {
+    char *folder = new_folder();
+    char *id = create_action("{\"package_size\": 4000000}");
+    char rule[256];
+    snprintf(rule, sizeof rule,
+             "{\"endpoint\":\"download\",\"action_id\":\"%s\",\"times\":1,\"fault\":{\"kind\":\"slow_body\",\"bytes_per_sec\":500000}}",
+             id);
+    add_fault(rule);
+    Process child;
+    const char *argv[] = {this_program, "--child-download", sim.base_url, id, folder, NULL};
+    CHECK(process_start(&child, argv) == 0, "starting %s", this_program);
+    char part_name[128];
+    snprintf(part_name, sizeof part_name, ".%s.zip.part", id);
+    char *part = join(folder, part_name);
+    wchar_t *wide = long_path(part);
+    LONGLONG size = 0;
+    for (int waited = 0; waited < 300 && size < 2 * 1024 * 1024; waited++) {
+        WIN32_FILE_ATTRIBUTE_DATA data;
+        if (GetFileAttributesExW(wide, GetFileExInfoStandard, &data))
+            size = ((LONGLONG)data.nFileSizeHigh << 32) | data.nFileSizeLow;
+        Sleep(100);
+    }
+    CHECK(size >= 2 * 1024 * 1024, "the child wrote %lld bytes of its part", size);
+    process_stop(&child);
+    CHECK(entries(folder) >= 2, "%d entries: the ended download left its part and record", entries(folder));
+
+    DefenderClient *client = new_client();
+    char *result = NULL;
+    char destination_name[128];
+    snprintf(destination_name, sizeof destination_name, "%s.zip", id);
+    char *destination = join(folder, destination_name);
+    EXPECT_STATUS(defender_download_package(client, id, folder, NULL, NULL, &result), DEFENDER_STATUS_OK);
+    expect_package(destination, id, result);
+    CHECK(result && strstr(result, "\"resumed_from\":0") == NULL && strstr(result, "\"resumed_from\":"),
+          "resumed from the part: %s", result ? result : "(no result)");
+    CHECK(entries(folder) == 1, "%d entries: only the package is left", entries(folder));
+    defender_string_free(result);
+    defender_client_free(client);
+    free(destination);
+    free(wide);
+    free(part);
+    free(id);
+    remove_folder(folder);
 }
 
 /* The current user's proxy settings (Internet Options), as WinINet and the library read them. */
@@ -500,12 +622,16 @@ static const TestCase tests[] = {
     TEST(test_non_ascii_names),
     TEST(test_no_replace_rename),
     TEST(test_cancel_from_another_thread),
+    TEST(test_one_writer_per_destination),
+    TEST(test_resume_after_terminate_process),
     TEST(test_registry_proxy_bypassed_for_loopback),
     TEST(test_tls_with_ca_file),
     TEST_ALONE(test_tls_with_the_ca_in_the_windows_store),
 };
 
 int main(int argc, char **argv) {
+    if (argc == 5 && strcmp(argv[1], "--child-download") == 0) return child_download(argv[2], argv[3], argv[4]);
+    GetModuleFileNameA(NULL, this_program, sizeof this_program);
     simulator_binary = argc > 1 ? argv[1] : NULL;
     const char *args[] = {"--rate-limit", "off", NULL};
     int status = run_tests(argc, argv, args, tests, sizeof tests / sizeof tests[0]);
