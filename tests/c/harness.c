@@ -24,10 +24,14 @@ int has_secret(const char *text) {
 }
 
 DefenderClient *new_client(void) {
+    return new_client_for(sim.base_url);
+}
+
+DefenderClient *new_client_for(const char *base_url) {
     DefenderClient *client = NULL;
     CHECK(defender_client_new(&client) == DEFENDER_STATUS_OK && client != NULL, "client_new");
     const char *options[][2] = {
-        {"base_url", sim.base_url},       {"authority_url", sim.base_url},
+        {"base_url", base_url},           {"authority_url", base_url},
         {"tenant_id", SIM_TENANT_ID},     {"client_id", SIM_CLIENT_ID},
         {"client_secret", SIM_CLIENT_SECRET}, {"rate_limit", "off"},
     };

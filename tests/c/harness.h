@@ -51,6 +51,8 @@ int has_secret(const char *text);
 
 /* A client pointed at `sim`, signed in with the simulator's app, rate limits off. */
 DefenderClient *new_client(void);
+/* The same, for the simulator at `base_url` (a child process's, which has no `sim`). */
+DefenderClient *new_client_for(const char *base_url);
 /* Creates an action in the simulator (see simulator/README.md) and returns its id. */
 char *create_action(const char *json_spec);
 void add_fault(const char *json_rule);

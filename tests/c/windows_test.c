@@ -311,15 +311,7 @@ static char this_program[MAX_PATH];
 /* The child of test_resume_after_terminate_process: downloads `id` into `folder` from the
    simulator at `base_url`, slowly, until it is ended. */
 static int child_download(const char *base_url, const char *id, const char *folder) {
-    DefenderClient *client = NULL;
-    if (defender_client_new(&client) != DEFENDER_STATUS_OK) return 2;
-    const char *options[][2] = {
-        {"base_url", base_url},           {"authority_url", base_url},
-        {"tenant_id", SIM_TENANT_ID},     {"client_id", SIM_CLIENT_ID},
-        {"client_secret", SIM_CLIENT_SECRET}, {"rate_limit", "off"},
-    };
-    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++)
-        if (defender_client_set(client, options[i][0], options[i][1]) != DEFENDER_STATUS_OK) return 2;
+    DefenderClient *client = new_client_for(base_url);
     DefenderStatus status = defender_download_package(client, id, folder, NULL, NULL, NULL);
     defender_client_free(client);
     return (int)status;
