@@ -71,6 +71,9 @@ Describe 'Save-DefenderInvestigationPackage' {
             "-ClientSecret (ConvertTo-SecureString '$secret' -AsPlainText -Force) -Option @{ authority_url = '$($simulator.base_url)'; rate_limit = 'off' }; " +
             "Save-DefenderInvestigationPackage -ActionId '$id' -Path '$folder'")
         $process = [Diagnostics.Process]::Start($child)
+        # Its output is read as it comes, so that a full pipe never holds the child (Wine's pipes
+        # are small).
+        $childOutput = $process.StandardOutput.ReadToEndAsync(), $process.StandardError.ReadToEndAsync()
         $part = Join-Path $folder ".$id.zip.part"
         try {
             Wait-Until { (Test-Path -LiteralPath $part) -and (Get-Item -LiteralPath $part -Force).Length -ge 1MB } -Seconds 60
@@ -98,6 +101,9 @@ Describe 'Save-DefenderInvestigationPackage' {
             "-ClientSecret (ConvertTo-SecureString '$secret' -AsPlainText -Force) -Option @{ authority_url = '$($simulator.base_url)'; rate_limit = 'off' }; " +
             "Save-DefenderInvestigationPackage -ActionId '$id' -Path '$folder'")
         $process = [Diagnostics.Process]::Start($child)
+        # Its output is read as it comes, so that a full pipe never holds the child (Wine's pipes
+        # are small).
+        $childOutput = $process.StandardOutput.ReadToEndAsync(), $process.StandardError.ReadToEndAsync()
         try {
             Wait-Until { Test-Path -LiteralPath (Join-Path $folder ".$id.zip.part") } -Seconds 60
 
@@ -105,7 +111,7 @@ Describe 'Save-DefenderInvestigationPackage' {
             # -Timeout is in the service's time: the simulator's clock runs $simulator.ClockScale times faster.
             Save-DefenderInvestigationPackage -ActionId $id -Path $folder -Wait -Timeout 36000 -ErrorVariable waited -ErrorAction SilentlyContinue
         } finally {
-            $process.WaitForExit(60000) | Should -BeTrue
+            $process.WaitForExit(60000) | Should -BeTrue -Because "the child saves the file in seconds (it wrote: $(($childOutput | Where-Object IsCompleted | ForEach-Object Result) -join ' '))"
         }
 
         $busy[0].FullyQualifiedErrorId | Should -Be 'Defender.Timeout,Defender.PowerShell.Commands.SaveDefenderInvestigationPackageCommand'
