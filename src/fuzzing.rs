@@ -125,8 +125,11 @@ pub fn zip_check(data: &[u8]) {
         let (what, _) = whole.message().rsplit_once(": ").unwrap_or((whole.message(), ""));
         let (also, _) = pieces.message().rsplit_once(": ").unwrap_or((pieces.message(), ""));
         assert_eq!(what, also, "{} / {}", whole.message(), pieces.message());
-        assert_eq!(for_caller(whole.message(), &[]), whole.message(), "printable");
-        assert_eq!(for_caller(pieces.message(), &[]), pieces.message(), "printable");
+        // Printable: an entry's name is escaped (`for_caller` would also redact what looks like a
+        // secret in it, such as "bearer x", when the message reaches the caller).
+        for message in [whole.message(), pieces.message()] {
+            assert!(!message.chars().any(char::is_control), "not printable: {message:?}");
+        }
     }
 }
 
