@@ -12,13 +12,15 @@
 //! for an offline device is queued for up to three days; RunScript times out after 10 minutes;
 //! result links: 100 a minute, 1500 an hour. See docs/live-response.md.
 
-use std::ffi::{CString, c_char, c_void};
+use std::ffi::{c_char, c_void};
 
 use super::client::{DefenderClient, client_ref};
-use super::package::{DefenderBatchItemCallback, DefenderBatchProgressCallback, DefenderProgressCallback};
+use super::package::{
+    DefenderBatchItemCallback, DefenderBatchProgressCallback, DefenderProgressCallback, with_batch_callbacks,
+};
 use super::{boundary, optional_str, required_out, required_str, write_string};
 use crate::error::DefenderStatus;
-use crate::runtime::{Callbacks, ItemDoneFn, ProgressFn};
+use crate::runtime::ProgressFn;
 use crate::service::{Api, entity, live_response};
 
 /// Starts a live response session on a device (`POST /api/machines/{id}/runliveresponse` with
@@ -212,24 +214,14 @@ pub unsafe extern "C" fn defender_get_files(
         let requests = crate::download::live_response::parse_requests(requests)?;
         let folder = unsafe { required_str(destination_folder, "destination_folder") }?.to_owned();
         // SAFETY: the caller vouches that both callbacks may be called with `user_data` on this thread.
-        let mut report = progress.map(|progress| {
-            move |index: usize, done: u64, total: u64| unsafe { progress(user_data, index, done, total) } != 0
-        });
-        let mut tell = item_done.map(|item_done| {
-            move |index: usize, status: DefenderStatus, json: &str| {
-                let json = CString::new(json).unwrap_or_default();
-                unsafe { item_done(user_data, index, status, json.as_ptr()) }
-            }
-        });
-        let callbacks = Callbacks {
-            progress: report.as_mut().map(|report| report as ProgressFn<'_>),
-            item_done: tell.as_mut().map(|tell| tell as ItemDoneFn<'_>),
-            ..Callbacks::default()
-        };
-        let results = client.run_with("defender_get_files", callbacks, |session, reporter| async move {
-            let api = Api { session: &session, reporter: &reporter };
-            crate::download::live_response::get_files(api, &requests, &folder).await
-        })?;
+        let results = unsafe {
+            with_batch_callbacks(progress, item_done, user_data, |callbacks| {
+                client.run_with("defender_get_files", callbacks, |session, reporter| async move {
+                    let api = Api { session: &session, reporter: &reporter };
+                    crate::download::live_response::get_files(api, &requests, &folder).await
+                })
+            })
+        }?;
         unsafe { write_string(results_json_out, crate::download::to_json(&results)) }
     })
 }

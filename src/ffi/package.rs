@@ -146,6 +146,35 @@ pub type DefenderBatchItemCallback = Option<
     unsafe extern "C" fn(user_data: *mut c_void, index: usize, status: DefenderStatus, item_json: *const c_char),
 >;
 
+/// Runs `call` with a batch call's `progress` and `item_done` (each may be NULL) as its
+/// `Callbacks` (`defender_download_packages`, `defender_get_files`).
+///
+/// # Safety
+/// Both callbacks, when not NULL, may be called with `user_data` on this thread.
+pub(super) unsafe fn with_batch_callbacks<T>(
+    progress: DefenderBatchProgressCallback,
+    item_done: DefenderBatchItemCallback,
+    user_data: *mut c_void,
+    call: impl FnOnce(Callbacks<'_>) -> T,
+) -> T {
+    let mut report = progress.map(|progress| {
+        // SAFETY: as the function's caller vouched.
+        move |index: usize, done: u64, total: u64| unsafe { progress(user_data, index, done, total) } != 0
+    });
+    let mut tell = item_done.map(|item_done| {
+        move |index: usize, status: DefenderStatus, json: &str| {
+            let json = CString::new(json).unwrap_or_default();
+            // SAFETY: as the function's caller vouched.
+            unsafe { item_done(user_data, index, status, json.as_ptr()) }
+        }
+    });
+    call(Callbacks {
+        progress: report.as_mut().map(|report| report as ProgressFn<'_>),
+        item_done: tell.as_mut().map(|tell| tell as ItemDoneFn<'_>),
+        ..Callbacks::default()
+    })
+}
+
 /// Downloads the investigation packages of the `count` machine actions in `action_ids` into
 /// `destination_folder`, several at once, each under the name the option `file_name_pattern`
 /// gives it (default `<action_id>.zip`).
@@ -214,24 +243,14 @@ pub unsafe extern "C" fn defender_download_packages(
         let folder = unsafe { required_str(destination_folder, "destination_folder") }?.to_owned();
 
         // SAFETY: the caller vouches that both callbacks may be called with `user_data` on this thread.
-        let mut report = progress.map(|progress| {
-            move |index: usize, done: u64, total: u64| unsafe { progress(user_data, index, done, total) } != 0
-        });
-        let mut tell = item_done.map(|item_done| {
-            move |index: usize, status: DefenderStatus, json: &str| {
-                let json = CString::new(json).unwrap_or_default();
-                unsafe { item_done(user_data, index, status, json.as_ptr()) }
-            }
-        });
-        let callbacks = Callbacks {
-            progress: report.as_mut().map(|report| report as ProgressFn<'_>),
-            item_done: tell.as_mut().map(|tell| tell as ItemDoneFn<'_>),
-            ..Callbacks::default()
-        };
-        let results = client.run_with("defender_download_packages", callbacks, |session, reporter| async move {
-            let api = Api { session: &session, reporter: &reporter };
-            crate::download::batch::download_packages(api, &ids, &folder).await
-        })?;
+        let results = unsafe {
+            with_batch_callbacks(progress, item_done, user_data, |callbacks| {
+                client.run_with("defender_download_packages", callbacks, |session, reporter| async move {
+                    let api = Api { session: &session, reporter: &reporter };
+                    crate::download::batch::download_packages(api, &ids, &folder).await
+                })
+            })
+        }?;
         unsafe { write_string(results_json_out, crate::download::to_json(&results)) }
     })
 }
